@@ -1,0 +1,39 @@
+"""``python -m port {inspect,convert,forward,selfcheck} ...``: the converter's command line.
+
+Each subcommand lives beside the code it drives and exposes ``main(argv) -> int``; this file
+only dispatches, importing lazily so ``inspect`` works without torch initialising.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "inspect": ("port.caffe.inspect", "list layers, tops and blob shapes of a prototxt, caffemodel or .h5"),
+    "convert": ("port.convert", "convert a caffemodel (or .caffemodel.h5) to safetensors"),
+    "forward": ("port.forward", "run a net on input arrays and write its outputs or every blob"),
+    "selfcheck": ("port.selfcheck", "compare a device/precision against CPU fp32 on random weights"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m port COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"python -m port: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reproduce the FCN papers' tables with the ported weights."""
