@@ -1,0 +1,420 @@
+"""Typed records of the files the reproduction needs: released caffemodels, dataset archives,
+split lists and the demo image, each with the URLs it can be fetched from and its known digests.
+
+The caffemodel URLs are those of the reference release, `<model>/caffemodel-url` in
+shelhamer/fcn.berkeleyvision.org at commit 1305c73 (copies in `../shared/upstream/`); the dataset
+URLs are those of its `data/*/README.md` files. Where no digest was published, the downloader
+records a SHA-256 on the first verified download (`HashStore`) and checks it on every later one.
+
+Everything a user can set lives here: the cache folder (argument, `FCN_PORT_CACHE`, or
+`<repo>/weights/cache`) and mirror base URLs (argument, then `FCN_PORT_MIRRORS`), tried before
+the registry's own URLs.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import difflib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+ENV_CACHE = "FCN_PORT_CACHE"
+ENV_MIRRORS = "FCN_PORT_MIRRORS"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CACHE = REPO_ROOT / "weights" / "cache"
+HASHES_FILENAME = "recorded-sha256.json"
+
+# The reference release the caffemodel-url files, splits and demo files are taken from.
+UPSTREAM_REPO = "shelhamer/fcn.berkeleyvision.org"
+UPSTREAM_COMMIT = "1305c7378a9f0ab44b2c936f4d60e4687e3d8743"
+CAFFE_DL = "http://dl.caffe.berkeleyvision.org/"
+# The Internet Archive serves a raw capture at web/<timestamp>id_/<url>, redirecting to the
+# capture nearest the timestamp; a fallback for hosts that have been down for long spells.
+WAYBACK = "https://web.archive.org/web/2018id_/"
+
+HASH_ALGORITHMS = ("md5", "sha1", "sha256")
+KINDS = ("caffemodel", "dataset", "split", "demo")
+
+
+class UnknownArtifactError(LookupError):
+    """A name that is no artifact (or builder) of the registry; the message suggests near names."""
+
+
+class NoReleasedWeightsError(LookupError):
+    """A model builder for which the reference release published no caffemodel."""
+
+
+class HashStoreError(ValueError):
+    """The recorded-hashes file exists but is not what this module writes."""
+
+
+def _hex_length(algorithm: str) -> int:
+    return hashlib.new(algorithm).digest_size * 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Digests:
+    """Published digests of one exact byte sequence, with where they were published."""
+
+    md5: str | None = None
+    sha1: str | None = None
+    sha256: str | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        present = self.as_dict()
+        if not present:
+            raise ValueError(f"Digests({self.source!r}): give at least one of {HASH_ALGORITHMS}")
+        for algorithm, value in present.items():
+            if not re.fullmatch(f"[0-9a-f]{{{_hex_length(algorithm)}}}", value):
+                raise ValueError(
+                    f"Digests({self.source!r}): {algorithm} must be {_hex_length(algorithm)} "
+                    f"lowercase hex digits, got {value!r}")
+
+    def as_dict(self) -> dict[str, str]:
+        """The digests that are set, as {algorithm: hexdigest}."""
+        return {a: getattr(self, a) for a in HASH_ALGORITHMS if getattr(self, a) is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """One downloadable file: its registry name, file name, URLs in order of preference, the
+    digests known for it (a file is good when it matches every digest of any one entry), and
+    for a caffemodel the `port.models` builder it belongs to."""
+
+    name: str
+    kind: str
+    filename: str
+    urls: tuple[str, ...]
+    known: tuple[Digests, ...] = ()
+    builder: str | None = None
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"artifact {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.urls:
+            raise ValueError(f"artifact {self.name!r}: needs at least one URL")
+        if "/" in self.filename or self.filename in ("", ".", ".."):
+            raise ValueError(f"artifact {self.name!r}: filename must be a plain file name, "
+                             f"got {self.filename!r}")
+
+
+def _wayback(url: str) -> str:
+    return WAYBACK + url
+
+
+def _caffemodel(builder: str, filename: str, upstream_dir: str, *known: Digests) -> Artifact:
+    url = CAFFE_DL + filename
+    return Artifact(
+        name=filename.removesuffix(".caffemodel"), kind="caffemodel", filename=filename,
+        urls=(url, _wayback(url)), known=known, builder=builder,
+        description=f"released weights of {upstream_dir}",
+        source=f"{UPSTREAM_REPO}@{UPSTREAM_COMMIT[:7]} {upstream_dir}/caffemodel-url")
+
+
+def _upstream_file(name: str, kind: str, path: str, sha256: str, description: str) -> Artifact:
+    """A file of the reference repository at UPSTREAM_COMMIT; its SHA-256 is that of the copy
+    in ../shared/upstream (tests/test_registry.py checks they agree)."""
+    urls = (
+        f"https://raw.githubusercontent.com/{UPSTREAM_REPO}/{UPSTREAM_COMMIT}/{path}",
+        f"https://github.com/{UPSTREAM_REPO}/raw/{UPSTREAM_COMMIT}/{path}",
+        f"https://cdn.jsdelivr.net/gh/{UPSTREAM_REPO}@{UPSTREAM_COMMIT}/{path}",
+    )
+    return Artifact(name=name, kind=kind, filename=path.rsplit("/", 1)[-1], urls=urls,
+                    known=(Digests(sha256=sha256, source=f"{UPSTREAM_REPO}@{UPSTREAM_COMMIT[:7]}"),),
+                    description=description, source=f"{UPSTREAM_REPO}@{UPSTREAM_COMMIT[:7]} {path}")
+
+
+_FCN8S_DIGESTS = Digests(
+    md5="c03b2953ebd846c270da1a8e8f200c09", sha1="c449ea74dd7d83751d1357d6a8c323fcf4038962",
+    source="opencv_extra testdata/dnn/download_models.py (sha1) and the published md5")
+
+CAFFEMODELS: tuple[Artifact, ...] = (
+    _caffemodel("fcn32s", "fcn32s-heavy-pascal.caffemodel", "voc-fcn32s"),
+    _caffemodel("fcn16s", "fcn16s-heavy-pascal.caffemodel", "voc-fcn16s"),
+    _caffemodel("fcn8s", "fcn8s-heavy-pascal.caffemodel", "voc-fcn8s", _FCN8S_DIGESTS),
+    _caffemodel("fcn8s_atonce", "fcn8s-atonce-pascal.caffemodel", "voc-fcn8s-atonce"),
+    _caffemodel("fcn_alexnet", "fcn-alexnet-pascal.caffemodel", "voc-fcn-alexnet"),
+    _caffemodel("siftflow_fcn32s", "siftflow-fcn32s-heavy.caffemodel", "siftflow-fcn32s"),
+    _caffemodel("siftflow_fcn16s", "siftflow-fcn16s-heavy.caffemodel", "siftflow-fcn16s"),
+    _caffemodel("siftflow_fcn8s", "siftflow-fcn8s-heavy.caffemodel", "siftflow-fcn8s"),
+    _caffemodel("nyud_fcn32s_color", "nyud-fcn32s-color-heavy.caffemodel", "nyud-fcn32s-color"),
+    _caffemodel("nyud_fcn32s_hha", "nyud-fcn32s-hha-heavy.caffemodel", "nyud-fcn32s-hha"),
+    _caffemodel("nyud_fcn32s_color_hha", "nyud-fcn32s-color-hha-heavy.caffemodel",
+                "nyud-fcn32s-color-hha"),
+    _caffemodel("pascalcontext_fcn32s", "pascalcontext-fcn32s-heavy.caffemodel",
+                "pascalcontext-fcn32s"),
+    _caffemodel("pascalcontext_fcn16s", "pascalcontext-fcn16s-heavy.caffemodel",
+                "pascalcontext-fcn16s"),
+    _caffemodel("pascalcontext_fcn8s", "pascalcontext-fcn8s-heavy.caffemodel",
+                "pascalcontext-fcn8s"),
+)
+
+# Builders of port.models whose net the reference release ships without weights.
+UNRELEASED_BUILDERS = {
+    "nyud_fcn32s_color_d": "upstream nyud-fcn32s-color-d has prototxts but no caffemodel-url",
+}
+
+_VOC = "http://host.robots.ox.ac.uk/pascal/VOC/"
+_SBD = "Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz"
+_SIFTFLOW = "http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/SiftFlowDataset.zip"
+_CONTEXT = "cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz"
+_TORCHVISION_VOC = "torchvision datasets/voc.py DATASET_YEAR_DICT"
+
+DATASETS: tuple[Artifact, ...] = (
+    Artifact(
+        "voc2012-trainval", "dataset", "VOCtrainval_11-May-2012.tar",
+        (_VOC + "voc2012/VOCtrainval_11-May-2012.tar",
+         "https://pjreddie.com/media/files/VOCtrainval_11-May-2012.tar",
+         _wayback(_VOC + "voc2012/VOCtrainval_11-May-2012.tar")),
+        (Digests(md5="6cd6e144f989b92b3379bac3b3de84fd", source=_TORCHVISION_VOC),),
+        description="PASCAL VOC 2012 trainval (VOCdevkit/VOC2012; holds the seg11valid images)",
+        source="data/pascal/README.md"),
+    Artifact(
+        "voc2011-trainval", "dataset", "VOCtrainval_25-May-2011.tar",
+        (_VOC + "voc2011/VOCtrainval_25-May-2011.tar",
+         _wayback(_VOC + "voc2011/VOCtrainval_25-May-2011.tar")),
+        (Digests(md5="6c3384ef61512963050cb5d687e5bf1e", source=_TORCHVISION_VOC),),
+        description="PASCAL VOC 2011 trainval (TrainVal/VOCdevkit/VOC2011)",
+        source="data/pascal/README.md"),
+    Artifact(
+        "voc2010-trainval", "dataset", "VOCtrainval_03-May-2010.tar",
+        (_VOC + "voc2010/VOCtrainval_03-May-2010.tar",
+         _wayback(_VOC + "voc2010/VOCtrainval_03-May-2010.tar")),
+        (Digests(md5="da459979d0c395079b5c75ee67908abb", source=_TORCHVISION_VOC),),
+        description="PASCAL VOC 2010 trainval: the images PASCAL-Context labels",
+        source="data/pascal-context/README.md (Context annotates VOC 2010)"),
+    Artifact(
+        "sbd", "dataset", "benchmark.tgz",
+        ("http://www.eecs.berkeley.edu/" + _SBD, "https://www2.eecs.berkeley.edu/" + _SBD,
+         _wayback("http://www.eecs.berkeley.edu/" + _SBD)),
+        # Two byte sequences are published for this name: the gzip archive as served
+        # (torchvision), and the plain tar a client gets when it undoes the server's
+        # Content-Encoding: gzip (wkentaro/fcn, which renames it benchmark.tar). Our
+        # downloader asks for identity encoding, so it should see the first.
+        (Digests(md5="82b4d87ceb2ed10f6038a1cba92111cb", source="torchvision datasets/sbd.py"),
+         Digests(md5="2b2af8a6cff7365684e002c08be823a6",
+                 source="wkentaro/fcn datasets/voc.py SBDClassSeg (decoded tar)")),
+        description="SBD benchmark_RELEASE/dataset: img/, cls/*.mat, train.txt, val.txt",
+        source="data/pascal/README.md"),
+    Artifact(
+        "siftflow", "dataset", "SiftFlowDataset.zip", (_SIFTFLOW, _wayback(_SIFTFLOW)),
+        description="SIFT Flow: Images/, SemanticLabels/, GeoLabels/",
+        source="data/sift-flow/README.md"),
+    Artifact(
+        "nyud", "dataset", "nyud.tar.gz",
+        (CAFFE_DL + "nyud.tar.gz", _wayback(CAFFE_DL + "nyud.tar.gz")),
+        description="NYUDv2 in the authors' layout: data/images, data/depth, data/hha, "
+                    "segmentation/*.mat (40-class task of Gupta et al.)",
+        source="data/nyud/README.md"),
+    Artifact(
+        "pascal-context", "dataset", "trainval.tar.gz",
+        ("https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz",
+         "https://www." + _CONTEXT, _wayback("http://www." + _CONTEXT)),
+        description="PASCAL-Context annotations: trainval/<id>.mat with LabelMap (400 labels)",
+        source="data/pascal-context/README.md (dataset site)"),
+)
+
+SPLITS: tuple[Artifact, ...] = (
+    _upstream_file("split/pascal/seg11valid", "split", "data/pascal/seg11valid.txt",
+                   "4ca991bd72c251fd2485eaa9e29536502ea3800d1b1c17c151fd6a04bcfbc2cc",
+                   "the 736 VOC2011 val images not in SBD train"),
+    _upstream_file("split/pascal/classes", "split", "data/pascal/classes.txt",
+                   "7337a2b06728385fb3e1106416c67bfddf69628598b1f2f0db6a63cd63fb6b1e",
+                   "PASCAL VOC classes in model output order"),
+    _upstream_file("split/sift-flow/test", "split", "data/sift-flow/test.txt",
+                   "d9d024d06b1ed2139b0e1bdbc78ede9897c3389cd588cd5c37268a931c1d36ae",
+                   "SIFT Flow test split (200 images)"),
+    _upstream_file("split/sift-flow/trainval", "split", "data/sift-flow/trainval.txt",
+                   "4321de2b164556875661a66c64e6b5ebe1493a6e3dfa51d93700e3d17dbedfe7",
+                   "SIFT Flow trainval split"),
+    _upstream_file("split/sift-flow/classes", "split", "data/sift-flow/classes.txt",
+                   "9e9c657a9acbb1d87eb505c3baa74809e5460247e297ac814cf6f0717c8da01f",
+                   "SIFT Flow semantic and geometric classes"),
+    _upstream_file("split/nyud/test", "split", "data/nyud/test.txt",
+                   "f717536bdff71424f6f7cd0674cf6ac4381b2cffaaf942230b962a9f40671e7a",
+                   "NYUDv2 test split (654 images)"),
+    _upstream_file("split/nyud/train", "split", "data/nyud/train.txt",
+                   "8db94b4a9b33494c20319c6e79073aa7b842a683e6d263c3873d6ee95cebf759",
+                   "NYUDv2 train split"),
+    _upstream_file("split/nyud/val", "split", "data/nyud/val.txt",
+                   "cd278b1232fe5c2347994a9a3c13cd916aa2e72def51b9698993a2e8936797f5",
+                   "NYUDv2 val split"),
+    _upstream_file("split/nyud/classes", "split", "data/nyud/classes.txt",
+                   "70c98794343c2996e43a8ee696dfc2d209789ff0d65420f4565ed9dd36c088aa",
+                   "NYUDv2 40 classes in model output order"),
+    _upstream_file("split/pascal-context/classes-59", "split", "data/pascal-context/classes-59.txt",
+                   "0a570a766be2aff841a7e9b2cb7f0ce8157bfa13ec4778276e352c7518132ed0",
+                   "PASCAL-Context 59-class task"),
+    _upstream_file("split/pascal-context/classes-400", "split",
+                   "data/pascal-context/classes-400.txt",
+                   "5d1672fb298b429f37561402b297b98706f72713bb9a69650fe0961f8faf0fe1",
+                   "PASCAL-Context full label list"),
+)
+
+DEMO: tuple[Artifact, ...] = (
+    _upstream_file("demo/image", "demo", "demo/image.jpg",
+                   "657b36fed1ea84a44fde2ad641d52726947e9ff23652836273730f7b1ee0d7d8",
+                   "the demo input, VOC 2007_000129"),
+    _upstream_file("demo/output", "demo", "demo/output.png",
+                   "954592a652351795e2176a9a3cb4c709fc0a3ec2fda76aa1fd6863df221e6a85",
+                   "the released FCN-8s prediction on the demo image (upstream infer.py)"),
+    _upstream_file("demo/label", "demo", "demo/label.png",
+                   "baa7290b79283e4b4812436587af4585d5810da38752b4dfedf7b0ac910d6568",
+                   "the demo image's ground truth"),
+)
+
+ARTIFACTS: tuple[Artifact, ...] = CAFFEMODELS + DATASETS + SPLITS + DEMO
+
+
+def _index(artifacts: Sequence[Artifact], field: str) -> dict[str, Artifact]:
+    """field value -> artifact, refusing a value two artifacts share."""
+    index: dict[str, Artifact] = {}
+    for artifact in artifacts:
+        key = getattr(artifact, field)
+        if key in index:
+            raise ValueError(f"registry: two artifacts with {field} {key!r}")
+        index[key] = artifact
+    return index
+
+
+_BY_NAME = _index(ARTIFACTS, "name")
+_BY_BUILDER = _index(CAFFEMODELS, "builder")
+# File names shared by several artifacts (classes.txt, test.txt) are no lookup key.
+_FILENAME_USES = collections.Counter(a.filename for a in ARTIFACTS)
+_BY_FILENAME = {a.filename: a for a in ARTIFACTS if _FILENAME_USES[a.filename] == 1}
+
+
+def names(kind: str | None = None) -> list[str]:
+    """Registry names, all or of one kind."""
+    return [a.name for a in ARTIFACTS if kind is None or a.kind == kind]
+
+
+def _unknown(what: str, key: str, choices: Sequence[str]) -> UnknownArtifactError:
+    near = difflib.get_close_matches(key, choices, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+    return UnknownArtifactError(f"unknown {what} {key!r}{hint} (known: {', '.join(choices)})")
+
+
+def get(name: str) -> Artifact:
+    """The artifact with this registry name, file name, or (for a caffemodel) builder name."""
+    for index in (_BY_NAME, _BY_FILENAME, _BY_BUILDER):
+        if name in index:
+            return index[name]
+    if name in UNRELEASED_BUILDERS:
+        return caffemodel_for(name)
+    raise _unknown("artifact", name, sorted({*_BY_NAME, *_BY_FILENAME, *_BY_BUILDER}))
+
+
+def caffemodel_for(builder: str) -> Artifact:
+    """The released caffemodel of a `port.models` builder."""
+    if builder in _BY_BUILDER:
+        return _BY_BUILDER[builder]
+    if builder in UNRELEASED_BUILDERS:
+        raise NoReleasedWeightsError(
+            f"model {builder!r} has no released caffemodel ({UNRELEASED_BUILDERS[builder]}); "
+            f"train it or pass a local caffemodel")
+    raise _unknown("model builder", builder, sorted([*_BY_BUILDER, *UNRELEASED_BUILDERS]))
+
+
+def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The download cache: the argument, else $FCN_PORT_CACHE, else <repo>/weights/cache."""
+    if override is not None:
+        return Path(override)
+    env = os.environ.get(ENV_CACHE, "").strip()
+    return Path(env) if env else DEFAULT_CACHE
+
+
+def user_mirrors(mirrors: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Mirror base URLs set by the user: the argument's first, then $FCN_PORT_MIRRORS
+    (separated by whitespace or commas)."""
+    from_env = re.split(r"[\s,]+", os.environ.get(ENV_MIRRORS, "").strip())
+    ordered = [*(mirrors or ()), *from_env]
+    return tuple(dict.fromkeys(m.strip() for m in ordered if m.strip()))
+
+
+def candidate_urls(artifact: Artifact, mirrors: Sequence[str] | None = None) -> tuple[str, ...]:
+    """URLs to try in order: each user mirror base + file name, then the registry's URLs."""
+    from_mirrors = [m.rstrip("/") + "/" + artifact.filename for m in user_mirrors(mirrors)]
+    return tuple(dict.fromkeys([*from_mirrors, *artifact.urls]))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, on_wait: Callable[[Path], None] | None = None) -> Iterator[None]:
+    """An exclusive fcntl.flock on `path` (created if missing, never deleted: unlinking a lock
+    file another process has open would let a third one lock a new inode) for the duration.
+    `on_wait(path)` is called once when another holder makes us wait."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(path)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then os.replace it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class HashStore:
+    """SHA-256 digests recorded on the first verified download of each artifact (or URL),
+    kept in a small JSON file in the cache folder, so every later download is checked."""
+
+    VERSION = 1
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else cache_dir() / HASHES_FILENAME
+
+    def _read(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise HashStoreError(f"{self.path}: not a recorded-hashes JSON file ({err}); "
+                                 f"delete it to start afresh") from err
+        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+            raise HashStoreError(f"{self.path}: expected an object with a 'files' object")
+        return data["files"]
+
+    def get(self, key: str) -> Mapping[str, object] | None:
+        """The record of `key` ({'sha256', 'size', 'url', ...}), or None."""
+        record = self._read().get(key)
+        if record is not None and not re.fullmatch("[0-9a-f]{64}", str(record.get("sha256"))):
+            raise HashStoreError(f"{self.path}: record {key!r} has no valid 'sha256'")
+        return record
+
+    def record(self, key: str, **fields: object) -> None:
+        """Add or replace the record of `key`; read-modify-write under a lock, written atomically."""
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            files = self._read()
+            files[key] = dict(fields)
+            payload = json.dumps({"version": self.VERSION, "files": files}, indent=1, sort_keys=True)
+            write_atomic(self.path, payload.encode("utf-8") + b"\n")
