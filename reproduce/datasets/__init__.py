@@ -1,0 +1,48 @@
+"""Dataset readers of the FCN reference evaluation, exactly as the upstream data layers.
+
+``get_dataset(name, root, split)`` opens one (``voc``, ``sbd``, ``siftflow``, ``nyud``,
+``pascalcontext``); ``locate(name, root)`` says which folder it would read. Each dataset is a
+``torch.utils.data.Dataset`` of ``Item(id, inputs, label)``.
+"""
+from __future__ import annotations
+
+from .base import (
+    VOID, DatasetError, DatasetNotFoundError, Item, LabelError, Located, MissingFileError,
+    SegmentationDataset,
+)
+from .nyud import NYUD_CLASSES, NYUDv2
+from .pascalcontext import CONTEXT_CLASSES, PASCALContext
+from .siftflow import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES, SIFTFlow
+from .voc import SBD, VOC, VOC_CLASSES
+
+__all__ = [
+    "VOID", "DatasetError", "DatasetNotFoundError", "Item", "LabelError", "Located",
+    "MissingFileError", "SegmentationDataset", "VOC", "SBD", "SIFTFlow", "NYUDv2",
+    "PASCALContext", "VOC_CLASSES", "SIFTFLOW_SEMANTIC_CLASSES", "SIFTFLOW_GEOMETRIC_CLASSES",
+    "NYUD_CLASSES", "CONTEXT_CLASSES", "DATASETS", "get_dataset", "locate",
+]
+
+#: Dataset name -> reader class.
+DATASETS: dict[str, type[SegmentationDataset]] = {
+    cls.name: cls for cls in (VOC, SBD, SIFTFlow, NYUDv2, PASCALContext)
+}
+
+
+def _reader(name: str) -> type[SegmentationDataset]:
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def get_dataset(name: str, root, split: str | None = None, **options) -> SegmentationDataset:
+    """Open dataset ``name`` at or under ``root``; ``split`` defaults to the papers' evaluation
+    split (``seg11valid``, SBD ``val``, ``test``, Context ``val``); ``options`` go to the reader
+    (e.g. ``inputs=`` for NYUD, ``task=`` for SIFT Flow, ``split_file=``)."""
+    reader = _reader(name)
+    return reader(root, **options) if split is None else reader(root, split, **options)
+
+
+def locate(name: str, root, split: str | None = None) -> Located:
+    """Where dataset ``name`` is at or under ``root``; ``.message`` says which folder was found."""
+    reader = _reader(name)
+    return reader.locate(root) if split is None else reader.locate(root, split)
