@@ -1,0 +1,60 @@
+"""Caffe's file formats read and written without Caffe or protobuf (and never with pickle).
+
+``load_net(path)`` reads a ``.prototxt``; ``load_caffemodel(path)`` reads a binary or HDF5
+caffemodel (told apart by content); both give a :class:`NetDef` whose layers carry their
+blobs as shaped float32 numpy arrays. ``write_caffemodel``/``write_caffemodel_h5`` write them.
+"""
+from __future__ import annotations
+
+import os
+
+from .errors import CaffeFormatError
+from .message import Message
+from .net import LayerDef, NetDef, ParamSpec, netdef_from_message
+from .text import parse_text, read_prototxt
+from .wire import decode, read_binaryproto
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+__all__ = ["CaffeFormatError", "LayerDef", "Message", "NetDef", "ParamSpec", "decode",
+           "is_hdf5", "load_caffemodel", "load_net", "parse_text", "read_binaryproto",
+           "read_prototxt", "write_caffemodel", "write_caffemodel_h5"]
+
+
+def load_net(path: str | os.PathLike) -> NetDef:
+    """A net definition from a ``.prototxt`` (V1 nets upgraded to V2)."""
+    return netdef_from_message(read_prototxt(path, "NetParameter"), path)
+
+
+def is_hdf5(path: str | os.PathLike) -> bool:
+    """Whether the file starts with the HDF5 signature (Caffe's ``snapshot_format: HDF5``)."""
+    with open(path, "rb") as fh:
+        return fh.read(len(HDF5_MAGIC)) == HDF5_MAGIC
+
+
+def load_caffemodel(path: str | os.PathLike, net: NetDef | None = None) -> NetDef:
+    """The net and blobs of a caffemodel: binary protobuf, or HDF5 told by its signature.
+
+    A binary caffemodel carries its layer definitions; an HDF5 one holds only blobs, so its
+    layers have names and blobs only unless ``net`` (a parsed prototxt) gives the definitions.
+    """
+    if is_hdf5(path):
+        from .hdf5 import read_caffemodel_h5  # h5py is imported only for HDF5 files
+        return read_caffemodel_h5(path, net)
+    netdef = netdef_from_message(read_binaryproto(path, "NetParameter"), path)
+    if not netdef.layers:
+        raise CaffeFormatError(path, "byte 0", "NetParameter.layer",
+                               "no layers: not a caffemodel (or an empty net)")
+    return netdef
+
+
+def write_caffemodel(path, net) -> None:
+    """Write a ``NetParameter`` (or a ``NetDef``) as a binary caffemodel, atomically."""
+    from .writer import write_caffemodel as _write
+    _write(path, net)
+
+
+def write_caffemodel_h5(path, net) -> None:
+    """Write a ``NetDef``'s blobs (or a ``NetParameter``'s) as Caffe's HDF5 snapshot, atomically."""
+    from .hdf5 import write_caffemodel_h5 as _write
+    _write(path, net)
