@@ -1,0 +1,588 @@
+"""A Caffe net as a ``torch.nn.Module``, built generically from any parsed ``NetDef``.
+
+:class:`CaffeNet` reproduces Caffe's ``Net`` (net.cpp) for the layers the FCN nets use:
+layers run in prototxt order; a blob name refers to the latest top of that name, so in-place
+layers overwrite their bottom as in Caffe; the net's outputs are the tops no later layer
+consumes (``Net::Init``'s ``available_blobs``). Net-level inputs, ``Input`` layers and
+``Python`` data layers' tops are the forward inputs. Each layer is a submodule named by its
+Caffe layer name, so parameters read ``conv1_1.weight``, ``upscore2.weight``. Semantics are in
+:mod:`port.ops`; this module wires them.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from port import ops
+from port.coord_map import spatial_params
+from port.ops import CaffeSemanticsError
+
+__all__ = ["CaffeNet", "CaffeGraphError", "BlobMismatchError", "CaffeLayer", "LAYER_TYPES",
+           "INPUT_LAYER_TYPES", "SUPPORTED_LAYER_TYPES"]
+
+#: Layer types whose tops are forward inputs (their data comes from outside the net).
+INPUT_LAYER_TYPES = ("Input", "Python")
+LAYER_TYPES: dict[str, type["CaffeLayer"]] = {}
+
+
+class CaffeGraphError(ValueError):
+    """A net the graph cannot build: unknown layer type, missing bottom, bad input."""
+
+
+class BlobMismatchError(ValueError):
+    """Caffemodel blobs that do not fill the net's parameters exactly; lists every mismatch."""
+
+    def __init__(self, source: str, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__(f"{source}: {len(self.problems)} blob mismatch(es):\n  " + "\n  ".join(self.problems))
+
+
+def _register(*types: str) -> Callable[[type], type]:
+    def wrap(cls: type) -> type:
+        for name in types:
+            LAYER_TYPES[name] = cls
+        return cls
+    return wrap
+
+
+class CaffeLayer(nn.Module):
+    """One Caffe layer: ``forward(*bottoms) -> tuple of tops``. ``bottoms``/``tops`` are the
+    allowed counts (min, max) as the layer's ``ExactNumBottomBlobs``/``MinTopBlobs``..."""
+
+    bottoms: tuple[int, int] = (1, 1)
+    tops: tuple[int, int] = (1, 1)
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__()
+        self.caffe_name, self.caffe_type, self.phase = layer.name, layer.type, phase
+        for what, count, (low, high) in (("bottom", len(layer.bottom), self.bottoms),
+                                         ("top", len(layer.top), self.tops)):
+            if not low <= count <= high:
+                raise CaffeGraphError(f"layer {layer.name!r} ({layer.type}): {count} {what}s, "
+                                      f"expected {low}" + (f" to {high}" if high != low else ""))
+
+    def caffe_params(self) -> list[nn.Parameter]:
+        """Parameters in Caffe's blob order (``layer.blobs()``)."""
+        return []
+
+    def _new_param(self, name: str, shape: Sequence[int]) -> None:
+        # Caffe's default filler is constant 0; real values come from a caffemodel.
+        self.register_parameter(name, nn.Parameter(torch.zeros(tuple(int(s) for s in shape))))
+
+
+def _check_4d(layer: CaffeLayer, shape: Sequence[int]) -> None:
+    if len(shape) != 4:
+        raise CaffeGraphError(f"layer {layer.caffe_name!r} ({layer.caffe_type}): expects an "
+                              f"N x C x H x W bottom, got shape {tuple(shape)}")
+
+
+def _one(values: tuple[int, ...], what: str, layer: str) -> int | tuple[int, int]:
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise CaffeGraphError(f"layer {layer!r}: {len(values)} {what} values; only 2-D is supported")
+
+
+@_register("Convolution", "Deconvolution")
+class Convolution(CaffeLayer):
+    """Caffe Convolution / Deconvolution (conv_layer.cpp, deconv_layer.cpp, base_conv_layer.cpp):
+    weight ``(num_output, C/group, kh, kw)`` or, transposed, ``(C, num_output/group, kh, kw)``;
+    bias ``(num_output,)`` when ``bias_term``."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        _check_4d(self, shapes[0])
+        param, geo = layer.convolution_param, spatial_params(layer)
+        if int(param.axis) != 1:
+            raise CaffeGraphError(f"layer {layer.name!r}: convolution axis {param.axis} unsupported (1 only)")
+        self.transposed = layer.type == "Deconvolution"
+        self.kernel = _one(geo["kernel"], "kernel", layer.name)
+        self.stride, self.pad = _one(geo["stride"], "stride", layer.name), _one(geo["pad"], "pad", layer.name)
+        self.dilation, self.groups = _one(geo["dilation"], "dilation", layer.name), int(param.group)
+        channels, num_output = shapes[0][1], int(param.num_output)
+        if channels % self.groups or num_output % self.groups:
+            raise CaffeGraphError(f"layer {layer.name!r}: {channels} input and {num_output} output "
+                                  f"channels are not divisible by group {self.groups}")
+        kh, kw = ops._pair(self.kernel, "kernel", layer.name)
+        io = (channels, num_output // self.groups) if self.transposed else (num_output, channels // self.groups)
+        self._new_param("weight", (*io, kh, kw))
+        self.bias_term = bool(param.bias_term)
+        if self.bias_term:
+            self._new_param("bias", (num_output,))
+
+    def caffe_params(self) -> list[nn.Parameter]:
+        return [self.weight, self.bias] if self.bias_term else [self.weight]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        fn = ops.deconv2d if self.transposed else ops.conv2d
+        bias = self.bias if self.bias_term else None
+        return (fn(x, self.weight, bias, self.stride, self.pad, self.groups, self.dilation, self.caffe_name),)
+
+
+@_register("InnerProduct")
+class InnerProduct(CaffeLayer):
+    """Caffe InnerProduct (inner_product_layer.cpp): flattens axes from ``axis`` into K;
+    weight ``(num_output, K)`` (``(K, num_output)`` when ``transpose``), bias ``(num_output,)``."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        param = layer.inner_product_param
+        self.axis = int(param.axis) % len(shapes[0])
+        self.transpose = bool(param.transpose)
+        k, n = int(np.prod(shapes[0][self.axis:])), int(param.num_output)
+        self._new_param("weight", (k, n) if self.transpose else (n, k))
+        self.bias_term = bool(param.bias_term)
+        if self.bias_term:
+            self._new_param("bias", (n,))
+
+    def caffe_params(self) -> list[nn.Parameter]:
+        return [self.weight, self.bias] if self.bias_term else [self.weight]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        weight = self.weight.t() if self.transpose else self.weight
+        flat = x.flatten(self.axis)
+        if flat.shape[-1] != weight.shape[1]:
+            raise CaffeSemanticsError(f"layer {self.caffe_name!r}: input has {flat.shape[-1]} features "
+                                      f"from axis {self.axis}, weights expect {weight.shape[1]}")
+        return (F.linear(flat, weight, self.bias if self.bias_term else None),)
+
+
+@_register("Pooling")
+class Pooling(CaffeLayer):
+    """Caffe Pooling (pooling_layer.cpp), MAX or AVE, via :func:`port.ops.pool2d`."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        _check_4d(self, shapes[0])
+        param, geo = layer.pooling_param, spatial_params(layer)
+        self.mode, self.global_pooling = str(param.pool), bool(param.global_pooling)
+        if self.mode not in ("MAX", "AVE"):
+            raise CaffeGraphError(f"layer {layer.name!r}: pooling method {self.mode} unsupported (MAX, AVE)")
+        if not self.global_pooling and 0 in geo["kernel"]:
+            raise CaffeGraphError(f"layer {layer.name!r}: pooling needs kernel_size or kernel_h/kernel_w")
+        self.kernel = _one(geo["kernel"], "kernel", layer.name)
+        self.stride, self.pad = _one(geo["stride"], "stride", layer.name), _one(geo["pad"], "pad", layer.name)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (ops.pool2d(x, self.kernel, self.stride, self.pad, self.mode, self.global_pooling,
+                           self.caffe_name),)
+
+
+@_register("ReLU")
+class ReLU(CaffeLayer):
+    """Caffe ReLU (relu_layer.cpp): ``max(x, 0) + negative_slope * min(x, 0)``."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        self.negative_slope = float(layer.relu_param.negative_slope)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        if self.negative_slope:
+            return (F.leaky_relu(x, self.negative_slope),)
+        return (F.relu(x),)
+
+
+@_register("Dropout")
+class Dropout(CaffeLayer):
+    """Caffe Dropout (dropout_layer.cpp): the identity in the TEST phase; in a TRAIN-phase net
+    in training mode, zero with probability ``dropout_ratio`` and scale by ``1/(1-ratio)``."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        self.ratio = float(layer.dropout_param.dropout_ratio)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (F.dropout(x, self.ratio, training=self.training and self.phase == "TRAIN"),)
+
+
+@_register("LRN")
+class LRN(CaffeLayer):
+    """Caffe LRN (lrn_layer.cpp), ACROSS_CHANNELS or WITHIN_CHANNEL."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        _check_4d(self, shapes[0])
+        p = layer.lrn_param
+        self.region, self.size = str(p.norm_region), int(p.local_size)
+        self.alpha, self.beta, self.k = float(p.alpha), float(p.beta), float(p.k)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        if self.region == "WITHIN_CHANNEL":
+            return (ops.lrn_within_channel(x, self.size, self.alpha, self.beta, self.caffe_name),)
+        return (ops.lrn_across_channels(x, self.size, self.alpha, self.beta, self.k, self.caffe_name),)
+
+
+@_register("Crop")
+class Crop(CaffeLayer):
+    """Caffe Crop (crop_layer.cpp): the first bottom cropped to the second's size from ``axis``."""
+
+    bottoms = (2, 2)
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        self.axis = int(layer.crop_param.axis)
+        self.offsets = tuple(int(o) for o in layer.crop_param.offset) or (0,)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor]:
+        return (ops.crop(x, ref, self.axis, self.offsets, self.caffe_name),)
+
+
+@_register("Eltwise")
+class Eltwise(CaffeLayer):
+    """Caffe Eltwise (eltwise_layer.cpp): SUM with ``coeff``, PROD, MAX."""
+
+    bottoms = (2, 1 << 30)
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        self.operation = str(layer.eltwise_param.operation)
+        self.coeff = tuple(float(c) for c in layer.eltwise_param.coeff) or None
+
+    def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
+        return (ops.eltwise(bottoms, self.operation, self.coeff, self.caffe_name),)
+
+
+@_register("Concat")
+class Concat(CaffeLayer):
+    """Caffe Concat (concat_layer.cpp) along ``axis`` (or the legacy ``concat_dim``)."""
+
+    bottoms = (1, 1 << 30)
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        p = layer.concat_param
+        self.axis = int(p.concat_dim if p.has("concat_dim") else p.axis)
+
+    def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
+        return (torch.cat(bottoms, dim=self.axis),)
+
+
+@_register("Scale")
+class Scale(CaffeLayer):
+    """Caffe Scale (scale_layer.cpp): ``x * scale (+ bias)``, the scale a parameter of shape
+    ``x.shape[axis:axis+num_axes]`` (one bottom) or the second bottom; bias a parameter."""
+
+    bottoms = (1, 2)
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        p = layer.scale_param
+        self.axis, self.two_bottoms = int(p.axis), len(shapes) == 2
+        if self.two_bottoms:
+            scale_shape = shapes[1]
+        else:
+            start = self.axis % len(shapes[0]) if len(shapes[0]) else 0
+            num_axes = int(p.num_axes)
+            stop = len(shapes[0]) if num_axes == -1 else start + num_axes
+            scale_shape = shapes[0][start:stop]
+            self._new_param("weight", scale_shape)
+            # Caffe's default scale filler is constant 1 (scale_layer.cpp LayerSetUp).
+            nn.init.ones_(self.weight)
+        self.bias_term = bool(p.bias_term)
+        if self.bias_term:
+            self._new_param("bias", scale_shape)
+
+    def caffe_params(self) -> list[nn.Parameter]:
+        params = [] if self.two_bottoms else [self.weight]
+        return params + ([self.bias] if self.bias_term else [])
+
+    def forward(self, x: torch.Tensor, *scale: torch.Tensor) -> tuple[torch.Tensor]:
+        weight = scale[0] if self.two_bottoms else self.weight
+        bias = self.bias if self.bias_term else None
+        return (ops.scale(x, weight, bias, self.axis, self.caffe_name),)
+
+
+@_register("Softmax")
+class Softmax(CaffeLayer):
+    """Caffe Softmax (softmax_layer.cpp) along ``axis``."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        self.axis = int(layer.softmax_param.axis)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (ops.softmax(x, self.axis),)
+
+
+def _ignore_label(param: Any) -> int | None:
+    return int(param.ignore_label) if param.has("ignore_label") else None
+
+
+@_register("SoftmaxWithLoss")
+class SoftmaxWithLoss(CaffeLayer):
+    """Caffe SoftmaxWithLoss (softmax_loss_layer.cpp): the loss (0-d), and the softmax
+    probabilities as an optional second top."""
+
+    bottoms, tops = (2, 2), (1, 2)
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        lp = layer.loss_param
+        self.ignore_label = _ignore_label(lp)
+        self.normalization = ops.loss_normalization(
+            str(lp.normalization) if lp.has("normalization") else None,
+            bool(lp.normalize) if lp.has("normalize") else None)
+        self.axis, self.two_tops = int(layer.softmax_param.axis), len(layer.top) == 2
+
+    def forward(self, score: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        loss = ops.softmax_with_loss(score, label, self.ignore_label, self.normalization, self.axis,
+                                     self.caffe_name)
+        return (loss, ops.softmax(score, self.axis)) if self.two_tops else (loss,)
+
+
+@_register("Accuracy")
+class Accuracy(CaffeLayer):
+    """Caffe Accuracy (accuracy_layer.cpp), top-k over ``axis``; one top."""
+
+    bottoms = (2, 2)
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        p = layer.accuracy_param
+        self.top_k, self.axis, self.ignore_label = int(p.top_k), int(p.axis), _ignore_label(p)
+
+    def forward(self, score: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:
+        return (ops.accuracy(score, label, self.top_k, self.axis, self.ignore_label, self.caffe_name),)
+
+
+@_register("Split")
+class Split(CaffeLayer):
+    """Caffe Split (split_layer.cpp): every top shares the bottom's data."""
+
+    tops = (1, 1 << 30)
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        self.count = len(layer.top)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (x,) * self.count
+
+
+@_register("Silence")
+class Silence(CaffeLayer):
+    """Caffe Silence (silence_layer.cpp): consumes its bottoms, produces nothing."""
+
+    bottoms, tops = (1, 1 << 30), (0, 0)
+
+    def forward(self, *bottoms: torch.Tensor) -> tuple[()]:
+        return ()
+
+
+@_register("Flatten")
+class Flatten(CaffeLayer):
+    """Caffe Flatten (flatten_layer.cpp): axes ``axis..end_axis`` merged into one."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        p, ndim = layer.flatten_param, len(shapes[0])
+        self.start, self.end = int(p.axis) % ndim, int(p.end_axis) % ndim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (x.flatten(self.start, self.end),)
+
+
+def reshape_target(shape: Sequence[int], dims: Sequence[int], axis: int = 0, num_axes: int = -1,
+                   layer: str = "") -> tuple[int, ...]:
+    """Caffe Reshape's output shape (reshape_layer.cpp ``Reshape``): ``dims`` replace axes
+    ``axis .. axis+num_axes`` (all remaining for -1); 0 copies the bottom's dimension at that
+    position, one -1 is inferred from the count."""
+    ndim = len(shape)
+    start = axis + ndim + 1 if axis < 0 else axis
+    stop = ndim if num_axes == -1 else start + num_axes
+    if not 0 <= start <= stop <= ndim or list(dims).count(-1) > 1:
+        raise CaffeSemanticsError(f"layer {layer!r}: reshape axis {axis}, num_axes {num_axes}, "
+                                  f"dims {list(dims)} do not fit bottom shape {tuple(shape)}")
+    middle = [shape[start + i] if d == 0 else d for i, d in enumerate(dims)]
+    if -1 in middle:
+        known = int(np.prod([d for d in middle if d != -1])) or 1
+        middle[middle.index(-1)] = int(np.prod(shape[start:stop])) // known
+    result = tuple(shape[:start]) + tuple(middle) + tuple(shape[stop:])
+    if int(np.prod(result)) != int(np.prod(shape)):
+        raise CaffeSemanticsError(f"layer {layer!r}: reshape of {tuple(shape)} to {result} changes the count")
+    return result
+
+
+@_register("Reshape")
+class Reshape(CaffeLayer):
+    """Caffe Reshape (reshape_layer.cpp) via :func:`reshape_target`."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        p = layer.reshape_param
+        self.dims = tuple(int(d) for d in p.shape.dim)
+        self.axis, self.num_axes = int(p.axis), int(p.num_axes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (x.reshape(reshape_target(tuple(x.shape), self.dims, self.axis, self.num_axes,
+                                         self.caffe_name)),)
+
+
+SUPPORTED_LAYER_TYPES = tuple(sorted(set(LAYER_TYPES) | set(INPUT_LAYER_TYPES)))
+
+
+def _input_shapes(net: Any, original: Any, overrides: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    """Forward inputs in Caffe's order (net-level ``input`` first, then ``Input`` and ``Python``
+    layers' tops) with their shapes; ``overrides`` supplies or replaces shapes."""
+    for layer in net.layers:
+        if layer.type in INPUT_LAYER_TYPES and len(layer.bottom):
+            raise CaffeGraphError(f"layer {layer.name!r}: a {layer.type} layer with bottoms computes "
+                                  f"in code the port cannot run; only data layers (no bottoms) are supported")
+    layer_tops = {t for layer in original.layers if layer.type in INPUT_LAYER_TYPES for t in layer.top}
+    names = [n for n in net.inputs if n not in layer_tops]
+    names += [t for layer in net.layers if layer.type in INPUT_LAYER_TYPES for t in layer.top]
+    shapes = {}
+    for name in names:
+        shape = overrides.get(name, net.inputs.get(name))
+        if shape is None:
+            raise CaffeGraphError(
+                f"net {net.name!r}: input blob {name!r} (a Python data layer's top) has no declared "
+                f"shape; pass input_shapes={{{name!r}: (N, C, H, W)}}")
+        shapes[name] = tuple(int(s) for s in shape)
+    unknown = sorted(set(overrides) - set(shapes))
+    if unknown:
+        raise CaffeGraphError(f"net {net.name!r}: input_shapes names {unknown}, not inputs of the net {names}")
+    return shapes
+
+
+def _legacy_equal(blob_shape: tuple[int, ...], param_shape: tuple[int, ...]) -> bool:
+    """Caffe ``Blob::ShapeEquals`` for legacy (num, channels, height, width) blobs: the shape
+    padded with leading 1s to 4 axes (e.g. V1 InnerProduct weights ``1 x 1 x out x in``)."""
+    pad = 4 - len(param_shape)
+    return len(blob_shape) == 4 and pad > 0 and blob_shape == (1,) * pad + param_shape
+
+
+class CaffeNet(nn.Module):
+    """A parsed Caffe net (``port.caffe.NetDef``) as a module, for one ``phase``
+    (``NetDef.for_phase``: include/exclude rules as Caffe's ``Net::FilterNet``).
+
+    ``forward(**inputs)`` takes one tensor (or array) per input blob (:attr:`input_names`) and
+    returns the net's outputs by name; ``forward(..., return_blobs=True)`` returns every named
+    blob as Caffe holds it after ``Net::Forward``. Shapes are propagated at construction on the
+    ``meta`` device from the declared input shapes (``input_shapes`` supplies those a Python
+    data layer does not declare), which sizes the parameters and checks the net as Caffe's
+    ``Net::Init`` does. Parameters start at Caffe's default fillers; :meth:`load_blobs` fills
+    them from a caffemodel. Parameters with ``lr_mult: 0`` are frozen (``requires_grad=False``).
+    """
+
+    def __init__(self, netdef: Any, phase: str = "TEST",
+                 input_shapes: Mapping[str, Sequence[int]] | None = None):
+        super().__init__()
+        net = netdef.for_phase(phase)
+        self.net_name, self.phase = net.name, phase
+        shapes = _input_shapes(net, netdef, dict(input_shapes or {}))
+        self.input_names = tuple(shapes)
+        self._steps: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+        available = dict.fromkeys(shapes)
+        for layer in net.layers:
+            if layer.type in INPUT_LAYER_TYPES:
+                continue
+            tops = self._add_layer(layer, shapes)
+            for bottom in layer.bottom:
+                available.pop(bottom, None)
+            available.update(dict.fromkeys(tops))
+        # Caffe keeps the unconsumed blobs in a std::set, so outputs come sorted by name.
+        self.output_names = tuple(sorted(available))
+
+    def _add_layer(self, layer: Any, shapes: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
+        """Build, shape-check (on ``meta``) and register one layer; returns its tops."""
+        cls = LAYER_TYPES.get(layer.type)
+        if cls is None:
+            raise CaffeGraphError(f"layer {layer.name!r}: unknown type {layer.type!r}; supported "
+                                  f"types: {', '.join(SUPPORTED_LAYER_TYPES)}")
+        missing = [b for b in layer.bottom if b not in shapes]
+        if missing:
+            raise CaffeGraphError(f"layer {layer.name!r}: bottom blob(s) {missing} are produced by "
+                                  f"no earlier layer or input")
+        module = cls(layer, [shapes[b] for b in layer.bottom], self.phase)
+        # Shapes only: parameters and bottoms on "meta" (no data, no compute).
+        meta = {k: v.to("meta") for k, v in module.named_parameters()}
+        tops = torch.func.functional_call(module, meta, tuple(
+            torch.empty(shapes[b], device="meta") for b in layer.bottom))
+        shapes.update((name, tuple(t.shape)) for name, t in zip(layer.top, tops))
+        self._register(layer, module)
+        self._steps.append((layer.name, tuple(layer.bottom), tuple(layer.top)))
+        return tuple(layer.top)
+
+    def _register(self, layer: Any, module: CaffeLayer) -> None:
+        if layer.name in self._modules or not layer.name or "." in layer.name:
+            raise CaffeGraphError(f"layer {layer.name!r}: layer names must be unique, non-empty "
+                                  f"and without '.' to name parameters")
+        try:
+            self.add_module(layer.name, module)
+        except KeyError as err:
+            raise CaffeGraphError(f"layer {layer.name!r}: name clashes with a CaffeNet attribute") from err
+        for param, spec in zip(module.caffe_params(), layer.params):
+            if float(spec.lr_mult) == 0:
+                param.requires_grad_(False)
+
+    @property
+    def steps(self) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
+        """The layers run by ``forward``, in order, as ``(name, bottoms, tops)``."""
+        return tuple(self._steps)
+
+    def caffe_layers(self) -> dict[str, CaffeLayer]:
+        """Layer modules by Caffe layer name, in net order."""
+        return {name: self._modules[name] for name, _, _ in self._steps}  # type: ignore[misc]
+
+    def caffe_params(self) -> dict[str, list[nn.Parameter]]:
+        """Each parameterised layer's parameters in Caffe's blob order, by layer name."""
+        layers = self.caffe_layers().items()
+        return {name: m.caffe_params() for name, m in layers if m.caffe_params()}
+
+    def _inputs(self, inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        missing = [n for n in self.input_names if n not in inputs]
+        unknown = sorted(set(inputs) - set(self.input_names))
+        if missing or unknown:
+            raise CaffeGraphError(f"net {self.net_name!r}: inputs are {list(self.input_names)}; "
+                                  f"missing {missing}, unknown {unknown}")
+        # Arrays become float32 tensors (Caffe blobs are float) on the parameters' device.
+        device = next(self.parameters(), torch.empty(0)).device
+        return {n: v if isinstance(v, torch.Tensor) else
+                torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device)
+                for n, v in inputs.items()}
+
+    def forward(self, return_blobs: bool = False, **inputs: Any) -> dict[str, torch.Tensor]:
+        blobs = self._inputs(inputs)
+        for name, bottoms, tops in self._steps:
+            outs = self._modules[name](*[blobs[b] for b in bottoms])
+            blobs.update(zip(tops, outs))
+        if return_blobs:
+            return blobs
+        return {name: blobs[name] for name in self.output_names}
+
+    def load_blobs(self, netdef_with_blobs: Any, source: str | None = None) -> None:
+        """Fill every parameter from a caffemodel's ``NetDef`` (``port.caffe.load_caffemodel``),
+        matching layers by name and blobs by index as Caffe's ``Net::CopyTrainedLayersFrom``,
+        but strictly: every parameter filled, every blob used, equal shapes (legacy 4-D shapes
+        as ``Blob::ShapeEquals``); otherwise one :class:`BlobMismatchError` listing each."""
+        source = source or str(getattr(netdef_with_blobs, "path", None) or "caffemodel")
+        found = {layer.name: list(layer.blobs) for layer in netdef_with_blobs.layers if len(layer.blobs)}
+        problems, pairs = [], []
+        for name, params in self.caffe_params().items():
+            blobs = found.pop(name, None)
+            if blobs is None:
+                problems.append(f"layer {name!r}: no blobs in the caffemodel, expected {len(params)}")
+                continue
+            if len(blobs) != len(params):
+                problems.append(f"layer {name!r}: {len(blobs)} blobs, expected {len(params)}")
+            for index, (param, blob) in enumerate(zip(params, blobs)):
+                want, got = tuple(param.shape), tuple(np.shape(blob))
+                if got != want and not _legacy_equal(got, want):
+                    problems.append(f"layer {name!r} blob {index}: expected shape {want}, found {got}")
+                pairs.append((param, blob))
+        problems += [f"layer {name!r}: {len(blobs)} blob(s) unused (no such parameterised layer in "
+                     f"the net)" for name, blobs in found.items()]
+        if problems:
+            raise BlobMismatchError(source, problems)
+        with torch.no_grad():
+            for param, blob in pairs:
+                param.copy_(torch.from_numpy(np.asarray(blob, dtype=np.float32).reshape(param.shape)))
+
+    #: The name the family helper's converter and the brief use.
+    load_caffemodel_blobs = load_blobs

@@ -1,0 +1,418 @@
+"""Each Caffe layer semantic in one named place, as functions on tensors.
+
+Every function reproduces one piece of BVLC/caffe (master 9b89154) and cites the source it
+follows. They take only Python numbers for geometry, so they are usable inside ``nn.Module``
+forwards and under ``torch.compile`` (no Python loops over pixels, no data-dependent shapes).
+Shape disagreements raise :class:`CaffeSemanticsError` naming the layer.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "CaffeSemanticsError", "conv_output_size", "pool_output_size", "deconv_output_size",
+    "pool2d", "crop", "crop_offsets_for", "conv2d", "deconv2d", "lrn_across_channels",
+    "lrn_within_channel", "eltwise", "scale", "softmax", "softmax_with_loss", "accuracy",
+    "loss_normalization", "bilinear_kernel", "bilinear_weight", "is_bilinear", "FLT_MIN",
+]
+
+#: Caffe clamps probabilities at ``FLT_MIN`` before the log (softmax_loss_layer.cpp).
+FLT_MIN = float(np.finfo(np.float32).tiny)
+
+#: LossParameter.NormalizationMode values (caffe.proto).
+NORMALIZATION_MODES = ("FULL", "VALID", "BATCH_SIZE", "NONE")
+
+
+class CaffeSemanticsError(ValueError):
+    """A net or tensor that Caffe itself would refuse (a failed ``CHECK`` in a layer's
+    ``LayerSetUp``/``Reshape``), named by layer and with the expected and found values."""
+
+
+def _where(layer: str) -> str:
+    return f"layer {layer!r}: " if layer else ""
+
+
+def _pair(value: int | Sequence[int], what: str, layer: str = "") -> tuple[int, int]:
+    """An int or an ``(h, w)`` pair, as Caffe's ``kernel_size`` vs ``kernel_h``/``kernel_w``."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise CaffeSemanticsError(f"{_where(layer)}{what} must be an int or (h, w), got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Output sizes
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, dilation: int = 1,
+                     layer: str = "") -> int:
+    """Convolution output size, floor rounding: ``(size + 2*pad - (dilation*(kernel-1)+1)) //
+    stride + 1`` (caffe ``ConvolutionLayer::compute_output_shape``)."""
+    extent = dilation * (kernel - 1) + 1
+    out = (size + 2 * pad - extent) // stride + 1
+    if out < 1:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}convolution of input size {size} with dilated kernel {extent}, "
+            f"pad {pad}, stride {stride} gives output size {out} (< 1)")
+    return out
+
+
+def pool_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, layer: str = "") -> int:
+    """Pooling output size as caffe ``PoolingLayer::Reshape``: ceil rounding,
+    ``ceil((size + 2*pad - kernel) / stride) + 1``, then, only when padding, drop a last window
+    that would start in the padding (``(out - 1) * stride >= size + pad``)."""
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    if out < 1:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}pooling of input size {size} with kernel {kernel}, pad {pad}, "
+            f"stride {stride} gives output size {out} (< 1)")
+    return out
+
+
+def deconv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, dilation: int = 1,
+                       layer: str = "") -> int:
+    """Deconvolution output size ``stride*(size-1) + dilation*(kernel-1)+1 - 2*pad``
+    (caffe ``DeconvolutionLayer::compute_output_shape``)."""
+    out = stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
+    if out < 1:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}deconvolution of input size {size} with kernel {kernel}, pad {pad}, "
+            f"stride {stride} gives output size {out} (< 1)")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling
+
+
+def _check_shape(result: torch.Tensor, expected: tuple[int, ...], what: str, layer: str) -> None:
+    if tuple(result.shape[-len(expected):]) != expected:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}{what} output spatial shape {tuple(result.shape[-len(expected):])} "
+            f"differs from Caffe's formula {expected}")
+
+
+def _pool_counts(size: int, out: int, kernel: int, stride: int, pad: int,
+                 device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Per-window cell counts along one axis for AVE pooling: windows count padded cells but
+    are clipped at the padded border, ``min(start + kernel, size + pad) - start``."""
+    start = torch.arange(out, device=device, dtype=torch.int64) * stride - pad
+    end = torch.clamp(start + kernel, max=size + pad)
+    return (end - start).to(dtype)
+
+
+def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[int] = 1,
+           pad: int | Sequence[int] = 0, mode: str = "MAX", global_pooling: bool = False,
+           layer: str = "") -> torch.Tensor:
+    """Caffe 2-D Pooling (pooling_layer.cpp ``Forward_cpu``) on an ``(N, C, H, W)`` tensor.
+
+    The output size follows :func:`pool_output_size` (ceil rounding). MAX takes the maximum of
+    each window clipped to the input (padding never wins; an empty window gives ``-FLT_MAX``
+    as Caffe's initial value). AVE sums the window clipped to the input and divides by the
+    window's size clipped to the *padded* border, so padded cells count in the divisor.
+    ``global_pooling`` pools the whole plane (kernel = H x W, stride 1, pad 0).
+    """
+    if x.dim() != 4:
+        raise CaffeSemanticsError(f"{_where(layer)}pooling expects N x C x H x W, got {tuple(x.shape)}")
+    height, width = int(x.shape[2]), int(x.shape[3])
+    if global_pooling:
+        kernel, stride, pad = (height, width), 1, 0
+    (kh, kw), (sh, sw), (ph, pw) = (_pair(kernel, "kernel", layer), _pair(stride, "stride", layer),
+                                    _pair(pad, "pad", layer))
+    if ph >= kh or pw >= kw:
+        raise CaffeSemanticsError(f"{_where(layer)}pad ({ph}, {pw}) must be smaller than kernel ({kh}, {kw})")
+    oh, ow = pool_output_size(height, kh, sh, ph, layer), pool_output_size(width, kw, sw, pw, layer)
+    # Explicit padding so the last (ceil-rounded) window is complete; negative = rows no window reads.
+    bottom_pad = (oh - 1) * sh + kh - ph - height
+    right_pad = (ow - 1) * sw + kw - pw - width
+    padding = (pw, right_pad, ph, bottom_pad)
+    if mode == "MAX":
+        lowest = float(torch.finfo(x.dtype).min)  # -FLT_MAX, Caffe's initial maxval
+        y = F.max_pool2d(F.pad(x, padding, value=lowest), (kh, kw), (sh, sw))
+    elif mode == "AVE":
+        sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw), divisor_override=1)
+        counts = (_pool_counts(height, oh, kh, sh, ph, x.device, x.dtype)[:, None]
+                  * _pool_counts(width, ow, kw, sw, pw, x.device, x.dtype)[None, :])
+        y = sums / counts
+    else:
+        raise CaffeSemanticsError(f"{_where(layer)}pooling method {mode!r} not supported (MAX, AVE)")
+    _check_shape(y, (oh, ow), "pooling", layer)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Crop
+
+
+def crop_offsets_for(ndim: int, axis: int = 2, offsets: Sequence[int] = (0,),
+                     layer: str = "") -> list[int]:
+    """Per-axis offsets of a Crop (crop_layer.cpp ``Reshape``): axes before ``axis`` keep 0;
+    no offset means 0, one offset applies to every axis >= ``axis``, else one per axis."""
+    start = axis + ndim if axis < 0 else axis
+    if not 0 <= start < ndim:
+        raise CaffeSemanticsError(f"{_where(layer)}crop axis {axis} out of range for {ndim} axes")
+    offsets = [int(o) for o in offsets]
+    cropped = ndim - start
+    if len(offsets) > 1 and len(offsets) != cropped:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}crop has {len(offsets)} offsets; expected 1 or {cropped} (axes {start}..{ndim - 1})")
+    per_axis = offsets * cropped if len(offsets) == 1 else (offsets or [0] * cropped)
+    return [0] * start + per_axis
+
+
+def crop(x: torch.Tensor, ref: torch.Tensor | Sequence[int], axis: int = 2,
+         offsets: Sequence[int] = (0,), layer: str = "") -> torch.Tensor:
+    """Caffe Crop (crop_layer.cpp): ``x`` cropped on every axis >= ``axis`` to the size of
+    ``ref`` (a tensor or its shape) on that axis, starting at that axis's offset."""
+    ref_shape = tuple(int(s) for s in (ref.shape if isinstance(ref, torch.Tensor) else ref))
+    if len(ref_shape) != x.dim():
+        raise CaffeSemanticsError(
+            f"{_where(layer)}crop reference has {len(ref_shape)} axes, input has {x.dim()}")
+    per_axis = crop_offsets_for(x.dim(), axis, offsets, layer)
+    start = axis + x.dim() if axis < 0 else axis
+    index = [slice(None)] * start
+    for i in range(start, x.dim()):
+        offset, size = per_axis[i], int(x.shape[i])
+        if offset < 0 or size - offset < ref_shape[i]:
+            raise CaffeSemanticsError(
+                f"{_where(layer)}crop on axis {i}: offset {offset} + reference size {ref_shape[i]} "
+                f"exceeds input size {size}")
+        index.append(slice(offset, offset + ref_shape[i]))
+    return x[tuple(index)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution and deconvolution
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           stride: int | Sequence[int] = 1, pad: int | Sequence[int] = 0, groups: int = 1,
+           dilation: int | Sequence[int] = 1, layer: str = "") -> torch.Tensor:
+    """Caffe Convolution (conv_layer.cpp): blob layout ``(C_out, C_in/group, kh, kw)``,
+    floor-rounded output (:func:`conv_output_size`), checked."""
+    if weight.dim() != 4 or x.dim() != 4 or weight.shape[1] * groups != x.shape[1]:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}convolution weight {tuple(weight.shape)} with group {groups} does not "
+            f"fit input {tuple(x.shape)} (expected C_in/group = {x.shape[1] // max(groups, 1)})")
+    (sh, sw), (ph, pw), (dh, dw) = (_pair(stride, "stride", layer), _pair(pad, "pad", layer),
+                                    _pair(dilation, "dilation", layer))
+    expected = (conv_output_size(int(x.shape[2]), int(weight.shape[2]), sh, ph, dh, layer),
+                conv_output_size(int(x.shape[3]), int(weight.shape[3]), sw, pw, dw, layer))
+    y = F.conv2d(x, weight, bias, (sh, sw), (ph, pw), (dh, dw), groups)
+    _check_shape(y, expected, "convolution", layer)
+    return y
+
+
+def deconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+             stride: int | Sequence[int] = 1, pad: int | Sequence[int] = 0, groups: int = 1,
+             dilation: int | Sequence[int] = 1, layer: str = "") -> torch.Tensor:
+    """Caffe Deconvolution (deconv_layer.cpp): the transpose of convolution, blob layout
+    ``(C_in, C_out/group, kh, kw)`` (PyTorch's ``conv_transpose2d`` layout), output size
+    :func:`deconv_output_size` (no output padding), checked."""
+    if weight.dim() != 4 or x.dim() != 4 or weight.shape[0] != x.shape[1]:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}deconvolution weight {tuple(weight.shape)} (C_in, C_out/group, kh, kw) "
+            f"does not fit input {tuple(x.shape)}")
+    (sh, sw), (ph, pw), (dh, dw) = (_pair(stride, "stride", layer), _pair(pad, "pad", layer),
+                                    _pair(dilation, "dilation", layer))
+    expected = (deconv_output_size(int(x.shape[2]), int(weight.shape[2]), sh, ph, dh, layer),
+                deconv_output_size(int(x.shape[3]), int(weight.shape[3]), sw, pw, dw, layer))
+    y = F.conv_transpose2d(x, weight, bias, (sh, sw), (ph, pw), 0, groups, (dh, dw))
+    _check_shape(y, expected, "deconvolution", layer)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation, elementwise, scale
+
+
+def lrn_across_channels(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0,
+                        beta: float = 0.75, k: float = 1.0, layer: str = "") -> torch.Tensor:
+    """Caffe LRN ACROSS_CHANNELS (lrn_layer.cpp ``CrossChannelForward_cpu``):
+    ``x / (k + alpha/n * sum of x^2 over the n channels centred on c) ** beta``, the window
+    clipped at the first and last channel (zero padding of the squares)."""
+    if local_size % 2 != 1:
+        raise CaffeSemanticsError(f"{_where(layer)}LRN only supports odd local_size, got {local_size}")
+    pre_pad = (local_size - 1) // 2
+    squares = F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, pre_pad, local_size - pre_pad - 1))
+    sums = F.avg_pool3d(squares, (local_size, 1, 1), stride=1, divisor_override=1).squeeze(1)
+    return x * torch.pow(k + (alpha / local_size) * sums, -beta)
+
+
+def lrn_within_channel(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0,
+                       beta: float = 0.75, layer: str = "") -> torch.Tensor:
+    """Caffe LRN WITHIN_CHANNEL (lrn_layer.cpp ``LayerSetUp``): ``x * (1 + alpha * avg)^-beta``
+    with ``avg`` Caffe's AVE pooling of ``x^2`` (kernel ``local_size``, pad ``(n-1)/2``)."""
+    if local_size % 2 != 1:
+        raise CaffeSemanticsError(f"{_where(layer)}LRN only supports odd local_size, got {local_size}")
+    avg = pool2d(x * x, local_size, 1, (local_size - 1) // 2, "AVE", layer=layer)
+    return x * torch.pow(1.0 + alpha * avg, -beta)
+
+
+def eltwise(inputs: Sequence[torch.Tensor], operation: str = "SUM",
+            coeff: Sequence[float] | None = None, layer: str = "") -> torch.Tensor:
+    """Caffe Eltwise (eltwise_layer.cpp): SUM (``sum_i coeff_i * x_i``, coeff default 1),
+    PROD or MAX over bottoms of identical shape."""
+    if len(inputs) < 2:
+        raise CaffeSemanticsError(f"{_where(layer)}Eltwise needs at least 2 bottoms, got {len(inputs)}")
+    shape = tuple(inputs[0].shape)
+    for i, t in enumerate(inputs[1:], 1):
+        if tuple(t.shape) != shape:
+            raise CaffeSemanticsError(
+                f"{_where(layer)}Eltwise bottom {i} has shape {tuple(t.shape)}, bottom 0 has {shape}")
+    coeff = list(coeff or [])
+    if coeff and (operation != "SUM" or len(coeff) != len(inputs)):
+        raise CaffeSemanticsError(
+            f"{_where(layer)}Eltwise coeff needs operation SUM and one coefficient per bottom "
+            f"({len(inputs)}), got {operation} with {len(coeff)}")
+    if operation == "SUM":
+        coeff = coeff or [1.0] * len(inputs)
+        out = inputs[0] if coeff[0] == 1 else coeff[0] * inputs[0]
+        for c, t in zip(coeff[1:], inputs[1:]):
+            out = out + (t if c == 1 else c * t)
+        return out
+    if operation in ("PROD", "MAX"):
+        op = torch.mul if operation == "PROD" else torch.maximum
+        out = inputs[0]
+        for t in inputs[1:]:
+            out = op(out, t)
+        return out
+    raise CaffeSemanticsError(f"{_where(layer)}Eltwise operation {operation!r} not one of SUM, PROD, MAX")
+
+
+def scale(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+          axis: int = 1, layer: str = "") -> torch.Tensor:
+    """Caffe Scale (scale_layer.cpp): ``x * weight (+ bias)`` with ``weight`` covering axes
+    ``axis .. axis + weight.dim() - 1`` of ``x`` and broadcast over the others (a 0-d weight
+    scales everything)."""
+    start = axis + x.dim() if axis < 0 else axis
+    span = tuple(int(s) for s in x.shape[start:start + weight.dim()])
+    if not 0 <= start <= x.dim() or span != tuple(weight.shape):
+        raise CaffeSemanticsError(
+            f"{_where(layer)}scale of shape {tuple(weight.shape)} does not match input "
+            f"{tuple(x.shape)} from axis {axis}")
+    if bias is not None and tuple(bias.shape) != tuple(weight.shape):
+        raise CaffeSemanticsError(
+            f"{_where(layer)}bias shape {tuple(bias.shape)} differs from scale shape {tuple(weight.shape)}")
+    view = (1,) * start + tuple(weight.shape) + (1,) * (x.dim() - start - weight.dim())
+    y = x * weight.reshape(view)
+    return y if bias is None else y + bias.reshape(view)
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax, loss, accuracy
+
+
+def softmax(x: torch.Tensor, axis: int = 1) -> torch.Tensor:
+    """Caffe Softmax (softmax_layer.cpp): ``exp(x - max) / sum exp(x - max)`` along ``axis``."""
+    return torch.softmax(x, dim=axis)
+
+
+def loss_normalization(normalization: str | None = None, normalize: bool | None = None) -> str:
+    """The effective LossParameter normalization (softmax_loss_layer.cpp ``LayerSetUp``): the
+    legacy ``normalize`` applies only when ``normalization`` is unset (true -> VALID,
+    false -> BATCH_SIZE); the default is VALID."""
+    if normalization is None:
+        if normalize is None:
+            return "VALID"
+        return "VALID" if normalize else "BATCH_SIZE"
+    if normalization not in NORMALIZATION_MODES:
+        raise CaffeSemanticsError(f"loss normalization {normalization!r} not one of {NORMALIZATION_MODES}")
+    return normalization
+
+
+def _labels(score: torch.Tensor, label: torch.Tensor, axis: int, what: str, layer: str) -> torch.Tensor:
+    """Labels as integers shaped like ``score`` without its class axis (Caffe checks only
+    the count: ``outer_num * inner_num == label.count()``)."""
+    target = tuple(score.shape[:axis]) + tuple(score.shape[axis + 1:])
+    if label.numel() != math.prod(target):
+        raise CaffeSemanticsError(
+            f"{_where(layer)}{what}: label count {label.numel()} ({tuple(label.shape)}) must equal "
+            f"the score's count without the class axis {target}")
+    return label.reshape(target).to(torch.int64)
+
+
+def softmax_with_loss(score: torch.Tensor, label: torch.Tensor, ignore_label: int | None = None,
+                      normalization: str = "VALID", axis: int = 1, layer: str = "") -> torch.Tensor:
+    """Caffe SoftmaxWithLoss forward (softmax_loss_layer.cpp ``Forward_cpu``):
+    ``-sum log(max(prob[label], FLT_MIN)) / normalizer`` over positions whose label is not
+    ``ignore_label``; the normalizer is FULL: all positions, VALID: non-ignored positions,
+    BATCH_SIZE: the outer count, NONE: 1, and never below 1. Returns a 0-d tensor."""
+    mode = loss_normalization(normalization)
+    axis = axis + score.dim() if axis < 0 else axis
+    labels = _labels(score, label, axis, "SoftmaxWithLoss", layer)
+    valid = labels != ignore_label if ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
+    safe = torch.where(valid, labels, torch.zeros_like(labels))
+    prob = torch.softmax(score, dim=axis)
+    picked = torch.gather(prob, axis, safe.unsqueeze(axis)).squeeze(axis)
+    nll = -torch.log(torch.clamp(picked, min=FLT_MIN))
+    total = torch.where(valid, nll, torch.zeros_like(nll)).sum()
+    outer = math.prod(score.shape[:axis])
+    if mode == "VALID":
+        normalizer = valid.sum().to(score.dtype)
+    else:
+        normalizer = torch.tensor(float({"FULL": labels.numel(), "BATCH_SIZE": outer, "NONE": 1}[mode]),
+                                  dtype=score.dtype, device=score.device)
+    return total / torch.clamp(normalizer, min=1.0)
+
+
+def accuracy(score: torch.Tensor, label: torch.Tensor, top_k: int = 1, axis: int = 1,
+             ignore_label: int | None = None, layer: str = "") -> torch.Tensor:
+    """Caffe Accuracy (accuracy_layer.cpp ``Forward_cpu``): the fraction of non-ignored
+    positions where fewer than ``top_k`` classes score strictly higher than the true class
+    (0 when every position is ignored). Returns a 0-d tensor."""
+    axis = axis + score.dim() if axis < 0 else axis
+    labels = _labels(score, label, axis, "Accuracy", layer)
+    valid = labels != ignore_label if ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
+    safe = torch.where(valid, labels, torch.zeros_like(labels))
+    true_score = torch.gather(score, axis, safe.unsqueeze(axis))
+    better = (score > true_score).sum(dim=axis)
+    correct = ((better < top_k) & valid).sum().to(score.dtype)
+    count = valid.sum().to(score.dtype)
+    return torch.where(count > 0, correct / torch.clamp(count, min=1.0), torch.zeros_like(count))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bilinear interpolation kernels (fcn.berkeleyvision.org surgery.py)
+
+
+def bilinear_kernel(size: int) -> torch.Tensor:
+    """The 2-D bilinear interpolation kernel of fcn.berkeleyvision.org ``surgery.upsample_filt``:
+    ``factor = (size+1)//2``, centre ``factor-1`` (odd) or ``factor-0.5`` (even),
+    ``(1 - |i-centre|/factor) * (1 - |j-centre|/factor)``; computed in float64 as numpy does,
+    returned as float32 ``(size, size)``."""
+    if size < 1:
+        raise CaffeSemanticsError(f"bilinear kernel size must be >= 1, got {size}")
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 == 1 else factor - 0.5
+    ramp = 1 - np.abs(np.arange(size, dtype=np.float64) - centre) / factor
+    return torch.from_numpy(np.outer(ramp, ramp).astype(np.float32))
+
+
+def bilinear_weight(channels: int, size: int) -> torch.Tensor:
+    """A ``(channels, channels, size, size)`` deconvolution weight that upsamples each channel
+    on its own: :func:`bilinear_kernel` on the diagonal ``[i, i]``, zero elsewhere
+    (surgery.py ``interp``)."""
+    weight = torch.zeros(channels, channels, size, size, dtype=torch.float32)
+    idx = torch.arange(channels)
+    weight[idx, idx] = bilinear_kernel(size)
+    return weight
+
+
+def is_bilinear(weight: np.ndarray | torch.Tensor, atol: float = 1e-6) -> bool:
+    """Whether ``weight`` (numpy or torch) is a square ``(C, C, k, k)`` bilinear upsampling
+    weight as :func:`bilinear_weight` builds (``atol`` allows a float32 round trip)."""
+    w = weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
+    if w.ndim != 4 or w.shape[0] != w.shape[1] or w.shape[2] != w.shape[3] or w.shape[2] < 1:
+        return False
+    expected = bilinear_weight(w.shape[0], w.shape[2]).numpy()
+    return bool(np.allclose(w.astype(np.float64), expected, rtol=0.0, atol=atol))
