@@ -1,0 +1,69 @@
+"""The model registry: released FCN nets by name, with near-name suggestions for typos.
+
+``register`` refuses a second builder under a taken name (timm's registry only warns;
+a silently replaced builder is a bug that surfaces far away).
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+from torch import nn
+
+from port.models.meta import ModelMeta
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_METAS: dict[str, ModelMeta] = {}
+
+
+class UnknownModelError(KeyError):
+    """A model name that is not registered; the message suggests the nearest names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class DuplicateModelError(ValueError):
+    """A second builder registered under a name that is already taken."""
+
+
+def register(meta: ModelMeta) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register ``builder`` under ``meta.name``; a taken name raises."""
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if meta.name in _BUILDERS:
+            raise DuplicateModelError(
+                f"model name {meta.name!r} is already registered (by {_BUILDERS[meta.name].__module__}."
+                f"{_BUILDERS[meta.name].__qualname__})")
+        _BUILDERS[meta.name] = builder
+        _METAS[meta.name] = meta
+        builder.meta = meta  # type: ignore[attr-defined]
+        return builder
+    return decorate
+
+
+def _lookup(name: str) -> str:
+    if name in _BUILDERS:
+        return name
+    near = difflib.get_close_matches(name, list(_BUILDERS), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+    raise UnknownModelError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(_BUILDERS))})")
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with the builder's keyword arguments."""
+    return _BUILDERS[_lookup(name)](**kwargs)
+
+
+def get_builder(name: str) -> Callable[..., nn.Module]:
+    """The registered builder function ``name``."""
+    return _BUILDERS[_lookup(name)]
+
+
+def get_meta(name: str) -> ModelMeta:
+    """The :class:`ModelMeta` of the registered model ``name``."""
+    return _METAS[_lookup(name)]
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_BUILDERS)

@@ -1,0 +1,61 @@
+"""``ModelMeta``: the typed record that travels with each released FCN model.
+
+Like timm's ``pretrained_cfg`` and torchvision's weight metadata: where the model comes from
+(upstream prototxt, released caffemodel), what it expects (input blobs, their preprocessing:
+BGR, 0-255, minus the dataset mean, no std, native size) and what it produces (output blobs,
+their class names, the loss settings of the net's ``SoftmaxWithLoss`` layers).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+#: Where every released caffemodel lives (the ``caffemodel-url`` files upstream).
+CAFFEMODEL_HOST = "http://dl.caffe.berkeleyvision.org/"
+
+#: ``loss_param { ignore_label: 255 }`` of every upstream SoftmaxWithLoss: void pixels.
+IGNORE_LABEL = 255
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What a released FCN net is, expects and produces.
+
+    ``inputs``/``preprocess`` are aligned (one port.preprocess function per input blob);
+    ``outputs``/``classes`` are aligned (one class-name tuple per score blob, in channel
+    order). ``loss_normalization`` is the effective LossParameter mode of the upstream loss
+    layers (``normalize: false`` -> ``BATCH_SIZE``, ``true`` -> ``VALID``).
+    """
+
+    name: str
+    dataset: str
+    inputs: tuple[str, ...]
+    preprocess: tuple[Callable[..., np.ndarray], ...]
+    outputs: tuple[str, ...]
+    classes: tuple[tuple[str, ...], ...]
+    upstream_prototxt: str
+    caffemodel: str
+    loss_normalization: str
+    ignore_label: int = IGNORE_LABEL
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) != len(self.preprocess):
+            raise ValueError(f"{self.name}: {len(self.inputs)} inputs but "
+                             f"{len(self.preprocess)} preprocessing functions")
+        if len(self.outputs) != len(self.classes):
+            raise ValueError(f"{self.name}: {len(self.outputs)} outputs but "
+                             f"{len(self.classes)} class lists")
+
+    @property
+    def num_classes(self) -> tuple[int, ...]:
+        """Released score channels per output blob."""
+        return tuple(len(c) for c in self.classes)
+
+    @property
+    def caffemodel_url(self) -> str | None:
+        """The released caffemodel's download address (upstream ``caffemodel-url``), or None
+        for a net released without weights (``caffemodel`` empty)."""
+        return CAFFEMODEL_HOST + self.caffemodel if self.caffemodel else None

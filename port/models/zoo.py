@@ -1,0 +1,246 @@
+"""The released FCN nets: one :class:`ModelMeta` and one registered builder each.
+
+Every builder takes keyword-only ``weights=`` (a safetensors file written by
+``python -m port convert``), ``num_classes=`` and ``width_divisor=`` (1: the released widths;
+16: the widths of the Caffe goldens, 64 -> 4 ... 4096 -> 256). Arguments left out come from the
+weights file's metadata, else the released model; an argument that conflicts with the file
+raises (torchvision's rule). Released file names and prototxts are those of
+shelhamer/fcn.berkeleyvision.org (``<model>/caffemodel-url``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+from port import preprocess as pre
+from port.models import classes
+from port.models._registry import register
+from port.models._weights import load_state_strict, load_weights, resolve_kwargs
+from port.models.fcn_alexnet import FCNAlexNet
+from port.models.fcn_vgg16 import FCNVGG16, FCNVGG16EarlyFusion, FCNVGG16LateFusion
+from port.models.meta import ModelMeta
+
+PathLike = str | os.PathLike | None
+#: Effective loss normalization of upstream ``normalize: false`` and ``normalize: true``.
+SUM_OVER_BATCH, MEAN_OVER_VALID = "BATCH_SIZE", "VALID"
+
+
+def _meta(name: str, dataset: str, prototxt: str, caffemodel: str, *, inputs=("data",),
+          preprocess=(pre.preprocess_voc,), outputs=("score",), classes_=(classes.VOC_CLASSES,),
+          loss=SUM_OVER_BATCH, description: str = "") -> ModelMeta:
+    return ModelMeta(name=name, dataset=dataset, inputs=tuple(inputs), preprocess=tuple(preprocess),
+                     outputs=tuple(outputs), classes=tuple(classes_), upstream_prototxt=prototxt,
+                     caffemodel=caffemodel, loss_normalization=loss, description=description)
+
+
+def _build(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any],
+           make: Callable[..., nn.Module]) -> nn.Module:
+    """Resolve the arguments against the weights' metadata, build, load strictly."""
+    defaults = {"num_classes": meta.num_classes[0], "width_divisor": 1}
+    defaults.update({k: v for k, v in _extra_defaults(meta).items() if k in requested})
+    kwargs = resolve_kwargs(weights, meta.name, requested, defaults)
+    model = make(**kwargs)
+    model.meta = meta
+    if weights is not None:
+        state, _ = load_weights(weights)
+        load_state_strict(model, state, str(weights))
+    return model
+
+
+def _extra_defaults(meta: ModelMeta) -> dict[str, Any]:
+    """Defaults of the arguments beyond num_classes (SIFT Flow's geometric head)."""
+    return {"num_geo_classes": meta.num_classes[1]} if len(meta.num_classes) > 1 else {}
+
+
+def _vgg16(stride: int, at_once: bool = False):
+    def make(num_classes: int, width_divisor: int) -> FCNVGG16:
+        return FCNVGG16(stride=stride, heads=(("", num_classes),), at_once=at_once,
+                        width_divisor=width_divisor)
+    return make
+
+
+def _siftflow(stride: int):
+    def make(num_classes: int, num_geo_classes: int, width_divisor: int) -> FCNVGG16:
+        return FCNVGG16(stride=stride, heads=(("_sem", num_classes), ("_geo", num_geo_classes)),
+                        width_divisor=width_divisor)
+    return make
+
+
+# -- PASCAL VOC -------------------------------------------------------------------------------
+FCN32S = _meta("fcn32s", "voc", "voc-fcn32s/val.prototxt", "fcn32s-heavy-pascal.caffemodel",
+               description="FCN-32s, VGG16, PASCAL VOC (SBD train), one 32x upsampling")
+FCN16S = _meta("fcn16s", "voc", "voc-fcn16s/val.prototxt", "fcn16s-heavy-pascal.caffemodel",
+               description="FCN-16s, VGG16, PASCAL VOC, pool4 skip")
+FCN8S = _meta("fcn8s", "voc", "voc-fcn8s/val.prototxt", "fcn8s-heavy-pascal.caffemodel",
+              description="FCN-8s, VGG16, PASCAL VOC, pool4 and pool3 skips")
+FCN8S_ATONCE = _meta("fcn8s_atonce", "voc", "voc-fcn8s-atonce/val.prototxt",
+                     "fcn8s-atonce-pascal.caffemodel",
+                     description="FCN-8s trained all at once, skips scaled by fixed Scale layers")
+FCN_ALEXNET = _meta("fcn_alexnet", "voc", "voc-fcn-alexnet/val.prototxt",
+                    "fcn-alexnet-pascal.caffemodel", loss=MEAN_OVER_VALID,
+                    description="FCN-AlexNet, PASCAL VOC, one 32x upsampling")
+
+
+@register(FCN32S)
+def fcn32s(*, weights: PathLike = None, num_classes: int | None = None,
+           width_divisor: int | None = None) -> FCNVGG16:
+    """FCN-32s (voc-fcn32s): VGG16 trunk, ``score_fr``, ``upscore`` 64/32, ``score``."""
+    return _build(FCN32S, weights, dict(num_classes=num_classes, width_divisor=width_divisor), _vgg16(32))
+
+
+@register(FCN16S)
+def fcn16s(*, weights: PathLike = None, num_classes: int | None = None,
+           width_divisor: int | None = None) -> FCNVGG16:
+    """FCN-16s (voc-fcn16s): FCN-32s plus the pool4 skip, ``upscore16`` 32/16."""
+    return _build(FCN16S, weights, dict(num_classes=num_classes, width_divisor=width_divisor), _vgg16(16))
+
+
+@register(FCN8S)
+def fcn8s(*, weights: PathLike = None, num_classes: int | None = None,
+          width_divisor: int | None = None) -> FCNVGG16:
+    """FCN-8s (voc-fcn8s): FCN-16s plus the pool3 skip, ``upscore8`` 16/8."""
+    return _build(FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor), _vgg16(8))
+
+
+@register(FCN8S_ATONCE)
+def fcn8s_atonce(*, weights: PathLike = None, num_classes: int | None = None,
+                 width_divisor: int | None = None) -> FCNVGG16:
+    """FCN-8s at-once (voc-fcn8s-atonce): FCN-8s with ``scale_pool4``/``scale_pool3``."""
+    return _build(FCN8S_ATONCE, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
+                  _vgg16(8, at_once=True))
+
+
+@register(FCN_ALEXNET)
+def fcn_alexnet(*, weights: PathLike = None, num_classes: int | None = None,
+                width_divisor: int | None = None) -> FCNAlexNet:
+    """FCN-AlexNet (voc-fcn-alexnet)."""
+    return _build(FCN_ALEXNET, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
+                  lambda **kw: FCNAlexNet(**kw))
+
+
+# -- SIFT Flow: a semantic and a geometric head --------------------------------------------
+def _siftflow_meta(stride: int) -> ModelMeta:
+    return _meta(f"siftflow_fcn{stride}s", "siftflow", f"siftflow-fcn{stride}s/test.prototxt",
+                 f"siftflow-fcn{stride}s-heavy.caffemodel", preprocess=(pre.preprocess_siftflow,),
+                 outputs=("score_sem", "score_geo"),
+                 classes_=(classes.SIFTFLOW_SEMANTIC_CLASSES, classes.SIFTFLOW_GEOMETRIC_CLASSES),
+                 description=f"FCN-{stride}s, SIFT Flow, semantic (score_sem) and geometric "
+                             f"(score_geo) heads on one VGG16 trunk")
+
+
+SIFTFLOW_FCN32S, SIFTFLOW_FCN16S, SIFTFLOW_FCN8S = (_siftflow_meta(s) for s in (32, 16, 8))
+
+
+@register(SIFTFLOW_FCN32S)
+def siftflow_fcn32s(*, weights: PathLike = None, num_classes: int | None = None,
+                    num_geo_classes: int | None = None, width_divisor: int | None = None) -> FCNVGG16:
+    """SIFT Flow FCN-32s; ``forward(data)`` returns ``{"score_sem", "score_geo"}``."""
+    return _build(SIFTFLOW_FCN32S, weights, dict(num_classes=num_classes, num_geo_classes=num_geo_classes,
+                                                 width_divisor=width_divisor), _siftflow(32))
+
+
+@register(SIFTFLOW_FCN16S)
+def siftflow_fcn16s(*, weights: PathLike = None, num_classes: int | None = None,
+                    num_geo_classes: int | None = None, width_divisor: int | None = None) -> FCNVGG16:
+    """SIFT Flow FCN-16s; ``forward(data)`` returns ``{"score_sem", "score_geo"}``."""
+    return _build(SIFTFLOW_FCN16S, weights, dict(num_classes=num_classes, num_geo_classes=num_geo_classes,
+                                                 width_divisor=width_divisor), _siftflow(16))
+
+
+@register(SIFTFLOW_FCN8S)
+def siftflow_fcn8s(*, weights: PathLike = None, num_classes: int | None = None,
+                   num_geo_classes: int | None = None, width_divisor: int | None = None) -> FCNVGG16:
+    """SIFT Flow FCN-8s; ``forward(data)`` returns ``{"score_sem", "score_geo"}``."""
+    return _build(SIFTFLOW_FCN8S, weights, dict(num_classes=num_classes, num_geo_classes=num_geo_classes,
+                                                width_divisor=width_divisor), _siftflow(8))
+
+
+# -- NYUDv2: colour, HHA, early and late fusion ---------------------------------------------
+def _nyud_meta(variant: str, inputs: tuple[str, ...], preprocess: tuple, caffemodel: str,
+               description: str) -> ModelMeta:
+    return _meta(f"nyud_fcn32s_{variant.replace('-', '_')}", "nyud", f"nyud-fcn32s-{variant}/test.prototxt",
+                 caffemodel, inputs=inputs, preprocess=preprocess, classes_=(classes.NYUD_CLASSES,),
+                 description=description)
+
+
+NYUD_FCN32S_COLOR = _nyud_meta("color", ("data",), (pre.preprocess_nyud_color,),
+                               "nyud-fcn32s-color-heavy.caffemodel", "FCN-32s on NYUDv2 colour")
+NYUD_FCN32S_HHA = _nyud_meta("hha", ("data",), (pre.preprocess_nyud_hha,),
+                             "nyud-fcn32s-hha-heavy.caffemodel", "FCN-32s on NYUDv2 HHA depth encoding")
+#: No released caffemodel upstream (nyud-fcn32s-color-d has no caffemodel-url).
+NYUD_FCN32S_COLOR_D = _nyud_meta("color-d", ("color", "depth"),
+                                 (pre.preprocess_nyud_color, pre.preprocess_nyud_depth), "",
+                                 "FCN-32s on NYUDv2, early fusion of colour and log depth (4 channels)")
+NYUD_FCN32S_COLOR_HHA = _nyud_meta("color-hha", ("color", "hha"),
+                                   (pre.preprocess_nyud_color, pre.preprocess_nyud_hha),
+                                   "nyud-fcn32s-color-hha-heavy.caffemodel",
+                                   "FCN-32s on NYUDv2, late fusion of colour and HHA streams")
+
+
+@register(NYUD_FCN32S_COLOR)
+def nyud_fcn32s_color(*, weights: PathLike = None, num_classes: int | None = None,
+                      width_divisor: int | None = None) -> FCNVGG16:
+    """NYUDv2 FCN-32s on colour (nyud-fcn32s-color)."""
+    return _build(NYUD_FCN32S_COLOR, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
+                  _vgg16(32))
+
+
+@register(NYUD_FCN32S_HHA)
+def nyud_fcn32s_hha(*, weights: PathLike = None, num_classes: int | None = None,
+                    width_divisor: int | None = None) -> FCNVGG16:
+    """NYUDv2 FCN-32s on HHA (nyud-fcn32s-hha)."""
+    return _build(NYUD_FCN32S_HHA, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
+                  _vgg16(32))
+
+
+@register(NYUD_FCN32S_COLOR_D)
+def nyud_fcn32s_color_d(*, weights: PathLike = None, num_classes: int | None = None,
+                        width_divisor: int | None = None) -> FCNVGG16EarlyFusion:
+    """NYUDv2 FCN-32s, early fusion (nyud-fcn32s-color-d): ``forward(color, depth)``."""
+    return _build(NYUD_FCN32S_COLOR_D, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
+                  lambda **kw: FCNVGG16EarlyFusion(**kw))
+
+
+@register(NYUD_FCN32S_COLOR_HHA)
+def nyud_fcn32s_color_hha(*, weights: PathLike = None, num_classes: int | None = None,
+                          width_divisor: int | None = None) -> FCNVGG16LateFusion:
+    """NYUDv2 FCN-32s, late fusion (nyud-fcn32s-color-hha): ``forward(color, hha)``."""
+    return _build(NYUD_FCN32S_COLOR_HHA, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
+                  lambda **kw: FCNVGG16LateFusion(**kw))
+
+
+# -- PASCAL-Context (59 classes + background) ------------------------------------------------
+def _context_meta(stride: int) -> ModelMeta:
+    return _meta(f"pascalcontext_fcn{stride}s", "pascalcontext", f"pascalcontext-fcn{stride}s/val.prototxt",
+                 f"pascalcontext-fcn{stride}s-heavy.caffemodel",
+                 preprocess=(pre.preprocess_pascalcontext,), classes_=(classes.PASCALCONTEXT_CLASSES,),
+                 description=f"FCN-{stride}s, PASCAL-Context 59 classes + background")
+
+
+PASCALCONTEXT_FCN32S, PASCALCONTEXT_FCN16S, PASCALCONTEXT_FCN8S = (_context_meta(s) for s in (32, 16, 8))
+
+
+@register(PASCALCONTEXT_FCN32S)
+def pascalcontext_fcn32s(*, weights: PathLike = None, num_classes: int | None = None,
+                         width_divisor: int | None = None) -> FCNVGG16:
+    """PASCAL-Context FCN-32s (pascalcontext-fcn32s)."""
+    return _build(PASCALCONTEXT_FCN32S, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
+                  _vgg16(32))
+
+
+@register(PASCALCONTEXT_FCN16S)
+def pascalcontext_fcn16s(*, weights: PathLike = None, num_classes: int | None = None,
+                         width_divisor: int | None = None) -> FCNVGG16:
+    """PASCAL-Context FCN-16s (pascalcontext-fcn16s)."""
+    return _build(PASCALCONTEXT_FCN16S, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
+                  _vgg16(16))
+
+
+@register(PASCALCONTEXT_FCN8S)
+def pascalcontext_fcn8s(*, weights: PathLike = None, num_classes: int | None = None,
+                        width_divisor: int | None = None) -> FCNVGG16:
+    """PASCAL-Context FCN-8s (pascalcontext-fcn8s)."""
+    return _build(PASCALCONTEXT_FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
+                  _vgg16(8))

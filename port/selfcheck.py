@@ -1,0 +1,138 @@
+"""``python -m port selfcheck [--device cuda] [--tf32] [--model fcn8s] [--width-divisor N] [--size HxW]``.
+
+Runs a family model with seeded random weights on seeded random inputs twice: once as the
+reference (CPU, float32, contiguous) and once as asked (device, TF32 matmuls/convolutions,
+channels-last memory), and reports per output the max relative error
+``max|candidate - reference| / max|reference|`` and the fraction of pixels whose argmax class
+agrees. It shows what TF32, cuDNN's algorithms or another memory layout do to the numbers. On
+a CPU alone it compares channels-last against contiguous, so it runs anywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from port.models import get_model
+from port.models._layers import Convolution
+
+#: Spread of the random inputs: mean-subtracted 0-255 pixels (the goldens use N(0, 50)).
+INPUT_STD = 50.0
+#: Spread of random biases (the goldens' recipe; weights are He-scaled normals).
+BIAS_STD = 0.01
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output's agreement: max relative error and argmax agreement (fraction)."""
+
+    name: str
+    max_rel_error: float
+    argmax_agreement: float
+
+    def line(self) -> str:
+        return (f"{self.name}: max relative error {self.max_rel_error:.3e}, "
+                f"argmax agreement {100 * self.argmax_agreement:.4f}%")
+
+
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """He-scaled normal convolution weights and small normal biases, seeded; the frozen
+    upsampling and scale layers keep their fixed (bilinear, constant) values as released."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, Convolution):
+                fan_in = math.prod(module.weight.shape[1:])
+                module.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
+                module.bias.normal_(0.0, BIAS_STD, generator=generator)
+    return model
+
+
+def random_inputs(model: torch.nn.Module, size: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
+    """One seeded N(0, INPUT_STD) tensor per input blob of ``model``."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(1, model._input_channels[name], *size, generator=generator) * INPUT_STD
+            for name in model.input_names}
+
+
+def _outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        result = model(**inputs)
+    return {model.meta.outputs[0]: result} if isinstance(result, torch.Tensor) else result
+
+
+def compare(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> list[OutputCheck]:
+    """Max relative error and argmax (class axis 1) agreement of each output."""
+    checks = []
+    for name, ref in reference.items():
+        got = candidate[name].detach().to("cpu", torch.float32)
+        scale = ref.abs().max().clamp(min=torch.finfo(torch.float32).tiny)
+        agree = (got.argmax(1) == ref.argmax(1)).to(torch.float64).mean()
+        checks.append(OutputCheck(name, float((got - ref).abs().max() / scale), float(agree)))
+    return checks
+
+
+def selfcheck(model_name: str = "fcn8s", *, device: str = "cpu", tf32: bool = False,
+              channels_last: bool | None = None, width_divisor: int = 1,
+              size: tuple[int, int] = (224, 224), seed: int = 0) -> list[OutputCheck]:
+    """Compare ``model_name`` on ``device`` (TF32 when asked; channels-last by default on the
+    CPU, so the comparison is not of a run with itself) against CPU float32."""
+    reference_model = randomize(get_model(model_name, width_divisor=width_divisor), seed).eval()
+    inputs = random_inputs(reference_model, size, seed)
+    reference = _outputs(reference_model, inputs)
+    channels_last = (torch.device(device).type == "cpu") if channels_last is None else channels_last
+    candidate_model = copy.deepcopy(reference_model).to(device)
+    if channels_last:
+        candidate_model = candidate_model.to(memory_format=torch.channels_last)
+    moved = {k: v.to(device) for k, v in inputs.items()}
+    if channels_last:
+        moved = {k: v.contiguous(memory_format=torch.channels_last) for k, v in moved.items()}
+    previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        candidate = _outputs(candidate_model, moved)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+    return compare(reference, candidate)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must read HxW (e.g. 224x224), got {text!r}") from None
+    return height, width
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of :func:`selfcheck`; exit status 1 when ``--max-error`` is exceeded."""
+    parser = argparse.ArgumentParser(prog="python -m port selfcheck", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="fcn8s", help="family model name (default fcn8s)")
+    parser.add_argument("--device", default="cpu", help="device to check against CPU fp32")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions")
+    parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                        help="run the candidate channels-last (default on the CPU)")
+    parser.add_argument("--contiguous", dest="channels_last", action="store_false",
+                        help="run the candidate in contiguous memory")
+    parser.add_argument("--width-divisor", type=int, default=1, help="1: released widths; 16: goldens'")
+    parser.add_argument("--size", type=_size, default=(224, 224), help="input HxW (default 224x224)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-error", type=float, help="fail when a max relative error exceeds this")
+    args = parser.parse_args(argv)
+    try:
+        checks = selfcheck(args.model, device=args.device, tf32=args.tf32, channels_last=args.channels_last,
+                           width_divisor=args.width_divisor, size=args.size, seed=args.seed)
+    except (KeyError, ValueError, RuntimeError) as err:
+        print(f"python -m port selfcheck: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.model} (width / {args.width_divisor}, {args.size[0]}x{args.size[1]}) on {args.device}"
+          f"{' TF32' if args.tf32 else ''} vs CPU float32:")
+    for check in checks:
+        print("  " + check.line())
+    failed = args.max_error is not None and any(c.max_rel_error > args.max_error for c in checks)
+    return 1 if failed else 0

@@ -1,0 +1,88 @@
+"""``python -m port convert|forward|selfcheck`` end to end on small nets in tmp_path."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from port.__main__ import main
+from port.caffe import load_net
+from port.caffe.synth import make_caffemodel
+
+NET = "voc-fcn8s-atonce"
+
+
+@pytest.fixture
+def small_net(goldens_dir, tmp_path):
+    """The goldens' at-once net (1/16 width) with a fresh seeded caffemodel in tmp_path."""
+    prototxt = goldens_dir / NET / "net.prototxt"
+    caffemodel = tmp_path / "net.caffemodel"
+    make_caffemodel(load_net(prototxt), caffemodel, seed=7)
+    return prototxt, caffemodel
+
+
+def test_convert_then_forward_graph_and_builder_agree(small_net, goldens_dir, tmp_path, capsys):
+    prototxt, caffemodel = small_net
+    weights = tmp_path / "net.safetensors"
+    assert main(["convert", str(prototxt), str(caffemodel), "-o", str(weights)]) == 0
+    assert "builder: fcn8s_atonce" in capsys.readouterr().out
+    inputs = goldens_dir / NET / "blobs-48x64.npz"
+    graph_out, family_out = tmp_path / "graph.npz", tmp_path / "family.npz"
+    assert main(["forward", str(prototxt), str(caffemodel), "--inputs", str(inputs),
+                 "--out", str(graph_out), "--blobs", "all"]) == 0
+    assert main(["forward", "fcn8s_atonce", str(weights), "--inputs", str(inputs),
+                 "--out", str(family_out), "--blobs", "all"]) == 0
+    graph, family = np.load(graph_out), np.load(family_out)
+    assert set(family.files) <= set(graph.files) and "score" in family.files and "loss" in graph.files
+    for name in family.files:
+        scale = max(np.abs(graph[name]).max(), 1e-30)
+        assert np.abs(family[name] - graph[name]).max() / scale <= 1e-5, name
+
+
+def test_forward_writes_only_outputs_by_default(goldens_dir, tmp_path):
+    folder = goldens_dir / "voc-fcn8s"
+    out = tmp_path / "out.npz"
+    assert main(["forward", str(folder / "net.prototxt"), str(folder / "weights.caffemodel"),
+                 "--inputs", str(folder / "outputs-97x131.npz"), "--out", str(out)]) == 0
+    result, caffe = np.load(out), np.load(folder / "outputs-97x131.npz")
+    assert result.files == ["score"]
+    assert np.abs(result["score"] - caffe["score"]).max() / np.abs(caffe["score"]).max() <= 1e-5
+
+
+def test_forward_reports_missing_inputs(small_net, tmp_path, capsys):
+    prototxt, caffemodel = small_net
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, label=np.zeros((1, 1, 8, 8), np.float32))
+    assert main(["forward", str(prototxt), str(caffemodel), "--inputs", str(inputs),
+                 "--out", str(tmp_path / "o.npz")]) == 1
+    assert "data" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_convert_reports_errors(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "absent.caffemodel"), "-o", str(tmp_path / "o.safetensors")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_selfcheck_on_cpu(capsys):
+    assert main(["selfcheck", "--model", "fcn16s", "--width-divisor", "16", "--size", "40x52",
+                 "--max-error", "1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "score: max relative error" in out and "argmax agreement" in out
+
+
+def test_selfcheck_rejects_bad_size():
+    with pytest.raises(SystemExit):
+        main(["selfcheck", "--size", "big"])
+
+
+def test_module_entry_point(small_net, tmp_path):
+    prototxt, caffemodel = small_net
+    out = tmp_path / "cli.safetensors"
+    result = subprocess.run([sys.executable, "-m", "port", "convert", str(prototxt), str(caffemodel),
+                             "-o", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and "converted" in result.stdout

@@ -1,0 +1,131 @@
+"""port.convert: round trips with caffemodels written by port.caffe's writer, strict errors,
+atomic writes, metadata."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from port.caffe import load_net, write_caffemodel, write_caffemodel_h5
+from port.caffe.synth import make_caffemodel
+from port.convert import ConversionError, convert, load_weights
+from port.models import _weights as fmt
+from port.models import get_model
+
+
+@pytest.fixture
+def fcn16s_files(goldens_dir, tmp_path):
+    """voc-fcn16s at 1/16 width: its prototxt and a seeded random caffemodel in tmp_path."""
+    prototxt = goldens_dir / "voc-fcn16s" / "net.prototxt"
+    caffemodel = tmp_path / "fcn16s.caffemodel"
+    make_caffemodel(load_net(prototxt), caffemodel, seed=3)
+    return prototxt, caffemodel
+
+
+def blobs_by_key(netdef):
+    return {f"{layer}.{fmt.BLOB_NAMES[i]}": blob for layer, blobs in netdef.blobs().items()
+            for i, blob in enumerate(blobs)}
+
+
+def test_round_trip_is_exact_and_records_metadata(fcn16s_files, tmp_path):
+    from port.caffe import load_caffemodel
+    prototxt, caffemodel = fcn16s_files
+    out = tmp_path / "out" / "fcn16s.safetensors"
+    report = convert(caffemodel, prototxt, out=out)
+    state, metadata = load_weights(out)
+    expected = blobs_by_key(load_caffemodel(caffemodel))
+    assert set(state) == set(expected)
+    for key, blob in expected.items():
+        assert np.array_equal(state[key].numpy(), blob), key
+    assert metadata[fmt.SOURCE_SHA256] == hashlib.sha256(caffemodel.read_bytes()).hexdigest()
+    assert metadata[fmt.NET_NAME] == load_net(prototxt).name == report.net_name
+    assert metadata[fmt.BUILDER] == report.builder == "fcn16s"
+    assert "fcn16s" in metadata[fmt.CANDIDATES].split(",")
+    assert json.loads(metadata[fmt.BUILDER_KWARGS]) == {"num_classes": 21, "width_divisor": 16}
+    model = get_model("fcn16s", weights=out)  # width and classes from the metadata
+    assert torch.equal(model.score_pool4.weight, state["score_pool4.weight"])
+
+
+def test_without_prototxt_uses_stored_definitions(fcn16s_files, tmp_path):
+    _, caffemodel = fcn16s_files
+    report = convert(caffemodel, out=tmp_path / "a.safetensors")
+    with_prototxt = convert(caffemodel, fcn16s_files[0], out=tmp_path / "b.safetensors")
+    assert report.shapes == with_prototxt.shapes and report.builder == "fcn16s"
+
+
+def test_hdf5_round_trip(fcn16s_files, tmp_path):
+    from port.caffe import load_caffemodel
+    prototxt, caffemodel = fcn16s_files
+    h5 = tmp_path / "fcn16s.caffemodel.h5"
+    write_caffemodel_h5(h5, load_caffemodel(caffemodel))
+    a, _ = load_weights(convert(caffemodel, out=tmp_path / "a.safetensors").out)
+    b, _ = load_weights(convert(h5, prototxt, out=tmp_path / "b.safetensors").out)
+    c, _ = load_weights(convert(h5, out=tmp_path / "c.safetensors").out)  # matched by structure
+    assert set(a) == set(b) == set(c)
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
+def test_wrong_net_lists_every_mismatch(goldens_dir, fcn16s_files, tmp_path):
+    _, caffemodel = fcn16s_files
+    out = tmp_path / "x.safetensors"
+    with pytest.raises(ConversionError) as info:
+        convert(caffemodel, goldens_dir / "voc-fcn8s" / "net.prototxt", out=out)
+    problems = "\n".join(info.value.problems)
+    for layer in ("upscore_pool4", "score_pool3", "upscore8"):
+        assert f"layer '{layer}': no blobs in the caffemodel" in problems
+    assert "layer 'upscore16': 1 blob(s) unused" in problems
+    assert len(info.value.problems) == 4
+    assert not out.exists()
+
+
+def test_shape_mismatch_names_layer_blob_and_shapes(fcn16s_files, tmp_path):
+    from port.caffe import load_caffemodel
+    prototxt, caffemodel = fcn16s_files
+    net = load_caffemodel(caffemodel)
+    net.layer("score_fr").blobs[1] = np.zeros(7, np.float32)
+    bad = tmp_path / "bad.caffemodel"
+    write_caffemodel(bad, net)
+    with pytest.raises(ConversionError, match=r"layer 'score_fr' blob 1: expected shape \(21,\), found \(7,\)"):
+        convert(bad, prototxt, out=tmp_path / "bad.safetensors")
+
+
+def test_named_builder_must_fit(fcn16s_files, tmp_path):
+    _, caffemodel = fcn16s_files
+    with pytest.raises(ConversionError, match="does not fit builder 'fcn8s'") as info:
+        convert(caffemodel, out=tmp_path / "x.safetensors", builder="fcn8s")
+    assert any("upscore16.weight" in p for p in info.value.problems)
+    report = convert(caffemodel, out=tmp_path / "y.safetensors", builder="pascalcontext_fcn16s")
+    assert report.builder == "pascalcontext_fcn16s"
+
+
+def test_released_file_name_picks_among_equal_structures(fcn16s_files, tmp_path):
+    _, caffemodel = fcn16s_files
+    renamed = tmp_path / "pascalcontext-fcn16s-heavy.caffemodel"
+    renamed.write_bytes(caffemodel.read_bytes())
+    assert convert(renamed, out=tmp_path / "p.safetensors").builder == "pascalcontext_fcn16s"
+
+
+def test_failed_conversion_leaves_existing_output_untouched(goldens_dir, fcn16s_files, tmp_path):
+    _, caffemodel = fcn16s_files
+    out = tmp_path / "keep.safetensors"
+    out.write_bytes(b"previous")
+    with pytest.raises(ConversionError):
+        convert(caffemodel, goldens_dir / "voc-fcn8s" / "net.prototxt", out=out)
+    assert out.read_bytes() == b"previous"
+    convert(caffemodel, out=out)
+    assert out.read_bytes() != b"previous"
+    assert sorted(os.listdir(tmp_path)) == ["fcn16s.caffemodel", "keep.safetensors"]
+
+
+def test_unreadable_or_missing_caffemodel(tmp_path):
+    with pytest.raises(ConversionError, match="not found"):
+        convert(tmp_path / "absent.caffemodel")
+    junk = tmp_path / "junk.caffemodel"
+    junk.write_bytes(b"\xff\xff\xff")
+    with pytest.raises(ConversionError, match="cannot read"):
+        convert(junk, out=tmp_path / "j.safetensors")
+    assert not (tmp_path / "j.safetensors").exists()
