@@ -25,3 +25,37 @@ test: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
+
+# --- reproduce the papers' tables ------------------------------------------------------------
+# make reproduce-fcn8s [DATA=/path/above/VOCdevkit] [WEIGHTS=file.caffemodel|.safetensors]
+#                      [DEVICE=cuda|cpu] [ARGS="--fast --limit 50"]
+# Without DATA the dataset is downloaded into ./data; without WEIGHTS the released caffemodel is
+# fetched, verified and converted once into weights/cache. Reports go to reports/<model>/.
+DATA ?=
+WEIGHTS ?=
+DEVICE ?=
+ARGS ?=
+REPRODUCE_VOC := fcn32s fcn16s fcn8s fcn8s-atonce fcn-alexnet
+REPRODUCE_SIFTFLOW := siftflow-fcn32s siftflow-fcn16s siftflow-fcn8s
+REPRODUCE_NYUD := nyud-fcn32s-color nyud-fcn32s-hha nyud-fcn32s-color-hha
+REPRODUCE_CONTEXT := pascalcontext-fcn32s pascalcontext-fcn16s pascalcontext-fcn8s
+REPRODUCE_MODELS := $(REPRODUCE_VOC) $(REPRODUCE_SIFTFLOW) $(REPRODUCE_NYUD) $(REPRODUCE_CONTEXT)
+REPRODUCE_FLAGS = $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+	$(if $(DEVICE),--device $(DEVICE)) $(ARGS)
+
+.PHONY: reproduce-all reproduce-voc reproduce-siftflow reproduce-nyud reproduce-context \
+	reproduce-demo $(addprefix reproduce-,$(REPRODUCE_MODELS))
+
+$(addprefix reproduce-,$(REPRODUCE_MODELS)): reproduce-%: $(VENV)/.installed
+	$(PY) -m reproduce $* --out reports/$* $(REPRODUCE_FLAGS)
+
+reproduce-voc: $(addprefix reproduce-,$(REPRODUCE_VOC))
+reproduce-siftflow: $(addprefix reproduce-,$(REPRODUCE_SIFTFLOW))
+reproduce-nyud: $(addprefix reproduce-,$(REPRODUCE_NYUD))
+reproduce-context: $(addprefix reproduce-,$(REPRODUCE_CONTEXT))
+# WEIGHTS names one model's file, so reproduce-all always uses the released weights.
+reproduce-all: WEIGHTS =
+reproduce-all: $(addprefix reproduce-,$(REPRODUCE_MODELS))
+
+reproduce-demo: $(VENV)/.installed
+	$(PY) -m reproduce demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(DEVICE),--device $(DEVICE))

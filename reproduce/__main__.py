@@ -1,0 +1,260 @@
+"""``python -m reproduce MODEL --data DIR ...`` and ``python -m reproduce demo``.
+
+Resolve (model, weights, data), evaluate (``reproduce.harness``), report (``reproduce.report``).
+Under ``torchrun`` every rank runs this same command; rank 0 prints and writes the report.
+Exit status: 0 done, 1 a bad item stopped the run, 2 bad arguments or files, 128 + N when
+signal N stopped it (after a checkpoint: rerun with ``--resume``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from reproduce import distributed as dist_
+from reproduce import harness as H
+from reproduce.checkpoint import CheckpointError, RunIdentity
+
+EXIT_BAD_ITEM, EXIT_USAGE, EXIT_SIGNAL_BASE = 1, 2, 128
+DEFAULT_OVERLAYS = 4
+MAX_DEFAULT_WORKERS = 4
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m reproduce",
+        description="Evaluate a released FCN (or any Caffe segmentation net) as upstream "
+                    "score.py does and compare with the published numbers. "
+                    "`python -m reproduce demo` runs FCN-8s on the upstream demo image.")
+    p.add_argument("model", nargs="?", help="a port.models name (fcn8s, fcn8s-atonce, "
+                   "siftflow-fcn16s, ...); omit with --net")
+    p.add_argument("--data", type=Path, help="the dataset folder or any folder above it "
+                   "(default: ./data, downloading the dataset there when absent)")
+    p.add_argument("--weights", help=".safetensors, .caffemodel or .caffemodel.h5 (default: "
+                   "the released caffemodel, fetched, verified and converted once)")
+    p.add_argument("--split", help="split name (default: the papers' evaluation split)")
+    p.add_argument("--dataset", help="dataset reader (default: the model's; voc for --net)")
+    p.add_argument("--device", choices=("cuda", "cpu"),
+                   default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, help="report folder (default: reports/<model>)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fast", action="store_true",
+                           help=f"the measured fast mode ({H.FAST.description})")
+    precision.add_argument("--precision", choices=sorted(H.PRECISION_MODES),
+                           help="a named precision mode (default strict-fp32)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.json")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
+                   help="write a checkpoint every N images (0: only on a signal and at the end)")
+    p.add_argument("--skip-bad", action="store_true", help="record unreadable images or labels "
+                   "in the report and go on (default: stop, naming the item)")
+    p.add_argument("--save-predictions", type=Path, metavar="DIR",
+                   help="write every prediction as a VOC palette PNG named by image id")
+    p.add_argument("--overlays", type=int, default=DEFAULT_OVERLAYS, metavar="N",
+                   help="colour overlays of the first N images in the report")
+    p.add_argument("--workers", type=int, help="data loading processes "
+                   "(default: 0 on CPU, up to 4 on CUDA)")
+    p.add_argument("--net", type=Path, help="evaluate this Caffe prototxt through the generic "
+                   "graph instead of a named model (--weights required)")
+    p.add_argument("--score-blob", action="append", metavar="NAME",
+                   help="scored output blob(s) of --net (default: score; SIFT Flow: "
+                        "score_sem and score_geo)")
+    p.add_argument("--compare", metavar="MODEL", help="compare a --net run with this model's "
+                   "published numbers")
+    p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _config(args: argparse.Namespace, device: torch.device, out: Path) -> H.EvalConfig:
+    mode = H.FAST if args.fast else H.PRECISION_MODES[args.precision or H.STRICT.name]
+    workers = args.workers
+    if workers is None:
+        workers = min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1) if device.type == "cuda" else 0
+    return H.EvalConfig(device=device, precision=mode, out=out, resume=args.resume,
+                        checkpoint_every=args.checkpoint_every, skip_bad=args.skip_bad,
+                        save_predictions=args.save_predictions, overlays=args.overlays,
+                        workers=workers, progress=not args.quiet)
+
+
+def _device(args: argparse.Namespace, ctx: dist_.DistContext) -> torch.device:
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise H.ResolveError("--device cuda: no CUDA device is available")
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def _data_root(args: argparse.Namespace) -> tuple[Path, bool]:
+    """(where to look for the dataset, whether it may be downloaded there)."""
+    return (args.data, False) if args.data is not None else (H.REPO_ROOT / "data", True)
+
+
+def _label_key(dataset: Any, output: str) -> str:
+    """SIFT Flow's heads score ``sem``/``geo`` labels; every other net the one label map."""
+    suffix = output.rsplit("_", 1)[-1]
+    return suffix if getattr(dataset, "name", "") == "siftflow" and suffix in ("sem", "geo") \
+        else "label"
+
+
+def _loader(dataset: Any, wants_label_blob: bool) -> Any:
+    if getattr(dataset, "name", "") == "siftflow":
+        return H.load_siftflow_item
+    return H.load_item_with_label_blob if wants_label_blob else H.load_item
+
+
+def _ids(dataset: Any, limit: int | None) -> list[str]:
+    if limit is not None and limit < 1:
+        raise H.ResolveError(f"--limit must be at least 1, got {limit}")
+    return list(dataset.ids[:limit] if limit else dataset.ids)
+
+
+def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str]:
+    """A released model by name: its builder, resolved weights, its dataset."""
+    from port.models import get_meta, get_model
+    builder = args.model.replace("-", "_")
+    meta = get_meta(builder)
+    weights = H.resolve_weights(builder, args.weights, args.cache)
+    model = H.prepare_model(get_model(builder, weights=weights.path), config)
+    name = args.dataset or meta.dataset
+    options = {"inputs": meta.inputs} if name == "nyud" else {}
+    root, download = _data_root(args)
+    dataset = H.open_dataset(name, root, args.split, download=download, **options)
+    tasks = tuple(H.Task(o, _label_key(dataset, o), tuple(c))
+                  for o, c in zip(meta.outputs, meta.classes))
+    identity = RunIdentity(builder, name, dataset.split, weights.sha256,
+                           H.preprocessing_identity(name, meta.preprocess), config.precision.name,
+                           tuple((t.output, t.num_classes) for t in tasks))
+    spec = H.EvalSpec(H.ModelPredictor(model, meta.inputs, meta.outputs), dataset,
+                      _ids(dataset, args.limit), tasks, identity, _loader(dataset, False),
+                      H.colour_inverse(dict(zip(meta.inputs, meta.preprocess))))
+    return spec, {"weights": f"{weights.path} ({weights.origin})"}, builder
+
+
+def _net_preprocess(name: str, inputs: Sequence[str]) -> dict[str, Any]:
+    from port.preprocess import PREPROCESSORS
+    if name == "nyud":
+        from reproduce.datasets.nyud import NYUD_INPUTS
+        return {blob: NYUD_INPUTS[blob][2] for blob in inputs if blob in NYUD_INPUTS}
+    return {"data": PREPROCESSORS[name]}
+
+
+def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str | None]:
+    """Any Caffe segmentation net: the prototxt through port.graph, weights from --weights."""
+    if args.weights is None:
+        raise H.ResolveError("--net needs --weights (a .caffemodel, .caffemodel.h5 or converted "
+                             ".safetensors)")
+    model, sha = H.caffenet_from_files(args.net, Path(args.weights))
+    model = H.prepare_model(model, config)
+    name = args.dataset or "voc"
+    preprocess = _net_preprocess(name, model.input_names)
+    options = {"inputs": tuple(preprocess)} if name == "nyud" else {}
+    root, download = _data_root(args)
+    dataset = H.open_dataset(name, root, args.split, download=download, **options)
+    blobs = args.score_blob or (["score_sem", "score_geo"] if name == "siftflow" else ["score"])
+    classes = {"sem": dataset.class_names, "geo": dataset.class_names}
+    if name == "siftflow":
+        from reproduce.datasets import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES
+        classes = {"sem": SIFTFLOW_SEMANTIC_CLASSES, "geo": SIFTFLOW_GEOMETRIC_CLASSES}
+    tasks = tuple(H.Task(b, key := _label_key(dataset, b),
+                         tuple(classes.get(key, dataset.class_names))) for b in blobs)
+    identity = RunIdentity(f"net:{model.net_name}", name, dataset.split, sha,
+                           H.preprocessing_identity(name, list(preprocess.values())),
+                           config.precision.name, tuple((t.output, t.num_classes) for t in tasks))
+    wants_label = "label" in model.input_names
+    spec = H.EvalSpec(H.CaffeNetPredictor(model, blobs), dataset, _ids(dataset, args.limit), tasks,
+                      identity, _loader(dataset, wants_label), H.colour_inverse(preprocess))
+    return spec, {"weights": str(args.weights), "net": str(args.net)}, args.compare
+
+
+def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
+            config: H.EvalConfig, ctx: dist_.DistContext, extra: dict,
+            table_model: str | None) -> None:
+    from reproduce import report as R
+    targets = (R.published_targets(table_model, spec.identity.split,
+                                   [t.output for t in spec.tasks]) if table_model else [])
+    rows = R.compare(result.scores, targets)
+    info = R.RunInfo(model=spec.identity.model, dataset=spec.identity.dataset,
+                     dataset_path=str(spec.dataset.root), split=spec.identity.split,
+                     weights=extra.pop("weights"), weights_sha256=spec.identity.weights_sha256,
+                     device=str(config.device), device_name=_device_name(config.device),
+                     precision=config.precision.name,
+                     precision_description=config.precision.description,
+                     world_size=ctx.world_size, extra=extra)
+    paths = R.write_report(config.out, result, info, spec.tasks, rows)
+    print(f"\n{spec.identity.model} on {spec.identity.dataset} {spec.identity.split}: "
+          f"{result.images} images, {len(result.skipped)} skipped, {result.seconds:.1f} s, "
+          f"{config.precision.name} on {info.device_name}")
+    print(R.format_table(rows))
+    print(f"report: {paths['json']}  {paths['md']}  {paths['plot']}")
+
+
+def _run(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
+    device = _device(args, ctx)
+    name = args.model or (args.net.stem if args.net else "")
+    out = args.out or H.REPO_ROOT / "reports" / name.replace("_", "-")
+    config = _config(args, device, out)
+    spec, extra, table_model = (_net if args.net else _named)(args, config)
+    result = H.evaluate(spec, config, ctx)
+    if result is not None:
+        _report(args, spec, result, config, ctx, extra, table_model)
+    return 0
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input (files, names), reported in one line, not a traceback."""
+    from port.caffe import CaffeFormatError
+    from port.convert import ConversionError
+    from port.graph import CaffeGraphError
+    from port.models import UnknownModelError, WeightsError
+    from reproduce.datasets import DatasetError
+    from reproduce.download import DownloadError
+    from reproduce.registry import NoReleasedWeightsError, UnknownArtifactError
+    return (H.ResolveError, CheckpointError, CaffeFormatError, ConversionError, CaffeGraphError,
+            UnknownModelError, WeightsError, DatasetError, DownloadError,
+            NoReleasedWeightsError, UnknownArtifactError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        from reproduce import demo
+        try:
+            return demo.main(argv[1:])
+        except _expected_errors() as exc:
+            print(f"python -m reproduce demo: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    args = parser().parse_args(argv)
+    if (args.model is None) == (args.net is None):
+        parser().error("give a MODEL name or --net NET.prototxt (one of them)")
+    ctx = dist_.setup(args.device)
+    try:
+        return _run(args, ctx)
+    except H.Interrupted as exc:
+        print(f"python -m reproduce: {exc}", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + int(exc.signum)
+    except (H.BadItemError, H.StoppedByPeer) as exc:
+        print(f"python -m reproduce: {exc}", file=sys.stderr)
+        return EXIT_BAD_ITEM
+    except _expected_errors() as exc:
+        print(f"python -m reproduce: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        dist_.teardown(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Atomic files, evaluation checkpoints and ``--resume``, and stopping cleanly on a signal.
+
+A checkpoint is what an interrupted evaluation needs to continue without counting an image
+twice or mixing two runs: the partial confusion matrix of each scored output (int64, exact,
+as upstream ``score.py``'s ``fast_hist`` sums), the ids done, the bad items skipped, and the
+identity of the run (model, split, weights SHA-256, preprocessing, precision). It is JSON —
+readable, and never unpickled — written to a temporary name beside the target, fsync'ed, then
+``os.replace``'d, so a kill at any moment leaves the previous checkpoint or the new one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+__all__ = [
+    "atomic_path", "write_bytes_atomic", "write_text_atomic", "CheckpointError",
+    "CheckpointMismatchError", "RunIdentity", "Checkpoint", "save_checkpoint",
+    "load_checkpoint", "CHECKPOINT_NAME", "StopRequest",
+]
+
+CHECKPOINT_NAME = "checkpoint.json"
+_FORMAT = "fcn-port-eval-checkpoint"
+_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a synced temporary file and ``os.replace``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """:func:`write_bytes_atomic` for UTF-8 text."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit this run's split."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint from another run: other weights, split, preprocessing or precision."""
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What two runs must share for one to continue the other's confusion matrix."""
+
+    model: str
+    dataset: str
+    split: str
+    weights_sha256: str
+    preprocessing: str
+    precision: str
+    num_classes: tuple[tuple[str, int], ...]  # (scored output, classes) per task
+
+    def mismatches(self, other: "RunIdentity") -> list[str]:
+        """One line per field that differs, naming both values."""
+        return [f"{f.name}: checkpoint has {getattr(other, f.name)!r}, "
+                f"this run has {getattr(self, f.name)!r}"
+                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+
+@dataclass
+class Checkpoint:
+    """The state of an evaluation: confusion matrices so far, ids done, bad items skipped."""
+
+    identity: RunIdentity
+    confusion: dict[str, np.ndarray]
+    done: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def check_resumable(self, identity: RunIdentity, split_ids: list[str], path: Path) -> None:
+        """Refuse a checkpoint of another run, or one naming ids this run does not hold."""
+        problems = identity.mismatches(self.identity)
+        if problems:
+            raise CheckpointMismatchError(
+                f"{path}: refusing to resume a different run:\n  " + "\n  ".join(problems)
+                + "\nremove it, or pass another --out, to start afresh")
+        unknown = sorted(set(self.done) - set(split_ids))
+        if unknown:
+            raise CheckpointError(
+                f"{path}: {len(unknown)} ids done are not in this run's selection of split "
+                f"{identity.split!r} (first: {unknown[0]!r}); was --limit lowered?")
+
+
+def _to_json(ckpt: Checkpoint) -> dict:
+    ident = asdict(ckpt.identity)
+    ident["num_classes"] = [list(pair) for pair in ckpt.identity.num_classes]
+    return {"format": _FORMAT, "version": _VERSION, "identity": ident,
+            "confusion": {k: np.asarray(v, dtype=np.int64).tolist()
+                          for k, v in ckpt.confusion.items()},
+            "done": list(ckpt.done), "skipped": list(ckpt.skipped),
+            "elapsed_s": float(ckpt.elapsed_s)}
+
+
+def save_checkpoint(ckpt: Checkpoint, out_dir: str | Path) -> Path:
+    """Write ``ckpt`` to ``out_dir/checkpoint.json`` atomically; return its path."""
+    text = json.dumps(_to_json(ckpt), separators=(",", ":"))
+    return write_text_atomic(Path(out_dir) / CHECKPOINT_NAME, text)
+
+
+def _identity_from_json(raw: dict, path: Path) -> RunIdentity:
+    try:
+        values = {f.name: raw[f.name] for f in fields(RunIdentity)}
+        values["num_classes"] = tuple((str(k), int(n)) for k, n in values["num_classes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: identity: missing or malformed field ({exc})") from exc
+    return RunIdentity(**values)
+
+
+def _confusion_from_json(raw: dict, identity: RunIdentity, path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for task, n in identity.num_classes:
+        matrix = np.asarray(raw.get(task, []), dtype=np.int64)
+        if matrix.shape != (n, n) or (matrix < 0).any():
+            raise CheckpointError(
+                f"{path}: confusion[{task!r}]: expected a {n}x{n} non-negative integer "
+                f"matrix, got shape {matrix.shape}")
+        out[task] = matrix
+    return out
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`, validating every field."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("format") != _FORMAT or raw.get("version") != _VERSION:
+        raise CheckpointError(f"{path}: not a {_FORMAT} version {_VERSION} file")
+    identity = _identity_from_json(raw.get("identity") or {}, path)
+    done, skipped = raw.get("done"), raw.get("skipped")
+    if not isinstance(done, list) or not isinstance(skipped, list):
+        raise CheckpointError(f"{path}: 'done' and 'skipped' must be lists")
+    if len(set(done)) != len(done):
+        raise CheckpointError(f"{path}: 'done' lists an id twice")
+    return Checkpoint(identity, _confusion_from_json(raw.get("confusion") or {}, identity, path),
+                      [str(i) for i in done], skipped, float(raw.get("elapsed_s", 0.0)))
+
+
+class StopRequest:
+    """SIGTERM/SIGINT set a flag instead of killing the process mid-update.
+
+    The evaluation loop looks at :attr:`signum` after each image, writes a checkpoint, and
+    exits with ``128 + signum`` (the shell's convention). A second signal while stopping
+    restores the default handler's behaviour, so a stuck run can still be killed.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            self.restore()
+            signal.raise_signal(signum)
+        self.signum = signum
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python delivers signals to the main thread only
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()

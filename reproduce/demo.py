@@ -1,0 +1,113 @@
+"""``python -m reproduce demo``: the ported FCN-8s on the upstream demo image, compared with the
+released ``demo/output.png``.
+
+Upstream ``infer.py`` loads ``demo/image.jpg`` (VOC 2007_000129), subtracts the VOC mean in BGR,
+runs ``voc-fcn8s/deploy.prototxt`` with ``fcn8s-heavy-pascal.caffemodel`` and takes
+``score.argmax(0)``; ``demo/output.png`` is that prediction drawn in the VOC palette. Here the
+same image goes through ``port.models.fcn8s`` and the prediction is compared pixel by pixel
+with the released one (decoded back to class indices through the palette).
+
+The image and output come from a local copy of the upstream repository (``$FCN_PORT_UPSTREAM``
+or ``../shared/upstream``) or are fetched, checksum-verified, from commit 1305c73.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from reproduce import harness as H
+from reproduce.checkpoint import atomic_path, write_text_atomic
+from reproduce.palette import colour_to_label, overlay, save_label_png
+
+__all__ = ["DemoResult", "compare_with_reference", "predict_image", "main"]
+
+DEMO_FILES = {"image": ("demo/image.jpg", "demo/image"), "output": ("demo/output.png", "demo/output")}
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """Our prediction against the released one."""
+
+    prediction: np.ndarray       # HxW class indices
+    reference: np.ndarray        # HxW class indices decoded from output.png (-1: not a palette colour)
+    agreement: float             # fraction of pixels where the classes are equal
+    unknown_colours: int         # pixels of output.png whose colour is not in the palette
+
+    def as_dict(self) -> dict:
+        classes = lambda a: sorted(int(c) for c in np.unique(a) if c >= 0)  # noqa: E731
+        return {"agreement": self.agreement, "pixels": int(self.prediction.size),
+                "differing_pixels": int((self.prediction != self.reference).sum()),
+                "unknown_colours": self.unknown_colours,
+                "classes_ours": classes(self.prediction),
+                "classes_released": classes(self.reference)}
+
+
+def predict_image(predict: Callable[[dict], dict], preprocess: Callable[..., np.ndarray],
+                  rgb: np.ndarray, device: torch.device, output: str = "score") -> np.ndarray:
+    """infer.py on one RGB image: preprocess, forward, argmax over the classes."""
+    data = torch.from_numpy(preprocess(rgb))[None].to(device)
+    with torch.inference_mode():
+        score = predict({"data": data})[output]
+    return score[0].argmax(0).cpu().numpy()
+
+
+def compare_with_reference(prediction: np.ndarray, reference_rgb: np.ndarray) -> DemoResult:
+    """Pixel agreement of ``prediction`` with a palette-coloured reference image."""
+    reference, unknown = colour_to_label(reference_rgb, name="reference output")
+    if reference.shape != prediction.shape:
+        raise ValueError(f"reference output is {reference.shape}, prediction {prediction.shape}")
+    agreement = float((prediction == reference).mean())
+    return DemoResult(prediction, reference, agreement, unknown)
+
+
+def write_demo(out: Path, rgb: np.ndarray, result: DemoResult, info: dict) -> None:
+    """prediction.png (palette), overlay.png (image | released | ours) and demo.json."""
+    save_label_png(result.prediction, out / "prediction.png")
+    released = np.where(result.reference >= 0, result.reference, 0)
+    side = np.concatenate([rgb, overlay(rgb, released), overlay(rgb, result.prediction)], axis=1)
+    with atomic_path(out / "overlay.png") as tmp:
+        Image.fromarray(side).save(tmp, format="PNG")
+    write_text_atomic(out / "demo.json", json.dumps({**info, **result.as_dict()}, indent=1) + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m reproduce demo", description=__doc__.split("\n")[0])
+    p.add_argument("--weights", help="fcn8s weights (default: the released caffemodel)")
+    p.add_argument("--device", choices=("cuda", "cpu"),
+                   default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, default=H.REPO_ROOT / "reports" / "demo")
+    p.add_argument("--cache", type=Path, help="download/conversion cache")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from port.models import get_meta, get_model
+    args = _parser().parse_args(argv)
+    device = torch.device(args.device)
+    H.apply_precision(H.STRICT)
+    paths = {k: H.upstream_file(*v) for k, v in DEMO_FILES.items()}
+    weights = H.resolve_weights("fcn8s", args.weights, args.cache)
+    meta = get_meta("fcn8s")
+    model = H.prepare_model(get_model("fcn8s", weights=weights.path), H.EvalConfig(device=device))
+    rgb = np.array(Image.open(paths["image"]).convert("RGB"))
+    prediction = predict_image(H.ModelPredictor(model, meta.inputs, meta.outputs),
+                               meta.preprocess[0], rgb, device)
+    result = compare_with_reference(prediction, np.array(Image.open(paths["output"]).convert("RGB")))
+    write_demo(args.out, rgb, result, {"image": str(paths["image"]), "released_output":
+                                       str(paths["output"]), "weights_sha256": weights.sha256})
+    print(f"FCN-8s on {paths['image']}: {100 * result.agreement:.3f}% of pixels agree with the "
+          f"released {paths['output']} ({result.as_dict()['differing_pixels']} differ); "
+          f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

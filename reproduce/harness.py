@@ -1,0 +1,730 @@
+"""The evaluation loop of ``python -m reproduce``: upstream ``score.py`` over a whole split.
+
+``score.py``'s ``compute_hist`` runs the net on each image of the split at native size, takes
+``net.blobs[layer].data[0].argmax(0)`` and adds ``fast_hist(label, prediction)`` to one
+confusion matrix. This module does the same, with what a long run needs around it:
+
+- precision modes (strict fp32 by default, the measured fast mode on request), applied once;
+- several processes (``torchrun``): each takes its own shard, the matrices are summed exactly
+  (``reproduce.distributed``); all ranks step in lockstep, so a stop on any rank (a signal, a
+  bad item) is agreed by all, checkpointed once and obeyed by all;
+- checkpoints every N images and on SIGTERM/SIGINT, and ``--resume`` (``reproduce.checkpoint``);
+- bad items (an unreadable image, a label outside the classes): stop naming the id and path,
+  or with ``skip_bad`` record them and go on — never dropped silently.
+
+Files and the console table belong to ``reproduce.report``. The last section resolves what
+the command line names: weights (converted once into the cache), the dataset (located under
+any parent folder, or downloaded), the generic graph of a user's prototxt.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from reproduce import distributed as dist_
+from reproduce.checkpoint import (
+    CHECKPOINT_NAME, Checkpoint, RunIdentity, StopRequest, load_checkpoint, save_checkpoint,
+)
+from reproduce.metrics import ConfusionMatrix, Scores, scores_from_matrix
+
+__all__ = [
+    "PrecisionMode", "PRECISION_MODES", "STRICT", "FAST", "precision_context", "Task",
+    "EvalSpec", "EvalConfig", "EvalResult", "BadItemError", "Interrupted", "StoppedByPeer",
+    "evaluate", "item_loader",
+]
+
+
+# --------------------------------------------------------------------------- precision modes
+@dataclass(frozen=True)
+class PrecisionMode:
+    """A named numeric setting of the evaluation; the report records which one ran.
+
+    ``tf32``: TF32 tensor cores for matmul and cuDNN convolutions (10-bit mantissa inputs);
+    ``channels_last``: NHWC memory format for the model and inputs; ``autocast``: a lower
+    precision dtype for autocast (``"bfloat16"``) or None; ``cudnn_benchmark``: let cuDNN time
+    and pick algorithms (non-deterministic choice), instead of deterministic ones.
+    """
+
+    name: str
+    tf32: bool = False
+    channels_last: bool = False
+    autocast: str | None = None
+    cudnn_benchmark: bool = False
+    description: str = ""
+
+
+#: Reproduction first: IEEE fp32 everywhere, deterministic cuDNN algorithms.
+STRICT = PrecisionMode("strict-fp32", description="fp32, TF32 off (matmul and cuDNN), "
+                       "deterministic cuDNN")
+#: The fast mode of ``--fast`` (its agreement with STRICT is measured in benchmarks/).
+FAST = PrecisionMode("fast-tf32", tf32=True, channels_last=True, cudnn_benchmark=True,
+                     description="TF32 matmul and cuDNN, channels_last, cudnn.benchmark")
+FAST_BF16 = PrecisionMode("fast-bf16", tf32=True, channels_last=True, autocast="bfloat16",
+                          cudnn_benchmark=True,
+                          description="bf16 autocast, TF32, channels_last, cudnn.benchmark")
+PRECISION_MODES: dict[str, PrecisionMode] = {m.name: m for m in (STRICT, FAST, FAST_BF16)}
+
+
+def apply_precision(mode: PrecisionMode) -> None:
+    """Set the global backend flags of ``mode`` (process-wide, as torch keeps them)."""
+    torch.backends.cuda.matmul.allow_tf32 = mode.tf32
+    torch.backends.cudnn.allow_tf32 = mode.tf32
+    torch.backends.cudnn.benchmark = mode.cudnn_benchmark
+    torch.backends.cudnn.deterministic = not mode.cudnn_benchmark
+    torch.set_float32_matmul_precision("high" if mode.tf32 else "highest")
+
+
+def precision_context(mode: PrecisionMode, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of ``mode`` on ``device`` (a no-op context for fp32 modes)."""
+    if mode.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, mode.autocast))
+
+
+# ---------------------------------------------------------------------------- what to score
+@dataclass(frozen=True)
+class Task:
+    """One scored output: the net's blob ``output`` against the label map ``label``."""
+
+    output: str
+    label: str
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+#: ``predict(inputs) -> {blob name: N x C x H x W scores}`` for a batch of one image.
+Predictor = Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
+
+
+@dataclass
+class EvalSpec:
+    """What is evaluated: the net, the data, and the identity a checkpoint must match."""
+
+    predict: Predictor
+    dataset: Any                      # a reproduce.datasets reader
+    ids: list[str]                    # the split (after --limit), in split order
+    tasks: tuple[Task, ...]
+    identity: RunIdentity
+    load: Callable[[Any, str], tuple[str, dict, Any]]  # (dataset, id) -> (id, inputs, label)
+    rgb_of: Callable[[dict], np.ndarray | None] = lambda inputs: None  # for overlays
+
+
+@dataclass
+class EvalConfig:
+    """How it is evaluated (none of this changes the confusion matrix in strict mode)."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: PrecisionMode = STRICT
+    out: Path | None = None
+    resume: bool = False
+    checkpoint_every: int = 0
+    skip_bad: bool = False
+    save_predictions: Path | None = None
+    overlays: int = 0
+    workers: int = 0
+    progress: bool = True
+
+
+@dataclass
+class EvalResult:
+    """The summed result, on rank 0: scores per task and how the run went."""
+
+    scores: dict[str, Scores]
+    images: int
+    skipped: list[dict]
+    seconds: float
+    resumed_from: int
+    overlays: dict[str, np.ndarray] = field(default_factory=dict)  # id -> side-by-side RGB
+
+
+class BadItemError(RuntimeError):
+    """An image or label of the split that cannot be read (stop by default)."""
+
+    def __init__(self, item_id: str, path: str | None, reason: str):
+        super().__init__(f"bad item {item_id!r} ({path or 'path unknown'}): {reason}\n"
+                         f"fix or remove it, or pass --skip-bad to record it and go on "
+                         f"(then --resume continues from the last checkpoint)")
+        self.item_id, self.path, self.reason = item_id, path, reason
+
+
+class Interrupted(RuntimeError):
+    """A signal stopped the run after a checkpoint; exit with ``128 + signum``."""
+
+    def __init__(self, signum: int, checkpoint: Path | None):
+        super().__init__(f"stopped by signal {signum}; checkpoint {checkpoint} "
+                         f"(continue with --resume)")
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+class StoppedByPeer(RuntimeError):
+    """Another rank met a bad item; this rank checkpointed with it and stops too."""
+
+
+# ------------------------------------------------------------------------------ item loading
+def _bad_item_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "this item's files are unreadable or wrong", not a bug here."""
+    errors: list[type[BaseException]] = [OSError, ValueError, EOFError]
+    with contextlib.suppress(ImportError):
+        from scipy.io.matlab import MatReadError
+        errors.append(MatReadError)
+    return tuple(errors)
+
+
+def _path_of(exc: BaseException) -> str | None:
+    for name in ("path", "filename"):
+        value = getattr(exc, name, None)
+        if value:
+            return str(value)
+    return None
+
+
+def _as_tensors(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, Mapping):
+        return {k: _as_tensors(v) for k, v in value.items()}
+    return value
+
+
+class _ShardItems(torch.utils.data.Dataset):
+    """This rank's ids as a map-style dataset; an unreadable item becomes a ``bad`` record."""
+
+    def __init__(self, spec: EvalSpec, ids: Sequence[str]):
+        self.dataset, self.load, self.ids = spec.dataset, spec.load, list(ids)
+        self.errors = _bad_item_errors()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        item_id = self.ids[index]
+        try:
+            got_id, inputs, label = self.load(self.dataset, item_id)
+        except self.errors as exc:
+            return {"id": item_id, "bad": {"id": item_id, "path": _path_of(exc),
+                                           "error": f"{type(exc).__name__}: {exc}"}}
+        return {"id": got_id, "inputs": _as_tensors(inputs), "label": _as_tensors(label)}
+
+
+def _unbatched(batch: Any) -> Any:
+    """``collate_fn`` of batch-size-free loading: the item as the worker returned it."""
+    return batch
+
+
+def item_loader(spec: EvalSpec, ids: Sequence[str], workers: int, pin: bool) -> Iterator[dict]:
+    """Items of ``ids`` in order, decoded by ``workers`` processes (0: in this process)."""
+    return iter(torch.utils.data.DataLoader(
+        _ShardItems(spec, ids), batch_size=None, shuffle=False, num_workers=workers,
+        collate_fn=_unbatched, pin_memory=pin, persistent_workers=False))
+
+
+# ----------------------------------------------------------------------------- the run state
+_GO, _SIGNAL, _BAD = 0, 1, 2  # stop codes, agreed by all ranks with a max-reduce
+
+
+@dataclass
+class _State:
+    """One rank's progress: its confusion matrices (rank 0 also holds the resumed counts)."""
+
+    confusion: dict[str, ConfusionMatrix]
+    shards: list[list[str]]           # every rank's share of the remaining ids
+    prior: Checkpoint | None = None
+    processed: int = 0                # items of this rank's shard done (scored or skipped)
+    skipped: list[dict] = field(default_factory=list)
+    overlays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _resume_from(spec: EvalSpec, config: EvalConfig) -> Checkpoint | None:
+    """The checkpoint to continue, checked against this run; None to start afresh."""
+    if not config.resume or config.out is None:
+        return None
+    path = Path(config.out) / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path)
+    ckpt.check_resumable(spec.identity, spec.ids, path)
+    return ckpt
+
+
+def _start(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext) -> _State:
+    prior = _resume_from(spec, config)
+    done = set(prior.done) if prior else set()
+    remaining = [i for i in spec.ids if i not in done]
+    shards = [dist_.shard(remaining, r, ctx.world_size) for r in range(ctx.world_size)]
+    confusion = {t.output: ConfusionMatrix(t.num_classes, config.device) for t in spec.tasks}
+    if prior is not None and ctx.is_main:
+        for task in spec.tasks:
+            confusion[task.output].matrix += torch.from_numpy(prior.confusion[task.output]).to(
+                config.device)
+    return _State(confusion, shards, prior)
+
+
+@dataclass
+class _Merged:
+    """The state of all ranks summed: what a checkpoint and the final report hold."""
+
+    matrices: dict[str, np.ndarray]
+    done: list[str]
+    skipped: list[dict]
+
+
+def _merge(spec: EvalSpec, ctx: dist_.DistContext, st: _State) -> _Merged:
+    """Sum the ranks' matrices (exact int64 all_reduce) and collect ids done and skipped.
+
+    Collective: every rank must call it at the same step.
+    """
+    matrices = {k: dist_.all_reduce_sum(cm.matrix, ctx).cpu().numpy()
+                for k, cm in st.confusion.items()}
+    counts = dist_.all_gather_ints(st.processed, ctx)
+    skipped = [rec for recs in dist_.gather_objects(st.skipped, ctx) for rec in recs]
+    done_now = {i for rank, n in enumerate(counts) for i in st.shards[rank][:n]}
+    prior_done = set(st.prior.done) if st.prior else set()
+    done = [i for i in spec.ids if i in done_now or i in prior_done]
+    return _Merged(matrices, done, (st.prior.skipped if st.prior else []) + skipped)
+
+
+def _save(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State,
+          elapsed: float, merged: _Merged | None = None) -> Path | None:
+    """A checkpoint of all ranks' progress, written by rank 0 (collective unless ``merged``)."""
+    merged = merged or _merge(spec, ctx, st)
+    if not ctx.is_main or config.out is None:
+        return None
+    prior_s = st.prior.elapsed_s if st.prior else 0.0
+    return save_checkpoint(Checkpoint(spec.identity, merged.matrices, merged.done,
+                                      merged.skipped, prior_s + elapsed), config.out)
+
+
+# ------------------------------------------------------------------------------ one image
+def _to_device(inputs: Mapping[str, torch.Tensor], config: EvalConfig) -> dict[str, torch.Tensor]:
+    """The inputs as a batch of one on the device (channels_last in the fast modes)."""
+    out = {}
+    for name, value in inputs.items():
+        batch = value.to(config.device, non_blocking=True)[None]
+        if config.precision.channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        out[name] = batch
+    return out
+
+
+def _label_for(task: Task, labels: Any) -> torch.Tensor:
+    return labels[task.label] if isinstance(labels, Mapping) else labels
+
+
+def _file_stem(item_id: str) -> str:
+    """An id usable as a file name (SIFT Flow ids are plain; guard against separators)."""
+    return item_id.replace("/", "__").replace("\\", "__")
+
+
+def _prediction_path(config: EvalConfig, spec: EvalSpec, task: Task, item_id: str) -> Path:
+    base = Path(config.save_predictions)
+    folder = base / task.output if len(spec.tasks) > 1 else base
+    return folder / f"{_file_stem(item_id)}.png"
+
+
+def _keep_overlay(spec: EvalSpec, st: _State, item: dict, pred: np.ndarray,
+                  label: np.ndarray) -> None:
+    from reproduce.palette import VOID_LABEL, overlay
+    rgb = spec.rgb_of(item["inputs"])
+    if rgb is None:
+        return
+    shown = np.where(label < spec.tasks[0].num_classes, label, VOID_LABEL)
+    st.overlays[item["id"]] = np.concatenate(
+        [rgb, overlay(rgb, shown), overlay(rgb, pred)], axis=1)
+
+
+def _score_item(spec: EvalSpec, config: EvalConfig, st: _State, item: dict,
+                overlay_ids: set[str]) -> None:
+    """Forward one image, argmax each scored blob (first maximum, as numpy), count it."""
+    with torch.inference_mode(), precision_context(config.precision, config.device):
+        outputs = spec.predict(_to_device(item["inputs"], config))
+    for n, task in enumerate(spec.tasks):
+        if task.output not in outputs:
+            raise KeyError(f"the net has no output blob {task.output!r} "
+                           f"(outputs: {', '.join(outputs)})")
+        pred = outputs[task.output][0].argmax(0)
+        label = _label_for(task, item["label"]).to(config.device, non_blocking=True)
+        if pred.shape != label.shape:
+            raise ValueError(f"{item['id']}: {task.output} is {tuple(pred.shape)} but the label "
+                             f"is {tuple(label.shape)}; the net must output at input size")
+        st.confusion[task.output].update(pred, label)
+        if config.save_predictions is not None or (n == 0 and item["id"] in overlay_ids):
+            pred_np = pred.cpu().numpy()
+            if config.save_predictions is not None:
+                from reproduce.palette import save_label_png
+                save_label_png(pred_np, _prediction_path(config, spec, task, item["id"]))
+            if n == 0 and item["id"] in overlay_ids:
+                _keep_overlay(spec, st, item, pred_np, label.cpu().numpy())
+
+
+def _step(spec: EvalSpec, config: EvalConfig, st: _State, loader: Iterator[dict],
+          rank: int, stop: StopRequest, overlay_ids: set[str]) -> tuple[int, dict | None]:
+    """Process this rank's next item, if it has one; return the stop code it asks for."""
+    if st.processed >= len(st.shards[rank]):
+        return _GO, None
+    try:
+        item = next(loader)
+    except RuntimeError:
+        if stop.signum is not None:  # a signal took the loader's workers down with it
+            return _SIGNAL, None
+        raise
+    if "bad" in item:
+        if not config.skip_bad:
+            return _BAD, item["bad"]
+        st.skipped.append(item["bad"])
+        _note(f"skipped bad item {item['id']}: {item['bad']['error']}")
+    else:
+        _score_item(spec, config, st, item, overlay_ids)
+    st.processed += 1
+    return _GO, None
+
+
+def _note(message: str) -> None:
+    from tqdm import tqdm
+    tqdm.write(message)
+
+
+# ------------------------------------------------------------------------------- the loop
+_POSTFIX_INTERVAL_S = 0.5  # refresh the running mIU at most this often (it syncs the device)
+
+
+class _Progress:
+    """tqdm over the whole selection on rank 0, with the running mean IU and img/s."""
+
+    def __init__(self, spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State):
+        from tqdm import tqdm
+        done = len(st.prior.done) if st.prior else 0
+        self.bar = tqdm(total=len(spec.ids), initial=done, unit="img", dynamic_ncols=True,
+                        desc=spec.identity.model,
+                        disable=not (config.progress and ctx.is_main))
+        self.cm = st.confusion[spec.tasks[0].output]
+        self.label = "mIU" if not ctx.is_distributed else "mIU(rank0)"
+        self.last = 0.0
+
+    def advance(self, images: int) -> None:
+        self.bar.update(images)
+        now = time.monotonic()
+        if not self.bar.disable and now - self.last >= _POSTFIX_INTERVAL_S:
+            self.last = now
+            miu = self.cm.compute().mean_iu
+            self.bar.set_postfix_str(f"{self.label}={100 * miu:.2f}" if miu == miu else "")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _images_at(st: _State, step: int) -> int:
+    """Ranks that held an item at ``step`` (lockstep: all ranks are at the same step)."""
+    return sum(step < len(s) for s in st.shards)
+
+
+def _raise_stop(code: int, bad: dict | None, signum: int | None, path: Path | None) -> None:
+    import signal
+    if code == _BAD and bad is not None:
+        raise BadItemError(bad["id"], bad.get("path"), bad["error"])
+    if code == _BAD:
+        raise StoppedByPeer(f"another rank met a bad item; checkpoint {path}")
+    raise Interrupted(signum or signal.SIGTERM, path)
+
+
+def _loop(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State,
+          started: float) -> None:
+    steps = max((len(s) for s in st.shards), default=0)
+    every = math.ceil(config.checkpoint_every / ctx.world_size) if config.checkpoint_every else 0
+    overlay_ids = set(spec.ids[:config.overlays])
+    loader = item_loader(spec, st.shards[ctx.rank], config.workers,
+                         pin=config.device.type == "cuda")
+    progress = _Progress(spec, config, ctx, st)
+    try:
+        with StopRequest() as stop:
+            for step in range(steps):
+                code, bad = _step(spec, config, st, loader, ctx.rank, stop, overlay_ids)
+                if stop.signum is not None:
+                    code = max(code, _SIGNAL)
+                code = dist_.all_reduce_max(code, ctx)
+                progress.advance(_images_at(st, step) if code == _GO else 0)
+                path = None
+                if code != _GO or (every and (step + 1) % every == 0):
+                    path = _save(spec, config, ctx, st, time.perf_counter() - started)
+                if code != _GO:
+                    _raise_stop(code, bad, stop.signum, path)
+    finally:
+        progress.close()
+
+
+def evaluate(spec: EvalSpec, config: EvalConfig,
+             ctx: dist_.DistContext | None = None) -> EvalResult | None:
+    """Evaluate ``spec`` under ``config``; the summed result on rank 0, None on other ranks.
+
+    Raises :class:`BadItemError`, :class:`Interrupted` or :class:`StoppedByPeer` after writing
+    a checkpoint (when ``config.out`` is set).
+    """
+    ctx = ctx or dist_.DistContext()
+    apply_precision(config.precision)
+    st = _start(spec, config, ctx)
+    started = time.perf_counter()
+    _loop(spec, config, ctx, st, started)
+    seconds = time.perf_counter() - started
+    merged = _merge(spec, ctx, st)
+    _save(spec, config, ctx, st, seconds, merged)  # the final, complete checkpoint
+    overlays = {k: v for part in dist_.gather_objects(st.overlays, ctx) for k, v in part.items()}
+    if not ctx.is_main:
+        return None
+    images = len(merged.done) - len(merged.skipped)
+    scores = {t.output: scores_from_matrix(merged.matrices[t.output], images=images)
+              for t in spec.tasks}
+    prior_s = st.prior.elapsed_s if st.prior else 0.0
+    return EvalResult(scores, images, merged.skipped, prior_s + seconds,
+                      len(st.prior.done) if st.prior else 0, overlays)
+
+
+# ------------------------------------------------- resolving the net, its weights and the data
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Where upstream split files and the demo are looked for before downloading them.
+ENV_UPSTREAM = "FCN_PORT_UPSTREAM"
+#: Registry dataset archives to fetch for each dataset reader, when no data is given.
+DATASET_ARCHIVES = {"voc": ("voc2012-trainval",), "sbd": ("sbd",), "siftflow": ("siftflow",),
+                    "nyud": ("nyud",), "pascalcontext": ("pascal-context", "voc2010-trainval")}
+#: Upstream split files the VOC folders do not ship (path in the upstream repo, registry name).
+UPSTREAM_SPLITS = {("voc", "seg11valid"): ("data/pascal/seg11valid.txt",
+                                           "split/pascal/seg11valid")}
+
+
+class ResolveError(ValueError):
+    """A model, weights file or dataset the command line names that cannot be used."""
+
+
+def upstream_dir() -> Path | None:
+    """A local copy of the upstream repository: $FCN_PORT_UPSTREAM, else ../shared/upstream."""
+    import os
+    env = os.environ.get(ENV_UPSTREAM)
+    for candidate in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "upstream"]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def upstream_file(relpath: str, artifact: str) -> Path:
+    """An upstream file from the local copy, else fetched (verified) through the registry."""
+    local = upstream_dir()
+    if local is not None and (local / relpath).is_file():
+        return local / relpath
+    from reproduce import download
+    return download.fetch(artifact)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The weights a run uses: the file loaded, and the SHA-256 of the caffemodel behind it."""
+
+    path: Path
+    sha256: str
+    origin: str
+
+
+def resolve_weights(builder: str, weights: str | Path | None,
+                    cache: Path | None = None) -> Weights:
+    """A converted ``.safetensors`` as is; a ``.caffemodel``/``.h5`` converted once into the
+    cache; nothing: the registry's released caffemodel, fetched, verified and converted."""
+    from port import convert
+    from port.models import _weights as fmt
+    from reproduce import download, registry
+    if weights is None:
+        source, origin = download.fetch(registry.caffemodel_for(builder)), "released"
+    else:
+        source, origin = Path(weights), "given"
+        if not source.is_file():
+            raise ResolveError(f"{source}: weights file not found")
+        if source.suffix == ".safetensors":
+            meta = fmt.read_metadata(source)
+            sha = meta.get(fmt.SOURCE_SHA256) or convert.sha256_file(source)
+            return Weights(source, sha, f"converted file ({meta.get(fmt.SOURCE_NAME, '?')})")
+    sha = convert.sha256_file(source)
+    folder = registry.cache_dir(cache)
+    cached = folder / f"{source.name.split('.')[0]}-{builder}-{sha[:16]}.safetensors"
+    if not cached.is_file():
+        convert.convert(source, out=cached, builder=builder)
+    return Weights(cached, sha, f"{origin} caffemodel {source}")
+
+
+def load_item(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
+    """A reader's item as ``(id, inputs, label)`` (``SegmentationDataset.item``)."""
+    item = dataset.item(item_id)
+    return item.id, item.inputs, item.label
+
+
+def load_siftflow_item(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
+    """A SIFT Flow item with both label maps, ``{"sem": ..., "geo": ...}``, for both heads."""
+    item = dataset.item(item_id)
+    other = "geo" if dataset.task == "sem" else "sem"
+    return item.id, item.inputs, {dataset.task: item.label,
+                                  other: dataset.load_task_label(item_id, other)}
+
+
+def load_item_with_label_blob(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
+    """An item whose label also feeds the net's ``label`` input (1 x H x W float, as Caffe's
+    data layer gives it to a SoftmaxWithLoss)."""
+    item_id, inputs, label = load_item(dataset, item_id)
+    return item_id, {**inputs, "label": label[None].astype(np.float32)}, label
+
+
+_PROBE_SIZE = (2, 3)
+
+
+def _probe(fn: Callable[..., np.ndarray]) -> np.ndarray:
+    """``fn`` on a fixed small image: a colour one, else (depth) a one-channel integer map."""
+    ramp = np.arange(math.prod(_PROBE_SIZE) * 3, dtype=np.uint8)
+    try:
+        return fn(ramp.reshape(*_PROBE_SIZE, 3))
+    except ValueError:
+        return fn(ramp[:math.prod(_PROBE_SIZE)].reshape(_PROBE_SIZE).astype(np.uint16) + 1)
+
+
+def preprocessing_identity(dataset: str, functions: Sequence[Callable[..., np.ndarray]]) -> str:
+    """Names and a digest of what the preprocessing does to a probe image: a changed mean,
+    channel order or scale changes it, so ``--resume`` can refuse a checkpoint made with it."""
+    import hashlib
+    digest = hashlib.sha256()
+    for fn in functions:
+        digest.update(np.ascontiguousarray(_probe(fn), dtype=np.float32).tobytes())
+    names = ",".join(f"{fn.__module__}.{fn.__name__}" for fn in functions)
+    return f"{dataset}:{names}:sha256={digest.hexdigest()[:16]}"
+
+
+def colour_inverse(functions: Mapping[str, Callable[..., np.ndarray]]
+                   ) -> Callable[[dict], np.ndarray | None]:
+    """Recover the RGB image from the first BGR-minus-mean colour input, for overlays.
+
+    The mean is read off the preprocessing itself (what it makes of a black image)."""
+    for blob, fn in functions.items():
+        if blob in ("data", "color"):
+            mean = -_probe_black(fn)
+            return lambda inputs, blob=blob, mean=mean: _to_rgb(inputs[blob], mean)
+    return lambda inputs: None
+
+
+def _probe_black(fn: Callable[..., np.ndarray]) -> np.ndarray:
+    return fn(np.zeros((1, 1, 3), dtype=np.uint8))[:, 0, 0]
+
+
+def _to_rgb(chw: Any, mean_bgr: np.ndarray) -> np.ndarray:
+    bgr = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0) + mean_bgr
+    return np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
+
+
+def _fetch_dataset(name: str, root: Path) -> None:
+    """Download and unpack the dataset's archives into ``root`` (each once, verified)."""
+    from reproduce import download
+    root.mkdir(parents=True, exist_ok=True)
+    for artifact in DATASET_ARCHIVES[name]:
+        download.extract(download.fetch(artifact, root / "archives"), root)
+
+
+def _split_options(name: str, root: Path, split: str) -> dict[str, Any]:
+    """``split_file=`` for a split the dataset folder does not ship (VOC's seg11valid)."""
+    if (name, split) not in UPSTREAM_SPLITS:
+        return {}
+    from reproduce.datasets import locate
+    folder = locate(name, root, split).path
+    if (folder / "ImageSets" / "Segmentation" / f"{split}.txt").is_file():
+        return {}
+    return {"split_file": upstream_file(*UPSTREAM_SPLITS[(name, split)])}
+
+
+def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
+                 **options: Any) -> Any:
+    """The reader of dataset ``name`` at or under ``root`` (fetched first if ``download`` and
+    absent); says which folder it found."""
+    from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_dataset, locate
+    try:
+        locate(name, root, split)
+    except DatasetNotFoundError:
+        if not download:
+            raise
+        _fetch_dataset(name, root)
+    if split is not None:
+        options = {**_split_options(name, root, split), **options}
+    try:
+        dataset = get_dataset(name, root, split, **options)
+    except MissingFileError as exc:
+        local = upstream_dir()
+        if name != "pascalcontext" or local is None or "class_lists" in options:
+            raise
+        _note(f"{exc}; using the class lists of {local / 'data' / 'pascal-context'}")
+        dataset = get_dataset(name, root, split, class_lists=local / "data" / "pascal-context",
+                              **options)
+    located = getattr(dataset, "located", None)
+    _note(located.message if located is not None else f"reading {dataset!r}")
+    return dataset
+
+
+def _normalise_outputs(out: Any, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """A family model's output (a tensor, a dict or a tuple) as {blob name: tensor}."""
+    if isinstance(out, Mapping):
+        return dict(out)
+    if isinstance(out, torch.Tensor):
+        return {names[0]: out}
+    return dict(zip(names, out))
+
+
+class ModelPredictor:
+    """``predict`` of a ``port.models`` family net: its input blobs by name, outputs by name."""
+
+    def __init__(self, model: torch.nn.Module, inputs: Sequence[str], outputs: Sequence[str]):
+        self.model, self.inputs, self.outputs = model, tuple(inputs), tuple(outputs)
+
+    def __call__(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return _normalise_outputs(self.model(**{n: batch[n] for n in self.inputs}), self.outputs)
+
+
+def prepare_model(model: torch.nn.Module, config: EvalConfig) -> torch.nn.Module:
+    """The model in eval mode on the device, in the precision mode's memory format."""
+    model = model.eval().to(config.device)
+    if config.precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+class CaffeNetPredictor:
+    """``predict`` of a generic :class:`port.graph.CaffeNet`: every input blob it declares."""
+
+    def __init__(self, model: torch.nn.Module, scored: Sequence[str] = ()):
+        self.model = model
+        # A scored blob a loss layer consumes is no net output: ask for every blob then.
+        self.all_blobs = any(b not in model.output_names for b in scored)
+
+    def __call__(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {n: batch[n] for n in self.model.input_names}
+        return self.model(return_blobs=self.all_blobs, **inputs)
+
+
+def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module, str]:
+    """``(CaffeNet of the prototxt's TEST phase with the weights loaded, the weights' source
+    SHA-256)``; weights: a binary or HDF5 caffemodel, or a converted safetensors file."""
+    from port import convert
+    from port.caffe import load_caffemodel, load_net
+    from port.graph import CaffeNet
+    from port.models import _weights as fmt
+    if not weights.is_file():
+        raise ResolveError(f"{weights}: weights file not found")
+    net = load_net(prototxt)
+    data_tops = [t for layer in net.for_phase("TEST").layers if layer.type == "Python"
+                 for t in layer.top]
+    size = convert.PROPAGATION_SIZE
+    shapes = {t: (1, convert.DATA_LAYER_CHANNELS.get(t, 1), size, size) for t in data_tops}
+    model = CaffeNet(net, "TEST", input_shapes=shapes)
+    if weights.suffix == ".safetensors":
+        state, meta = fmt.load_weights(weights)
+        fmt.load_state_strict(model, state, str(weights))
+        return model, meta.get(fmt.SOURCE_SHA256) or convert.sha256_file(weights)
+    model.load_blobs(load_caffemodel(weights, net))
+    return model, convert.sha256_file(weights)

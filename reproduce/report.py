@@ -1,0 +1,318 @@
+"""What an evaluation leaves behind: the console table, ``report.json``, ``report.md``, a plot
+of per-class IU and colour overlays, all written atomically into the run's ``--out`` folder.
+
+Numbers are percent, as the papers print them (``score.py`` prints fractions; both are in
+``report.json``: ``metrics`` in percent, ``scores`` as ``reproduce.metrics.Scores.as_dict``).
+A published value is "within tolerance" when ours differs by no more than half a unit of the
+value's last printed decimal (its rounding) plus a small allowance for float summation order.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from reproduce.checkpoint import atomic_path, write_text_atomic
+from reproduce.harness import EvalResult, Task
+from reproduce.metrics import Scores
+
+__all__ = ["METRICS", "Target", "published_targets", "Comparison", "RunInfo", "compare", "format_table",
+           "build_report", "write_report", "versions", "FLOAT_ORDER_SLACK"]
+
+#: score.py's four numbers: (Scores attribute, label as the papers' tables print it).
+METRICS = (("pixel_acc", "pixel acc."), ("mean_acc", "mean acc."), ("mean_iu", "mean IU"),
+           ("fw_iu", "f.w. IU"))
+PERCENT = 100.0
+#: Percentage points allowed beyond the published rounding: a strict-fp32 port differs from
+#: Caffe's BLAS in summation order, which flips the argmax of a few near-tied pixels.
+FLOAT_ORDER_SLACK = 0.02
+_SIDE_BY_SIDE_OVERLAYS = "overlays"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One published value for a metric of one scored output, with its source."""
+
+    output: str
+    metric: str           # a METRICS attribute name
+    value: float          # percent
+    decimals: int         # decimals as printed in the source
+    source: str
+
+    @property
+    def tolerance(self) -> float:
+        return 0.5 * 10.0 ** -self.decimals + FLOAT_ORDER_SLACK
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Ours beside one published value."""
+
+    output: str
+    metric: str
+    ours: float
+    published: float | None
+    source: str
+    tolerance: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.published is None else self.ours - self.published
+
+    @property
+    def within(self) -> bool | None:
+        return None if self.delta is None else abs(self.delta) <= self.tolerance
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(delta=self.delta, within_tolerance=self.within)
+        return out
+
+
+@dataclass
+class RunInfo:
+    """How the numbers were made (everything ``report.json`` records besides the scores)."""
+
+    model: str
+    dataset: str
+    dataset_path: str
+    split: str
+    weights: str
+    weights_sha256: str
+    device: str
+    device_name: str
+    precision: str
+    precision_description: str
+    world_size: int = 1
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _table_task(output: str) -> str:
+    """``reproduce.tables``' task of a score blob: ``score_geo`` -> ``geo``; ``score`` -> ``""``."""
+    return output.split("_", 1)[1] if "_" in output else ""
+
+
+def published_targets(model: str, split: str, outputs: Sequence[str]) -> list[Target]:
+    """Every published value for the released weights of ``model`` on ``split``
+    (``reproduce.tables``; rows of the never-released CVPR models are not targets)."""
+    from reproduce import tables
+    if model not in tables.MODELS:
+        return []
+    targets = []
+    for output in outputs:
+        for row in tables.published(model, split, weights="released", task=_table_task(output)):
+            targets += [Target(output, metric, value, row.decimals, str(row.source))
+                        for metric, value in row.metrics().items() if value is not None]
+    return targets
+
+
+def _pct(value: float) -> float:
+    return PERCENT * value
+
+
+def compare(scores: dict[str, Scores], published: Iterable[Target]) -> list[Comparison]:
+    """One row per published value, and a row without one for each metric nobody published."""
+    rows, covered = [], set()
+    for pub in published:
+        if pub.output not in scores:
+            continue
+        ours = _pct(getattr(scores[pub.output], pub.metric))
+        rows.append(Comparison(pub.output, pub.metric, ours, pub.value, pub.source, pub.tolerance))
+        covered.add((pub.output, pub.metric))
+    for output, result in scores.items():
+        for metric, _ in METRICS:
+            if (output, metric) not in covered:
+                rows.append(Comparison(output, metric, _pct(getattr(result, metric)), None, "", None))
+    order = {m: i for i, (m, _) in enumerate(METRICS)}
+    outputs = list(scores)
+    return sorted(rows, key=lambda r: (outputs.index(r.output), order[r.metric]))
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def _rows_as_text(rows: Sequence[Comparison], several: bool) -> list[list[str]]:
+    labels = dict(METRICS)
+    out = []
+    for r in rows:
+        name = f"{r.output} {labels[r.metric]}" if several else labels[r.metric]
+        ok = "" if r.within is None else ("yes" if r.within else "NO")
+        out.append([name, _cell(r.ours, ".4f"), _cell(r.published, ".4f"), _cell(r.delta, "+.4f"),
+                    _cell(r.tolerance, ".3f"), ok, r.source])
+    return out
+
+
+_HEADER = ["metric", "ours", "published", "delta", "tol.", "within", "source"]
+
+
+def format_table(rows: Sequence[Comparison], *, markdown: bool = False) -> str:
+    """The side-by-side table: ours, published, delta, tolerance, within it, source."""
+    several = len({r.output for r in rows}) > 1
+    body = _rows_as_text(rows, several)
+    if markdown:
+        lines = ["| " + " | ".join(_HEADER) + " |", "|" + "---|" * len(_HEADER)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+    widths = [max(len(x) for x in col) for col in zip(_HEADER, *body)]
+    fmt = lambda row: "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(_HEADER), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of what computed the numbers."""
+    import torch
+    import port
+    cuda = torch.version.cuda if torch.cuda.is_available() else None
+    cudnn = str(torch.backends.cudnn.version()) if cuda else None
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "fcn-port": port.__version__, "cuda": cuda,
+            "cudnn": cudnn, "platform": platform.platform()}
+
+
+def build_report(result: EvalResult, info: RunInfo, tasks: Sequence[Task],
+                 rows: Sequence[Comparison]) -> dict[str, Any]:
+    """The content of ``report.json``."""
+    outputs = {}
+    for task in tasks:
+        scores = result.scores[task.output]
+        outputs[task.output] = {
+            "classes": list(task.class_names),
+            "metrics": {m: _pct(getattr(scores, m)) for m, _ in METRICS},
+            "per_class_iu": {c: (None if math.isnan(v) else _pct(v))
+                             for c, v in zip(task.class_names, scores.per_class_iu)},
+            "scores": scores.as_dict(),
+        }
+    info_d = asdict(info)
+    extra = info_d.pop("extra")
+    return {
+        "format": "fcn-port-report/1", **info_d, **extra,
+        "images": result.images, "skipped": result.skipped,
+        "resumed_from_images": result.resumed_from,
+        "seconds": result.seconds,
+        "images_per_second": result.images / result.seconds if result.seconds > 0 else None,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(), "outputs": outputs,
+        "comparison": [r.as_dict() for r in rows],
+        "all_within_tolerance": _all_within(rows),
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf (a metric of an empty matrix) as JSON null, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _all_within(rows: Sequence[Comparison]) -> bool | None:
+    judged = [r.within for r in rows if r.within is not None]
+    return all(judged) if judged else None
+
+
+def _per_class_md(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for output, part in report["outputs"].items():
+        lines += ["", f"### Per-class IU ({output})", "", "| class | IU |", "|---|---|"]
+        lines += [f"| {c} | {'' if v is None else f'{v:.2f}'} |"
+                  for c, v in part["per_class_iu"].items()]
+    return lines
+
+
+def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
+                    plot: str | None, overlays: Sequence[str]) -> str:
+    """``report.md``: settings, the side-by-side table, per-class IU, skipped items, images."""
+    rate = report["images_per_second"]
+    lines = [f"# {report['model']} on {report['dataset']} {report['split']}", "",
+             f"- images: {report['images']} (skipped: {len(report['skipped'])})",
+             f"- data: `{report['dataset_path']}`",
+             f"- weights: `{report['weights']}` (SHA-256 `{report['weights_sha256']}`)",
+             f"- device: {report['device']} ({report['device_name']}), "
+             f"{report['world_size']} process(es)",
+             f"- precision: {report['precision']} ({report['precision_description']})",
+             f"- time: {report['seconds']:.1f} s" + (f", {rate:.2f} img/s" if rate else ""),
+             f"- torch {report['versions']['torch']}, fcn-port {report['versions']['fcn-port']}",
+             "", "## Ours and published (percent)", "", format_table(rows, markdown=True)]
+    lines += _per_class_md(report)
+    if report["skipped"]:
+        lines += ["", "## Skipped bad items (--skip-bad)", ""]
+        lines += [f"- `{s['id']}` `{s.get('path')}`: {s['error']}" for s in report["skipped"]]
+    if plot:
+        lines += ["", "## Per-class IU", "", f"![per-class IU]({plot})"]
+    if overlays:
+        lines += ["", "## Overlays (image | ground truth | prediction)", ""]
+        lines += [f"![{Path(o).stem}]({o})" for o in overlays]
+    return "\n".join(lines) + "\n"
+
+
+def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Comparison],
+                   published_per_class: dict[str, float] | None = None) -> Path:
+    """Bar chart of our per-class IU, with the published per-class IU where the source gives
+    it and the published mean IU as a line; PNG, Agg backend, written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    ours = [_pct(v) if not math.isnan(v) else 0.0 for v in scores.per_class_iu]
+    x = np.arange(task.num_classes)
+    fig = Figure(figsize=(max(6.0, 0.35 * task.num_classes), 4.0), dpi=100)
+    ax = fig.subplots()
+    width = 0.4 if published_per_class else 0.8
+    ax.bar(x - (width / 2 if published_per_class else 0), ours, width, label="ours")
+    if published_per_class:
+        pub = [published_per_class.get(c, np.nan) for c in task.class_names]
+        ax.bar(x + width / 2, pub, width, label="published")
+    ax.axhline(_pct(scores.mean_iu), color="C0", linestyle=":", label="ours mean IU")
+    for row in rows:
+        if row.output == task.output and row.metric == "mean_iu" and row.published is not None:
+            ax.axhline(row.published, color="C3", linestyle="--",
+                       label=f"published mean IU ({row.source})")
+            break
+    ax.set_xticks(x, task.class_names, rotation=90)
+    ax.set_ylabel("IU (%)")
+    ax.set_ylim(0, PERCENT)
+    ax.set_title(f"per-class IU, {task.output}")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def write_overlays(out_dir: Path, overlays: dict[str, np.ndarray]) -> list[str]:
+    """Side-by-side overlays as PNGs under ``out_dir/overlays``; their relative paths."""
+    from PIL import Image
+    written = []
+    for item_id in sorted(overlays):
+        rel = f"{_SIDE_BY_SIDE_OVERLAYS}/{item_id.replace('/', '__')}.png"
+        with atomic_path(out_dir / rel) as tmp:
+            Image.fromarray(overlays[item_id]).save(tmp, format="PNG")
+        written.append(rel)
+    return written
+
+
+def write_report(out_dir: str | Path, result: EvalResult, info: RunInfo, tasks: Sequence[Task],
+                 rows: Sequence[Comparison],
+                 published_per_class: dict[str, float] | None = None) -> dict[str, Path]:
+    """Write report.json, report.md, the per-class IU plot and the overlays; their paths."""
+    out = Path(out_dir)
+    report = build_report(result, info, tasks, rows)
+    plot = out / "per_class_iu.png"
+    plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class)
+    overlays = write_overlays(out, result.overlays)
+    report["files"] = {"plot": plot.name, "overlays": overlays}
+    paths = {"json": out / "report.json", "md": out / "report.md", "plot": plot}
+    write_text_atomic(paths["json"], json.dumps(_json_safe(report), indent=1, allow_nan=False)
+                      + "\n")
+    write_text_atomic(paths["md"], format_markdown(report, rows, plot.name, overlays))
+    return paths

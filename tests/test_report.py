@@ -1,0 +1,62 @@
+"""The side-by-side comparison, the tolerance rule, the palette, and the report's NaN handling."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reproduce import tables
+from reproduce.harness import EvalResult, Task
+from reproduce.metrics import scores_from_matrix
+from reproduce.palette import colour_to_label, to_palette_image, voc_palette
+from reproduce.report import (
+    FLOAT_ORDER_SLACK, RunInfo, Target, compare, format_table, published_targets, write_report,
+)
+
+
+def test_palette_is_the_voc_colour_map_and_round_trips():
+    palette = voc_palette()
+    assert len({tuple(c) for c in palette}) == len(palette)           # one colour per label
+    assert tuple(palette[0]) == (0, 0, 0)
+    # VOClabelcolormap.m: label 1 sets the top bit of red, 2 of green, 4 of blue
+    assert tuple(palette[1]) == (128, 0, 0) and tuple(palette[2]) == (0, 128, 0)
+    assert tuple(palette[4]) == (0, 0, 128)
+    label = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    rgb = np.array(to_palette_image(label).convert("RGB"))
+    decoded, unknown = colour_to_label(rgb)
+    assert unknown == 0 and np.array_equal(decoded, label)
+
+
+def test_tolerance_is_the_published_rounding_plus_the_slack():
+    hist = np.array([[90, 10], [5, 95]])
+    scores = {"score": scores_from_matrix(hist)}
+    ours = 100 * scores["score"].mean_iu
+    inside = Target("score", "mean_iu", round(ours, 1), 1, "paper")
+    outside = Target("score", "mean_iu", round(ours, 1) + 0.2, 1, "paper")
+    rows = compare(scores, [inside, outside])
+    by_value = {r.published: r for r in rows if r.published is not None}
+    assert by_value[inside.value].within and not by_value[outside.value].within
+    assert by_value[inside.value].tolerance == pytest.approx(0.05 + FLOAT_ORDER_SLACK)
+    assert {r.metric for r in rows if r.published is None} == {"pixel_acc", "mean_acc", "fw_iu"}
+    text = format_table(rows)
+    assert "NO" in text and "yes" in text and "paper" in text
+
+
+def test_published_targets_come_from_the_tables():
+    targets = published_targets("fcn8s", "seg11valid", ["score"])
+    rows = tables.published("fcn8s", "seg11valid", weights="released")
+    expected = sum(v is not None for row in rows for v in row.metrics().values())
+    assert len(targets) == expected and expected > 0
+    assert published_targets("siftflow_fcn16s", "test", ["score_sem", "score_geo"]) == []
+
+
+def test_an_empty_evaluation_still_writes_valid_json(tmp_path):
+    task = Task("score", "label", ("a", "b"))
+    result = EvalResult({"score": scores_from_matrix(np.zeros((2, 2)))}, 0,
+                        [{"id": "x", "path": "/p/x.jpg", "error": "OSError: truncated"}], 0.0, 0)
+    info = RunInfo("m", "voc", "/d", "val", "w", "0" * 64, "cpu", "cpu", "strict-fp32", "fp32")
+    paths = write_report(tmp_path, result, info, [task], compare(result.scores, []))
+    report = json.loads(paths["json"].read_text())
+    assert report["outputs"]["score"]["metrics"]["mean_iu"] is None
+    assert "/p/x.jpg" in paths["md"].read_text()
