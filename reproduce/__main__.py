@@ -133,7 +133,7 @@ def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, 
     options = {"inputs": meta.inputs} if name == "nyud" else {}
     root, download = _data_root(args)
     dataset = H.open_dataset(name, root, args.split, download=download, **options)
-    tasks = tuple(H.Task(o, _label_key(dataset, o), tuple(c))
+    tasks = tuple(H.Task(o, _label_key(dataset, o), tuple(c), H.meta_loss_spec(meta, o))
                   for o, c in zip(meta.outputs, meta.classes))
     identity = RunIdentity(builder, name, dataset.split, weights.sha256,
                            H.preprocessing_identity(name, meta.preprocess), config.precision.name,
@@ -169,8 +169,11 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
     if name == "siftflow":
         from reproduce.datasets import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES
         classes = {"sem": SIFTFLOW_SEMANTIC_CLASSES, "geo": SIFTFLOW_GEOMETRIC_CLASSES}
+    from port.caffe import load_net
+    losses = H.net_loss_specs(load_net(args.net), blobs)
     tasks = tuple(H.Task(b, key := _label_key(dataset, b),
-                         tuple(classes.get(key, dataset.class_names))) for b in blobs)
+                         tuple(classes.get(key, dataset.class_names)), losses.get(b))
+                  for b in blobs)
     identity = RunIdentity(f"net:{model.net_name}", name, dataset.split, sha,
                            H.preprocessing_identity(name, list(preprocess.values())),
                            config.precision.name, tuple((t.output, t.num_classes) for t in tasks))

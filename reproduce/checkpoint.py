@@ -2,7 +2,8 @@
 
 A checkpoint is what an interrupted evaluation needs to continue without counting an image
 twice or mixing two runs: the partial confusion matrix of each scored output (int64, exact,
-as upstream ``score.py``'s ``fast_hist`` sums), the ids done, the bad items skipped, and the
+as upstream ``score.py``'s ``fast_hist`` sums), the float64 sum of the per-image losses and
+the images counted in it (``score.py``'s ``loss``), the ids done, the bad items skipped, and the
 identity of the run (model, split, weights SHA-256, preprocessing, precision). It is JSON —
 readable, and never unpickled — written to a temporary name beside the target, fsync'ed, then
 ``os.replace``'d, so a kill at any moment leaves the previous checkpoint or the new one.
@@ -29,7 +30,7 @@ __all__ = [
 
 CHECKPOINT_NAME = "checkpoint.json"
 _FORMAT = "fcn-port-eval-checkpoint"
-_VERSION = 1
+_VERSION = 2  # 2: per-task loss sums; a version-1 file lacks them and is refused
 
 
 @contextlib.contextmanager
@@ -102,6 +103,7 @@ class Checkpoint:
     done: list[str] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     elapsed_s: float = 0.0
+    loss: dict[str, tuple[float, int]] = field(default_factory=dict)  # (sum, images) per task
 
     def check_resumable(self, identity: RunIdentity, split_ids: list[str], path: Path) -> None:
         """Refuse a checkpoint of another run, or one naming ids this run does not hold."""
@@ -124,7 +126,9 @@ def _to_json(ckpt: Checkpoint) -> dict:
             "confusion": {k: np.asarray(v, dtype=np.int64).tolist()
                           for k, v in ckpt.confusion.items()},
             "done": list(ckpt.done), "skipped": list(ckpt.skipped),
-            "elapsed_s": float(ckpt.elapsed_s)}
+            "elapsed_s": float(ckpt.elapsed_s),
+            # JSON writes a float as its shortest repr, which reads back to the same float64.
+            "loss": {k: [float(total), int(n)] for k, (total, n) in ckpt.loss.items()}}
 
 
 def save_checkpoint(ckpt: Checkpoint, out_dir: str | Path) -> Path:
@@ -154,6 +158,25 @@ def _confusion_from_json(raw: dict, identity: RunIdentity, path: Path) -> dict[s
     return out
 
 
+def _loss_from_json(raw: object, identity: RunIdentity,
+                    path: Path) -> dict[str, tuple[float, int]]:
+    """``(float64 sum, images)`` of each scored output's per-image losses, validated."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: 'loss' must be an object of [sum, images] per task")
+    tasks = {task for task, _ in identity.num_classes}
+    out = {}
+    for task, value in raw.items():
+        try:
+            total, count = float(value[0]), int(value[1])
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
+            raise CheckpointError(f"{path}: loss[{task!r}]: expected [sum, images] ({exc})") from exc
+        if task not in tasks or not np.isfinite(total) or total < 0 or count < 0:
+            raise CheckpointError(f"{path}: loss[{task!r}]: expected a scored output of this "
+                                  f"run with a finite non-negative sum, got {value!r}")
+        out[task] = (total, count)
+    return out
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, validating every field."""
     path = Path(path)
@@ -161,8 +184,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
-    if not isinstance(raw, dict) or raw.get("format") != _FORMAT or raw.get("version") != _VERSION:
-        raise CheckpointError(f"{path}: not a {_FORMAT} version {_VERSION} file")
+    if not isinstance(raw, dict) or raw.get("format") != _FORMAT:
+        raise CheckpointError(f"{path}: not a {_FORMAT} file")
+    if raw.get("version") != _VERSION:
+        raise CheckpointError(f"{path}: {_FORMAT} version {raw.get('version')!r}, this run "
+                              f"reads version {_VERSION}; remove it, or pass another --out, "
+                              f"to start afresh")
     identity = _identity_from_json(raw.get("identity") or {}, path)
     done, skipped = raw.get("done"), raw.get("skipped")
     if not isinstance(done, list) or not isinstance(skipped, list):
@@ -170,7 +197,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if len(set(done)) != len(done):
         raise CheckpointError(f"{path}: 'done' lists an id twice")
     return Checkpoint(identity, _confusion_from_json(raw.get("confusion") or {}, identity, path),
-                      [str(i) for i in done], skipped, float(raw.get("elapsed_s", 0.0)))
+                      [str(i) for i in done], skipped, float(raw.get("elapsed_s", 0.0)),
+                      _loss_from_json(raw.get("loss", {}), identity, path))
 
 
 class StopRequest:

@@ -2,7 +2,11 @@
 
 ``score.py``'s ``compute_hist`` runs the net on each image of the split at native size, takes
 ``net.blobs[layer].data[0].argmax(0)`` and adds ``fast_hist(label, prediction)`` to one
-confusion matrix. This module does the same, with what a long run needs around it:
+confusion matrix; it also sums ``net.blobs['loss'].data`` per image and reports the loss
+divided by the number of images. This module does the same — the loss of each scored blob
+that the net's own ``SoftmaxWithLoss`` consumes (SIFT Flow: ``loss`` on ``score_sem``,
+``loss_geo`` on ``score_geo``), with that layer's settings, summed in float64 — with what a
+long run needs around it:
 
 - precision modes (strict fp32 by default, the measured fast mode on request), applied once;
 - several processes (``torchrun``): each takes its own shard, the matrices are summed exactly
@@ -35,9 +39,9 @@ from reproduce.checkpoint import (
 from reproduce.metrics import ConfusionMatrix, Scores, scores_from_matrix
 
 __all__ = [
-    "PrecisionMode", "PRECISION_MODES", "STRICT", "FAST", "precision_context", "Task",
-    "EvalSpec", "EvalConfig", "EvalResult", "BadItemError", "Interrupted", "StoppedByPeer",
-    "evaluate", "item_loader",
+    "PrecisionMode", "PRECISION_MODES", "STRICT", "FAST", "precision_context", "LossSpec",
+    "Task", "net_loss_specs", "meta_loss_spec", "image_loss", "EvalSpec", "EvalConfig",
+    "EvalResult", "BadItemError", "Interrupted", "StoppedByPeer", "evaluate", "item_loader",
 ]
 
 
@@ -90,16 +94,75 @@ def precision_context(mode: PrecisionMode, device: torch.device) -> contextlib.A
 
 # ---------------------------------------------------------------------------- what to score
 @dataclass(frozen=True)
+class LossSpec:
+    """The settings of the ``SoftmaxWithLoss`` layer on a scored blob (caffe.proto
+    ``LossParameter``): ``ignore_label`` (None: every label counts), the effective
+    ``normalization`` (``port.ops.loss_normalization``) and the softmax ``axis``."""
+
+    layer: str
+    ignore_label: int | None
+    normalization: str
+    axis: int = 1
+
+    def describe(self) -> str:
+        ignore = "none" if self.ignore_label is None else self.ignore_label
+        return (f"SoftmaxWithLoss {self.layer!r} (ignore_label {ignore}, "
+                f"normalization {self.normalization})")
+
+
+@dataclass(frozen=True)
 class Task:
-    """One scored output: the net's blob ``output`` against the label map ``label``."""
+    """One scored output: the net's blob ``output`` against the label map ``label``; ``loss``
+    is the net's loss layer on that blob, or None where the net has none (a deploy net)."""
 
     output: str
     label: str
     class_names: tuple[str, ...]
+    loss: LossSpec | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def net_loss_specs(netdef: Any, scored: Sequence[str]) -> dict[str, LossSpec]:
+    """The ``SoftmaxWithLoss`` layer of each scored blob in ``netdef``'s TEST phase, read as
+    Caffe's ``SoftmaxWithLossLayer::LayerSetUp`` reads its ``loss_param``/``softmax_param``."""
+    from port.ops import loss_normalization
+    specs: dict[str, LossSpec] = {}
+    for layer in netdef.for_phase("TEST").layers:
+        if layer.type != "SoftmaxWithLoss" or not layer.bottom or layer.bottom[0] not in scored:
+            continue
+        lp = layer.loss_param
+        mode = loss_normalization(str(lp.normalization) if lp.has("normalization") else None,
+                                  bool(lp.normalize) if lp.has("normalize") else None)
+        ignore = int(lp.ignore_label) if lp.has("ignore_label") else None
+        specs.setdefault(layer.bottom[0],
+                         LossSpec(layer.name, ignore, mode, int(layer.softmax_param.axis)))
+    return specs
+
+
+def meta_loss_spec(meta: Any, output: str) -> LossSpec:
+    """The upstream loss layer on a released net's ``output`` (``port.models.ModelMeta``):
+    ``loss`` on ``score`` and ``score_sem``, ``loss_geo`` on SIFT Flow's ``score_geo``
+    (upstream siftflow-fcn*/test.prototxt), with the settings the metadata records."""
+    layer = "loss_geo" if output.endswith("_geo") else "loss"
+    return LossSpec(layer, meta.ignore_label, meta.loss_normalization)
+
+
+def image_loss(task: Task, scores: torch.Tensor, label: torch.Tensor, item_id: str) -> float:
+    """One image's loss as the net's loss layer computes it (``port.ops.softmax_with_loss``,
+    in fp32 as Caffe's float blobs), for ``score.py``'s ``loss += net.blobs['loss'].data``."""
+    from port.ops import softmax_with_loss
+    spec = task.loss
+    labels = label.long()
+    counted = labels[labels != spec.ignore_label] if spec.ignore_label is not None else labels
+    classes = scores.shape[spec.axis]
+    if bool(((counted < 0) | (counted >= classes)).any()):
+        raise ValueError(f"{item_id}: {task.label} holds labels outside [0, {classes}) that "
+                         f"{spec.describe()} on {task.output!r} does not ignore")
+    return float(softmax_with_loss(scores.float(), labels, spec.ignore_label,
+                                   spec.normalization, spec.axis, spec.layer))
 
 
 #: ``predict(inputs) -> {blob name: N x C x H x W scores}`` for a batch of one image.
@@ -264,8 +327,9 @@ def _start(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext) -> _State
     confusion = {t.output: ConfusionMatrix(t.num_classes, config.device) for t in spec.tasks}
     if prior is not None and ctx.is_main:
         for task in spec.tasks:
-            confusion[task.output].matrix += torch.from_numpy(prior.confusion[task.output]).to(
-                config.device)
+            cm = confusion[task.output]
+            cm.matrix += torch.from_numpy(prior.confusion[task.output]).to(config.device)
+            cm.loss_sum, cm.loss_count = prior.loss.get(task.output, (0.0, 0))
     return _State(confusion, shards, prior)
 
 
@@ -276,10 +340,23 @@ class _Merged:
     matrices: dict[str, np.ndarray]
     done: list[str]
     skipped: list[dict]
+    losses: dict[str, tuple[float, int]]  # (float64 sum of per-image losses, images) per task
+
+
+def _sum_losses(spec: EvalSpec, ctx: dist_.DistContext, st: _State) -> dict[str, tuple[float, int]]:
+    """The ranks' summed losses (float64) and image counts, for the tasks with a loss layer."""
+    out = {}
+    for task in spec.tasks:
+        if task.loss is not None:
+            cm = st.confusion[task.output]
+            total = dist_.all_reduce_sum(torch.tensor([cm.loss_sum], dtype=torch.float64), ctx)
+            count = dist_.all_reduce_sum(torch.tensor([cm.loss_count], dtype=torch.int64), ctx)
+            out[task.output] = (float(total.item()), int(count.item()))
+    return out
 
 
 def _merge(spec: EvalSpec, ctx: dist_.DistContext, st: _State) -> _Merged:
-    """Sum the ranks' matrices (exact int64 all_reduce) and collect ids done and skipped.
+    """Sum the ranks' matrices (exact int64 all_reduce) and losses, collect ids done and skipped.
 
     Collective: every rank must call it at the same step.
     """
@@ -290,7 +367,8 @@ def _merge(spec: EvalSpec, ctx: dist_.DistContext, st: _State) -> _Merged:
     done_now = {i for rank, n in enumerate(counts) for i in st.shards[rank][:n]}
     prior_done = set(st.prior.done) if st.prior else set()
     done = [i for i in spec.ids if i in done_now or i in prior_done]
-    return _Merged(matrices, done, (st.prior.skipped if st.prior else []) + skipped)
+    return _Merged(matrices, done, (st.prior.skipped if st.prior else []) + skipped,
+                   _sum_losses(spec, ctx, st))
 
 
 def _save(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State,
@@ -301,7 +379,8 @@ def _save(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State
         return None
     prior_s = st.prior.elapsed_s if st.prior else 0.0
     return save_checkpoint(Checkpoint(spec.identity, merged.matrices, merged.done,
-                                      merged.skipped, prior_s + elapsed), config.out)
+                                      merged.skipped, prior_s + elapsed, merged.losses),
+                           config.out)
 
 
 # ------------------------------------------------------------------------------ one image
@@ -357,6 +436,9 @@ def _score_item(spec: EvalSpec, config: EvalConfig, st: _State, item: dict,
             raise ValueError(f"{item['id']}: {task.output} is {tuple(pred.shape)} but the label "
                              f"is {tuple(label.shape)}; the net must output at input size")
         st.confusion[task.output].update(pred, label)
+        if task.loss is not None:
+            st.confusion[task.output].add_loss(
+                image_loss(task, outputs[task.output], label, item["id"]))
         if config.save_predictions is not None or (n == 0 and item["id"] in overlay_ids):
             pred_np = pred.cpu().numpy()
             if config.save_predictions is not None:
@@ -461,6 +543,13 @@ def _loop(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State
         progress.close()
 
 
+def _mean_loss(summed: tuple[float, int] | None) -> float | None:
+    """``score.py``'s ``loss / len(dataset)``: the mean per-image loss (None: no loss)."""
+    if summed is None or summed[1] == 0:
+        return None
+    return summed[0] / summed[1]
+
+
 def evaluate(spec: EvalSpec, config: EvalConfig,
              ctx: dist_.DistContext | None = None) -> EvalResult | None:
     """Evaluate ``spec`` under ``config``; the summed result on rank 0, None on other ranks.
@@ -480,7 +569,8 @@ def evaluate(spec: EvalSpec, config: EvalConfig,
     if not ctx.is_main:
         return None
     images = len(merged.done) - len(merged.skipped)
-    scores = {t.output: scores_from_matrix(merged.matrices[t.output], images=images)
+    scores = {t.output: scores_from_matrix(merged.matrices[t.output], images=images,
+                                           loss=_mean_loss(merged.losses.get(t.output)))
               for t in spec.tasks}
     prior_s = st.prior.elapsed_s if st.prior else 0.0
     return EvalResult(scores, images, merged.skipped, prior_s + seconds,
@@ -536,7 +626,7 @@ def resolve_weights(builder: str, weights: str | Path | None,
     """A converted ``.safetensors`` as is; a ``.caffemodel``/``.h5`` converted once into the
     cache; nothing: the registry's released caffemodel, fetched, verified and converted."""
     from port import convert
-    from port.models import _weights as fmt
+    from port.models import SOURCE_NAME, SOURCE_SHA256, read_metadata
     from reproduce import download, registry
     if weights is None:
         source, origin = download.fetch(registry.caffemodel_for(builder)), "released"
@@ -545,9 +635,9 @@ def resolve_weights(builder: str, weights: str | Path | None,
         if not source.is_file():
             raise ResolveError(f"{source}: weights file not found")
         if source.suffix == ".safetensors":
-            meta = fmt.read_metadata(source)
-            sha = meta.get(fmt.SOURCE_SHA256) or convert.sha256_file(source)
-            return Weights(source, sha, f"converted file ({meta.get(fmt.SOURCE_NAME, '?')})")
+            meta = read_metadata(source)
+            sha = meta.get(SOURCE_SHA256) or convert.sha256_file(source)
+            return Weights(source, sha, f"converted file ({meta.get(SOURCE_NAME, '?')})")
     sha = convert.sha256_file(source)
     folder = registry.cache_dir(cache)
     cached = folder / f"{source.name.split('.')[0]}-{builder}-{sha[:16]}.safetensors"
@@ -713,7 +803,7 @@ def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module,
     from port import convert
     from port.caffe import load_caffemodel, load_net
     from port.graph import CaffeNet
-    from port.models import _weights as fmt
+    from port.models import SOURCE_SHA256, load_state_strict, load_weights
     if not weights.is_file():
         raise ResolveError(f"{weights}: weights file not found")
     net = load_net(prototxt)
@@ -723,8 +813,8 @@ def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module,
     shapes = {t: (1, convert.DATA_LAYER_CHANNELS.get(t, 1), size, size) for t in data_tops}
     model = CaffeNet(net, "TEST", input_shapes=shapes)
     if weights.suffix == ".safetensors":
-        state, meta = fmt.load_weights(weights)
-        fmt.load_state_strict(model, state, str(weights))
-        return model, meta.get(fmt.SOURCE_SHA256) or convert.sha256_file(weights)
+        state, meta = load_weights(weights)
+        load_state_strict(model, state, str(weights))
+        return model, meta.get(SOURCE_SHA256) or convert.sha256_file(weights)
     model.load_blobs(load_caffemodel(weights, net))
     return model, convert.sha256_file(weights)

@@ -5,6 +5,8 @@ Numbers are percent, as the papers print them (``score.py`` prints fractions; bo
 ``report.json``: ``metrics`` in percent, ``scores`` as ``reproduce.metrics.Scores.as_dict``).
 A published value is "within tolerance" when ours differs by no more than half a unit of the
 value's last printed decimal (its rounding) plus a small allowance for float summation order.
+Where the net has a loss layer, ``score.py``'s loss (the mean per-image loss) is shown beside
+the metrics, as a number (not percent); nobody published it, so it has no target.
 """
 from __future__ import annotations
 
@@ -23,12 +25,14 @@ from reproduce.checkpoint import atomic_path, write_text_atomic
 from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
 
-__all__ = ["METRICS", "Target", "published_targets", "Comparison", "RunInfo", "compare", "format_table",
+__all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare", "format_table",
            "build_report", "write_report", "versions", "FLOAT_ORDER_SLACK"]
 
 #: score.py's four numbers: (Scores attribute, label as the papers' tables print it).
 METRICS = (("pixel_acc", "pixel acc."), ("mean_acc", "mean acc."), ("mean_iu", "mean IU"),
            ("fw_iu", "f.w. IU"))
+#: ``score.py``'s loss, shown after the metrics (a mean per-image loss, not a percent).
+LOSS = ("loss", "loss/image")
 PERCENT = 100.0
 #: Percentage points allowed beyond the published rounding: a strict-fp32 port differs from
 #: Caffe's BLAS in summation order, which flips the argmax of a few near-tied pixels.
@@ -131,7 +135,9 @@ def compare(scores: dict[str, Scores], published: Iterable[Target]) -> list[Comp
         for metric, _ in METRICS:
             if (output, metric) not in covered:
                 rows.append(Comparison(output, metric, _pct(getattr(result, metric)), None, "", None))
-    order = {m: i for i, (m, _) in enumerate(METRICS)}
+        if result.loss is not None:
+            rows.append(Comparison(output, LOSS[0], result.loss, None, "", None))
+    order = {m: i for i, (m, _) in enumerate(METRICS + (LOSS,))}
     outputs = list(scores)
     return sorted(rows, key=lambda r: (outputs.index(r.output), order[r.metric]))
 
@@ -141,7 +147,7 @@ def _cell(value: float | None, fmt: str) -> str:
 
 
 def _rows_as_text(rows: Sequence[Comparison], several: bool) -> list[list[str]]:
-    labels = dict(METRICS)
+    labels = dict(METRICS + (LOSS,))
     out = []
     for r in rows:
         name = f"{r.output} {labels[r.metric]}" if several else labels[r.metric]
@@ -186,6 +192,8 @@ def build_report(result: EvalResult, info: RunInfo, tasks: Sequence[Task],
         outputs[task.output] = {
             "classes": list(task.class_names),
             "metrics": {m: _pct(getattr(scores, m)) for m, _ in METRICS},
+            "loss": scores.loss,
+            "loss_layer": asdict(task.loss) if task.loss is not None else None,
             "per_class_iu": {c: (None if math.isnan(v) else _pct(v))
                              for c, v in zip(task.class_names, scores.per_class_iu)},
             "scores": scores.as_dict(),
@@ -230,6 +238,18 @@ def _per_class_md(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _loss_md(report: dict[str, Any]) -> list[str]:
+    """One line per scored output with a loss layer: score.py's mean per-image loss."""
+    lines = []
+    for output, part in report["outputs"].items():
+        layer = part.get("loss_layer")
+        if layer is not None and part.get("loss") is not None:
+            lines.append(f"- loss ({output}, mean per image as score.py): {part['loss']:.6f} "
+                         f"(SoftmaxWithLoss `{layer['layer']}`, ignore_label "
+                         f"{layer['ignore_label']}, normalization {layer['normalization']})")
+    return lines
+
+
 def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
                     plot: str | None, overlays: Sequence[str]) -> str:
     """``report.md``: settings, the side-by-side table, per-class IU, skipped items, images."""
@@ -243,7 +263,9 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
              f"- precision: {report['precision']} ({report['precision_description']})",
              f"- time: {report['seconds']:.1f} s" + (f", {rate:.2f} img/s" if rate else ""),
              f"- torch {report['versions']['torch']}, fcn-port {report['versions']['fcn-port']}",
-             "", "## Ours and published (percent)", "", format_table(rows, markdown=True)]
+             *_loss_md(report),
+             "", "## Ours and published (percent; loss per image)", "",
+             format_table(rows, markdown=True)]
     lines += _per_class_md(report)
     if report["skipped"]:
         lines += ["", "## Skipped bad items (--skip-bad)", ""]

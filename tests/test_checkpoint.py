@@ -18,7 +18,7 @@ from reproduce.checkpoint import (
     Checkpoint, CheckpointError, CheckpointMismatchError, RunIdentity, atomic_path,
     load_checkpoint, save_checkpoint,
 )
-from test_harness import BAD_INDEX, caffemodel, net_argv, net_run, voc_tree  # noqa: F401
+BAD_INDEX = 6          # the image the killed run is stopped at
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 120
@@ -34,11 +34,14 @@ def _identity(**change) -> RunIdentity:
 
 def test_round_trip_and_refusals(tmp_path):
     matrix = np.arange(9, dtype=np.int64).reshape(3, 3)
+    loss_sum = sum(np.random.default_rng(0).random(7) * 10)  # float64 with a full mantissa
     ckpt = Checkpoint(_identity(), {"score": matrix}, ["a", "b"], [{"id": "c", "path": None,
-                                                                     "error": "x"}], 1.5)
+                                                                     "error": "x"}], 1.5,
+                      {"score": (loss_sum, 2)})
     path = save_checkpoint(ckpt, tmp_path)
     back = load_checkpoint(path)
     np.testing.assert_array_equal(back.confusion["score"], matrix)
+    assert back.loss == {"score": (loss_sum, 2)}   # the float64 sum, bit for bit
     assert (back.identity, back.done, back.skipped) == (ckpt.identity, ckpt.done, ckpt.skipped)
     back.check_resumable(_identity(), ["a", "b", "c"], path)
     for field, value in [("weights_sha256", "cd" * 32), ("split", "val"),
@@ -59,6 +62,14 @@ def test_malformed_checkpoints_are_refused(tmp_path):
         load_checkpoint(path)
     path.write_text("{trunc")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    raw["confusion"]["score"] = np.zeros((3, 3), int).tolist()
+    for loss in ({"score": [-1.0, 2]}, {"other": [1.0, 2]}, {"score": "x"}):
+        path.write_text(json.dumps({**raw, "loss": loss}))
+        with pytest.raises(CheckpointError, match="loss"):
+            load_checkpoint(path)
+    path.write_text(json.dumps({**raw, "version": raw["version"] - 1}))
+    with pytest.raises(CheckpointError, match="version"):
         load_checkpoint(path)
 
 
@@ -100,12 +111,12 @@ def _wait_for(path: Path, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_killed_run_resumes_to_the_same_metrics(goldens_dir, voc_tree, caffemodel, net_run,
+def test_killed_run_resumes_to_the_same_metrics(net_argv, voc_tree, caffemodel, net_run,
                                                 tmp_path, signum):
     from reproduce.__main__ import main
     root, ids = voc_tree
     out = tmp_path / "out"
-    argv = net_argv(goldens_dir, caffemodel, root, out, "--checkpoint-every", "2",
+    argv = net_argv(caffemodel, root, out, "--checkpoint-every", "2",
                     "--overlays", "0")
     marker, release = tmp_path / "reached", tmp_path / "release"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -120,19 +131,21 @@ def test_killed_run_resumes_to_the_same_metrics(goldens_dir, voc_tree, caffemode
     ckpt = json.loads((out / "checkpoint.json").read_text())
     assert ckpt["done"] == ids[:BAD_INDEX + 1]  # the image in flight finished, then it stopped
     assert not (out / "report.json").exists()
+    assert ckpt["loss"]["score"][1] == BAD_INDEX + 1  # the loss of each image done, once
     assert main(argv + ["--resume"]) == 0
     resumed = json.loads((out / "report.json").read_text())
     whole = json.loads((net_run / "report" / "report.json").read_text())
     assert resumed["resumed_from_images"] == BAD_INDEX + 1
     assert resumed["outputs"]["score"]["scores"] == whole["outputs"]["score"]["scores"]
+    assert whole["outputs"]["score"]["scores"]["loss"] is not None  # the loss resumed too
 
 
-def test_resume_refuses_other_weights(goldens_dir, voc_tree, caffemodel, tmp_path, capsys):
+def test_resume_refuses_other_weights(net_argv, make_caffemodel, voc_tree, caffemodel, tmp_path,
+                                      capsys):
     from reproduce.__main__ import main
-    from test_harness import make_caffemodel
     out = tmp_path / "out"
-    first = net_argv(goldens_dir, caffemodel, voc_tree[0], out, "--limit", "1", "--overlays", "0")
+    first = net_argv(caffemodel, voc_tree[0], out, "--limit", "1", "--overlays", "0")
     assert main(first) == 0
-    other = make_caffemodel(goldens_dir, tmp_path / "other.caffemodel", seed=2)
-    code = main(net_argv(goldens_dir, other, voc_tree[0], out, "--limit", "1", "--resume"))
+    other = make_caffemodel(tmp_path / "other.caffemodel", seed=2)
+    code = main(net_argv(other, voc_tree[0], out, "--limit", "1", "--resume"))
     assert code == 2 and "weights_sha256" in capsys.readouterr().err

@@ -12,7 +12,6 @@ from PIL import Image
 
 from reproduce.demo import compare_with_reference
 from reproduce.palette import voc_palette
-from test_harness import make_caffemodel
 
 
 def _decode(rgb: np.ndarray) -> np.ndarray:
@@ -35,11 +34,11 @@ def test_compare_with_reference_counts_equal_pixels():
     assert compare_with_reference(pred, reference).unknown_colours == 1
 
 
-def test_demo_runs_on_the_upstream_image(goldens_dir, upstream_dir, tmp_path, monkeypatch):
+def test_demo_runs_on_the_upstream_image(make_caffemodel, upstream_dir, tmp_path, monkeypatch):
     from port.models import get_model
     from reproduce.__main__ import main
     monkeypatch.setenv("FCN_PORT_UPSTREAM", str(upstream_dir))
-    weights = make_caffemodel(goldens_dir, tmp_path / "fcn8s-w16.caffemodel")
+    weights = make_caffemodel(tmp_path / "fcn8s-w16.caffemodel", net="voc-fcn8s")
     out = tmp_path / "demo"
     assert main(["demo", "--weights", str(weights), "--out", str(out), "--device", "cpu",
                  "--cache", str(tmp_path / "cache")]) == 0

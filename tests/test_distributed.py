@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from reproduce.distributed import DistContext, DistributedError, all_reduce_sum, shard
-from test_harness import N_IMAGES, caffemodel, net_argv, net_run, voc_tree  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300
@@ -36,11 +35,12 @@ def test_single_process_collectives_are_identities():
 
 
 @pytest.mark.parametrize("nproc", [2, 3])
-def test_torchrun_gloo_matches_one_process_exactly(goldens_dir, voc_tree, caffemodel, net_run,
+def test_torchrun_gloo_matches_one_process_exactly(net_argv, voc_tree, caffemodel, net_run,
                                                    tmp_path, nproc):
-    assert N_IMAGES % nproc != 0
+    n_images = len(voc_tree[1])
+    assert n_images % nproc != 0
     out = tmp_path / "out"
-    argv = net_argv(goldens_dir, caffemodel, voc_tree[0], out, "--checkpoint-every", "4",
+    argv = net_argv(caffemodel, voc_tree[0], out, "--checkpoint-every", "4",
                     "--overlays", "2")
     # the same thread count as the single-process reference, so every image sees equal math
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -51,10 +51,15 @@ def test_torchrun_gloo_matches_one_process_exactly(goldens_dir, voc_tree, caffem
     report = json.loads((out / "report.json").read_text())
     single = json.loads((net_run / "report" / "report.json").read_text())
     assert report["world_size"] == nproc
-    assert report["images"] == N_IMAGES
+    assert report["images"] == n_images
     np.testing.assert_array_equal(np.array(report["outputs"]["score"]["scores"]["confusion"]),
                                   np.array(single["outputs"]["score"]["scores"]["confusion"]))
     assert report["outputs"]["score"]["metrics"] == single["outputs"]["score"]["metrics"]
+    # the loss: float64 sums all-reduced (equal up to the order of the ranks' partial sums)
+    assert single["outputs"]["score"]["loss"] is not None
+    assert report["outputs"]["score"]["loss"] == pytest.approx(single["outputs"]["score"]["loss"],
+                                                               rel=1e-12)
     ckpt = json.loads((out / "checkpoint.json").read_text())
     assert sorted(ckpt["done"]) == sorted(voc_tree[1])  # every id once, none repeated
+    assert ckpt["loss"]["score"][1] == n_images          # every rank's losses counted once
     assert len(report["files"]["overlays"]) == 2         # gathered from the ranks to rank 0

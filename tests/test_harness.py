@@ -1,14 +1,16 @@
 """The reproduction harness end to end on data the tests make.
 
 A synthetic PASCAL VOC tree (13 images of different odd sizes, palette labels with void
-borders) and a 1/16-width FCN-8s caffemodel with random weights written by the project's own
-writer (``port.caffe.synth``). Predictions must equal the argmax of the generic graph run
-independently here, and the metrics must equal score.py's formulas computed here with numpy.
-Other test files import the builders below (``from test_harness import ...``).
+borders) and a 1/16-width val-style FCN-16s caffemodel with random weights written by the
+project's own writer (``port.caffe.synth``), made once per worker by the fixtures of
+``conftest.py``. Predictions must equal the argmax of the generic graph run independently
+here, the metrics score.py's formulas computed here with numpy, and the loss the mean of the
+graph's own ``loss`` blob (and of the cross-entropy computed here in float64).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,52 +18,12 @@ import pytest
 import torch
 from PIL import Image
 
+from port.models.classes import VOC_CLASSES
 from reproduce import harness as H
 from reproduce.__main__ import main
-from reproduce.palette import VOID_LABEL, voc_palette
 
-N_IMAGES = 13          # prime: not a multiple of 2 or 3 processes
-N_CLASSES = 21
+N_CLASSES = len(VOC_CLASSES)
 BAD_INDEX = 6          # the image the corrupt-file tests break
-GOLDEN_NET = "voc-fcn8s"
-
-
-def make_voc_tree(root: Path, n: int = N_IMAGES, seed: int = 0) -> list[str]:
-    """VOCdevkit/VOC2012 with JPEGImages, SegmentationClass (palette PNGs) and a
-    seg11valid split; images of odd sizes; label blocks with a void border. Returns the ids."""
-    rng = np.random.default_rng(seed)
-    voc = root / "VOCdevkit" / "VOC2012"
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (voc / sub).mkdir(parents=True, exist_ok=True)
-    ids = [f"2011_{i:06d}" for i in range(n)]
-    for i, image_id in enumerate(ids):
-        h, w = 15 + 2 * (i % 5), 19 + 2 * (i % 7)
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
-            voc / "JPEGImages" / f"{image_id}.jpg", quality=95)
-        label = np.zeros((h, w), dtype=np.uint8)
-        label[2:h - 2, 3:w - 3] = rng.integers(1, N_CLASSES)
-        label[h // 2:, : w // 2] = rng.integers(0, N_CLASSES)
-        label[1, :] = VOID_LABEL
-        label[:, 2] = VOID_LABEL
-        png = Image.fromarray(label, mode="P")
-        png.putpalette(voc_palette().ravel().tolist())
-        png.save(voc / "SegmentationClass" / f"{image_id}.png")
-    (voc / "ImageSets" / "Segmentation" / "seg11valid.txt").write_text("\n".join(ids) + "\n")
-    return ids
-
-
-def make_caffemodel(goldens_dir: Path, path: Path, seed: int = 1) -> Path:
-    """Random weights for the goldens' 1/16-width net, written by the project's writer."""
-    from port.caffe import load_net
-    from port.caffe.synth import make_caffemodel as write
-    write(load_net(goldens_dir / GOLDEN_NET / "net.prototxt"), path, seed=seed)
-    return path
-
-
-def net_argv(goldens_dir: Path, weights: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--net", str(goldens_dir / GOLDEN_NET / "net.prototxt"), "--weights", str(weights),
-            "--data", str(data), "--out", str(out), "--device", "cpu", "--quiet",
-            "--workers", "0", *extra]
 
 
 def fast_hist(label: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
@@ -81,58 +43,64 @@ def score_py(hist: np.ndarray) -> dict[str, float]:
             "fw_iu": 100 * (freq[freq > 0] * iu[freq > 0]).sum()}
 
 
-@pytest.fixture(scope="module")
-def voc_tree(tmp_path_factory) -> tuple[Path, list[str]]:
-    root = tmp_path_factory.mktemp("voc")
-    return root, make_voc_tree(root)
+@dataclass
+class Independent:
+    """What the generic graph gives on each image, computed here without the harness."""
+
+    labels: dict[str, np.ndarray]
+    preds: dict[str, np.ndarray]
+    graph_loss: dict[str, float]    # the net's own SoftmaxWithLoss top `loss`
+    numpy_loss: dict[str, float]    # -sum log softmax over non-void pixels, float64 here
+
+
+def cross_entropy_sum(score: np.ndarray, label: np.ndarray) -> float:
+    """Caffe SoftmaxWithLoss with ``ignore_label: 255, normalize: false`` on a batch of one:
+    the summed negative log-probability of the true class over non-void pixels."""
+    logits = score.astype(np.float64)
+    logits -= logits.max(0)
+    log_prob = logits - np.log(np.exp(logits).sum(0))
+    keep = label < score.shape[0]
+    rows, cols = np.nonzero(keep)
+    return float(-log_prob[label[keep], rows, cols].sum())
 
 
 @pytest.fixture(scope="module")
-def caffemodel(goldens_dir, tmp_path_factory) -> Path:
-    return make_caffemodel(goldens_dir, tmp_path_factory.mktemp("w") / "fcn8s-w16.caffemodel")
-
-
-@pytest.fixture(scope="module")
-def net_run(goldens_dir, voc_tree, caffemodel, tmp_path_factory) -> Path:
-    """One --net evaluation of the whole synthetic split, predictions saved."""
-    out = tmp_path_factory.mktemp("run")
-    code = main(net_argv(goldens_dir, caffemodel, voc_tree[0], out / "report",
-                         "--save-predictions", str(out / "pred"), "--overlays", "2"))
-    assert code == 0
-    return out
-
-
-def independent_predictions(goldens_dir: Path, caffemodel: Path, voc: Path,
-                            ids: list[str]) -> dict[str, np.ndarray]:
-    """The generic graph on each image, preprocessed here by hand as voc_layers.py does."""
+def independent(synthetic_prototxt, voc_tree, caffemodel) -> Independent:
+    """The generic graph on each image, preprocessed here by hand as voc_layers.py does, the
+    label fed to its `label` input as the data layer does."""
     from port.caffe import load_caffemodel, load_net
     from port.graph import CaffeNet
-    net = load_net(goldens_dir / GOLDEN_NET / "net.prototxt")
+    net = load_net(synthetic_prototxt)
     model = CaffeNet(net)
     model.load_blobs(load_caffemodel(caffemodel, net))
     model.eval()
     mean = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
-    preds = {}
-    for image_id in ids:
+    voc = voc_tree[0] / "VOCdevkit" / "VOC2012"
+    got = Independent({}, {}, {}, {})
+    for image_id in voc_tree[1]:
         rgb = np.array(Image.open(voc / "JPEGImages" / f"{image_id}.jpg"), dtype=np.float32)
         data = (rgb[:, :, ::-1] - mean).transpose(2, 0, 1).copy()
+        label = np.array(Image.open(voc / "SegmentationClass" / f"{image_id}.png"))
         with torch.inference_mode():
-            score = model(data=torch.from_numpy(data)[None])["score"][0].numpy()
-        preds[image_id] = score.argmax(0)
-    return preds
+            blobs = model(data=torch.from_numpy(data)[None],
+                          label=torch.from_numpy(label.astype(np.float32))[None, None],
+                          return_blobs=True)
+        score = blobs["score"][0].numpy()
+        got.labels[image_id], got.preds[image_id] = label, score.argmax(0)
+        got.graph_loss[image_id] = float(blobs["loss"])
+        got.numpy_loss[image_id] = cross_entropy_sum(score, label)
+    return got
 
 
 def test_predictions_and_metrics_match_an_independent_evaluation(
-        goldens_dir, voc_tree, caffemodel, net_run):
+        voc_tree, caffemodel, net_run, independent):
     root, ids = voc_tree
-    voc = root / "VOCdevkit" / "VOC2012"
-    preds = independent_predictions(goldens_dir, caffemodel, voc, ids)
+    preds = independent.preds
     hist = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
     for image_id in ids:
         saved = np.array(Image.open(net_run / "pred" / f"{image_id}.png"))
         np.testing.assert_array_equal(saved, preds[image_id], err_msg=image_id)
-        label = np.array(Image.open(voc / "SegmentationClass" / f"{image_id}.png"))
-        hist += fast_hist(label, preds[image_id], N_CLASSES)
+        hist += fast_hist(independent.labels[image_id], preds[image_id], N_CLASSES)
     report = json.loads((net_run / "report" / "report.json").read_text())
     part = report["outputs"]["score"]
     np.testing.assert_array_equal(np.array(part["scores"]["confusion"]), hist)
@@ -141,6 +109,22 @@ def test_predictions_and_metrics_match_an_independent_evaluation(
     assert report["images"] == len(ids) and report["skipped"] == []
     assert report["precision"] == "strict-fp32"
     assert report["weights_sha256"] == __import__("hashlib").sha256(caffemodel.read_bytes()).hexdigest()
+
+
+def test_loss_is_the_mean_of_the_nets_own_loss_blob(voc_tree, net_run, independent):
+    ids = voc_tree[1]
+    report = json.loads((net_run / "report" / "report.json").read_text())
+    part = report["outputs"]["score"]
+    expected = sum(independent.graph_loss[i] for i in ids) / len(ids)   # score.py: loss / N
+    assert part["loss"] == pytest.approx(expected, rel=1e-9)
+    assert part["scores"]["loss"] == part["loss"]
+    by_hand = sum(independent.numpy_loss[i] for i in ids) / len(ids)
+    assert part["loss"] == pytest.approx(by_hand, rel=1e-5)  # fp32 port vs float64 here
+    assert part["loss_layer"]["layer"] == "loss"
+    row = [r for r in report["comparison"] if r["metric"] == "loss"]
+    assert len(row) == 1 and row[0]["ours"] == part["loss"] and row[0]["published"] is None
+    md = (net_run / "report" / "report.md").read_text()
+    assert f"{part['loss']:.6f}" in md and f"{part['loss']:.4f}" in md  # the line and the table
 
 
 def test_report_files_are_written(net_run):
@@ -156,9 +140,9 @@ def test_report_files_are_written(net_run):
 
 
 def test_named_model_converts_once_and_agrees_with_the_generic_graph(
-        goldens_dir, voc_tree, caffemodel, net_run, tmp_path):
+        voc_tree, caffemodel, net_run, independent, tmp_path):
     out, cache = tmp_path / "named", tmp_path / "cache"
-    argv = ["fcn8s", "--weights", str(caffemodel), "--data", str(voc_tree[0]), "--out", str(out),
+    argv = ["fcn16s", "--weights", str(caffemodel), "--data", str(voc_tree[0]), "--out", str(out),
             "--device", "cpu", "--quiet", "--cache", str(cache), "--limit", "4", "--overlays", "0"]
     assert main(argv) == 0
     converted = list(cache.glob("*.safetensors"))
@@ -171,7 +155,43 @@ def test_named_model_converts_once_and_agrees_with_the_generic_graph(
                          N_CLASSES) for i in voc_tree[1][:4])
     np.testing.assert_array_equal(np.array(named["outputs"]["score"]["scores"]["confusion"]), hist)
     assert named["weights_sha256"] == full["weights_sha256"]
-    assert any(r["published"] is not None for r in named["comparison"])  # fcn8s has targets
+    assert any(r["published"] is not None for r in named["comparison"])  # fcn16s has targets
+    # the loss settings of the model's metadata are those of the net's own loss layer
+    expected = sum(independent.graph_loss[i] for i in voc_tree[1][:4]) / 4
+    assert named["outputs"]["score"]["loss"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_net_without_a_loss_layer_reports_no_loss(goldens_dir, voc_tree, make_caffemodel,
+                                                    tmp_path):
+    deploy = "voc-fcn8s"   # the goldens' deploy net: no label input, no SoftmaxWithLoss
+    weights = make_caffemodel(tmp_path / "deploy.caffemodel", net=deploy)
+    out = tmp_path / "out"
+    assert main(["--net", str(goldens_dir / deploy / "net.prototxt"), "--weights", str(weights),
+                 "--data", str(voc_tree[0]), "--out", str(out), "--device", "cpu", "--quiet",
+                 "--limit", "1", "--overlays", "0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    part = report["outputs"]["score"]
+    assert part["loss"] is None and part["loss_layer"] is None and report["images"] == 1
+    assert not any(r["metric"] == "loss" for r in report["comparison"])
+
+
+def test_loss_settings_are_read_from_each_loss_layer(goldens_dir):
+    """SIFT Flow has two heads and two losses (`loss` on score_sem, `loss_geo` on score_geo):
+    the settings read for each agree with the generic graph's layer and with the metadata."""
+    from port.caffe import load_net
+    from port.graph import CaffeNet
+    from port.models import get_meta
+    net = load_net(goldens_dir / "siftflow-fcn8s" / "net.prototxt")
+    specs = H.net_loss_specs(net, ["score_sem", "score_geo"])
+    layers = CaffeNet(net).caffe_layers()
+    assert {o: s.layer for o, s in specs.items()} == {"score_sem": "loss", "score_geo": "loss_geo"}
+    meta = get_meta("siftflow_fcn8s")
+    for output, spec in specs.items():
+        layer = layers[spec.layer]
+        assert (spec.ignore_label, spec.normalization, spec.axis) == (
+            layer.ignore_label, layer.normalization, layer.axis)
+        assert H.meta_loss_spec(meta, output) == spec
+    assert H.net_loss_specs(net, ["score"]) == {}
 
 
 def test_precision_modes_set_the_backend_flags():
@@ -190,11 +210,11 @@ def _corrupt_copy(root: Path, ids: list[str], dest: Path) -> Path:
     return bad
 
 
-def test_a_corrupt_image_stops_the_run_naming_it(goldens_dir, voc_tree, caffemodel, tmp_path,
+def test_a_corrupt_image_stops_the_run_naming_it(net_argv, voc_tree, caffemodel, tmp_path,
                                                  capsys):
     root, ids = voc_tree
     bad = _corrupt_copy(root, ids, tmp_path / "data")
-    code = main(net_argv(goldens_dir, caffemodel, tmp_path / "data", tmp_path / "out",
+    code = main(net_argv(caffemodel, tmp_path / "data", tmp_path / "out",
                          "--limit", str(BAD_INDEX + 2)))
     err = capsys.readouterr().err
     assert code == 1 and ids[BAD_INDEX] in err and str(bad) in err
@@ -203,11 +223,12 @@ def test_a_corrupt_image_stops_the_run_naming_it(goldens_dir, voc_tree, caffemod
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_skip_bad_records_the_item_and_goes_on(goldens_dir, voc_tree, caffemodel, tmp_path):
+def test_skip_bad_records_the_item_and_goes_on(net_argv, voc_tree, caffemodel, independent,
+                                               tmp_path):
     root, ids = voc_tree
     bad = _corrupt_copy(root, ids, tmp_path / "data")
     limit = BAD_INDEX + 2
-    code = main(net_argv(goldens_dir, caffemodel, tmp_path / "data", tmp_path / "out",
+    code = main(net_argv(caffemodel, tmp_path / "data", tmp_path / "out",
                          "--limit", str(limit), "--skip-bad", "--overlays", "0"))
     assert code == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -215,3 +236,6 @@ def test_skip_bad_records_the_item_and_goes_on(goldens_dir, voc_tree, caffemodel
     assert report["skipped"][0]["path"] == str(bad)
     assert report["images"] == limit - 1
     assert ids[BAD_INDEX] in (tmp_path / "out" / "report.md").read_text()
+    scored = [i for i in ids[:limit] if i != ids[BAD_INDEX]]   # the skipped item has no loss
+    expected = sum(independent.graph_loss[i] for i in scored) / len(scored)
+    assert report["outputs"]["score"]["loss"] == pytest.approx(expected, rel=1e-9)

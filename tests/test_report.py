@@ -51,6 +51,24 @@ def test_published_targets_come_from_the_tables():
     assert published_targets("siftflow_fcn16s", "test", ["score_sem", "score_geo"]) == []
 
 
+def test_the_loss_is_shown_beside_the_metrics(tmp_path):
+    from reproduce.harness import LossSpec
+    hist = np.array([[90, 10], [5, 95]])
+    mean_loss = 1.0 / 3.0   # a value whose printed forms are easy to find
+    task = Task("score", "label", ("a", "b"), LossSpec("loss", 255, "BATCH_SIZE"))
+    result = EvalResult({"score": scores_from_matrix(hist, images=3, loss=mean_loss)}, 3, [],
+                        1.0, 0)
+    rows = compare(result.scores, [])
+    assert [r.metric for r in rows][-1] == "loss" and rows[-1].ours == mean_loss
+    assert f"{mean_loss:.4f}" in format_table(rows).splitlines()[-1]  # the console table
+    info = RunInfo("m", "voc", "/d", "val", "w", "0" * 64, "cpu", "cpu", "strict-fp32", "fp32")
+    paths = write_report(tmp_path, result, info, [task], rows)
+    report = json.loads(paths["json"].read_text())
+    assert report["outputs"]["score"]["loss"] == mean_loss
+    assert report["outputs"]["score"]["loss_layer"]["normalization"] == "BATCH_SIZE"
+    assert f"{mean_loss:.6f}" in paths["md"].read_text()
+
+
 def test_an_empty_evaluation_still_writes_valid_json(tmp_path):
     task = Task("score", "label", ("a", "b"))
     result = EvalResult({"score": scores_from_matrix(np.zeros((2, 2)))}, 0,

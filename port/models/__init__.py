@@ -14,7 +14,9 @@ from port.models._registry import (
     DuplicateModelError, UnknownModelError, get_builder, get_meta, get_model, list_models,
     register,
 )
-from port.models._weights import WeightsError, load_weights
+from port.models._weights import (
+    SOURCE_NAME, SOURCE_SHA256, WeightsError, load_state_strict, load_weights, read_metadata,
+)
 from port.models.fcn_alexnet import FCNAlexNet
 from port.models.fcn_vgg16 import FCNVGG16, FCNVGG16EarlyFusion, FCNVGG16LateFusion
 from port.models.meta import ModelMeta
@@ -27,6 +29,7 @@ from port.models.zoo import (
 __all__ = [
     "CaffeFamilyNet", "InputError", "DuplicateModelError", "UnknownModelError", "WeightsError",
     "get_builder", "get_meta", "get_model", "list_models", "register", "load_weights",
+    "read_metadata", "load_state_strict", "SOURCE_SHA256", "SOURCE_NAME",
     "FCNAlexNet", "FCNVGG16", "FCNVGG16EarlyFusion", "FCNVGG16LateFusion", "ModelMeta",
     "fcn8s", "fcn8s_atonce", "fcn16s", "fcn32s", "fcn_alexnet", "nyud_fcn32s_color",
     "nyud_fcn32s_color_d", "nyud_fcn32s_color_hha", "nyud_fcn32s_hha", "pascalcontext_fcn8s",
