@@ -10,6 +10,7 @@ Caffe layer name, so parameters read ``conv1_1.weight``, ``upscore2.weight``. Se
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from port import ops
+from port import coord_map, ops
 from port.coord_map import spatial_params
 from port.ops import CaffeSemanticsError
 
@@ -457,6 +458,23 @@ def _legacy_equal(blob_shape: tuple[int, ...], param_shape: tuple[int, ...]) -> 
     return len(blob_shape) == 4 and pad > 0 and blob_shape == (1,) * pad + param_shape
 
 
+def _check_crop_offsets(net: Any) -> None:
+    """Refuse a net whose written Crop offsets disagree with its geometry (``coord_map``).
+
+    Caffe itself crops wherever the prototxt says, so a wrong offset would run silently and
+    shift every score; the derivation is how ``net_spec``/``coord_map.py`` meant the offsets to
+    be made. A crop whose map cannot be derived (a path through a layer without an affine
+    spatial map, or no common ancestor) cannot be checked: that is a warning, not an error."""
+    if not any(layer.type == "Crop" for layer in net.layers):
+        return
+    try:
+        coord_map.check_crops(net)
+    except coord_map.CropMismatchError:
+        raise
+    except coord_map.CoordMapError as err:
+        warnings.warn(f"{net.name or 'net'}: crop offsets not checked: {err}", stacklevel=3)
+
+
 class CaffeNet(nn.Module):
     """A parsed Caffe net (``port.caffe.NetDef``) as a module, for one ``phase``
     (``NetDef.for_phase``: include/exclude rules as Caffe's ``Net::FilterNet``).
@@ -471,7 +489,7 @@ class CaffeNet(nn.Module):
     """
 
     def __init__(self, netdef: Any, phase: str = "TEST",
-                 input_shapes: Mapping[str, Sequence[int]] | None = None):
+                 input_shapes: Mapping[str, Sequence[int]] | None = None, check_crops: bool = True):
         super().__init__()
         net = netdef.for_phase(phase)
         self.net_name, self.phase = net.name, phase
@@ -488,6 +506,8 @@ class CaffeNet(nn.Module):
             available.update(dict.fromkeys(tops))
         # Caffe keeps the unconsumed blobs in a std::set, so outputs come sorted by name.
         self.output_names = tuple(sorted(available))
+        if check_crops:  # after the structural checks, whose errors say more
+            _check_crop_offsets(net)
 
     def _add_layer(self, layer: Any, shapes: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
         """Build, shape-check (on ``meta``) and register one layer; returns its tops."""

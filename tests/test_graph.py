@@ -27,7 +27,7 @@ layer { name: "drop1" type: "Dropout" bottom: "pool1" top: "pool1" dropout_param
 layer { name: "score" type: "Convolution" bottom: "pool1" top: "score" convolution_param { num_output: 3 kernel_size: 1 } }
 layer { name: "up" type: "Deconvolution" bottom: "score" top: "up" param { lr_mult: 0 }
         convolution_param { num_output: 3 kernel_size: 4 stride: 2 bias_term: false } }
-layer { name: "crop" type: "Crop" bottom: "up" top: "cropped" bottom: "data" crop_param { axis: 2 offset: 1 } }
+layer { name: "crop" type: "Crop" bottom: "up" top: "cropped" bottom: "data" crop_param { axis: 2 offset: 2 } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "cropped" bottom: "label" top: "loss"
         loss_param { ignore_label: 255 normalize: false } }
 layer { name: "acc" type: "Accuracy" bottom: "cropped" bottom: "label" top: "acc" include { phase: TRAIN } }
@@ -49,7 +49,7 @@ def tiny_reference(net: CaffeNet, data: torch.Tensor, label: torch.Tensor) -> di
     pool1 = F.max_pool2d(conv1, 2, 2, ceil_mode=True)  # no padding: ceil mode is Caffe's rounding
     score = F.conv2d(pool1, net.score.weight, net.score.bias)
     up = F.conv_transpose2d(score, net.up.weight, stride=2)
-    cropped = up[:, :, 1:1 + data.shape[2], 1:1 + data.shape[3]]
+    cropped = up[:, :, 2:2 + data.shape[2], 2:2 + data.shape[3]]  # coord_map derives 2
     prob = torch.softmax(cropped, 1)
     lab = label[:, 0].long()
     valid = lab != 255
@@ -205,3 +205,18 @@ def test_compiles_without_graph_breaks():
     compiled = torch.compile(net, backend="eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(data=data, label=label)["loss"], net(data=data, label=label)["loss"])
+
+
+def test_a_written_crop_offset_that_disagrees_with_the_geometry_is_refused(goldens_dir):
+    """CaffeNet checks every Crop against coord_map's derivation (issue 3): a prototxt whose
+    offset was edited away from the derived one must not run silently."""
+    from port.coord_map import CropMismatchError, derive_crop_offsets
+
+    text = (goldens_dir / "voc-fcn32s" / "net.prototxt").read_text()
+    derived = derive_crop_offsets(net_from(text))["score"][0]
+    wrong = text.replace(f"offset: {derived}", f"offset: {derived + 1}")
+    assert wrong != text
+    with pytest.raises(CropMismatchError, match="score"):
+        CaffeNet(net_from(wrong))
+    # The check can be turned off for a deliberately unusual net.
+    assert CaffeNet(net_from(wrong), check_crops=False).output_names == ("loss",)

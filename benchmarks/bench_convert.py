@@ -1,0 +1,160 @@
+"""Benchmark: convert a full-width FCN-8s caffemodel (about 538 MB) to safetensors and load it.
+
+The caffemodel is written once with the project's writer (``port.caffe.synth``: the upstream
+``voc-fcn8s/deploy.prototxt``, full width, seeded random weights) into ``.bench/`` (git-ignored)
+and reused by later runs. Each measurement runs in a fresh interpreter so that its peak RSS
+(``getrusage`` ``ru_maxrss``) is its own, from a warm page cache, best of ``--repeat``:
+
+- references: ``cat FILE > /dev/null`` and ``cp FILE COPY``;
+- read: ``load_caffemodel`` (blobs as zero-copy views) plus touching every float;
+- convert: ``port.convert.convert`` (read, strict fill, SHA-256, safetensors write);
+- load: ``fcn8s(weights=...)`` (build the model, load the safetensors strictly).
+
+Not a test: ``python benchmarks/bench_convert.py [--repeat 3] [--json FILE]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PROTOTXT = REPO.parent / "shared" / "upstream" / "voc-fcn8s" / "deploy.prototxt"
+BENCH_DIR = REPO / ".bench"
+MIB = 2 ** 20
+
+# Each child prints one JSON line: phase timings (s) and its peak RSS (bytes).
+CHILD = r"""
+import json, resource, sys, time
+what, src, out = sys.argv[1:4]
+t0 = time.perf_counter()
+import numpy as np, torch
+from port.caffe import load_caffemodel
+from port.convert import convert, sha256_file
+from port.models import fcn8s
+r = {"import_s": time.perf_counter() - t0}
+t = time.perf_counter()
+if what == "baseline":  # the interpreter with these imports: subtracted to show each job's own memory
+    r["total_s"] = 0.0
+elif what == "read":
+    net = load_caffemodel(src)
+    r["read_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    total = sum(float(np.add.reduce(b, axis=None, dtype=np.float64)) for bl in net.blobs().values() for b in bl)
+    r["touch_s"] = time.perf_counter() - t
+    r["total_s"] = r["read_s"] + r["touch_s"]
+elif what == "sha256":
+    sha256_file(src)
+    r["total_s"] = time.perf_counter() - t
+elif what == "convert":
+    convert(src, out=out)
+    r["total_s"] = time.perf_counter() - t
+elif what == "load":
+    model = fcn8s(weights=out)
+    r["total_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with torch.device("meta"):
+        fcn8s()
+    r["build_on_meta_s"] = time.perf_counter() - t
+r["maxrss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(r))
+"""
+
+
+def best_shell(command: str, repeat: int, after: str = "") -> float:
+    """Best wall time of a shell command over ``repeat`` runs (``after`` runs untimed)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(command, shell=True, check=True)
+        best = min(best, time.perf_counter() - start)
+        if after:
+            subprocess.run(after, shell=True, check=True)
+    return best
+
+
+def child(what: str, src: Path, out: Path, repeat: int) -> dict:
+    """The best of ``repeat`` fresh-process runs of ``what`` (by total time); peak RSS of it."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    runs = []
+    for _ in range(repeat):
+        proc = subprocess.run([sys.executable, "-c", CHILD, what, str(src), str(out)], env=env,
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{what} child failed:\n{proc.stderr[-2000:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return min(runs, key=lambda r: r["total_s"])
+
+
+def caffemodel(folder: Path) -> Path:
+    """The full-width FCN-8s caffemodel in ``folder``, written with ``port.caffe`` if absent."""
+    sys.path.insert(0, str(REPO))
+    from port.caffe import load_net
+    from port.caffe.synth import make_caffemodel
+    path = folder / "fcn8s-full.caffemodel"
+    if path.is_file():
+        print(f"reusing {path} ({path.stat().st_size:,} bytes)")
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    make_caffemodel(load_net(PROTOTXT), path, seed=0)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes) in {time.perf_counter() - start:.1f} s")
+    return path
+
+
+def measure(src: Path, repeat: int) -> dict:
+    out = src.with_suffix(".safetensors")
+    copy = src.with_name(src.name + ".copy")
+    best_shell(f"cat '{src}' > /dev/null", 1)  # warm the page cache
+    figures = {"file_bytes": src.stat().st_size,
+               "cat_s": best_shell(f"cat '{src}' > /dev/null", repeat),
+               "cp_s": best_shell(f"cp '{src}' '{copy}'", repeat, after=f"rm -f '{copy}'")}
+    for what in ("baseline", "read", "sha256", "convert", "load"):
+        figures[what] = child(what, src, out, repeat)
+    figures["safetensors_bytes"] = out.stat().st_size
+    return figures
+
+
+def report(f: dict) -> list[str]:
+    size, ref = f["file_bytes"], f["cat_s"] + f["cp_s"]
+    rows = [f"file: {size:,} bytes ({size / MIB:.0f} MiB); warm page cache; {os.cpu_count()} CPUs; "
+            f"best of the runs; each Python figure in a fresh process (import time not counted)",
+            "| what | time (s) | vs cat | vs cat + cp | peak RSS (MiB) | RSS / file | (RSS - baseline) / file |",
+            "|---|---|---|---|---|---|---|",
+            f"| cat FILE > /dev/null | {f['cat_s']:.3f} | 1.00 | - | - | - | - |",
+            f"| cp FILE COPY | {f['cp_s']:.3f} | {f['cp_s'] / f['cat_s']:.2f} | - | - | - | - |",
+            f"| baseline: python + numpy + torch + port imports | - | - | - | "
+            f"{f['baseline']['maxrss_bytes'] / MIB:.0f} | - | - |"]
+    base = f["baseline"]["maxrss_bytes"]
+    labels = {"read": "read: load_caffemodel (views)", "sha256": "SHA-256 of the file (part of convert)",
+              "convert": "convert: read -> safetensors (whole)", "load": "load: fcn8s(weights=...)"}
+    for what, label in labels.items():
+        r = f[what]
+        rows.append(f"| {label} | {r['total_s']:.3f} | {r['total_s'] / f['cat_s']:.2f} | "
+                    f"{r['total_s'] / ref:.2f} | {r['maxrss_bytes'] / MIB:.0f} | {r['maxrss_bytes'] / size:.2f} | "
+                    f"{(r['maxrss_bytes'] - base) / size:.2f} |")
+    read = f["read"]
+    rows.append(f"\nread: {read['read_s']:.3f} s to views + {read['touch_s']:.3f} s touching every float; "
+                f"load: model built on the meta device in {f['load']['build_on_meta_s']:.3f} s")
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--folder", type=Path, default=BENCH_DIR, help="where the files go (.bench/)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    figures = measure(caffemodel(args.folder), args.repeat)
+    print("\n".join(report(figures)))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

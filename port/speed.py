@@ -1,0 +1,315 @@
+"""Inference speed settings: named precision modes and the CPU/GPU knobs they switch.
+
+A :class:`SpeedMode` names one way of running a net: the numeric precision (strict IEEE fp32,
+TF32 tensor cores, bf16 autocast) and the speed knobs that do not change the arithmetic
+(channels-last memory, cuDNN's algorithm search, oneDNN prepacked weights with the in-place
+ReLU fused into the convolution, ``torch.compile``). The exact modes give Caffe's numbers to
+within fp32 summation order; the fast modes trade that for speed, and their agreement with
+strict fp32 (mean IU difference, argmax agreement) is measured by ``benchmarks/gpu_check.py``
+and recorded in ``benchmarks/RESULTS.md``.
+
+>>> mode = MODES["cpu-fast"]
+>>> model = prepare_model(model, mode, "cpu")          # doctest: +SKIP
+>>> with backend_flags(mode), autocast(mode, "cpu"):   # doctest: +SKIP
+...     score = model(to_input(data, mode))
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from port import ops
+from port.models._layers import Convolution, Deconvolution, Pooling
+
+__all__ = ["SpeedMode", "STRICT", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
+           "PackedConvolution", "CeilMaxPooling", "set_backend_flags", "backend_flags", "autocast", "to_input",
+           "set_threads", "prepack_cpu", "prepare_model", "compile_model", "CompileResult",
+           "count_flops"]
+
+
+@dataclass(frozen=True)
+class SpeedMode:
+    """One named way of running a net.
+
+    ``tf32``: TF32 tensor cores for matmuls and cuDNN convolutions (10-bit mantissa inputs);
+    ``autocast``: ``"bfloat16"`` (or ``"float16"``) autocast, else None; ``channels_last``: NHWC
+    memory for model and inputs; ``cudnn_benchmark``: cuDNN times and picks algorithms
+    (otherwise deterministic ones); ``prepack``: on the CPU, oneDNN weights reordered once and
+    each in-place ReLU fused into its convolution (:func:`prepack_cpu`); ``compile``:
+    ``torch.compile`` the model (:func:`compile_model`).
+    """
+
+    name: str
+    tf32: bool = False
+    autocast: str | None = None
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
+    prepack: bool = False
+    compile: bool = False
+    description: str = ""
+
+    @property
+    def exact(self) -> bool:
+        """Whether the arithmetic is IEEE fp32 throughout (only summation order may differ)."""
+        return not self.tf32 and self.autocast is None
+
+
+#: Reproduction first: IEEE fp32 everywhere, deterministic cuDNN algorithms, contiguous NCHW.
+STRICT = SpeedMode("strict-fp32", description="fp32, TF32 off (matmul and cuDNN), deterministic cuDNN")
+#: Still strict fp32, laid out for the CPU: NHWC, weights reordered once for oneDNN, ReLU fused.
+CPU_FAST = SpeedMode("cpu-fast", channels_last=True, prepack=True,
+                     description="strict fp32; channels_last, oneDNN prepacked weights, conv+ReLU fused")
+#: GPU fast modes; their agreement with STRICT is measured, not assumed.
+FAST_TF32 = SpeedMode("fast-tf32", tf32=True, channels_last=True, cudnn_benchmark=True,
+                      description="TF32 matmul and cuDNN, channels_last, cudnn.benchmark")
+FAST_BF16 = SpeedMode("fast-bf16", tf32=True, autocast="bfloat16", channels_last=True,
+                      cudnn_benchmark=True,
+                      description="bf16 autocast, TF32, channels_last, cudnn.benchmark")
+MODES: dict[str, SpeedMode] = {m.name: m for m in (STRICT, CPU_FAST, FAST_TF32, FAST_BF16)}
+
+
+# -- process-wide backend flags ----------------------------------------------------------------
+def _flags() -> dict[str, Any]:
+    return {"matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def _restore(flags: dict[str, Any]) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = flags["matmul_tf32"]
+    torch.backends.cudnn.allow_tf32 = flags["cudnn_tf32"]
+    torch.backends.cudnn.benchmark = flags["cudnn_benchmark"]
+    torch.backends.cudnn.deterministic = flags["cudnn_deterministic"]
+    torch.set_float32_matmul_precision(flags["matmul_precision"])
+
+
+def set_backend_flags(mode: SpeedMode) -> dict[str, Any]:
+    """Set the global flags of ``mode`` (torch keeps them per process); returns the previous."""
+    previous = _flags()
+    _restore({"matmul_tf32": mode.tf32, "cudnn_tf32": mode.tf32,
+              "cudnn_benchmark": mode.cudnn_benchmark,
+              "cudnn_deterministic": not mode.cudnn_benchmark,
+              "matmul_precision": "high" if mode.tf32 else "highest"})
+    return previous
+
+
+@contextlib.contextmanager
+def backend_flags(mode: SpeedMode) -> Iterator[None]:
+    """``mode``'s backend flags inside the block, the previous ones after it."""
+    previous = set_backend_flags(mode)
+    try:
+        yield
+    finally:
+        _restore(previous)
+
+
+def autocast(mode: SpeedMode, device: str | torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of ``mode`` on ``device`` (a no-op for the fp32 modes)."""
+    if mode.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, mode.autocast))
+
+
+def to_input(x: torch.Tensor, mode: SpeedMode) -> torch.Tensor:
+    """An input tensor in ``mode``'s memory format (NHWC for channels_last)."""
+    if mode.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Intra-op threads: ``threads``, else the CPUs this process may run on (its affinity, which
+    a container or ``taskset`` may make smaller than ``os.cpu_count()``). Returns the count."""
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+# -- CPU: prepacked oneDNN convolutions --------------------------------------------------------
+def _mkldnn_ok() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class PackedConvolution(Convolution):
+    """Caffe ``Convolution`` (and, with ``relu``, the in-place ``ReLU`` after it) through
+    oneDNN with the weight reordered to oneDNN's blocked layout once instead of on every call.
+
+    The arithmetic is the one :func:`port.ops.conv2d` gets from oneDNN (same kernels, same
+    summation), so outputs are bit-identical to the unfused convolution + ReLU. Parameters are
+    the original ones (state-dict keys unchanged); the packed copy is rebuilt when the weight
+    changes. Off the CPU, outside fp32, or with autograd on, it runs :func:`port.ops.conv2d`.
+    """
+
+    def __init__(self, conv: Convolution, relu: bool):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                         conv.padding, conv.dilation, conv.groups, device="meta")
+        self.weight, self.bias = conv.weight, conv.bias
+        self.layer_name, self.relu = conv.layer_name, relu
+        self._packed: tuple[Any, torch.Tensor] | None = None
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        key = (self.weight.data_ptr(), self.weight._version)
+        if self._packed is None or self._packed[0] != key:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight.detach(), list(self.padding), list(self.stride), list(self.dilation),
+                self.groups, list(x.shape))
+            self._packed = (key, packed)
+        return self._packed[1]
+
+    def _fast(self, x: torch.Tensor) -> bool:
+        grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        return (x.device.type == "cpu" and x.dtype == torch.float32 == self.weight.dtype and not grad
+                and x.dim() == 4 and x.shape[1] == self.in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._fast(x):
+            y = super().forward(x)
+            return torch.relu(y) if self.relu else y
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed_weight(x), self.bias, list(self.padding), list(self.stride),
+            list(self.dilation), self.groups, "relu" if self.relu else "none", [], "")
+
+
+class CeilMaxPooling(Pooling):
+    """Caffe MAX ``Pooling`` without padding through ``max_pool2d(ceil_mode=True)``, which
+    clips the last window to the input as Caffe does (pooling_layer.cpp), instead of
+    :func:`port.ops.pool2d`'s copy of the whole input padded with -FLT_MAX (the copy costs
+    more than the pooling on the large early maps). Used only where PyTorch's ceil-mode size
+    equals Caffe's (:func:`port.ops.pool_output_size`); otherwise, and on any other input,
+    :func:`port.ops.pool2d` runs. Bit-identical: the same maximum of the same values."""
+
+    def __init__(self, pool: Pooling):
+        super().__init__(pool.kernel, pool.stride, pool.pad, pool.mode)
+        self.layer_name = pool.layer_name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode != "MAX" or self.pad != 0 or x.dim() != 4:
+            return super().forward(x)
+        y = torch.nn.functional.max_pool2d(x, self.kernel, self.stride, ceil_mode=True)
+        expected = tuple(ops.pool_output_size(int(s), self.kernel, self.stride, 0, self.layer_name)
+                         for s in x.shape[2:])
+        return y if tuple(y.shape[2:]) == expected else super().forward(x)
+
+
+def _fusable_relus(model: nn.Module) -> dict[str, str]:
+    """Convolution name -> the in-place ReLU that directly follows it in the net's layer
+    records (``model.caffe_layers()``), for the plain (non-leaky) ``nn.ReLU`` modules."""
+    records = list(model.caffe_layers())
+    pairs = {}
+    for conv, relu in zip(records, records[1:]):
+        module = getattr(model, relu.name, None)
+        if (conv.kind == "Convolution" and relu.kind == "ReLU" and relu.bottoms == (conv.name,)
+                and relu.tops == (conv.name,) and type(module) is nn.ReLU):
+            pairs[conv.name] = relu.name
+    return pairs
+
+
+def prepack_cpu(model: nn.Module) -> nn.Module:
+    """A copy of a :mod:`port.models` family net whose convolutions are
+    :class:`PackedConvolution` (each fusing the in-place ReLU that follows it; that ReLU
+    becomes ``nn.Identity``) and whose unpadded MAX poolings are :class:`CeilMaxPooling`. Same parameters, same outputs bit for bit, fewer passes over
+    memory. Without oneDNN the copy is returned unchanged."""
+    if not hasattr(model, "caffe_layers"):
+        raise TypeError(f"prepack_cpu needs a port.models family net (with caffe_layers()), "
+                        f"got {type(model).__name__}")
+    model = copy.deepcopy(model)
+    if not _mkldnn_ok():
+        return model
+    relus = _fusable_relus(model)
+    for name, module in list(model.named_children()):
+        if type(module) is Convolution:
+            setattr(model, name, PackedConvolution(module, relu=name in relus))
+        elif type(module) is Pooling and module.mode == "MAX" and module.pad == 0:
+            setattr(model, name, CeilMaxPooling(module))
+    for relu in relus.values():
+        setattr(model, relu, nn.Identity())
+    return model
+
+
+# -- putting it together -----------------------------------------------------------------------
+def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device = "cpu") -> nn.Module:
+    """``model`` in eval mode on ``device`` in ``mode``'s memory format, prepacked on the CPU
+    when ``mode.prepack`` (a copy then; otherwise moved in place as ``Module.to`` does).
+    ``mode.compile`` is left to :func:`compile_model`, whose warm-up the caller times."""
+    device = torch.device(device)
+    model = model.eval().to(device)
+    if mode.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if mode.prepack and device.type == "cpu":
+        model = prepack_cpu(model)
+    return model
+
+
+@dataclass
+class CompileResult:
+    """What :func:`compile_model` did: the model to run (compiled, or the original when the
+    compile failed or ran over its budget), whether it is compiled, the first-call seconds
+    and the reason when it is not."""
+
+    model: Callable[..., Any]
+    compiled: bool
+    warmup_s: float
+    reason: str = ""
+
+
+def compile_model(model: nn.Module, example: dict[str, torch.Tensor], *, budget_s: float = math.inf,
+                  mode: str | None = None, freezing: bool = True) -> CompileResult:
+    """``torch.compile(model)`` warmed up on ``example`` (the first call compiles). ``freezing``
+    lets Inductor fold the weights as constants (on the CPU: prepacked oneDNN weights, fused
+    ReLU). A compile error or a warm-up over ``budget_s`` gives the eager model back, with the
+    reason; the budget is checked after the warm-up (a compile cannot be interrupted)."""
+    start = time.perf_counter()
+    try:
+        options = {"freezing": True} if freezing else None
+        compiled = torch.compile(model, mode=mode if options is None else None, options=options)
+        with torch.inference_mode():
+            compiled(**example)
+    except Exception as err:  # Dynamo/Inductor raise many types; the eager model still works
+        return CompileResult(model, False, time.perf_counter() - start,
+                             f"compile failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+    elapsed = time.perf_counter() - start
+    if elapsed > budget_s:
+        return CompileResult(model, False, elapsed, f"warm-up {elapsed:.0f} s over budget {budget_s:.0f} s")
+    return CompileResult(compiled, True, elapsed)
+
+
+def _layer_flops(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Multiply-adds x 2 of one convolution or deconvolution call, from its shapes."""
+    if isinstance(module, Convolution):
+        c_out, c_in_g, kh, kw = module.weight.shape
+        return 2 * c_in_g * kh * kw * y.numel()
+    c_in, c_out_g, kh, kw = module.weight.shape  # Deconvolution: every input value spreads
+    return 2 * c_out_g * kh * kw * x.numel()
+
+
+def count_flops(model: nn.Module, **inputs: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """(total, per layer) floating-point operations (2 per multiply-add) of the convolutions
+    and deconvolutions of one forward on ``inputs``, counted from their shapes (run on the
+    meta device when the model is there, so nothing is computed)."""
+    per_layer: dict[str, int] = {}
+
+    def hook(module, args, output):
+        per_layer[module.layer_name] = per_layer.get(module.layer_name, 0) + _layer_flops(module, args[0], output)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (Convolution, Deconvolution))]
+    try:
+        with torch.inference_mode():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(per_layer.values()), per_layer

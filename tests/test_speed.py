@@ -1,0 +1,195 @@
+"""port.speed: every mode runs on the CPU and keeps the outputs of strict fp32; the prepacked
+oneDNN path is the same arithmetic; flags are restored; FLOPs are counted from the shapes.
+Also the pure helpers of benchmarks/gpu_check.py. Functional only: nothing here is timed."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from port import ops, speed
+from port.models import get_model
+from port.models._layers import Convolution, Deconvolution, Pooling
+from port.selfcheck import randomize
+
+SIZE = (37, 50)  # odd height: the ceil-rounded poolings get a clipped last window
+
+
+def tiny(name: str = "fcn8s") -> nn.Module:
+    return randomize(get_model(name, width_divisor=16), seed=3).eval()
+
+
+def data(seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(seed)) * 50
+
+
+def run(model: nn.Module, mode: speed.SpeedMode, x: torch.Tensor, **kw):
+    with speed.backend_flags(mode), speed.autocast(mode, "cpu"), torch.inference_mode():
+        return model(speed.to_input(x, mode), **kw)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("mode", list(speed.MODES.values()), ids=list(speed.MODES))
+def test_each_mode_runs_on_cpu_and_keeps_strict_outputs(mode):
+    model, x = tiny(), data()
+    reference = run(model, speed.STRICT, x)
+    got = run(speed.prepare_model(tiny(), mode), mode, x)
+    assert got.shape == reference.shape
+    agree = float((got.argmax(1) == reference.argmax(1)).double().mean())
+    if mode.exact:  # fp32 throughout: only the summation order may differ
+        assert rel_err(got, reference) < 1e-5
+        assert agree == 1.0
+    else:  # bf16 keeps 8 bits of mantissa
+        assert rel_err(got, reference) < 0.1
+        assert agree > 0.9
+
+
+@pytest.mark.parametrize("name", ["fcn8s", "fcn_alexnet", "siftflow_fcn16s"])
+def test_prepack_keeps_every_blob_and_parameter(name):
+    model, x = tiny(name), data(1)
+    packed = speed.prepack_cpu(model)
+    assert any(isinstance(m, speed.PackedConvolution) for m in packed.modules())
+    assert not any(isinstance(m, speed.PackedConvolution) for m in model.modules())  # a copy
+    assert {k: v.shape for k, v in packed.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    with torch.inference_mode():
+        expected, got = model(x, return_blobs=True), packed(x, return_blobs=True)
+    assert set(got) == set(expected)
+    for blob, value in expected.items():
+        assert torch.allclose(got[blob], value, rtol=1e-5, atol=1e-5 * float(value.abs().max()) + 1e-30), blob
+
+
+def test_prepack_fuses_exactly_the_in_place_relus():
+    packed = speed.prepack_cpu(tiny())
+    fused = {n for n, m in packed.named_children() if isinstance(m, speed.PackedConvolution) and m.relu}
+    relus = {r.bottoms[0] for r in packed.caffe_layers() if r.kind == "ReLU"}
+    assert fused == relus
+    assert all(isinstance(getattr(packed, r.name), nn.Identity) for r in packed.caffe_layers() if r.kind == "ReLU")
+    assert not packed.score_fr.relu  # a convolution without a ReLU after it stays linear
+
+
+def test_prepacked_weights_follow_a_weight_change():
+    model, x = tiny(), data(2)
+    packed = speed.prepack_cpu(model)
+    with torch.inference_mode():
+        packed(x)  # packs the weights once
+    new = randomize(get_model("fcn8s", width_divisor=16), seed=4).eval()
+    packed.load_state_dict(new.state_dict())
+    with torch.inference_mode():
+        assert rel_err(packed(x), new(x)) < 1e-5
+
+
+def test_packed_convolution_falls_back_with_autograd():
+    model, x = tiny(), data()
+    packed = speed.prepack_cpu(model)
+    x.requires_grad_(True)
+    packed(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_ceil_max_pooling_equals_caffe_pooling_bit_for_bit():
+    pool = Pooling(3, 2)
+    pool.layer_name = "pool1"
+    fast = speed.CeilMaxPooling(pool)
+    for shape in [(1, 4, 13, 20), (2, 3, 8, 9)]:
+        x = torch.randn(*shape)
+        assert torch.equal(fast(x), ops.pool2d(x, 3, 2))
+    padded = speed.CeilMaxPooling(Pooling(3, 2, pad=1))  # padding: Caffe's own path
+    x = torch.randn(1, 2, 7, 7)
+    assert torch.equal(padded(x), ops.pool2d(x, 3, 2, 1))
+
+
+def test_prepack_needs_a_family_net():
+    with pytest.raises(TypeError, match="family net"):
+        speed.prepack_cpu(nn.Sequential(nn.Conv2d(3, 3, 1)))
+
+
+def test_backend_flags_are_restored():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+              torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+    with speed.backend_flags(speed.FAST_TF32):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
+
+
+def test_exact_modes_are_the_fp32_ones():
+    assert {m.name for m in speed.MODES.values() if m.exact} == {"strict-fp32", "cpu-fast"}
+    assert speed.STRICT == speed.SpeedMode("strict-fp32", description=speed.STRICT.description)
+
+
+def test_set_threads():
+    previous = torch.get_num_threads()
+    try:
+        assert speed.set_threads(1) == 1 and torch.get_num_threads() == 1
+        with pytest.raises(ValueError):
+            speed.set_threads(0)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_count_flops_from_blob_shapes():
+    model, x = tiny("fcn16s"), data()
+    total, per_layer = speed.count_flops(model, data=x)
+    with torch.inference_mode():
+        blobs = model(x, return_blobs=True)
+    expected = {}
+    for record in model.caffe_layers():
+        module = getattr(model, record.name)
+        if type(module) is Convolution:  # every output value: C_in/group x kh x kw multiply-adds
+            w = module.weight.shape
+            expected[record.name] = 2 * w[1] * w[2] * w[3] * blobs[record.tops[0]].numel()
+        elif type(module) is Deconvolution:  # every input value: C_out/group x kh x kw
+            w = module.weight.shape
+            expected[record.name] = 2 * w[1] * w[2] * w[3] * blobs[record.bottoms[0]].numel()
+    assert per_layer == expected and total == sum(expected.values())
+
+
+def test_compile_failure_gives_the_eager_model(monkeypatch):
+    model = tiny()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    result = speed.compile_model(model, {"data": data()})
+    assert result.model is model and not result.compiled
+    assert "RuntimeError: no compiler here" in result.reason and "second line" not in result.reason
+
+
+# -- benchmarks/gpu_check.py helpers -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpu_check():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_synthetic_sizes_look_like_seg11valid(gpu_check):
+    import numpy as np
+    sizes = gpu_check.image_sizes(736, 1.0, np.random.default_rng(0))
+    assert len(sizes) == 736
+    assert all(max(s) == gpu_check.LONG_SIDE for s in sizes)
+    assert all(gpu_check.SHORT_RANGE[0] <= min(s) <= gpu_check.LONG_SIDE for s in sizes)
+    landscape = sum(w == gpu_check.LONG_SIDE and h < w for h, w in sizes) / len(sizes)
+    assert abs(landscape - gpu_check.LANDSCAPE) < 0.1
+    assert max(set(sizes), key=sizes.count) == (375, 500)
+
+
+def test_buckets_hold_equal_sizes_and_every_image_once(gpu_check):
+    sizes = [(3, 4), (5, 6), (3, 4), (3, 4), (5, 6), (7, 8)]
+    batches = gpu_check.buckets(sizes, 2)
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    assert all(len(b) <= 2 and len({sizes[i] for i in b}) == 1 for b in batches)
+    assert math.ceil(3 / 2) + 1 + 1 == len(batches)
