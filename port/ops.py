@@ -110,6 +110,18 @@ def _pool_counts(size: int, out: int, kernel: int, stride: int, pad: int,
     return (end - start).to(dtype)
 
 
+def _torch_ceil_pool_agrees(height: int, width: int, kernel: tuple[int, int], stride: tuple[int, int],
+                            pad: tuple[int, int], caffe: tuple[int, int]) -> bool:
+    """Whether ``F.max_pool2d(..., ceil_mode=True)`` makes Caffe's windows: PyTorch needs
+    pad <= kernel / 2, and drops a last window starting in the padding even when pad is 0
+    (Caffe applies that rule only with padding), so the sizes must be compared."""
+    def torch_size(size: int, k: int, s: int, p: int) -> int:
+        out = -(-(size + 2 * p - k) // s) + 1
+        return out - 1 if (out - 1) * s >= size + p else out
+    return all(2 * p <= k and torch_size(n, k, s, p) == o
+               for n, k, s, p, o in zip((height, width), kernel, stride, pad, caffe))
+
+
 def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[int] = 1,
            pad: int | Sequence[int] = 0, mode: str = "MAX", global_pooling: bool = False,
            layer: str = "") -> torch.Tensor:
@@ -135,7 +147,11 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
     bottom_pad = (oh - 1) * sh + kh - ph - height
     right_pad = (ow - 1) * sw + kw - pw - width
     padding = (pw, right_pad, ph, bottom_pad)
-    if mode == "MAX":
+    if mode == "MAX" and _torch_ceil_pool_agrees(height, width, (kh, kw), (sh, sw), (ph, pw), (oh, ow)):
+        # Same windows without a padded copy (pool1 of FCN-8s: ~3x faster on a CPU). Every
+        # window then overlaps the input, so implicit -inf padding never wins, as in Caffe.
+        y = F.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode=True)
+    elif mode == "MAX":
         lowest = float(torch.finfo(x.dtype).min)  # -FLT_MAX, Caffe's initial maxval
         y = F.max_pool2d(F.pad(x, padding, value=lowest), (kh, kw), (sh, sw))
     elif mode == "AVE":
