@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 from port import ops
-from port.models._layers import Convolution, Deconvolution, Pooling
+from port.models._layers import Convolution, Deconvolution
 
 __all__ = ["SpeedMode", "STRICT", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
-           "PackedConvolution", "CeilMaxPooling", "set_backend_flags", "backend_flags", "autocast", "to_input",
+           "PackedConvolution", "set_backend_flags", "backend_flags", "autocast", "to_input",
            "set_threads", "prepack_cpu", "prepare_model", "compile_model", "CompileResult",
            "count_flops"]
 
@@ -183,27 +183,6 @@ class PackedConvolution(Convolution):
             list(self.dilation), self.groups, "relu" if self.relu else "none", [], "")
 
 
-class CeilMaxPooling(Pooling):
-    """Caffe MAX ``Pooling`` without padding through ``max_pool2d(ceil_mode=True)``, which
-    clips the last window to the input as Caffe does (pooling_layer.cpp), instead of
-    :func:`port.ops.pool2d`'s copy of the whole input padded with -FLT_MAX (the copy costs
-    more than the pooling on the large early maps). Used only where PyTorch's ceil-mode size
-    equals Caffe's (:func:`port.ops.pool_output_size`); otherwise, and on any other input,
-    :func:`port.ops.pool2d` runs. Bit-identical: the same maximum of the same values."""
-
-    def __init__(self, pool: Pooling):
-        super().__init__(pool.kernel, pool.stride, pool.pad, pool.mode)
-        self.layer_name = pool.layer_name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode != "MAX" or self.pad != 0 or x.dim() != 4:
-            return super().forward(x)
-        y = torch.nn.functional.max_pool2d(x, self.kernel, self.stride, ceil_mode=True)
-        expected = tuple(ops.pool_output_size(int(s), self.kernel, self.stride, 0, self.layer_name)
-                         for s in x.shape[2:])
-        return y if tuple(y.shape[2:]) == expected else super().forward(x)
-
-
 def _fusable_relus(model: nn.Module) -> dict[str, str]:
     """Convolution name -> the in-place ReLU that directly follows it in the net's layer
     records (``model.caffe_layers()``), for the plain (non-leaky) ``nn.ReLU`` modules."""
@@ -220,8 +199,8 @@ def _fusable_relus(model: nn.Module) -> dict[str, str]:
 def prepack_cpu(model: nn.Module) -> nn.Module:
     """A copy of a :mod:`port.models` family net whose convolutions are
     :class:`PackedConvolution` (each fusing the in-place ReLU that follows it; that ReLU
-    becomes ``nn.Identity``) and whose unpadded MAX poolings are :class:`CeilMaxPooling`. Same parameters, same outputs bit for bit, fewer passes over
-    memory. Without oneDNN the copy is returned unchanged."""
+    becomes ``nn.Identity``). Same parameters, same outputs bit for bit, fewer passes over
+    memory (MAX pooling's fast path lives in :func:`port.ops.pool2d`). Without oneDNN the copy is returned unchanged."""
     if not hasattr(model, "caffe_layers"):
         raise TypeError(f"prepack_cpu needs a port.models family net (with caffe_layers()), "
                         f"got {type(model).__name__}")
@@ -232,8 +211,6 @@ def prepack_cpu(model: nn.Module) -> nn.Module:
     for name, module in list(model.named_children()):
         if type(module) is Convolution:
             setattr(model, name, PackedConvolution(module, relu=name in relus))
-        elif type(module) is Pooling and module.mode == "MAX" and module.pad == 0:
-            setattr(model, name, CeilMaxPooling(module))
     for relu in relus.values():
         setattr(model, relu, nn.Identity())
     return model

@@ -94,18 +94,6 @@ def test_packed_convolution_falls_back_with_autograd():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_ceil_max_pooling_equals_caffe_pooling_bit_for_bit():
-    pool = Pooling(3, 2)
-    pool.layer_name = "pool1"
-    fast = speed.CeilMaxPooling(pool)
-    for shape in [(1, 4, 13, 20), (2, 3, 8, 9)]:
-        x = torch.randn(*shape)
-        assert torch.equal(fast(x), ops.pool2d(x, 3, 2))
-    padded = speed.CeilMaxPooling(Pooling(3, 2, pad=1))  # padding: Caffe's own path
-    x = torch.randn(1, 2, 7, 7)
-    assert torch.equal(padded(x), ops.pool2d(x, 3, 2, 1))
-
-
 def test_prepack_needs_a_family_net():
     with pytest.raises(TypeError, match="family net"):
         speed.prepack_cpu(nn.Sequential(nn.Conv2d(3, 3, 1)))
