@@ -9,7 +9,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "inspect": ("port.caffe.inspect", "list layers, tops and blob shapes of a prototxt, caffemodel or .h5"),
+    "inspect": ("port.inspect", "list layers, tops and blob shapes of a prototxt, caffemodel or .h5"),
     "convert": ("port.convert", "convert a caffemodel (or .caffemodel.h5) to safetensors"),
     "forward": ("port.forward", "run a net on input arrays and write its outputs or every blob"),
     "selfcheck": ("port.selfcheck", "compare a device/precision against CPU fp32 on random weights"),

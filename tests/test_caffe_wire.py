@@ -188,6 +188,27 @@ def test_hdf5_badly_named_blobs(tmp_path):
     assert err.value.field == "conv"
 
 
+
+def test_hdf5_dataset_claiming_more_than_the_file(tmp_path):
+    """A dataset with no stored data (HDF5 fills it) must not make the reader allocate it."""
+    path = tmp_path / "sparse.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data/conv/0", shape=(1024, 1024), dtype=np.float32)  # never written
+    with pytest.raises(CaffeFormatError, match="more than the") as err:
+        load_caffemodel(path)
+    assert err.value.where == "/data/conv/0" and err.value.field == "conv blobs[0]"
+    assert path.stat().st_size < 1024 * 1024 * np.dtype(np.float32).itemsize
+
+
+def test_hdf5_blob_shape_caffe_refuses(tmp_path):
+    path = tmp_path / "wide.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data/conv/0", shape=(0, 2**20, 2**20), dtype=np.float32)
+    with pytest.raises(CaffeFormatError, match="INT_MAX") as err:
+        load_caffemodel(path)
+    assert err.value.field == "conv blobs[0]"
+
+
 def test_write_is_atomic(tiny, tmp_path, monkeypatch):
     target = tmp_path / "w.caffemodel"
     target.write_bytes(b"old")

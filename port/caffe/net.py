@@ -41,6 +41,8 @@ _V1_COPIED = ("name", "bottom", "top", "include", "exclude", "blobs", "loss_weig
 LEGACY_BLOB_AXES = {"Convolution": (4, 1), "Deconvolution": (4, 1), "InnerProduct": (2, 1),
                     "Embed": (2, 1), "PReLU": (1,), "BatchNorm": (1, 1, 1)}
 LEGACY_AXES = 4  # num, channels, height, width
+MAX_BLOB_AXES = 32  # kMaxBlobAxes (include/caffe/blob.hpp)
+INT_MAX = 2**31 - 1  # Blob::Reshape keeps count_ an int: CHECK_LE(shape[i], INT_MAX / count_)
 
 
 @dataclass(frozen=True)
@@ -215,9 +217,30 @@ def _blob_shape(blob: Message, layer_type: str, index: int, path, where, label) 
             shape = shape[LEGACY_AXES - axes[index]:]
     else:
         shape = tuple(blob.shape.dim)
-    if any(d < 0 for d in shape):
-        raise CaffeFormatError(path, where, label, f"negative dimension in shape {shape}")
+    check_blob_shape(shape, path, where, label)
     return shape
+
+
+def check_blob_shape(shape: tuple[int, ...], path, where: str, label: str) -> None:
+    """Reject a shape Caffe's ``Blob::Reshape`` (blob.cpp) refuses: more than
+    ``kMaxBlobAxes`` axes, a negative dimension, or a count past ``INT_MAX``.
+
+    Caffe stops checking once a 0 dimension makes its count 0; here the non-zero dimensions
+    of such an empty blob must multiply to ``INT_MAX`` at most too (Caffe holds each
+    dimension as an int, and numpy cannot shape an array whose nominal size overflows).
+    """
+    if len(shape) > MAX_BLOB_AXES:
+        raise CaffeFormatError(path, where, label,
+                               f"{len(shape)} axes; a blob has at most {MAX_BLOB_AXES}")
+    for axis, d in enumerate(shape):
+        if d < 0:
+            raise CaffeFormatError(path, where, label,
+                                   f"negative dimension {d} at axis {axis} of shape {shape}")
+    count = math.prod(d for d in shape if d)
+    if count > INT_MAX:
+        what = "its non-zero dimensions multiply to" if 0 in shape else "its count is"
+        raise CaffeFormatError(path, where, label, f"shape {shape}: {what} {count}, "
+                               f"more than INT_MAX ({INT_MAX}), the most a Caffe blob holds")
 
 
 def netdef_from_message(msg: Message, path: str | os.PathLike | None = None) -> NetDef:
