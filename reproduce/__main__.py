@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
+from port import speed
 from reproduce import distributed as dist_
 from reproduce import harness as H
 from reproduce.checkpoint import CheckpointError, RunIdentity
@@ -44,9 +45,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fast", action="store_true",
-                           help=f"the measured fast mode ({H.FAST.description})")
-    precision.add_argument("--precision", choices=sorted(H.PRECISION_MODES),
-                           help="a named precision mode (default strict-fp32)")
+                           help=f"the measured fast mode, {H.FAST.name} ({H.FAST.description}); "
+                                f"its agreement with strict fp32 is in benchmarks/RESULTS.md")
+    precision.add_argument("--precision", choices=list(H.PRECISION_MODES),
+                           help=f"a named precision mode of port.speed (default "
+                                f"{speed.STRICT.name})")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.json")
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
                    help="write a checkpoint every N images (0: only on a signal and at the end)")
@@ -71,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, device: torch.device, out: Path) -> H.EvalConfig:
-    mode = H.FAST if args.fast else H.PRECISION_MODES[args.precision or H.STRICT.name]
+    mode = H.FAST if args.fast else H.PRECISION_MODES[args.precision or speed.STRICT.name]
     workers = args.workers
     if workers is None:
         workers = min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1) if device.type == "cuda" else 0
@@ -127,12 +130,13 @@ def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, 
     from port.models import get_meta, get_model
     builder = args.model.replace("-", "_")
     meta = get_meta(builder)
-    weights = H.resolve_weights(builder, args.weights, args.cache)
-    model = H.prepare_model(get_model(builder, weights=weights.path), config)
     name = args.dataset or meta.dataset
     options = {"inputs": meta.inputs} if name == "nyud" else {}
     root, download = _data_root(args)
+    # the data first: a wrong --data must not wait for (or fail on) a weights download
     dataset = H.open_dataset(name, root, args.split, download=download, **options)
+    weights = H.resolve_weights(builder, args.weights, args.cache)
+    model = H.prepare_model(get_model(builder, weights=weights.path), config)
     tasks = tuple(H.Task(o, _label_key(dataset, o), tuple(c), H.meta_loss_spec(meta, o))
                   for o, c in zip(meta.outputs, meta.classes))
     identity = RunIdentity(builder, name, dataset.split, weights.sha256,
@@ -157,12 +161,13 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
     if args.weights is None:
         raise H.ResolveError("--net needs --weights (a .caffemodel, .caffemodel.h5 or converted "
                              ".safetensors)")
+    name = args.dataset or "voc"
+    root, download = _data_root(args)
+    H.find_dataset(name, root, args.split, download=download)  # before loading the weights
     model, sha = H.caffenet_from_files(args.net, Path(args.weights))
     model = H.prepare_model(model, config)
-    name = args.dataset or "voc"
     preprocess = _net_preprocess(name, model.input_names)
     options = {"inputs": tuple(preprocess)} if name == "nyud" else {}
-    root, download = _data_root(args)
     dataset = H.open_dataset(name, root, args.split, download=download, **options)
     blobs = args.score_blob or (["score_sem", "score_geo"] if name == "siftflow" else ["score"])
     classes = {"sem": dataset.class_names, "geo": dataset.class_names}
@@ -186,6 +191,7 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
 def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
             config: H.EvalConfig, ctx: dist_.DistContext, extra: dict,
             table_model: str | None) -> None:
+    from dataclasses import asdict
     from reproduce import report as R
     targets = (R.published_targets(table_model, spec.identity.split,
                                    [t.output for t in spec.tasks]) if table_model else [])
@@ -196,11 +202,15 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
                      device=str(config.device), device_name=_device_name(config.device),
                      precision=config.precision.name,
                      precision_description=config.precision.description,
-                     world_size=ctx.world_size, extra=extra)
+                     world_size=ctx.world_size, limit=args.limit,
+                     split_size=len(spec.dataset.ids),
+                     extra={**extra, "precision_mode": asdict(config.precision)})
     paths = R.write_report(config.out, result, info, spec.tasks, rows)
     print(f"\n{spec.identity.model} on {spec.identity.dataset} {spec.identity.split}: "
-          f"{result.images} images, {len(result.skipped)} skipped, {result.seconds:.1f} s, "
+          f"{R.coverage_text(info, result)}, {result.seconds:.1f} s, "
           f"{config.precision.name} on {info.device_name}")
+    if R.is_partial(info, result):
+        print(R.partial_warning(info, result))
     print(R.format_table(rows))
     print(f"report: {paths['json']}  {paths['md']}  {paths['plot']}")
 
@@ -249,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except H.Interrupted as exc:
         print(f"python -m reproduce: {exc}", file=sys.stderr)
         return EXIT_SIGNAL_BASE + int(exc.signum)
-    except (H.BadItemError, H.StoppedByPeer) as exc:
+    except H.BadItemError as exc:
         print(f"python -m reproduce: {exc}", file=sys.stderr)
         return EXIT_BAD_ITEM
     except _expected_errors() as exc:

@@ -1,29 +1,29 @@
-"""Atomic files, evaluation checkpoints and ``--resume``, and stopping cleanly on a signal.
+"""Evaluation checkpoints and ``--resume``, and stopping cleanly on a signal.
 
 A checkpoint is what an interrupted evaluation needs to continue without counting an image
 twice or mixing two runs: the partial confusion matrix of each scored output (int64, exact,
 as upstream ``score.py``'s ``fast_hist`` sums), the float64 sum of the per-image losses and
 the images counted in it (``score.py``'s ``loss``), the ids done, the bad items skipped, and the
 identity of the run (model, split, weights SHA-256, preprocessing, precision). It is JSON —
-readable, and never unpickled — written to a temporary name beside the target, fsync'ed, then
-``os.replace``'d, so a kill at any moment leaves the previous checkpoint or the new one.
+readable, and never unpickled — written through the project's one atomic writer,
+``port.caffe.writer.atomic_open`` (a temporary name beside the target, fsync'ed, then
+``os.replace``'d, with the user's umask), so a kill at any moment leaves the previous
+checkpoint or the new one.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from port.caffe.writer import atomic_open
+
 __all__ = [
-    "atomic_path", "write_bytes_atomic", "write_text_atomic", "CheckpointError",
+    "write_text_atomic", "CheckpointError",
     "CheckpointMismatchError", "RunIdentity", "Checkpoint", "save_checkpoint",
     "load_checkpoint", "CHECKPOINT_NAME", "StopRequest",
 ]
@@ -33,38 +33,14 @@ _FORMAT = "fcn-port-eval-checkpoint"
 _VERSION = 2  # 2: per-task loss sums; a version-1 file lacks them and is refused
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
-
-    On any exception the temporary file is removed and ``path`` is left as it was.
-    """
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """``text`` as UTF-8 at ``path`` (its folder made if missing) through
+    ``port.caffe.writer.atomic_open``: all of it or, on any error, the file as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a synced temporary file and ``os.replace``."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    return Path(path)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """:func:`write_bytes_atomic` for UTF-8 text."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    with atomic_open(path) as handle:
+        handle.write(text.encode("utf-8"))
+    return path
 
 
 class CheckpointError(ValueError):

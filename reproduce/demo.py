@@ -24,10 +24,22 @@ import torch
 from PIL import Image
 
 from reproduce import harness as H
-from reproduce.checkpoint import atomic_path, write_text_atomic
+from port import speed
+from port.caffe.writer import atomic_open
+from reproduce.checkpoint import write_text_atomic
 from reproduce.palette import colour_to_label, overlay, save_label_png
 
 __all__ = ["DemoResult", "compare_with_reference", "predict_image", "main"]
+
+#: ``python -m reproduce demo --help``: what the command does, in whole sentences.
+DESCRIPTION = (
+    "Run the ported FCN-8s on the upstream demo image (demo/image.jpg, VOC 2007_000129) as "
+    "upstream infer.py does (BGR minus the VOC mean, forward, argmax over the classes) in strict "
+    "fp32, and compare the prediction pixel by pixel with the released demo/output.png. The "
+    "image and output come from $FCN_PORT_UPSTREAM or ../shared/upstream, else they are fetched "
+    "and checksum-verified from the upstream repository at commit 1305c73. Writes "
+    "prediction.png (VOC palette), overlay.png (image | released | ours) and demo.json (the "
+    "agreement, the differing pixels, the classes of each) into --out.")
 
 DEMO_FILES = {"image": ("demo/image.jpg", "demo/image"), "output": ("demo/output.png", "demo/output")}
 
@@ -73,18 +85,24 @@ def write_demo(out: Path, rgb: np.ndarray, result: DemoResult, info: dict) -> No
     save_label_png(result.prediction, out / "prediction.png")
     released = np.where(result.reference >= 0, result.reference, 0)
     side = np.concatenate([rgb, overlay(rgb, released), overlay(rgb, result.prediction)], axis=1)
-    with atomic_path(out / "overlay.png") as tmp:
-        Image.fromarray(side).save(tmp, format="PNG")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out / "overlay.png") as handle:
+        Image.fromarray(side).save(handle, format="PNG")
     write_text_atomic(out / "demo.json", json.dumps({**info, **result.as_dict()}, indent=1) + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reproduce demo", description=__doc__.split("\n")[0])
-    p.add_argument("--weights", help="fcn8s weights (default: the released caffemodel)")
+    p = argparse.ArgumentParser(prog="python -m reproduce demo", description=DESCRIPTION)
+    p.add_argument("--weights", help="fcn8s weights: .safetensors, .caffemodel or "
+                   ".caffemodel.h5 (default: the released fcn8s-heavy-pascal.caffemodel, "
+                   "fetched, verified and converted once)")
     p.add_argument("--device", choices=("cuda", "cpu"),
-                   default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path, default=H.REPO_ROOT / "reports" / "demo")
-    p.add_argument("--cache", type=Path, help="download/conversion cache")
+                   default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the net runs (default: cuda when available)")
+    p.add_argument("--out", type=Path, default=H.REPO_ROOT / "reports" / "demo",
+                   help="folder for prediction.png, overlay.png and demo.json "
+                        "(default: reports/demo)")
+    p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
     return p
 
 
@@ -92,14 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from port.models import get_meta, get_model
     args = _parser().parse_args(argv)
     device = torch.device(args.device)
-    H.apply_precision(H.STRICT)
     paths = {k: H.upstream_file(*v) for k, v in DEMO_FILES.items()}
     weights = H.resolve_weights("fcn8s", args.weights, args.cache)
     meta = get_meta("fcn8s")
     model = H.prepare_model(get_model("fcn8s", weights=weights.path), H.EvalConfig(device=device))
     rgb = np.array(Image.open(paths["image"]).convert("RGB"))
-    prediction = predict_image(H.ModelPredictor(model, meta.inputs, meta.outputs),
-                               meta.preprocess[0], rgb, device)
+    with speed.backend_flags(speed.STRICT):  # infer.py's numbers: IEEE fp32, no TF32
+        prediction = predict_image(H.ModelPredictor(model, meta.inputs, meta.outputs),
+                                   meta.preprocess[0], rgb, device)
     result = compare_with_reference(prediction, np.array(Image.open(paths["output"]).convert("RGB")))
     write_demo(args.out, rgb, result, {"image": str(paths["image"]), "released_output":
                                        str(paths["output"]), "weights_sha256": weights.sha256})

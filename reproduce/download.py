@@ -2,8 +2,9 @@
 
 `fetch` streams with a tqdm progress bar into `<name>.part` beside the destination, resumes a
 partial file with an HTTP Range request (restarting cleanly when a server ignores Range and
-answers 200), retries transient failures with exponential backoff, moves on to the next mirror
-on a 404, and checks md5/sha1/sha256 before the final `os.replace`: a file that fails never
+answers 200), retries transient failures (timeouts, 5xx, connections cut mid-way) with
+exponential backoff, moves on to the next mirror at once on a 404 or when the host cannot be
+reached at all (its name does not resolve, the connection is refused), and checks md5/sha1/sha256 before the final `os.replace`: a file that fails never
 appears under its final name. An fcntl lock beside the file keeps two processes from
 downloading it at once; a verified file already there is returned without a request.
 
@@ -20,6 +21,7 @@ import os
 import posixpath
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
 import time
@@ -42,6 +44,9 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # What a broken or timed-out transfer raises, from requests, urllib3's raw stream or sockets.
 TRANSFER_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError,
                    ConnectionError, TimeoutError)
+# What a host that cannot be reached raises under urllib3's NewConnectionError (a connect that
+# failed at once, as opposed to ConnectTimeoutError): retrying the same URL cannot help.
+UNREACHABLE_ERRORS = (socket.gaierror, ConnectionRefusedError, urllib3.exceptions.NewConnectionError)
 ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
 _HASH_BLOCK = 1 << 20
 
@@ -241,6 +246,26 @@ def _stream_body(response: requests.Response, part: Path, offset: int, policy: _
         raise _Retryable(f"{response.url}: transfer ended at byte {size} of {total}")
 
 
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and everything it wraps: its cause/context chain and the exceptions requests and
+    urllib3 carry in ``args`` or ``reason`` (MaxRetryError.reason is the connect error)."""
+    seen, stack = set(), [err]
+    while stack:
+        exc = stack.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        yield exc
+        linked = [exc.__cause__, exc.__context__, getattr(exc, "reason", None), *exc.args]
+        stack += [e for e in linked if isinstance(e, BaseException)]
+
+
+def _unreachable(err: BaseException) -> bool:
+    """True when the host could not be reached at all (no such name, connection refused):
+    another attempt at the same URL would fail the same way, so go to the next mirror now."""
+    return any(isinstance(e, UNREACHABLE_ERRORS) for e in _causes(err))
+
+
 def _download_once(http: requests.Session, url: str, part: Path, policy: _Policy) -> None:
     have = part.stat().st_size if part.exists() else 0
     # identity: a server's gzip Content-Encoding undone on the fly would change the bytes
@@ -252,6 +277,9 @@ def _download_once(http: requests.Session, url: str, part: Path, policy: _Policy
             if offset is not None:
                 _stream_body(response, part, offset, policy)
     except TRANSFER_ERRORS as err:
+        if _unreachable(err):
+            raise _Unavailable(f"{url}: cannot reach the host ({type(err).__name__}: {err}); "
+                               f"not retried") from err
         raise _Retryable(f"{url}: {type(err).__name__}: {err}") from err
 
 

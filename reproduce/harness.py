@@ -8,7 +8,8 @@ that the net's own ``SoftmaxWithLoss`` consumes (SIFT Flow: ``loss`` on ``score_
 ``loss_geo`` on ``score_geo``), with that layer's settings, summed in float64 — with what a
 long run needs around it:
 
-- precision modes (strict fp32 by default, the measured fast mode on request), applied once;
+- precision modes (strict fp32 by default, the measured fast mode on request): ``port.speed``'s
+  modes, their backend flags set for the run and restored after it;
 - several processes (``torchrun``): each takes its own shard, the matrices are summed exactly
   (``reproduce.distributed``); all ranks step in lockstep, so a stop on any rank (a signal, a
   bad item) is agreed by all, checkpointed once and obeyed by all;
@@ -32,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from port import speed
 from reproduce import distributed as dist_
 from reproduce.checkpoint import (
     CHECKPOINT_NAME, Checkpoint, RunIdentity, StopRequest, load_checkpoint, save_checkpoint,
@@ -39,57 +41,20 @@ from reproduce.checkpoint import (
 from reproduce.metrics import ConfusionMatrix, Scores, scores_from_matrix
 
 __all__ = [
-    "PrecisionMode", "PRECISION_MODES", "STRICT", "FAST", "precision_context", "LossSpec",
-    "Task", "net_loss_specs", "meta_loss_spec", "image_loss", "EvalSpec", "EvalConfig",
-    "EvalResult", "BadItemError", "Interrupted", "StoppedByPeer", "evaluate", "item_loader",
+    "PRECISION_MODES", "FAST", "LossSpec", "Task", "net_loss_specs", "meta_loss_spec",
+    "image_loss", "EvalSpec", "EvalConfig", "EvalResult", "BadItemError", "Interrupted",
+    "evaluate", "item_loader",
 ]
 
 
 # --------------------------------------------------------------------------- precision modes
-@dataclass(frozen=True)
-class PrecisionMode:
-    """A named numeric setting of the evaluation; the report records which one ran.
-
-    ``tf32``: TF32 tensor cores for matmul and cuDNN convolutions (10-bit mantissa inputs);
-    ``channels_last``: NHWC memory format for the model and inputs; ``autocast``: a lower
-    precision dtype for autocast (``"bfloat16"``) or None; ``cudnn_benchmark``: let cuDNN time
-    and pick algorithms (non-deterministic choice), instead of deterministic ones.
-    """
-
-    name: str
-    tf32: bool = False
-    channels_last: bool = False
-    autocast: str | None = None
-    cudnn_benchmark: bool = False
-    description: str = ""
-
-
-#: Reproduction first: IEEE fp32 everywhere, deterministic cuDNN algorithms.
-STRICT = PrecisionMode("strict-fp32", description="fp32, TF32 off (matmul and cuDNN), "
-                       "deterministic cuDNN")
-#: The fast mode of ``--fast`` (its agreement with STRICT is measured in benchmarks/).
-FAST = PrecisionMode("fast-tf32", tf32=True, channels_last=True, cudnn_benchmark=True,
-                     description="TF32 matmul and cuDNN, channels_last, cudnn.benchmark")
-FAST_BF16 = PrecisionMode("fast-bf16", tf32=True, channels_last=True, autocast="bfloat16",
-                          cudnn_benchmark=True,
-                          description="bf16 autocast, TF32, channels_last, cudnn.benchmark")
-PRECISION_MODES: dict[str, PrecisionMode] = {m.name: m for m in (STRICT, FAST, FAST_BF16)}
-
-
-def apply_precision(mode: PrecisionMode) -> None:
-    """Set the global backend flags of ``mode`` (process-wide, as torch keeps them)."""
-    torch.backends.cuda.matmul.allow_tf32 = mode.tf32
-    torch.backends.cudnn.allow_tf32 = mode.tf32
-    torch.backends.cudnn.benchmark = mode.cudnn_benchmark
-    torch.backends.cudnn.deterministic = not mode.cudnn_benchmark
-    torch.set_float32_matmul_precision("high" if mode.tf32 else "highest")
-
-
-def precision_context(mode: PrecisionMode, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context of ``mode`` on ``device`` (a no-op context for fp32 modes)."""
-    if mode.autocast is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=getattr(torch, mode.autocast))
+#: The precision modes the command line offers, by name: exactly ``port.speed``'s modes (the
+#: ones ``benchmarks/gpu_check.py`` measures against strict fp32), never a copy of them.
+PRECISION_MODES: dict[str, speed.SpeedMode] = {
+    m.name: m for m in (speed.STRICT, speed.FAST_TF32, speed.FAST_BF16)}
+#: ``--fast``: TF32 tensor cores, channels_last, cudnn.benchmark (``port.speed.FAST_TF32``);
+#: its mean IU and argmax agreement with strict fp32 are measured by benchmarks/gpu_check.py.
+FAST = speed.FAST_TF32
 
 
 # ---------------------------------------------------------------------------- what to score
@@ -187,7 +152,7 @@ class EvalConfig:
     """How it is evaluated (none of this changes the confusion matrix in strict mode)."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    precision: PrecisionMode = STRICT
+    precision: speed.SpeedMode = speed.STRICT
     out: Path | None = None
     resume: bool = False
     checkpoint_every: int = 0
@@ -210,14 +175,25 @@ class EvalResult:
     overlays: dict[str, np.ndarray] = field(default_factory=dict)  # id -> side-by-side RGB
 
 
-class BadItemError(RuntimeError):
-    """An image or label of the split that cannot be read (stop by default)."""
+def _describe_bad(item_id: str, path: str | None, reason: str, rank: int | None) -> str:
+    where = "" if rank is None else f" on rank {rank}"
+    return f"bad item {item_id!r} ({path or 'path unknown'}){where}: {reason}"
 
-    def __init__(self, item_id: str, path: str | None, reason: str):
-        super().__init__(f"bad item {item_id!r} ({path or 'path unknown'}): {reason}\n"
+
+class BadItemError(RuntimeError):
+    """An image or label of the split that cannot be read (stop by default). Under torchrun
+    every rank raises it for the same item, whichever rank met it (``rank``; None: one process);
+    ``others`` are the bad items other ranks met at the same step."""
+
+    def __init__(self, item_id: str, path: str | None, reason: str, rank: int | None = None,
+                 others: Sequence[dict] = ()):
+        also = "".join(f"\nalso {_describe_bad(o['id'], o.get('path'), o['error'], o.get('rank'))}"
+                       for o in others)
+        super().__init__(f"{_describe_bad(item_id, path, reason, rank)}{also}\n"
                          f"fix or remove it, or pass --skip-bad to record it and go on "
                          f"(then --resume continues from the last checkpoint)")
-        self.item_id, self.path, self.reason = item_id, path, reason
+        self.item_id, self.path, self.reason, self.rank = item_id, path, reason, rank
+        self.others = list(others)
 
 
 class Interrupted(RuntimeError):
@@ -227,10 +203,6 @@ class Interrupted(RuntimeError):
         super().__init__(f"stopped by signal {signum}; checkpoint {checkpoint} "
                          f"(continue with --resume)")
         self.signum, self.checkpoint = signum, checkpoint
-
-
-class StoppedByPeer(RuntimeError):
-    """Another rank met a bad item; this rank checkpointed with it and stops too."""
 
 
 # ------------------------------------------------------------------------------ item loading
@@ -385,14 +357,9 @@ def _save(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State
 
 # ------------------------------------------------------------------------------ one image
 def _to_device(inputs: Mapping[str, torch.Tensor], config: EvalConfig) -> dict[str, torch.Tensor]:
-    """The inputs as a batch of one on the device (channels_last in the fast modes)."""
-    out = {}
-    for name, value in inputs.items():
-        batch = value.to(config.device, non_blocking=True)[None]
-        if config.precision.channels_last and batch.dim() == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        out[name] = batch
-    return out
+    """The inputs as a batch of one on the device, in the mode's memory format."""
+    return {name: speed.to_input(value.to(config.device, non_blocking=True)[None], config.precision)
+            for name, value in inputs.items()}
 
 
 def _label_for(task: Task, labels: Any) -> torch.Tensor:
@@ -424,7 +391,7 @@ def _keep_overlay(spec: EvalSpec, st: _State, item: dict, pred: np.ndarray,
 def _score_item(spec: EvalSpec, config: EvalConfig, st: _State, item: dict,
                 overlay_ids: set[str]) -> None:
     """Forward one image, argmax each scored blob (first maximum, as numpy), count it."""
-    with torch.inference_mode(), precision_context(config.precision, config.device):
+    with torch.inference_mode(), speed.autocast(config.precision, config.device):
         outputs = spec.predict(_to_device(item["inputs"], config))
     for n, task in enumerate(spec.tasks):
         if task.output not in outputs:
@@ -509,12 +476,23 @@ def _images_at(st: _State, step: int) -> int:
     return sum(step < len(s) for s in st.shards)
 
 
-def _raise_stop(code: int, bad: dict | None, signum: int | None, path: Path | None) -> None:
+def _bad_items(bad: dict | None, ctx: dist_.DistContext) -> list[dict]:
+    """The bad items every rank met at this step, in rank order, each with its ``rank`` (None
+    in a single process). Collective: all ranks call it once they agreed to stop for one."""
+    if not ctx.is_distributed:
+        return [bad] if bad is not None else []
+    return [{**b, "rank": rank} for rank, b in enumerate(dist_.gather_objects(bad, ctx))
+            if b is not None]
+
+
+def _raise_stop(code: int, bads: list[dict], signum: int | None, path: Path | None) -> None:
     import signal
-    if code == _BAD and bad is not None:
-        raise BadItemError(bad["id"], bad.get("path"), bad["error"])
-    if code == _BAD:
-        raise StoppedByPeer(f"another rank met a bad item; checkpoint {path}")
+    if code == _BAD and bads:
+        first = bads[0]
+        raise BadItemError(first["id"], first.get("path"), first["error"], first.get("rank"),
+                           bads[1:])
+    if code == _BAD:  # cannot happen: a rank asked to stop for a bad item without one
+        raise RuntimeError(f"a rank stopped for a bad item it did not report; checkpoint {path}")
     raise Interrupted(signum or signal.SIGTERM, path)
 
 
@@ -538,7 +516,8 @@ def _loop(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State
                 if code != _GO or (every and (step + 1) % every == 0):
                     path = _save(spec, config, ctx, st, time.perf_counter() - started)
                 if code != _GO:
-                    _raise_stop(code, bad, stop.signum, path)
+                    bads = _bad_items(bad, ctx) if code == _BAD else []
+                    _raise_stop(code, bads, stop.signum, path)
     finally:
         progress.close()
 
@@ -554,14 +533,16 @@ def evaluate(spec: EvalSpec, config: EvalConfig,
              ctx: dist_.DistContext | None = None) -> EvalResult | None:
     """Evaluate ``spec`` under ``config``; the summed result on rank 0, None on other ranks.
 
-    Raises :class:`BadItemError`, :class:`Interrupted` or :class:`StoppedByPeer` after writing
-    a checkpoint (when ``config.out`` is set).
+    Runs under the backend flags of ``config.precision`` (``port.speed.backend_flags``; the
+    previous flags are restored after). Raises :class:`BadItemError` (on every rank, naming the
+    item whichever rank met it) or :class:`Interrupted` after writing a checkpoint (when
+    ``config.out`` is set).
     """
     ctx = ctx or dist_.DistContext()
-    apply_precision(config.precision)
     st = _start(spec, config, ctx)
     started = time.perf_counter()
-    _loop(spec, config, ctx, st, started)
+    with speed.backend_flags(config.precision):
+        _loop(spec, config, ctx, st, started)
     seconds = time.perf_counter() - started
     merged = _merge(spec, ctx, st)
     _save(spec, config, ctx, st, seconds, merged)  # the final, complete checkpoint
@@ -730,17 +711,25 @@ def _split_options(name: str, root: Path, split: str) -> dict[str, Any]:
     return {"split_file": upstream_file(*UPSTREAM_SPLITS[(name, split)])}
 
 
-def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
-                 **options: Any) -> Any:
-    """The reader of dataset ``name`` at or under ``root`` (fetched first if ``download`` and
-    absent); says which folder it found."""
-    from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_dataset, locate
+def find_dataset(name: str, root: Path, split: str | None, *, download: bool = False) -> None:
+    """Make sure dataset ``name`` is at or under ``root``: fetched there if ``download`` and
+    absent, else ``DatasetNotFoundError`` naming ``root``. Cheap; the command line calls it
+    before anything slow (a weights download, loading a caffemodel)."""
+    from reproduce.datasets import DatasetNotFoundError, locate
     try:
         locate(name, root, split)
     except DatasetNotFoundError:
         if not download:
             raise
         _fetch_dataset(name, root)
+
+
+def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
+                 **options: Any) -> Any:
+    """The reader of dataset ``name`` at or under ``root`` (fetched first if ``download`` and
+    absent); says which folder it found."""
+    from reproduce.datasets import MissingFileError, get_dataset
+    find_dataset(name, root, split, download=download)
     if split is not None:
         options = {**_split_options(name, root, split), **options}
     try:
@@ -777,11 +766,9 @@ class ModelPredictor:
 
 
 def prepare_model(model: torch.nn.Module, config: EvalConfig) -> torch.nn.Module:
-    """The model in eval mode on the device, in the precision mode's memory format."""
-    model = model.eval().to(config.device)
-    if config.precision.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    """The model in eval mode on the device, laid out for the precision mode
+    (``port.speed.prepare_model``: the memory format and CPU prepacking the mode names)."""
+    return speed.prepare_model(model, config.precision, config.device)
 
 
 class CaffeNetPredictor:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reproduce.checkpoint import atomic_path
+from port.caffe.writer import atomic_open
 
 __all__ = [
     "PaletteError", "voc_palette", "VOID_LABEL", "to_palette_image", "save_label_png",
@@ -66,8 +66,9 @@ def save_label_png(label: np.ndarray, path: str | Path) -> Path:
     """Write ``label`` as a VOC palette PNG at ``path``, atomically; return the path."""
     path = Path(path)
     image = to_palette_image(label, name=str(path))
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as handle:
+        image.save(handle, format="PNG")
     return path
 
 

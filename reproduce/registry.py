@@ -21,9 +21,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
+
+from port.caffe.writer import atomic_open
 
 ENV_CACHE = "FCN_PORT_CACHE"
 ENV_MIRRORS = "FCN_PORT_MIRRORS"
@@ -367,22 +368,6 @@ def file_lock(path: Path, on_wait: Callable[[Path], None] | None = None) -> Iter
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then os.replace it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class HashStore:
     """SHA-256 digests recorded on the first verified download of each artifact (or URL),
     kept in a small JSON file in the cache folder, so every later download is checked."""
@@ -417,4 +402,5 @@ class HashStore:
             files = self._read()
             files[key] = dict(fields)
             payload = json.dumps({"version": self.VERSION, "files": files}, indent=1, sort_keys=True)
-            write_atomic(self.path, payload.encode("utf-8") + b"\n")
+            with atomic_open(self.path) as handle:  # the lock above made its folder
+                handle.write(payload.encode("utf-8") + b"\n")

@@ -7,6 +7,11 @@ A published value is "within tolerance" when ours differs by no more than half a
 value's last printed decimal (its rounding) plus a small allowance for float summation order.
 Where the net has a loss layer, ``score.py``'s loss (the mean per-image loss) is shown beside
 the metrics, as a number (not percent); nobody published it, so it has no target.
+
+The published numbers are over whole splits. A run that scored fewer images than its split
+holds (``--limit``, or bad items skipped) is marked *partial* in the console, ``report.json``
+(``partial: true``, ``reproduction: false``, ``all_within_tolerance: null``) and ``report.md``:
+its rows still show the published values, but they are not a reproduction of them.
 """
 from __future__ import annotations
 
@@ -21,12 +26,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from reproduce.checkpoint import atomic_path, write_text_atomic
+from port.caffe.writer import atomic_open
+from reproduce.checkpoint import write_text_atomic
 from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
 
-__all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare", "format_table",
-           "build_report", "write_report", "versions", "FLOAT_ORDER_SLACK"]
+__all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare",
+           "format_table", "is_partial", "coverage_text", "partial_warning", "build_report",
+           "write_report", "versions", "FLOAT_ORDER_SLACK"]
 
 #: score.py's four numbers: (Scores attribute, label as the papers' tables print it).
 METRICS = (("pixel_acc", "pixel acc."), ("mean_acc", "mean acc."), ("mean_iu", "mean IU"),
@@ -95,6 +102,8 @@ class RunInfo:
     precision: str
     precision_description: str
     world_size: int = 1
+    limit: int | None = None           # --limit, as given
+    split_size: int | None = None      # images in the whole split (None: not known)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -172,6 +181,27 @@ def format_table(rows: Sequence[Comparison], *, markdown: bool = False) -> str:
     return "\n".join([fmt(_HEADER), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
 
 
+def is_partial(info: RunInfo, result: EvalResult) -> bool:
+    """Whether fewer images were scored than the whole split holds (``--limit``, or bad items
+    skipped), so a comparison with the published numbers is no reproduction."""
+    if info.split_size is None:
+        return info.limit is not None
+    return result.images < info.split_size
+
+
+def coverage_text(info: RunInfo, result: EvalResult) -> str:
+    """``"4 of 736 images of the split evaluated (--limit 4), 0 skipped"``."""
+    of = "" if info.split_size is None else f" of {info.split_size}"
+    limit = "" if info.limit is None else f" (--limit {info.limit})"
+    return f"{result.images}{of} images of the split evaluated{limit}, {len(result.skipped)} skipped"
+
+
+def partial_warning(info: RunInfo, result: EvalResult) -> str:
+    """The line saying that a partial run is not a reproduction of the published numbers."""
+    return (f"PARTIAL: {coverage_text(info, result)} of {info.split}; the published numbers "
+            f"are for the whole split, so this comparison is not a reproduction")
+
+
 def versions() -> dict[str, str | None]:
     """Versions of what computed the numbers."""
     import torch
@@ -200,16 +230,19 @@ def build_report(result: EvalResult, info: RunInfo, tasks: Sequence[Task],
         }
     info_d = asdict(info)
     extra = info_d.pop("extra")
+    partial = is_partial(info, result)
     return {
         "format": "fcn-port-report/1", **info_d, **extra,
-        "images": result.images, "skipped": result.skipped,
+        "images": result.images, "images_evaluated": result.images, "skipped": result.skipped,
+        "partial": partial, "reproduction": not partial,
         "resumed_from_images": result.resumed_from,
         "seconds": result.seconds,
         "images_per_second": result.images / result.seconds if result.seconds > 0 else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(), "outputs": outputs,
         "comparison": [r.as_dict() for r in rows],
-        "all_within_tolerance": _all_within(rows),
+        # a partial run is not judged against whole-split numbers
+        "all_within_tolerance": None if partial else _all_within(rows),
     }
 
 
@@ -250,12 +283,24 @@ def _loss_md(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _partial_md(report: dict[str, Any]) -> list[str]:
+    if not report["partial"]:
+        return []
+    of = "" if report["split_size"] is None else f" of the {report['split_size']}"
+    return [f"**Partial: {report['images_evaluated']}{of} images of {report['split']} "
+            f"evaluated. The published numbers are for the whole split: this comparison is "
+            f"not a reproduction.**", ""]
+
+
 def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
                     plot: str | None, overlays: Sequence[str]) -> str:
     """``report.md``: settings, the side-by-side table, per-class IU, skipped items, images."""
     rate = report["images_per_second"]
+    of = "" if report["split_size"] is None else f" of {report['split_size']} in the split"
+    limit = "" if report["limit"] is None else f", --limit {report['limit']}"
     lines = [f"# {report['model']} on {report['dataset']} {report['split']}", "",
-             f"- images: {report['images']} (skipped: {len(report['skipped'])})",
+             f"- images evaluated: {report['images_evaluated']}{of} "
+             f"(skipped: {len(report['skipped'])}{limit})",
              f"- data: `{report['dataset_path']}`",
              f"- weights: `{report['weights']}` (SHA-256 `{report['weights_sha256']}`)",
              f"- device: {report['device']} ({report['device_name']}), "
@@ -265,6 +310,7 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
              f"- torch {report['versions']['torch']}, fcn-port {report['versions']['fcn-port']}",
              *_loss_md(report),
              "", "## Ours and published (percent; loss per image)", "",
+             *_partial_md(report),
              format_table(rows, markdown=True)]
     lines += _per_class_md(report)
     if report["skipped"]:
@@ -306,8 +352,9 @@ def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Compar
     ax.set_title(f"per-class IU, {task.output}")
     ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as handle:
+        fig.savefig(handle, format="png")
     return path
 
 
@@ -317,8 +364,9 @@ def write_overlays(out_dir: Path, overlays: dict[str, np.ndarray]) -> list[str]:
     written = []
     for item_id in sorted(overlays):
         rel = f"{_SIDE_BY_SIDE_OVERLAYS}/{item_id.replace('/', '__')}.png"
-        with atomic_path(out_dir / rel) as tmp:
-            Image.fromarray(overlays[item_id]).save(tmp, format="PNG")
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(out_dir / rel) as handle:
+            Image.fromarray(overlays[item_id]).save(handle, format="PNG")
         written.append(rel)
     return written
 
@@ -328,6 +376,7 @@ def write_report(out_dir: str | Path, result: EvalResult, info: RunInfo, tasks: 
                  published_per_class: dict[str, float] | None = None) -> dict[str, Path]:
     """Write report.json, report.md, the per-class IU plot and the overlays; their paths."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     report = build_report(result, info, tasks, rows)
     plot = out / "per_class_iu.png"
     plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class)

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from port.caffe.writer import atomic_open
 from reproduce.checkpoint import (
-    Checkpoint, CheckpointError, CheckpointMismatchError, RunIdentity, atomic_path,
-    load_checkpoint, save_checkpoint,
+    Checkpoint, CheckpointError, CheckpointMismatchError, RunIdentity, load_checkpoint,
+    save_checkpoint,
 )
 BAD_INDEX = 6          # the image the killed run is stopped at
 
@@ -73,14 +74,26 @@ def test_malformed_checkpoints_are_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
+def test_the_shared_atomic_writer_leaves_the_old_file_on_failure(tmp_path):
+    """The project's one atomic writer, which checkpoints, reports and predictions use."""
     target = tmp_path / "f.txt"
     target.write_text("old")
     with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
+        with atomic_open(target) as handle:
+            handle.write(b"half")
             raise RuntimeError("killed")
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_checkpoint_file_mode_follows_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = save_checkpoint(Checkpoint(_identity(), {"score": np.zeros((3, 3), np.int64)}),
+                               tmp_path / "out")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask   # not mkstemp's 0600
 
 
 DRIVER = textwrap.dedent("""

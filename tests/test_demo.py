@@ -54,3 +54,16 @@ def test_demo_runs_on_the_upstream_image(make_caffemodel, upstream_dir, tmp_path
     released = _decode(np.array(Image.open(upstream_dir / "demo" / "output.png").convert("RGB")))
     assert report["agreement"] == pytest.approx(float((ours == released).mean()), abs=0)
     assert report["classes_released"] == sorted(int(c) for c in np.unique(released) if c >= 0)
+
+
+def test_demo_help_describes_the_command_in_whole_sentences(capsys):
+    from reproduce.__main__ import main
+    from reproduce.demo import DESCRIPTION
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    squeeze = lambda text: "".join(text.split())  # noqa: E731  (argparse re-wraps lines)
+    assert squeeze(DESCRIPTION) in squeeze(capsys.readouterr().out)   # all of it, to the end
+    assert DESCRIPTION.rstrip().endswith(".") and "output.png" in DESCRIPTION
+    from reproduce.demo import _parser
+    assert all(action.help for action in _parser()._actions)  # every option says what it is

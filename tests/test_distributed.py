@@ -63,3 +63,30 @@ def test_torchrun_gloo_matches_one_process_exactly(net_argv, voc_tree, caffemode
     assert sorted(ckpt["done"]) == sorted(voc_tree[1])  # every id once, none repeated
     assert ckpt["loss"]["score"][1] == n_images          # every rank's losses counted once
     assert len(report["files"]["overlays"]) == 2         # gathered from the ranks to rank 0
+
+
+def test_a_bad_item_on_another_rank_is_named_on_rank_0(net_argv, voc_tree, caffemodel, tmp_path):
+    """The corrupt image is in rank 1's shard; rank 0's error names its id and path."""
+    import shutil
+    root, ids = voc_tree
+    nproc, bad_index = 2, 7
+    assert bad_index % nproc == 1                   # shard(ids, 1, 2) holds it
+    shutil.copytree(root, tmp_path / "data")
+    bad = tmp_path / "data" / "VOCdevkit" / "VOC2012" / "JPEGImages" / f"{ids[bad_index]}.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    argv = net_argv(caffemodel, tmp_path / "data", tmp_path / "out", "--limit",
+                    str(bad_index + 2), "--overlays", "0")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    logs = tmp_path / "logs"   # each rank's stderr in its own file: <run>/attempt_0/<rank>/
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", "--log-dir", str(logs), "--redirects", "3",
+                           "-m", "reproduce", *argv],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode != 0
+    rank0 = [p.read_text() for p in logs.rglob("stderr.log") if p.parent.name == "0"]
+    assert len(rank0) == 1, proc.stderr[-4000:]
+    named = [line for line in rank0[0].splitlines() if "bad item" in line]
+    assert named and ids[bad_index] in named[0] and str(bad) in named[0], rank0[0][-4000:]
+    assert "on rank 1" in named[0]
+    ckpt = json.loads((tmp_path / "out" / "checkpoint.json").read_text())
+    assert ids[bad_index] not in ckpt["done"] and len(ckpt["done"]) == len(set(ckpt["done"]))

@@ -9,6 +9,7 @@ import io
 import logging
 import random
 import re
+import socket
 import tarfile
 import threading
 import zipfile
@@ -470,3 +471,54 @@ def test_extract_refuses_a_non_archive(tmp_path):
         extract(junk, tmp_path)
     with pytest.raises(ArchiveError, match="no such archive"):
         extract(tmp_path / "absent.zip", tmp_path)
+
+
+def _refusing_url(name: str) -> str:
+    """A URL on 127.0.0.1 at a port nobody listens on (bound, then closed): refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/ok/{name}"
+
+
+def test_refused_connection_goes_to_the_next_mirror_without_retrying(server, tmp_path):
+    base, state = server
+    state.files["r.bin"] = body = _payload(21)
+    sleeps: list[float] = []
+    refused = _refusing_url("r.bin")
+    dest = fetch(_artifact("r.bin", [refused, f"{base}/ok/r.bin"]), tmp_path, retries=3,
+                 **_opts(tmp_path, sleeps))
+    assert dest.read_bytes() == body and sleeps == [] and state.hits() == 1
+    with pytest.raises(DownloadError, match="cannot reach the host") as info:
+        fetch(refused, tmp_path / "again", retries=3, **_opts(tmp_path, sleeps))
+    assert refused in str(info.value) and "not retried" in str(info.value) and sleeps == []
+
+
+def test_unresolvable_host_is_not_retried(tmp_path, monkeypatch):
+    """Name resolution failing (socket.gaierror, as with no DNS) is not worth a retry; the
+    resolver is replaced for one made-up host, so nothing leaves this machine."""
+    resolve = socket.getaddrinfo
+    asked: list[str] = []
+
+    def no_such_host(host, *args, **kwargs):
+        if host == "mirror.invalid":
+            asked.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(host, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    sleeps: list[float] = []
+    with pytest.raises(DownloadError, match="cannot reach the host"):
+        fetch("http://mirror.invalid/x.bin", tmp_path, retries=3, **_opts(tmp_path, sleeps))
+    assert asked == ["mirror.invalid"] and sleeps == []
+
+
+def test_timeouts_and_cut_connections_are_still_retried():
+    """Only a host that cannot be reached moves on at once; a timeout or a reset may pass."""
+    import requests
+    import urllib3
+    timeout = requests.exceptions.ConnectTimeout(urllib3.exceptions.MaxRetryError(
+        None, "http://h/x", urllib3.exceptions.ConnectTimeoutError(None, "timed out")))
+    reset = requests.exceptions.ChunkedEncodingError(
+        urllib3.exceptions.ProtocolError("cut", ConnectionResetError(104, "reset")))
+    assert not download._unreachable(timeout) and not download._unreachable(reset)
+    assert not download._unreachable(requests.exceptions.ReadTimeout("read timed out"))

@@ -108,6 +108,8 @@ def test_predictions_and_metrics_match_an_independent_evaluation(
         assert part["metrics"][metric] == pytest.approx(value, rel=1e-12, abs=1e-12), metric
     assert report["images"] == len(ids) and report["skipped"] == []
     assert report["precision"] == "strict-fp32"
+    assert report["limit"] is None and report["split_size"] == report["images_evaluated"] == len(ids)
+    assert not report["partial"] and report["reproduction"]
     assert report["weights_sha256"] == __import__("hashlib").sha256(caffemodel.read_bytes()).hexdigest()
 
 
@@ -140,7 +142,7 @@ def test_report_files_are_written(net_run):
 
 
 def test_named_model_converts_once_and_agrees_with_the_generic_graph(
-        voc_tree, caffemodel, net_run, independent, tmp_path):
+        voc_tree, caffemodel, net_run, independent, tmp_path, capsys):
     out, cache = tmp_path / "named", tmp_path / "cache"
     argv = ["fcn16s", "--weights", str(caffemodel), "--data", str(voc_tree[0]), "--out", str(out),
             "--device", "cpu", "--quiet", "--cache", str(cache), "--limit", "4", "--overlays", "0"]
@@ -156,6 +158,13 @@ def test_named_model_converts_once_and_agrees_with_the_generic_graph(
     np.testing.assert_array_equal(np.array(named["outputs"]["score"]["scores"]["confusion"]), hist)
     assert named["weights_sha256"] == full["weights_sha256"]
     assert any(r["published"] is not None for r in named["comparison"])  # fcn16s has targets
+    # --limit 4 of the 13: compared with the published numbers, but marked as no reproduction
+    split = len(voc_tree[1])
+    assert (named["limit"], named["split_size"], named["images_evaluated"]) == (4, split, 4)
+    assert named["partial"] and not named["reproduction"] and named["all_within_tolerance"] is None
+    console = capsys.readouterr().out
+    assert f"4 of {split} images" in console and "PARTIAL" in console
+    assert "not a reproduction" in (out / "report.md").read_text()
     # the loss settings of the model's metadata are those of the net's own loss layer
     expected = sum(independent.graph_loss[i] for i in voc_tree[1][:4]) / 4
     assert named["outputs"]["score"]["loss"] == pytest.approx(expected, rel=1e-9)
@@ -194,12 +203,73 @@ def test_loss_settings_are_read_from_each_loss_layer(goldens_dir):
     assert H.net_loss_specs(net, ["score"]) == {}
 
 
-def test_precision_modes_set_the_backend_flags():
-    H.apply_precision(H.FAST)
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-    H.apply_precision(H.STRICT)
-    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+def test_the_command_line_precision_names_are_port_speeds_modes():
+    """--fast and --precision give the very mode objects benchmarks/gpu_check.py measures."""
+    from port import speed
+    from reproduce.__main__ import _config, parser
+
+    def mode(*argv: str):
+        args = parser().parse_args(["fcn8s", *argv])
+        return _config(args, torch.device("cpu"), Path("out")).precision
+    assert mode() is speed.STRICT and mode("--fast") is speed.FAST_TF32
+    for name in ("strict-fp32", "fast-tf32", "fast-bf16"):
+        assert mode("--precision", name) is speed.MODES[name]
+    assert all(type(m) is speed.SpeedMode for m in H.PRECISION_MODES.values())
+    with pytest.raises(SystemExit):
+        mode("--fast", "--precision", "strict-fp32")
+
+
+def _flag_spec(seen: list[dict]) -> H.EvalSpec:
+    """Two tiny items; the predictor records the backend state it runs under."""
+    from reproduce.checkpoint import RunIdentity
+
+    def predict(batch):
+        seen.append({"tf32": (torch.backends.cudnn.allow_tf32,
+                              torch.backends.cuda.matmul.allow_tf32),
+                     "benchmark": torch.backends.cudnn.benchmark,
+                     "autocast": torch.is_autocast_enabled("cpu"),
+                     "nhwc": batch["data"].is_contiguous(memory_format=torch.channels_last)})
+        return {"score": torch.zeros(1, 2, 3, 4)}
+    item = lambda ds, i: (i, {"data": np.zeros((3, 3, 4), np.float32)},  # noqa: E731
+                          np.zeros((3, 4), np.uint8))
+    identity = RunIdentity("m", "voc", "val", "0" * 64, "p", "x", (("score", 2),))
+    return H.EvalSpec(predict, None, ["a", "b"], (H.Task("score", "label", ("x", "y")),),
+                      identity, item)
+
+
+@pytest.mark.parametrize("name", ["strict-fp32", "fast-tf32", "fast-bf16"])
+def test_evaluation_runs_under_the_modes_settings_and_restores_the_flags(name):
+    from port import speed
+    mode, other = H.PRECISION_MODES[name], (speed.FAST_TF32 if name == "strict-fp32" else speed.STRICT)
+    seen: list[dict] = []
+    with speed.backend_flags(other):
+        result = H.evaluate(_flag_spec(seen), H.EvalConfig(precision=mode, progress=False))
+        after = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    assert result.images == 2 and len(seen) == 2
+    assert all(s == {"tf32": (mode.tf32, mode.tf32), "benchmark": mode.cudnn_benchmark,
+                     "autocast": mode.autocast is not None, "nhwc": mode.channels_last}
+               for s in seen), seen
+    assert after == (other.tf32, other.cudnn_benchmark)   # the caller's flags are back
+
+
+@pytest.mark.parametrize("kind", ["absent", "empty"])
+@pytest.mark.parametrize("how", ["named", "net"])
+def test_a_missing_data_folder_is_named_before_any_weights_are_touched(
+        synthetic_prototxt, tmp_path, monkeypatch, capsys, kind, how):
+    from reproduce import download
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError(f"fetched {args} before checking --data")
+    monkeypatch.setattr(download, "fetch", no_fetch)
+    data = tmp_path / "nonexistent"
+    if kind == "empty":
+        data.mkdir()
+    what = (["fcn8s"] if how == "named" else
+            ["--net", str(synthetic_prototxt), "--weights", str(tmp_path / "absent.caffemodel")])
+    code = main([*what, "--data", str(data), "--out", str(tmp_path / "out"), "--device", "cpu",
+                 "--quiet", "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(data) in err and "absent.caffemodel" not in err, err
 
 
 def _corrupt_copy(root: Path, ids: list[str], dest: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import threading
 
@@ -183,6 +184,16 @@ def test_hash_store_round_trip_is_atomic(tmp_path):
     assert json.loads(store.path.read_text())["files"]["a"]["sha256"] == digest
     assert sorted(p.name for p in store.path.parent.iterdir()) == ["hashes.json",
                                                                     "hashes.json.lock"]
+
+
+def test_hash_store_file_mode_follows_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        store = HashStore(tmp_path / "hashes.json")
+        store.record("a", sha256=hashlib.sha256(b"a").hexdigest())
+    finally:
+        os.umask(previous)
+    assert store.path.stat().st_mode & 0o777 == 0o666 & ~0o022
 
 
 def test_hash_store_keeps_concurrent_records(tmp_path):

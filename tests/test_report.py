@@ -11,7 +11,8 @@ from reproduce.harness import EvalResult, Task
 from reproduce.metrics import scores_from_matrix
 from reproduce.palette import colour_to_label, to_palette_image, voc_palette
 from reproduce.report import (
-    FLOAT_ORDER_SLACK, RunInfo, Target, compare, format_table, published_targets, write_report,
+    FLOAT_ORDER_SLACK, RunInfo, Target, compare, format_table, is_partial, partial_warning,
+    published_targets, write_report,
 )
 
 
@@ -78,3 +79,63 @@ def test_an_empty_evaluation_still_writes_valid_json(tmp_path):
     report = json.loads(paths["json"].read_text())
     assert report["outputs"]["score"]["metrics"]["mean_iu"] is None
     assert "/p/x.jpg" in paths["md"].read_text()
+
+
+def _small_run(images: int, skipped: list[dict] | None = None) -> tuple[EvalResult, Task]:
+    task = Task("score", "label", ("a", "b"))
+    hist = np.array([[90, 10], [5, 95]])
+    return EvalResult({"score": scores_from_matrix(hist, images=images)}, images, skipped or [],
+                      1.0, 0, {"x": np.zeros((3, 9, 3), np.uint8)}), task
+
+
+def _info(**kw) -> RunInfo:
+    return RunInfo("m", "voc", "/d", "val", "w", "0" * 64, "cpu", "cpu", "strict-fp32", "fp32",
+                   **kw)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_report_files_are_created_with_the_umasks_mode(tmp_path, umask):
+    import os
+    result, task = _small_run(3)
+    previous = os.umask(umask)
+    try:
+        paths = write_report(tmp_path / "out", result, _info(), [task], compare(result.scores, []))
+    finally:
+        os.umask(previous)
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {paths["json"], paths["md"], paths["plot"]} <= set(written) and len(written) == 4
+    for path in written:   # e.g. 0644 under umask 022: readable by others, as any other file
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_a_limited_run_is_marked_partial_not_a_reproduction(tmp_path):
+    split_size, limit = 13, 4
+    result, task = _small_run(limit)
+    targets = [Target("score", "mean_iu", 100 * result.scores["score"].mean_iu, 4, "paper")]
+    rows = compare(result.scores, targets)
+    assert rows[2].within   # inside tolerance, yet not a reproduction: a part of the split
+    info = _info(limit=limit, split_size=split_size)
+    paths = write_report(tmp_path, result, info, [task], rows)
+    report = json.loads(paths["json"].read_text())
+    assert (report["limit"], report["split_size"], report["images_evaluated"]) == (
+        limit, split_size, limit)
+    assert report["partial"] and not report["reproduction"]
+    assert report["all_within_tolerance"] is None
+    md = paths["md"].read_text()
+    assert "Partial" in md and "not a reproduction" in md
+    assert f"images evaluated: {limit} of {split_size}" in md and f"--limit {limit}" in md
+    warning = partial_warning(info, result)
+    assert f"{limit} of {split_size}" in warning and "not a reproduction" in warning
+
+
+def test_a_whole_split_is_a_reproduction_and_skipped_items_make_it_partial(tmp_path):
+    result, task = _small_run(5)
+    rows = compare(result.scores, [Target("score", "mean_iu", 100 * result.scores["score"].mean_iu,
+                                          4, "paper")])
+    whole = json.loads(write_report(tmp_path / "a", result, _info(split_size=5), [task],
+                                    rows)["json"].read_text())
+    assert not whole["partial"] and whole["reproduction"] and whole["all_within_tolerance"]
+    assert whole["limit"] is None and whole["images_evaluated"] == whole["split_size"] == 5
+    bad = [{"id": "y", "path": "/p/y.jpg", "error": "OSError"}]
+    skipped, _ = _small_run(4, bad)
+    assert is_partial(_info(split_size=5), skipped)
