@@ -15,10 +15,13 @@ import argparse
 import hashlib
 import json
 import os
+import struct
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +34,8 @@ from port.models import _weights as fmt
 from port.models import get_builder, get_meta, list_models
 from port.models._weights import load_weights
 
-__all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "match_builders", "main"]
+__all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "match_builders", "main",
+           "safetensors_header", "sha256_file", "write_safetensors"]
 
 #: Caffe's declared size of the deploy nets' input (voc-fcn8s/deploy.prototxt), used to size
 #: the shape propagation when a Python data layer declares no shape; any size works for FCNs.
@@ -42,7 +46,16 @@ DATA_LAYER_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1, "label": 1, 
 #: The layers whose output count is a builder's class argument, by argument.
 CLASS_LAYERS = {"num_classes": ("score_fr", "score_fr_sem", "score_frcolor"),
                 "num_geo_classes": ("score_fr_geo",)}
-_HASH_CHUNK = 1 << 20
+_HASH_CHUNK = 1 << 22
+#: safetensors' layout (huggingface/safetensors, "Format"): an 8-byte little-endian header
+#: length, a JSON header padded with spaces to a multiple of 8 bytes, then the raw tensors.
+_HEADER_LENGTH = struct.Struct("<Q")
+_HEADER_ALIGN = 8
+_SAFETENSORS_F32 = "F32"
+_FLOAT32 = np.dtype("<f4")
+#: Placeholder for the source digest while it is still being computed (same length as a
+#: hex SHA-256, so the header keeps its size when the real digest replaces it).
+_DIGEST_PLACEHOLDER = "0" * hashlib.sha256().digest_size * 2
 
 
 class ConversionError(ValueError):
@@ -86,23 +99,37 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
+def sha256_file(path: str | os.PathLike, stop: threading.Event | None = None) -> str:
+    """The SHA-256 of a file, read in chunks into one reused buffer (hashlib releases the GIL
+    on large buffers, so this overlaps other work when run in a thread). ``stop`` set: give
+    up early (the partial digest returned is then meaningless)."""
+    digest, buffer = hashlib.sha256(), bytearray(_HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while not (stop is not None and stop.is_set()):
+            count = fh.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
     return digest.hexdigest()
 
 
 # -- reading the blobs ------------------------------------------------------------------------
-def _read(weights_path: Path, prototxt: str | os.PathLike | None) -> tuple[NetDef, NetDef | None]:
-    """(the caffemodel's layers with blobs, the net definition or None when there is none)."""
+def _read_file(reader: Callable[[Path], NetDef], path: Path) -> NetDef:
+    """``reader(path)``; a failure as a :class:`ConversionError` naming ``path`` once."""
     try:
-        src = load_caffemodel(weights_path)
-        net = load_net(prototxt) if prototxt is not None else None
-    except (CaffeFormatError, OSError) as err:
-        raise ConversionError(str(weights_path), f"cannot read: {err}") from err
+        return reader(path)
+    except CaffeFormatError as err:  # its str() starts with the path: keep only the rest
+        raise ConversionError(str(path), f"cannot read: {err.where}: {err.field}: {err.message}") from err
+    except OSError as err:
+        raise ConversionError(str(path), f"cannot read: {err.strerror or err}") from err
+
+
+def _read(weights_path: Path, prototxt: Path | None) -> tuple[NetDef, NetDef | None]:
+    """(the caffemodel's layers with blobs, the net definition or None when there is none);
+    each file read on its own so an error names the one that failed."""
+    src = _read_file(load_caffemodel, weights_path)
+    net = _read_file(load_net, prototxt) if prototxt is not None else None
     if net is None and not is_hdf5(weights_path):
         net = src
     return src, net
@@ -126,27 +153,41 @@ def _input_channels(net: NetDef, src: NetDef) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, torch.Tensor]:
-    """Fill :class:`CaffeNet` of ``net`` from ``src`` strictly; its parameters by name."""
+def _float32(blob: np.ndarray) -> np.ndarray:
+    """``blob`` as contiguous little-endian float32: the file's own view when it is one
+    already (Caffe's ``data``), a converted copy otherwise (``double_data``)."""
+    return np.ascontiguousarray(blob, dtype=_FLOAT32)
+
+
+def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarray]:
+    """``src``'s blobs by parameter name, checked strictly against :class:`CaffeNet` of ``net``
+    built on the meta device: Caffe's ``Net::Init`` shape pass sizes every parameter without
+    allocating it, and ``load_blobs`` lists each mismatch (its copies are no-ops on meta)."""
     try:
-        graph = CaffeNet(net, "TEST", input_shapes=_input_channels(net, src))
+        with torch.device("meta"):
+            graph = CaffeNet(net, "TEST", input_shapes=_input_channels(net, src))
         graph.load_blobs(src, source)
     except BlobMismatchError as err:
         raise ConversionError(source, "blobs do not fill the net's parameters", err.problems) from err
     except (CaffeGraphError, ops.CaffeSemanticsError) as err:
         raise ConversionError(source, f"cannot build the net: {err}") from err
-    return {k: v.detach().contiguous() for k, v in graph.state_dict().items()}
+    names = {id(param): name for name, param in graph.named_parameters()}
+    found = {layer.name: layer.blobs for layer in src.layers if len(layer.blobs)}
+    # The blobs are views of the caffemodel; a legacy 4-D blob reshapes to its parameter.
+    return {names[id(param)]: _float32(blob).reshape(param.shape)
+            for layer, params in graph.caffe_params().items()
+            for param, blob in zip(params, found[layer])}
 
 
-def _state_from_blobs(src: NetDef) -> dict[str, torch.Tensor]:
-    """Blobs as tensors named by index (0 weight, 1 bias), for a file without definitions."""
+def _state_from_blobs(src: NetDef) -> dict[str, np.ndarray]:
+    """Blobs named by index (0 weight, 1 bias), for a file without definitions."""
     state = {}
     for layer, blobs in src.blobs().items():
         if len(blobs) > len(fmt.BLOB_NAMES):
             raise ConversionError(str(src.path), f"layer {layer!r} has {len(blobs)} blobs; without "
                                   f"a prototxt only weight and bias blobs can be named")
         for name, blob in zip(fmt.BLOB_NAMES, blobs):
-            state[f"{layer}.{name}"] = torch.from_numpy(np.array(blob, dtype=np.float32))
+            state[f"{layer}.{name}"] = _float32(blob)
     return state
 
 
@@ -215,7 +256,7 @@ def _check_builder(builder: str, shapes: Mapping[str, tuple[int, ...]], source: 
 
 
 # -- writing ---------------------------------------------------------------------------------
-def _bilinear_report(net: NetDef | None, state: Mapping[str, torch.Tensor]) -> dict[str, bool]:
+def _bilinear_report(net: NetDef | None, state: Mapping[str, np.ndarray]) -> dict[str, bool]:
     """For each Deconvolution weight: whether it is the bilinear kernel (``ops.is_bilinear``)."""
     if net is not None:
         names = [l.name for l in net.layers if l.type == "Deconvolution"]
@@ -224,21 +265,70 @@ def _bilinear_report(net: NetDef | None, state: Mapping[str, torch.Tensor]) -> d
     return {n: ops.is_bilinear(state[f"{n}.weight"]) for n in names if f"{n}.weight" in state}
 
 
-def _write(out: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    from safetensors.torch import save
-    payload = save({k: v.to(torch.float32).contiguous() for k, v in state.items()}, dict(metadata))
+def safetensors_header(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bytes:
+    """The safetensors header of float32 ``arrays`` stored in this order with string
+    ``metadata``: length, then compact JSON (``__metadata__`` and, per tensor, dtype, shape and
+    ``data_offsets`` relative to the data), space-padded to 8-byte alignment."""
+    entries: dict[str, object] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name, array in arrays.items():
+        entries[name] = {"dtype": _SAFETENSORS_F32, "shape": list(array.shape),
+                         "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    text = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % _HEADER_ALIGN)
+    return _HEADER_LENGTH.pack(len(text)) + text
+
+
+def write_safetensors(out: Path, state: Mapping[str, np.ndarray], metadata: Mapping[str, str],
+                      source_sha256: Callable[[], str] | None = None) -> None:
+    """Stream ``state`` (float32 arrays) into a safetensors file at ``out`` atomically: the
+    header, then each array's bytes straight from its buffer (no copy of the whole file in
+    memory). Tensors go in name order, as ``safetensors.torch.save`` writes them.
+    ``source_sha256``, when given, is called after the data is written and its digest
+    replaces a same-length placeholder in the header, so hashing overlaps the writing."""
+    arrays = {name: _float32(state[name]) for name in sorted(state)}
+    final = dict(metadata)
+    if source_sha256 is not None:
+        final[fmt.SOURCE_SHA256] = _DIGEST_PLACEHOLDER
+    header = safetensors_header(arrays, final)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(out) as fh:
-        fh.write(payload)
+        fh.write(header)
+        for array in arrays.values():
+            fh.write(array.reshape(-1).view(np.uint8))
+        if source_sha256 is not None:
+            final[fmt.SOURCE_SHA256] = source_sha256()
+            fh.seek(0)
+            fh.write(safetensors_header(arrays, final))
+
+
+def _existing(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(str(path), f"{what} not found")
+    return path
 
 
 def convert(weights_path: str | os.PathLike, prototxt: str | os.PathLike | None = None,
             out: str | os.PathLike | None = None, builder: str | None = None) -> ConversionReport:
     """Convert a caffemodel (binary or HDF5) to safetensors at ``out`` (default: beside it,
-    ``.safetensors``). ``builder`` names the family model the weights must fit exactly."""
-    weights_path = Path(weights_path)
-    if not weights_path.is_file():
-        raise ConversionError(str(weights_path), "caffemodel not found")
+    ``.safetensors``). ``builder`` names the family model the weights must fit exactly.
+    The source's SHA-256 is computed in a thread while the rest reads, checks and writes."""
+    weights_path = _existing(weights_path, "caffemodel")
+    prototxt = _existing(prototxt, "prototxt") if prototxt is not None else None
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+        digest = pool.submit(sha256_file, weights_path, stop)
+        try:
+            return _convert(weights_path, prototxt, out, builder, digest.result)
+        finally:
+            stop.set()  # a failed conversion does not wait for the whole file to be hashed
+
+
+def _convert(weights_path: Path, prototxt: Path | None, out: str | os.PathLike | None,
+             builder: str | None, source_sha256: Callable[[], str]) -> ConversionReport:
+    """:func:`convert` once the files exist; ``source_sha256()`` waits for the digest."""
     src, net = _read(weights_path, prototxt)
     source = str(weights_path)
     state = _state_from_net(net, src, source) if net is not None else _state_from_blobs(src)
@@ -251,14 +341,13 @@ def convert(weights_path: str | os.PathLike, prototxt: str | os.PathLike | None 
         raise ConversionError(source, "an HDF5 caffemodel stores no layer definitions and its blobs "
                               "match no family builder; give the net's prototxt")
     out = Path(out) if out is not None else weights_path.with_name(weights_path.name.split(".")[0] + ".safetensors")
-    report = ConversionReport(source, sha256_file(weights_path), str(out),
-                              (net.name if net is not None else "") or src.name or "",
-                              chosen, candidates, kwargs, shapes, _bilinear_report(net, state))
-    _write(out, state, {fmt.FORMAT_KEY: fmt.FORMAT, fmt.SOURCE_SHA256: report.source_sha256,
-                        fmt.SOURCE_NAME: weights_path.name, fmt.NET_NAME: report.net_name,
-                        fmt.BUILDER: chosen, fmt.CANDIDATES: ",".join(candidates),
-                        fmt.BUILDER_KWARGS: json.dumps(kwargs if candidates else {}, sort_keys=True)})
-    return report
+    net_name = (net.name if net is not None else "") or src.name or ""
+    write_safetensors(out, state, {
+        fmt.FORMAT_KEY: fmt.FORMAT, fmt.SOURCE_NAME: weights_path.name, fmt.NET_NAME: net_name,
+        fmt.BUILDER: chosen, fmt.CANDIDATES: ",".join(candidates),
+        fmt.BUILDER_KWARGS: json.dumps(kwargs if candidates else {}, sort_keys=True)}, source_sha256)
+    return ConversionReport(source, source_sha256(), str(out), net_name, chosen, candidates, kwargs,
+                            shapes, _bilinear_report(net, state))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from port.forward import DeviceError, check_device
 from port.models import get_model
 from port.models._layers import Convolution
 
@@ -110,7 +111,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of :func:`selfcheck`; exit status 1 when ``--max-error`` is exceeded."""
+    """Command line of :func:`selfcheck`; exit status 1 when ``--max-error`` is exceeded, 2 for
+    a device that cannot run here."""
     parser = argparse.ArgumentParser(prog="python -m port selfcheck", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="fcn8s", help="family model name (default fcn8s)")
     parser.add_argument("--device", default="cpu", help="device to check against CPU fp32")
@@ -124,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-error", type=float, help="fail when a max relative error exceeds this")
     args = parser.parse_args(argv)
+    try:
+        check_device(args.device)
+    except DeviceError as err:
+        print(f"python -m port selfcheck: {err}", file=sys.stderr)
+        return 2
     try:
         checks = selfcheck(args.model, device=args.device, tf32=args.tf32, channels_last=args.channels_last,
                            width_divisor=args.width_divisor, size=args.size, seed=args.seed)

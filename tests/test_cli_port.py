@@ -86,3 +86,32 @@ def test_module_entry_point(small_net, tmp_path):
                              "-o", str(out)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert out.is_file() and "converted" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["selfcheck", "--model", "fcn32s", "--width-divisor", "16"],
+                                     ["forward", "fcn32s", "absent.safetensors", "--inputs", "absent.npz",
+                                      "--out", "never.npz"]])
+def test_unavailable_device_is_one_line_exit_2(command, tmp_path, capsys, monkeypatch):
+    import torch
+    monkeypatch.chdir(tmp_path)
+    device = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"  # one past the last
+    assert main([*command, "--device", device]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"device {device!r}" in err and "available: cpu" in err
+    assert main([*command, "--device", "nonsense"]) == 2
+    assert "is not a torch device name" in capsys.readouterr().err
+    assert not (tmp_path / "never.npz").exists()
+
+
+def test_convert_error_names_only_the_failing_file(small_net, tmp_path, capsys):
+    prototxt, caffemodel = small_net
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text("layer { name: \n")
+    assert main(["convert", str(bad), str(caffemodel), "-o", str(tmp_path / "o.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m port convert: {bad}: cannot read: ") and str(caffemodel) not in err
+    cut = tmp_path / "cut.caffemodel"
+    cut.write_bytes(caffemodel.read_bytes()[:1000])
+    assert main(["convert", str(prototxt), str(cut), "-o", str(tmp_path / "o.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.count(str(cut)) == 1 and str(prototxt) not in err

@@ -41,7 +41,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """``(state dict, metadata)`` of a converted safetensors file, on the CPU."""
+    """``(state dict, metadata)`` of a converted safetensors file, on the CPU. The tensors are
+    safetensors' zero-copy views of the file mapped copy-on-write: nothing is read until used,
+    writing to one changes memory only, never the file."""
     from safetensors.torch import load_file
     metadata = read_metadata(path)
     return load_file(str(path)), metadata
@@ -87,8 +89,9 @@ def resolve_kwargs(path: str | os.PathLike | None, builder: str, requested: Mapp
 
 
 def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``model``: every parameter filled, every tensor used, shapes
-    equal; otherwise one :class:`WeightsError` listing each mismatch."""
+    """Load ``state`` into ``model`` (which may be built on the ``meta`` device): every
+    parameter filled, every tensor used, shapes equal; otherwise one :class:`WeightsError`
+    listing each mismatch. The model's parameters take the tensors themselves, not copies."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     problems = [f"  {k}: missing (expected shape {expected[k]})" for k in expected if k not in state]
     problems += [f"  {k}: unexpected tensor of shape {tuple(v.shape)}" for k, v in state.items()
@@ -98,4 +101,14 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     if problems:
         raise WeightsError(f"{source}: weights do not fit {type(model).__name__} "
                            f"({len(problems)} problems):\n" + "\n".join(problems))
-    model.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
+    # assign: the parameters become the given tensors (for a file, views of its mapping)
+    # instead of copies, so the weights are in memory once; requires_grad stays the model's.
+    current = model.state_dict(keep_vars=True)
+    model.load_state_dict({k: _placed(v, current[k]) for k, v in state.items()}, strict=True, assign=True)
+
+
+def _placed(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as float32 on ``like``'s device (the CPU for a model built on ``meta``);
+    no copy when it is there already."""
+    device = torch.device("cpu") if like.is_meta else like.device
+    return tensor.to(device=device, dtype=torch.float32)
