@@ -13,6 +13,7 @@ Not a test: ``python benchmarks/bench_infer.py [--repeat 3] [--compile] [--json 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -28,13 +29,15 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from port import speed  # noqa: E402
+from port import canvas, speed  # noqa: E402
 from port.models import get_model  # noqa: E402
 from port.selfcheck import randomize  # noqa: E402
 
 #: Caffe's CPU forward of FCN-8s at 375x500 on this machine (issue 5), seconds; quoted.
 CAFFE_FCN8S_S = (1.70, 1.80)
 SIZE = (375, 500)
+PLAIN_FAST = "port cpu-fast without the canvas (channels_last + prepacked + fused ReLU)"
+FAST = "port cpu-fast (channels_last + prepacked + fused ReLU + constant canvas)"
 INPUT_STD = 50.0  # mean-subtracted 0-255 pixels
 
 
@@ -131,9 +134,14 @@ def port_variants(model: nn.Module, x: torch.Tensor, args) -> tuple[dict, dict]:
     v["port channels_last + in-place ReLU"] = lambda m=m_cli: m(cl)
     m_pk = speed.prepack_cpu(model)
     v["port prepacked + fused ReLU, NCHW"] = lambda m=m_pk: m(x)
+    plain_fast = speed.prepare_model(model, dataclasses.replace(speed.CPU_FAST, skip_constant=False))
+    v[PLAIN_FAST] = lambda m=plain_fast: m(cl)
     fast = speed.prepare_model(model, speed.CPU_FAST)
-    v["port cpu-fast (channels_last + prepacked + fused ReLU)"] = lambda m=fast: m(cl)
-    notes = {}
+    v[FAST] = lambda m=fast: m(cl)
+    v["port strict-fp32-canvas (NCHW, constant canvas skipped)"] = (
+        lambda m=speed.prepare_model(model, speed.STRICT_CANVAS): m(x))
+    notes = {"constant canvas": "trunk convolutions %.1f -> %.1f GFLOP at %dx%d" % (
+        *(f / 1e9 for f in canvas.canvas_flops(model, SIZE)), *SIZE)}
     if args.compile:
         result = speed.compile_model(copy.deepcopy(m_cl), {"data": cl}, budget_s=args.compile_budget)
         notes["torch.compile"] = (f"compiled, warm-up {result.warmup_s:.0f} s" if result.compiled
@@ -166,9 +174,11 @@ def other_section(name: str, args) -> dict:
     model = randomize(get_model(name), seed=0).eval()
     x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(1)) * INPUT_STD
     fast = speed.prepare_model(model, speed.CPU_FAST)
+    plain_fast = speed.prepare_model(model, dataclasses.replace(speed.CPU_FAST, skip_constant=False))
     cl = speed.to_input(x, speed.CPU_FAST)
     fns = {f"{name} port eager, NCHW (default)": lambda: model(x),
-           f"{name} port cpu-fast": lambda: fast(cl)}
+           f"{name} port cpu-fast without the canvas": lambda: plain_fast(cl),
+           f"{name} port cpu-fast (constant canvas)": lambda: fast(cl)}
     with torch.inference_mode():
         ref = model(x)
         agree = {k: agreement(ref, fn()) for k, fn in fns.items()}
@@ -210,10 +220,10 @@ def main(argv=None) -> int:
     for k, v in sections["fcn8s"]["notes"].items():
         print(f"note: {k}: {v}")
     best = {k: min(v) for k, v in sections["fcn8s"]["times"].items()}
-    fast = "port cpu-fast (channels_last + prepacked + fused ReLU)"
     caffe = sum(CAFFE_FCN8S_S) / 2
-    print(f"\ncpu-fast vs straightforward: {best[ref] / best[fast]:.2f}x; vs Caffe's quoted "
-          f"{CAFFE_FCN8S_S[0]}-{CAFFE_FCN8S_S[1]} s: {caffe / best[fast]:.2f}x")
+    print(f"\ncpu-fast vs straightforward: {best[ref] / best[FAST]:.2f}x; vs Caffe's quoted "
+          f"{CAFFE_FCN8S_S[0]}-{CAFFE_FCN8S_S[1]} s: {caffe / best[FAST]:.2f}x; constant canvas vs "
+          f"cpu-fast without it: {best[PLAIN_FAST] / best[FAST]:.2f}x")
     if not args.skip_others:
         for name in ("fcn32s", "fcn_alexnet"):
             sections[name] = other_section(name, args)

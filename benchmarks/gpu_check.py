@@ -15,7 +15,12 @@ put on ``sys.path`` here) and finishes within a total time budget (``--budget``,
 3. fast modes one knob at a time (TF32, bf16 autocast, channels_last, cudnn.benchmark,
    torch.compile) and combined: mean IU difference to strict fp32 against the synthetic
    labels, mean IU taking strict fp32's prediction as the truth, argmax agreement, images/s.
-   torch.compile runs in a child process under a hard timeout.
+   torch.compile runs in a child process under a hard timeout. ``strict-fp32-canvas`` is
+   strict fp32 with the trunk's constant canvas computed once (``port.canvas``), in both tables.
+
+``--sections throughput,modes`` runs only those sections (the budget is shared among them) and
+``--modes strict-fp32,strict-fp32-canvas`` only those modes in both tables (strict fp32 always
+runs in the modes table as the reference), for a short rerun of a subset.
 
 Figures go to ``$OUT`` if set, else ``benchmarks/out/``: ``gpu_check.json`` and
 ``gpu_check.md`` (tables to paste into benchmarks/RESULTS.md). ``--quick`` runs the same code
@@ -60,13 +65,15 @@ SHARES = {"selfcheck": 0.12, "throughput": 0.45, "modes": 0.43}
 #: The knobs measured one at a time, then the combined modes of port.speed.
 KNOBS = (speed.SpeedMode("tf32", tf32=True), speed.SpeedMode("bf16-autocast", autocast="bfloat16"),
          speed.SpeedMode("channels_last", channels_last=True),
-         speed.SpeedMode("cudnn.benchmark", cudnn_benchmark=True),
+         speed.SpeedMode("cudnn.benchmark", cudnn_benchmark=True), speed.STRICT_CANVAS,
          speed.SpeedMode("torch.compile", compile=True), speed.FAST_TF32, speed.FAST_BF16)
 #: End-to-end modes, cheapest first; cudnn.benchmark searches again for every new input size
 #: (seg11valid has many), so the fast modes are also measured without it.
 THROUGHPUT_MODES = (replace(speed.FAST_BF16, name="fast-bf16 without cudnn.benchmark", cudnn_benchmark=False),
                     replace(speed.FAST_TF32, name="fast-tf32 without cudnn.benchmark", cudnn_benchmark=False),
-                    speed.STRICT, speed.FAST_BF16, speed.FAST_TF32)
+                    speed.STRICT, speed.STRICT_CANVAS, speed.FAST_BF16, speed.FAST_TF32)
+#: The sections, in the order they run; ``--sections`` picks some.
+SECTIONS = tuple(SHARES)
 
 
 @dataclass
@@ -84,7 +91,11 @@ class Config:
     selfcheck_args: tuple[str, ...] = ()
     budget_s: float = 360.0
     compile_budget_s: float = 120.0
+    modes: frozenset[str] | None = None  # ``--modes``: the mode names to run (None: all)
     notes: list[str] = field(default_factory=list)
+
+    def wants(self, mode: speed.SpeedMode) -> bool:
+        return self.modes is None or mode.name in self.modes
 
 
 def make_config(args) -> Config:
@@ -243,7 +254,7 @@ def section_throughput(model, folder: Path, sizes, cfg: Config, deadline: Deadli
     """End-to-end images/s, batch 1 and bucketed, strict fp32 and the fast modes."""
     indices = list(range(len(sizes)))
     results = {}
-    plans = [(mode, b) for mode in THROUGHPUT_MODES for b in ("batch 1", "bucketed")]
+    plans = [(mode, b) for mode in THROUGHPUT_MODES if cfg.wants(mode) for b in ("batch 1", "bucketed")]
     for k, (mode, batching) in enumerate(plans):
         share = deadline.left() / (len(plans) - k)
         if share < 2:
@@ -289,10 +300,11 @@ def section_modes(model, folder: Path, sizes, cfg: Config, deadline: Deadline, o
     ref = run_pass(strict, speed.STRICT, loader(), cfg, Deadline(deadline.left() / 4), keep_preds=True)
     results = {"subset": f"{len(subset)} images of {sizes[subset[0]][0]}x{sizes[subset[0]][1]}, batches of {cfg.batch}",
                speed.STRICT.name: _mode_row(ref, ref, cfg)}
-    eager = [m for m in KNOBS if not m.compile]
-    for mode in KNOBS:
+    knobs = [m for m in KNOBS if cfg.wants(m)]
+    eager = [m for m in knobs if not m.compile]
+    for mode in knobs:
         if mode.compile:  # last but for the combined modes: leave them a share each
-            reserve = deadline.left() * (len(KNOBS) - 1 - KNOBS.index(mode)) / len(KNOBS)
+            reserve = deadline.left() * (len(knobs) - 1 - knobs.index(mode)) / len(knobs)
             budget = min(cfg.compile_budget_s, deadline.left() - reserve)
             results[mode.name] = compile_in_child(folder, subset, cfg, budget, out_dir, ref)
             continue
@@ -412,29 +424,44 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu", action="store_true", help="use the CPU even where CUDA is available")
     parser.add_argument("--budget", type=float, help="total seconds (default 360; quick 300)")
     parser.add_argument("--compile-budget", type=float, help="seconds for torch.compile + its run (default 120)")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
+    parser.add_argument("--modes", help="comma-separated mode names for the throughput and modes tables "
+                        "(default all; strict-fp32 is always the modes table's reference)")
     parser.add_argument("--compile-child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     parser.add_argument("--child-indices", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.compile_child:
         return compile_child(args)
-    cfg = make_config(args)
+    sections = [v for v in args.sections.split(",") if v]
+    known = {m.name for m in THROUGHPUT_MODES + KNOBS}
+    modes = frozenset(v for v in (args.modes or "").split(",") if v) or None
+    if not sections or set(sections) - set(SECTIONS):
+        parser.error(f"--sections: expected some of {', '.join(SECTIONS)}, got {args.sections!r}")
+    if modes and modes - known:
+        parser.error(f"--modes: unknown {', '.join(sorted(modes - known))}; known: {', '.join(sorted(known))}")
+    cfg = replace(make_config(args), modes=modes)
     if cfg.device == "cpu" and not cfg.quick:
         print("gpu_check: no CUDA device; run with --quick for the tiny CPU run", file=sys.stderr)
         return 2
     start, out_dir = time.monotonic(), output_dir()
     total = Deadline(cfg.budget_s)
-    results = {"environment": environment(cfg), "notes": cfg.notes}
+    results = {"environment": environment(cfg), "notes": cfg.notes, **{k: {} for k in SECTIONS}}
     print(f"gpu_check: {results['environment']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         t = time.perf_counter()
         sizes = write_set(Path(tmp), cfg)
         cfg.notes.append(f"wrote {len(sizes)} JPEGs ({len(set(sizes))} distinct sizes) in {time.perf_counter() - t:.1f} s")
         model = build_model(cfg)
-        for name, run in (("selfcheck", lambda d: section_selfcheck(cfg, d)),
-                          ("throughput", lambda d: section_throughput(model, Path(tmp), sizes, cfg, d)),
-                          ("modes", lambda d: section_modes(model, Path(tmp), sizes, cfg, d, out_dir))):
-            remaining = sum(v for k, v in SHARES.items() if k not in results)
+        runs = {"selfcheck": lambda d: section_selfcheck(cfg, d),
+                "throughput": lambda d: section_throughput(model, Path(tmp), sizes, cfg, d),
+                "modes": lambda d: section_modes(model, Path(tmp), sizes, cfg, d, out_dir)}
+        todo = [k for k in SECTIONS if k in sections]
+        cfg.notes.append(f"sections: {', '.join(todo)}; modes: {', '.join(sorted(modes)) if modes else 'all'}")
+        for i, name in enumerate(todo):
+            run = runs[name]
+            remaining = sum(SHARES[k] for k in todo[i:])
             share = total.left() * SHARES[name] / remaining  # time a section leaves rolls over
             t = time.perf_counter()
             results[name] = run(Deadline(share))

@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from port import ops
+from port import canvas, ops
 from port.models._layers import Convolution, Deconvolution
 
-__all__ = ["SpeedMode", "STRICT", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
+__all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
            "PackedConvolution", "set_backend_flags", "backend_flags", "autocast", "to_input",
            "set_threads", "prepack_cpu", "prepare_model", "compile_model", "CompileResult",
            "count_flops"]
@@ -54,6 +54,7 @@ class SpeedMode:
     cudnn_benchmark: bool = False
     prepack: bool = False
     compile: bool = False
+    skip_constant: bool = False
     description: str = ""
 
     @property
@@ -64,16 +65,22 @@ class SpeedMode:
 
 #: Reproduction first: IEEE fp32 everywhere, deterministic cuDNN algorithms, contiguous NCHW.
 STRICT = SpeedMode("strict-fp32", description="fp32, TF32 off (matmul and cuDNN), deterministic cuDNN")
-#: Still strict fp32, laid out for the CPU: NHWC, weights reordered once for oneDNN, ReLU fused.
-CPU_FAST = SpeedMode("cpu-fast", channels_last=True, prepack=True,
-                     description="strict fp32; channels_last, oneDNN prepacked weights, conv+ReLU fused")
+#: Strict fp32 arithmetic with the trunk's constant canvas (conv1_1's zero padding) computed
+#: once per channel instead of at every position.
+STRICT_CANVAS = SpeedMode("strict-fp32-canvas", skip_constant=True,
+                          description="strict fp32 (as strict-fp32); trunk's constant canvas computed once")
+#: Still strict fp32, laid out for the CPU: NHWC, weights reordered once for oneDNN, ReLU fused,
+#: the trunk's constant canvas computed once.
+CPU_FAST = SpeedMode("cpu-fast", channels_last=True, prepack=True, skip_constant=True,
+                     description="strict fp32; channels_last, oneDNN prepacked weights, conv+ReLU fused, "
+                                 "constant canvas skipped")
 #: GPU fast modes; their agreement with STRICT is measured, not assumed.
 FAST_TF32 = SpeedMode("fast-tf32", tf32=True, channels_last=True, cudnn_benchmark=True,
                       description="TF32 matmul and cuDNN, channels_last, cudnn.benchmark")
 FAST_BF16 = SpeedMode("fast-bf16", tf32=True, autocast="bfloat16", channels_last=True,
                       cudnn_benchmark=True,
                       description="bf16 autocast, TF32, channels_last, cudnn.benchmark")
-MODES: dict[str, SpeedMode] = {m.name: m for m in (STRICT, CPU_FAST, FAST_TF32, FAST_BF16)}
+MODES: dict[str, SpeedMode] = {m.name: m for m in (STRICT, STRICT_CANVAS, CPU_FAST, FAST_TF32, FAST_BF16)}
 
 
 # -- process-wide backend flags ----------------------------------------------------------------
@@ -169,6 +176,14 @@ class PackedConvolution(Convolution):
             self._packed = (key, packed)
         return self._packed[1]
 
+    def unpadded(self) -> "PackedConvolution":
+        """The same convolution with ``pad: 0`` (same parameters, own packed copy), for the
+        crops of :mod:`port.canvas`."""
+        base = Convolution(self.in_channels, self.out_channels, self.kernel_size, self.stride, 0,
+                           self.dilation, self.groups, device="meta")
+        base.weight, base.bias, base.layer_name = self.weight, self.bias, self.layer_name
+        return PackedConvolution(base, self.relu)
+
     def _fast(self, x: torch.Tensor) -> bool:
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         return (x.device.type == "cpu" and x.dtype == torch.float32 == self.weight.dtype and not grad
@@ -219,14 +234,18 @@ def prepack_cpu(model: nn.Module) -> nn.Module:
 # -- putting it together -----------------------------------------------------------------------
 def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device = "cpu") -> nn.Module:
     """``model`` in eval mode on ``device`` in ``mode``'s memory format, prepacked on the CPU
-    when ``mode.prepack`` (a copy then; otherwise moved in place as ``Module.to`` does).
-    ``mode.compile`` is left to :func:`compile_model`, whose warm-up the caller times."""
+    when ``mode.prepack``, its trunk on the constant canvas when ``mode.skip_constant`` (a copy
+    then; otherwise moved in place as ``Module.to`` does). ``mode.compile`` is left to
+    :func:`compile_model`, whose warm-up the caller times."""
     device = torch.device(device)
     model = model.eval().to(device)
     if mode.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if mode.prepack and device.type == "cpu":
+    copied = mode.prepack and device.type == "cpu"
+    if copied:
         model = prepack_cpu(model)
+    if mode.skip_constant:
+        model = canvas.constant_canvas(model, inplace=copied)
     return model
 
 

@@ -110,8 +110,19 @@ def test_backend_flags_are_restored():
 
 
 def test_exact_modes_are_the_fp32_ones():
-    assert {m.name for m in speed.MODES.values() if m.exact} == {"strict-fp32", "cpu-fast"}
+    assert {m.name for m in speed.MODES.values() if m.exact} == {"strict-fp32", "strict-fp32-canvas", "cpu-fast"}
     assert speed.STRICT == speed.SpeedMode("strict-fp32", description=speed.STRICT.description)
+
+
+@pytest.mark.parametrize("mode", list(speed.MODES.values()), ids=list(speed.MODES))
+def test_skip_constant_puts_the_trunk_on_the_canvas_and_strict_stays_plain(mode):
+    from port import canvas
+    model = speed.prepare_model(tiny(), mode)
+    on_canvas = [n for n, m in model.named_children() if isinstance(m, (canvas.CanvasConvolution, canvas.CanvasPooling))]
+    assert bool(on_canvas) == mode.skip_constant
+    if mode.skip_constant:  # conv1_1 .. pool5
+        assert on_canvas[0] == "conv1_1" and on_canvas[-1] == "pool5"
+    assert not speed.STRICT.skip_constant and speed.CPU_FAST.skip_constant
 
 
 def test_set_threads():
@@ -181,3 +192,10 @@ def test_buckets_hold_equal_sizes_and_every_image_once(gpu_check):
     assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
     assert all(len(b) <= 2 and len({sizes[i] for i in b}) == 1 for b in batches)
     assert math.ceil(3 / 2) + 1 + 1 == len(batches)
+
+
+def test_gpu_check_refuses_unknown_sections_and_modes(gpu_check):
+    for argv in (["--sections", "throughput,bogus"], ["--modes", "strict-fp32,nonsense"]):
+        with pytest.raises(SystemExit):
+            gpu_check.main(["--quick", *argv])
+    assert {m.name for m in gpu_check.THROUGHPUT_MODES} >= {"strict-fp32", "strict-fp32-canvas"}

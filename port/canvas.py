@@ -1,0 +1,388 @@
+"""Constant-canvas evaluation of an FCN trunk: the work on the zero padding done once per channel.
+
+FCN's first convolution pads its input by ``pad: 100`` zeros (``conv1_1`` of voc-fcn*/val.prototxt,
+``conv1`` of voc-fcn-alexnet), so most of every trunk map is computed from that padding alone.
+Far from the image, ``conv1_1``'s output is its bias (then ReLU), the next layer's is again one
+value per channel, and so on. Per axis, each trunk map has three kinds of positions:
+
+- *inner*: the receptive field reaches the image (an interval: the image plus a halo);
+- *rim*: the field reaches a canvas edge, where a later convolution's own zero ``pad`` or a
+  pooling's ceil-rounded last window (Caffe ``PoolingLayer::Reshape``) sees something other than
+  the canvas constant (a run of leading and one of trailing positions);
+- *generic*: neither.
+
+A value whose row or column is not inner never sees the image, so it is the value the same net
+computes on an all-zero image ("empty canvas"); that one is translation invariant along an axis
+away from the rims. Hence each map is: a per-channel constant, plus a row profile on the rim rows
+(the same for every non-rim column) and a column profile on the rim columns, plus the four rim
+corners, plus the inner block. :func:`constant_canvas` evaluates each trunk layer that way,
+computing the profiles, the corners and the inner block with the layer's own weights and
+:mod:`port.ops` on crops of its input (the zero ``pad`` put back explicitly where a crop meets a
+canvas edge), and writes them into the full map, which it returns (so ``pool3``/``pool4`` feed the
+skips unchanged). Every value is computed by the same arithmetic as the plain layer, so outputs
+agree to fp32 summation order. Geometry comes from each layer's kernel, stride and pad, through
+:func:`port.ops.conv_output_size` / :func:`port.ops.pool_output_size`; a layer where no generic
+position is left (a tiny canvas, where the halo covers everything) runs the plain layer.
+
+>>> fast = constant_canvas(get_model("fcn8s", weights=...))   # doctest: +SKIP
+>>> fast(data)                       # the same score as the plain model, less work
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from port import ops
+from port.models._layers import LRN, Convolution, Pooling
+
+__all__ = ["Stencil", "AxisPlan", "CanvasError", "plan_axis", "plan_chain", "trunk_chains",
+           "constant_canvas", "CanvasChain", "CanvasConvolution", "CanvasPooling", "CanvasLRN",
+           "canvas_flops"]
+
+Interval = tuple[int, int]
+
+
+class CanvasError(RuntimeError):
+    """A layer geometry the constant-canvas evaluation does not reproduce exactly."""
+
+
+@dataclass(frozen=True)
+class Stencil:
+    """One axis of a layer: ``kind`` is ``"Convolution"`` (zero ``pad``, floor rounding) or
+    ``"Pooling"`` (MAX, no pad, ceil rounding: the last window clipped to the input)."""
+
+    kind: str
+    kernel: int
+    stride: int
+    pad: int
+
+    def out_size(self, size: int, layer: str = "") -> int:
+        if self.kind == "Pooling":
+            return ops.pool_output_size(size, self.kernel, self.stride, self.pad, layer)
+        return ops.conv_output_size(size, self.kernel, self.stride, self.pad, layer=layer)
+
+    def window(self, first: int, end: int) -> Interval:
+        """Input positions read by outputs ``[first, end)``, before clipping to the input."""
+        return first * self.stride - self.pad, (end - 1) * self.stride - self.pad + self.kernel
+
+    def reading(self, start: int, end: int, size_out: int) -> Interval:
+        """Outputs whose window meets input positions ``[start, end)``, as an interval."""
+        k, s, p = self.kernel, self.stride, self.pad
+        first = max(0, (start + p - k) // s + 1)       # o*s - p + k > start
+        last = min(size_out, -(-(end + p) // s))       # o*s - p < end
+        return first, max(first, last)
+
+
+#: A pointwise layer (LRN, a standalone ReLU): every output reads its own position.
+POINTWISE = Stencil("Convolution", 1, 1, 0)
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """One axis of one layer's output: its ``size``, the ``inner`` interval (outputs that see
+    the image), the ``rims`` (leading, trailing counts of outputs that see a canvas edge) and
+    one ``generic`` output that sees neither (None when there is none)."""
+
+    size: int
+    inner: Interval
+    rims: tuple[int, int]
+    generic: int | None
+
+    def rim_ranges(self) -> list[Interval]:
+        lead, trail = self.rims
+        return [r for r in ((0, lead), (self.size - trail, self.size)) if r[0] < r[1]]
+
+
+def plan_axis(stencil: Stencil, size: int, inner: Interval, rims: tuple[int, int],
+              background_pad: bool = False, layer: str = "") -> AxisPlan:
+    """The output axis of a layer reading an axis of ``size`` with that ``inner`` interval and
+    those ``rims``. A convolution's zero ``pad`` makes rims unless ``background_pad`` (the first
+    layer, whose padding *is* the zero canvas); MAX pooling's clipped windows never read padding."""
+    n = stencil.out_size(size, layer)
+    k, s, p = stencil.kernel, stencil.stride, stencil.pad
+    pad_rim = stencil.kind == "Convolution" and p > 0 and not background_pad
+    lead_edge, trail_edge = rims
+    lead = min(n, max(0, -(-(lead_edge + p) // s))) if lead_edge or pad_rim else 0   # o*s - p < lead_edge
+    first_trailing = (size - trail_edge + p - k) // s + 1                          # o*s - p + k > size - trail
+    trail = min(n, max(0, n - max(0, first_trailing))) if trail_edge or pad_rim else 0
+    new_inner = stencil.reading(*inner, n)
+    free = [o for o in (lead, new_inner[1]) if lead <= o < n - trail and not new_inner[0] <= o < new_inner[1]]
+    return AxisPlan(n, new_inner, (lead, trail), free[0] if free else None)
+
+
+def plan_chain(stencils: Sequence[tuple[Stencil, Stencil]], size: tuple[int, int],
+               names: Sequence[str] = ()) -> list[tuple[AxisPlan, AxisPlan]]:
+    """Each layer's (rows, columns) plan for a chain read from an input of ``size`` (H, W):
+    the whole input is inner and the first layer's padding is the zero canvas."""
+    axes = [AxisPlan(n, (0, n), (0, 0), None) for n in size]
+    plans = []
+    for i, pair in enumerate(stencils):
+        name = names[i] if i < len(names) else ""
+        axes = [plan_axis(st, a.size, a.inner, a.rims, background_pad=i == 0, layer=name)
+                for st, a in zip(pair, axes)]
+        plans.append(tuple(axes))
+    return plans
+
+
+# -- the trunk of a family net -----------------------------------------------------------------
+def _stencils(module: nn.Module) -> tuple[Stencil, Stencil] | None:
+    """The (rows, columns) stencils of a module the canvas can run exactly, else None."""
+    if isinstance(module, Convolution) and tuple(module.dilation) == (1, 1):
+        return tuple(Stencil("Convolution", k, s, p) for k, s, p in
+                     zip(module.kernel_size, module.stride, module.padding))  # type: ignore[return-value]
+    if (isinstance(module, Pooling) and module.mode == "MAX" and module.pad == 0
+            and module.kernel >= module.stride):  # windows that leave no input unread
+        return (Stencil("Pooling", module.kernel, module.stride, 0),) * 2
+    if isinstance(module, LRN):
+        return POINTWISE, POINTWISE
+    return None
+
+
+def _fused_relu(model: nn.Module, records, i: int) -> str | None:
+    """The in-place ReLU right after convolution ``records[i]`` (name), if there is one."""
+    if i + 1 >= len(records):
+        return None
+    conv, relu = records[i], records[i + 1]
+    module = getattr(model, relu.name, None)
+    if (relu.kind == "ReLU" and relu.bottoms == conv.tops == relu.tops
+            and type(module) in (nn.ReLU, nn.Identity)):
+        return relu.name
+    return None
+
+
+def _chain_from(model: nn.Module, records, i: int) -> list[tuple[str, str | None]]:
+    """(layer, fused ReLU) of the chain starting at convolution ``records[i]``, cut after
+    its last pooling (the trunk; fc6 and later read all of it)."""
+    chain, blob = [], records[i].bottoms
+    while i < len(records):
+        record = records[i]
+        if record.bottoms != blob or len(record.tops) != 1 or _stencils(getattr(model, record.name)) is None:
+            break
+        relu = _fused_relu(model, records, i) if record.kind == "Convolution" else None
+        chain.append((record.name, relu))
+        blob, i = record.tops, i + (2 if relu else 1)
+    pools = [j for j, (name, _) in enumerate(chain) if isinstance(getattr(model, name), Pooling)]
+    return chain[:pools[-1] + 1] if pools else []
+
+
+def trunk_chains(model: nn.Module) -> list[list[tuple[str, str | None]]]:
+    """The trunks of a :mod:`port.models` family net: from each convolution reading an input
+    blob (or a Concat of inputs), the run of Convolution (+ in-place ReLU), MAX Pooling and LRN
+    layers up to the last pooling, as (layer, fused ReLU or None)."""
+    if not hasattr(model, "caffe_layers"):
+        raise TypeError(f"constant_canvas needs a port.models family net (with caffe_layers()), "
+                        f"got {type(model).__name__}")
+    records = list(model.caffe_layers())
+    sources = set(model.input_names) | {t for r in records if r.kind == "Concat" for t in r.tops}
+    return [c for i, r in enumerate(records)
+            if r.kind == "Convolution" and r.bottoms[0] in sources and (c := _chain_from(model, records, i))]
+
+
+# -- the runtime -------------------------------------------------------------------------------
+class CanvasChain:
+    """What the layers of one trunk share: the plans per input size (cached) and the tensor the
+    last layer produced. A layer runs on the canvas only when its input *is* that tensor (so a
+    layer called on anything else runs plainly); the plans travel with it, so concurrent
+    forwards of different sizes cannot mix."""
+
+    def __init__(self, names: Sequence[str], stencils: Sequence[tuple[Stencil, Stencil]]):
+        self.names, self.stencils = tuple(names), tuple(stencils)
+        self._plans: dict[tuple[int, int], list] = {}
+        self._last: tuple[int, torch.Tensor, list] | None = None
+
+    def plans_for(self, index: int, x: torch.Tensor) -> list | None:
+        if index == 0:
+            size = (int(x.shape[-2]), int(x.shape[-1]))
+            if size not in self._plans:
+                self._plans[size] = plan_chain(self.stencils, size, self.names)
+            return self._plans[size]
+        last = self._last
+        return last[2] if last is not None and last[0] == index - 1 and last[1] is x else None
+
+    def produced(self, index: int, out: torch.Tensor, plans: list | None) -> None:
+        """Record ``out`` for the next layer (nothing kept after the last one)."""
+        last = index == len(self.names) - 1 or plans is None
+        self._last = None if last else (index, out, plans)
+
+
+def _crop(x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
+    """``x[..., rows, cols]`` where positions outside ``x`` are the convolution's zero pad."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if rows[0] >= 0 and cols[0] >= 0 and rows[1] <= h and cols[1] <= w:
+        return x[..., rows[0]:rows[1], cols[0]:cols[1]]
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
+        else torch.contiguous_format
+    out = torch.empty((x.shape[0], x.shape[1], rows[1] - rows[0], cols[1] - cols[0]), dtype=x.dtype,
+                      device=x.device, memory_format=fmt).zero_()
+    r0, r1, c0, c1 = max(rows[0], 0), min(rows[1], h), max(cols[0], 0), min(cols[1], w)
+    if r0 < r1 and c0 < c1:
+        out[..., r0 - rows[0]:r1 - rows[0], c0 - cols[0]:c1 - cols[0]] = x[..., r0:r1, c0:c1]
+    return out
+
+
+def assemble(plan: tuple[AxisPlan, AxisPlan], x: torch.Tensor,
+             tile: Callable[[torch.Tensor, Interval, Interval], torch.Tensor]) -> torch.Tensor | None:
+    """The layer's output from ``tile(input, rows, cols)`` (outputs ``rows x cols``): the
+    column profile through a generic column fills every row (a rim row's value, or the
+    constant), the row profile the rim columns, then the rim corners and the inner block are
+    computed in full. None where the plan has no generic position (run the plain layer)."""
+    ay, ax = plan
+    if ay.generic is None or ax.generic is None:
+        return None
+    probe = x[:1]  # the profiles never see the image: the same for every item of a batch
+    column = tile(probe, (0, ay.size), (ax.generic, ax.generic + 1))
+    row = tile(probe, (ay.generic, ay.generic + 1), (0, ax.size))
+    n, c = int(x.shape[0]), int(column.shape[1])
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
+        else torch.contiguous_format
+    out = torch.empty((n, c, ay.size, ax.size), dtype=column.dtype, device=column.device, memory_format=fmt)
+    out.copy_(column.expand(n, c, ay.size, ax.size))
+    for c0, c1 in ax.rim_ranges():
+        out[..., c0:c1] = row[..., c0:c1]
+    for rows in ay.rim_ranges():
+        for cols in ax.rim_ranges():
+            out[..., rows[0]:rows[1], cols[0]:cols[1]] = tile(x, rows, cols)
+    (r0, r1), (c0, c1) = ay.inner, ax.inner
+    if r0 < r1 and c0 < c1:
+        out[..., r0:r1, c0:c1] = tile(x, (r0, r1), (c0, c1))
+    return out
+
+
+def _check_tile(y: torch.Tensor, rows: Interval, cols: Interval, layer: str) -> torch.Tensor:
+    if tuple(y.shape[-2:]) != (rows[1] - rows[0], cols[1] - cols[0]):
+        raise CanvasError(f"layer {layer!r}: tile of outputs {rows} x {cols} came out "
+                          f"{tuple(y.shape[-2:])}")
+    return y
+
+
+def _unpadded(conv: Convolution) -> nn.Module:
+    """The convolution with ``pad: 0``, sharing its parameters (a prepacked one says how)."""
+    if hasattr(conv, "unpadded"):
+        return conv.unpadded()
+    twin = Convolution(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
+                       conv.dilation, conv.groups, device="meta")
+    twin.weight, twin.bias, twin.layer_name = conv.weight, conv.bias, conv.layer_name
+    return twin
+
+
+class CanvasConvolution(Convolution):
+    """A trunk Convolution (with the in-place ReLU after it when ``relu``) evaluated on the
+    constant canvas. Its parameters are the original module's (same state-dict keys); the
+    original (``pad`` as declared) and a ``pad: 0`` twin for crops are kept unregistered."""
+
+    def __init__(self, conv: Convolution, relu: bool, chain: CanvasChain, index: int):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                         conv.padding, conv.dilation, conv.groups, device="meta")
+        self.weight, self.bias, self.layer_name = conv.weight, conv.bias, conv.layer_name
+        self._impl = (conv, _unpadded(conv))  # a tuple: not submodules, no duplicate keys
+        self.relu, self.chain, self.index = relu, chain, index
+
+    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        y = module(x)
+        return torch.relu(y) if self.relu else y
+
+    def _tile(self, x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
+        sy, sx = self.chain.stencils[self.index]
+        crop = _crop(x, sy.window(*rows), sx.window(*cols))
+        return _check_tile(self._run(self._impl[1], crop), rows, cols, self.layer_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plans = self.chain.plans_for(self.index, x)
+        out = assemble(plans[self.index], x, self._tile) if plans is not None else None
+        if out is None:
+            out = self._run(self._impl[0], x)
+        self.chain.produced(self.index, out, plans)
+        return out
+
+
+class CanvasPooling(Pooling):
+    """A trunk MAX Pooling (no pad) evaluated on the constant canvas; a crop that reaches the
+    canvas end keeps Caffe's ceil-rounded last window (:func:`port.ops.pool2d` on it)."""
+
+    def __init__(self, pool: Pooling, chain: CanvasChain, index: int):
+        super().__init__(pool.kernel, pool.stride, pool.pad, pool.mode)
+        self.layer_name, self.chain, self.index = pool.layer_name, chain, index
+
+    def _tile(self, x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
+        sy, sx = self.chain.stencils[self.index]
+        (r0, r1), (c0, c1) = sy.window(*rows), sx.window(*cols)
+        crop = x[..., r0:min(r1, x.shape[-2]), c0:min(c1, x.shape[-1])]
+        return _check_tile(super().forward(crop), rows, cols, self.layer_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plans = self.chain.plans_for(self.index, x)
+        out = assemble(plans[self.index], x, self._tile) if plans is not None else None
+        if out is None:
+            out = super().forward(x)
+        self.chain.produced(self.index, out, plans)
+        return out
+
+
+class CanvasLRN(LRN):
+    """A trunk LRN: per position across channels, so it keeps the canvas structure; it runs on
+    the whole map and passes the map on to the next canvas layer."""
+
+    def __init__(self, lrn: LRN, chain: CanvasChain, index: int):
+        super().__init__(lrn.local_size, lrn.alpha, lrn.beta, lrn.k)
+        self.layer_name, self.chain, self.index = lrn.layer_name, chain, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plans = self.chain.plans_for(self.index, x)
+        out = super().forward(x)
+        self.chain.produced(self.index, out, plans)
+        return out
+
+
+def _wrap(model: nn.Module, chain: list[tuple[str, str | None]]) -> None:
+    names = [name for name, _ in chain]
+    state = CanvasChain(names, [_stencils(getattr(model, n)) for n in names])
+    for index, (name, relu) in enumerate(chain):
+        module = getattr(model, name)
+        if isinstance(module, Convolution):
+            fuse = relu is not None and type(getattr(model, relu)) is nn.ReLU
+            setattr(model, name, CanvasConvolution(module, fuse, state, index))
+            if fuse:
+                setattr(model, relu, nn.Identity())
+        elif isinstance(module, Pooling):
+            setattr(model, name, CanvasPooling(module, state, index))
+        else:
+            setattr(model, name, CanvasLRN(module, state, index))
+
+
+def constant_canvas(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """``model`` (a :mod:`port.models` family net, a copy unless ``inplace``) with each trunk
+    (:func:`trunk_chains`) evaluated on the constant canvas: same parameters and state-dict
+    keys, same outputs to fp32 summation order, the work on the padding done once per channel.
+    A prepacked model (:func:`port.speed.prepack_cpu`) keeps its oneDNN convolutions."""
+    chains = trunk_chains(model)
+    if not inplace:
+        model = copy.deepcopy(model)
+    for chain in chains:
+        _wrap(model, chain)
+    return model
+
+
+def canvas_flops(model: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
+    """(plain, canvas) FLOPs (2 per multiply-add) of the trunk convolutions at input ``size``:
+    the canvas count covers the inner blocks, rim corners and the two profiles of each layer."""
+    plain = canvas = 0
+    for chain in trunk_chains(model):
+        names = [n for n, _ in chain]
+        plans = plan_chain([_stencils(getattr(model, n)) for n in names], size, names)
+        for name, (ay, ax) in zip(names, plans):
+            module = getattr(model, name)
+            if not isinstance(module, Convolution):
+                continue
+            per_output = 2 * module.weight[0].numel() * module.weight.shape[0]
+            plain += per_output * ay.size * ax.size
+            if ay.generic is None or ax.generic is None:
+                canvas += per_output * ay.size * ax.size
+                continue
+            outputs = ay.size + ax.size + (ay.inner[1] - ay.inner[0]) * (ax.inner[1] - ax.inner[0])
+            outputs += sum((r1 - r0) * (c1 - c0) for r0, r1 in ay.rim_ranges() for c0, c1 in ax.rim_ranges())
+            canvas += per_output * outputs
+    return plain, canvas
