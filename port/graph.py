@@ -6,7 +6,9 @@ layers overwrite their bottom as in Caffe; the net's outputs are the tops no lat
 consumes (``Net::Init``'s ``available_blobs``). Net-level inputs, ``Input`` layers and
 ``Python`` data layers' tops are the forward inputs. Each layer is a submodule named by its
 Caffe layer name, so parameters read ``conv1_1.weight``, ``upscore2.weight``. Semantics are in
-:mod:`port.ops`; this module wires them.
+:mod:`port.ops`; this module wires them. Blob shapes are inferred at construction as Caffe's
+``Net::Init`` does, by each layer's ``Reshape`` arithmetic (:meth:`CaffeLayer.output_shapes`),
+without running a layer: building a net touches no tensor data and compiles nothing.
 """
 from __future__ import annotations
 
@@ -70,6 +72,12 @@ class CaffeLayer(nn.Module):
         """Parameters in Caffe's blob order (``layer.blobs()``)."""
         return []
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+        """The tops' shapes for bottoms of these shapes, as the layer's Caffe ``Reshape``
+        computes them (no data, no compute), raising the error ``forward`` would. This
+        default is an elementwise layer's: one top shaped like the first bottom."""
+        return (tuple(bottoms[0]),)
+
     def _new_param(self, name: str, shape: Sequence[int]) -> None:
         # Caffe's default filler is constant 0; real values come from a caffemodel.
         self.register_parameter(name, nn.Parameter(torch.zeros(tuple(int(s) for s in shape))))
@@ -79,6 +87,14 @@ def _check_4d(layer: CaffeLayer, shape: Sequence[int]) -> None:
     if len(shape) != 4:
         raise CaffeGraphError(f"layer {layer.caffe_name!r} ({layer.caffe_type}): expects an "
                               f"N x C x H x W bottom, got shape {tuple(shape)}")
+
+
+def _canonical_axis(axis: int, ndim: int, layer: str, what: str = "axis") -> int:
+    """Caffe ``Blob::CanonicalAxisIndex``: ``axis`` in ``[-ndim, ndim)``, negative from the end."""
+    if not -ndim <= axis < ndim:
+        raise CaffeSemanticsError(f"layer {layer!r}: {what} {axis} out of range for a blob of "
+                                  f"{ndim} axes (-{ndim} to {ndim - 1})")
+    return axis % ndim
 
 
 def _one(values: tuple[int, ...], what: str, layer: str) -> int | tuple[int, int]:
@@ -119,6 +135,25 @@ class Convolution(CaffeLayer):
     def caffe_params(self) -> list[nn.Parameter]:
         return [self.weight, self.bias] if self.bias_term else [self.weight]
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """``(N, num_output, H', W')``, H' and W' by :func:`port.ops.conv_output_size` (floor)
+        or :func:`port.ops.deconv_output_size` (``BaseConvolutionLayer::Reshape``); the
+        channel check of :func:`port.ops.conv2d` / :func:`port.ops.deconv2d`."""
+        x, w, name = tuple(bottoms[0]), tuple(self.weight.shape), self.caffe_name
+        if self.transposed and (len(x) != 4 or w[0] != x[1]):
+            raise CaffeSemanticsError(f"{ops._where(name)}deconvolution weight {w} (C_in, C_out/group, "
+                                      f"kh, kw) does not fit input {x}")
+        if not self.transposed and (len(x) != 4 or w[1] * self.groups != x[1]):
+            _check_4d(self, x)
+            raise CaffeSemanticsError(
+                f"{ops._where(name)}convolution weight {w} with group {self.groups} does not fit input "
+                f"{x} (expected C_in/group = {x[1] // max(self.groups, 1)})")
+        size = ops.deconv_output_size if self.transposed else ops.conv_output_size
+        (sh, sw), (ph, pw), (dh, dw) = (ops._pair(self.stride, "stride", name), ops._pair(self.pad, "pad", name),
+                                        ops._pair(self.dilation, "dilation", name))
+        channels = w[1] * self.groups if self.transposed else w[0]
+        return ((x[0], channels, size(x[2], w[2], sh, ph, dh, name), size(x[3], w[3], sw, pw, dw, name)),)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         fn = ops.deconv2d if self.transposed else ops.conv2d
         bias = self.bias if self.bias_term else None
@@ -133,7 +168,7 @@ class InnerProduct(CaffeLayer):
     def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
         super().__init__(layer, shapes, phase)
         param = layer.inner_product_param
-        self.axis = int(param.axis) % len(shapes[0])
+        self.axis = _canonical_axis(int(param.axis), len(shapes[0]), layer.name)
         self.transpose = bool(param.transpose)
         k, n = int(np.prod(shapes[0][self.axis:])), int(param.num_output)
         self._new_param("weight", (k, n) if self.transpose else (n, k))
@@ -143,6 +178,16 @@ class InnerProduct(CaffeLayer):
 
     def caffe_params(self) -> list[nn.Parameter]:
         return [self.weight, self.bias] if self.bias_term else [self.weight]
+
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """The axes before ``axis``, then ``num_output`` (``InnerProductLayer::Reshape``)."""
+        x = tuple(bottoms[0])
+        k_axis, n_axis = (0, 1) if self.transpose else (1, 0)
+        features, want = int(np.prod(x[self.axis:])), int(self.weight.shape[k_axis])
+        if features != want:
+            raise CaffeSemanticsError(f"layer {self.caffe_name!r}: input has {features} features "
+                                      f"from axis {self.axis}, weights expect {want}")
+        return (x[:self.axis] + (int(self.weight.shape[n_axis]),),)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         weight = self.weight.t() if self.transpose else self.weight
@@ -168,6 +213,21 @@ class Pooling(CaffeLayer):
             raise CaffeGraphError(f"layer {layer.name!r}: pooling needs kernel_size or kernel_h/kernel_w")
         self.kernel = _one(geo["kernel"], "kernel", layer.name)
         self.stride, self.pad = _one(geo["stride"], "stride", layer.name), _one(geo["pad"], "pad", layer.name)
+
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """``(N, C, H', W')`` by :func:`port.ops.pool_output_size` (``PoolingLayer::Reshape``:
+        ceil rounding), with :func:`port.ops.pool2d`'s checks; global pooling gives 1 x 1."""
+        x, name = tuple(bottoms[0]), self.caffe_name
+        if len(x) != 4:
+            raise CaffeSemanticsError(f"{ops._where(name)}pooling expects N x C x H x W, got {x}")
+        kernel, stride, pad = ((x[2], x[3]), 1, 0) if self.global_pooling else (self.kernel, self.stride, self.pad)
+        (kh, kw), (sh, sw), (ph, pw) = (ops._pair(kernel, "kernel", name), ops._pair(stride, "stride", name),
+                                        ops._pair(pad, "pad", name))
+        if ph >= kh or pw >= kw:
+            raise CaffeSemanticsError(f"{ops._where(name)}pad ({ph}, {pw}) must be smaller than "
+                                      f"kernel ({kh}, {kw})")
+        return ((x[0], x[1], ops.pool_output_size(x[2], kh, sh, ph, name),
+                 ops.pool_output_size(x[3], kw, sw, pw, name)),)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         return (ops.pool2d(x, self.kernel, self.stride, self.pad, self.mode, self.global_pooling,
@@ -212,6 +272,15 @@ class LRN(CaffeLayer):
         self.region, self.size = str(p.norm_region), int(p.local_size)
         self.alpha, self.beta, self.k = float(p.alpha), float(p.beta), float(p.k)
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """The bottom's shape (``LRNLayer::Reshape``; the WITHIN_CHANNEL pooling, kernel
+        ``local_size`` with pad ``(local_size-1)/2`` and stride 1, keeps the size); an even
+        ``local_size`` is refused as in :mod:`port.ops`."""
+        if self.size % 2 != 1:
+            raise CaffeSemanticsError(f"{ops._where(self.caffe_name)}LRN only supports odd local_size, "
+                                      f"got {self.size}")
+        return (tuple(bottoms[0]),)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         if self.region == "WITHIN_CHANNEL":
             return (ops.lrn_within_channel(x, self.size, self.alpha, self.beta, self.caffe_name),)
@@ -229,6 +298,20 @@ class Crop(CaffeLayer):
         self.axis = int(layer.crop_param.axis)
         self.offsets = tuple(int(o) for o in layer.crop_param.offset) or (0,)
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """The first bottom's axes before ``axis``, the reference's from it
+        (``CropLayer::Reshape``), with :func:`port.ops.crop`'s checks of every offset."""
+        x, ref, name = tuple(bottoms[0]), tuple(bottoms[1]), self.caffe_name
+        if len(ref) != len(x):
+            raise CaffeSemanticsError(f"{ops._where(name)}crop reference has {len(ref)} axes, input has {len(x)}")
+        per_axis = ops.crop_offsets_for(len(x), self.axis, self.offsets, name)
+        start = self.axis + len(x) if self.axis < 0 else self.axis
+        for i in range(start, len(x)):
+            if per_axis[i] < 0 or x[i] - per_axis[i] < ref[i]:
+                raise CaffeSemanticsError(f"{ops._where(name)}crop on axis {i}: offset {per_axis[i]} + "
+                                          f"reference size {ref[i]} exceeds input size {x[i]}")
+        return (x[:start] + ref[start:],)
+
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor]:
         return (ops.crop(x, ref, self.axis, self.offsets, self.caffe_name),)
 
@@ -244,6 +327,22 @@ class Eltwise(CaffeLayer):
         self.operation = str(layer.eltwise_param.operation)
         self.coeff = tuple(float(c) for c in layer.eltwise_param.coeff) or None
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """The common shape of the bottoms (``EltwiseLayer::Reshape``), with
+        :func:`port.ops.eltwise`'s checks of shapes, coefficients and operation."""
+        shape, where = tuple(bottoms[0]), ops._where(self.caffe_name)
+        for i, other in enumerate(bottoms[1:], 1):
+            if tuple(other) != shape:
+                raise CaffeSemanticsError(f"{where}Eltwise bottom {i} has shape {tuple(other)}, "
+                                          f"bottom 0 has {shape}")
+        coeff = list(self.coeff or [])
+        if coeff and (self.operation != "SUM" or len(coeff) != len(bottoms)):
+            raise CaffeSemanticsError(f"{where}Eltwise coeff needs operation SUM and one coefficient per "
+                                      f"bottom ({len(bottoms)}), got {self.operation} with {len(coeff)}")
+        if self.operation not in ("SUM", "PROD", "MAX"):
+            raise CaffeSemanticsError(f"{where}Eltwise operation {self.operation!r} not one of SUM, PROD, MAX")
+        return (shape,)
+
     def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
         return (ops.eltwise(bottoms, self.operation, self.coeff, self.caffe_name),)
 
@@ -258,6 +357,17 @@ class Concat(CaffeLayer):
         super().__init__(layer, shapes, phase)
         p = layer.concat_param
         self.axis = int(p.concat_dim if p.has("concat_dim") else p.axis)
+
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """``ConcatLayer::Reshape``: bottoms with equal axes except ``axis``, summed there."""
+        first, name = tuple(bottoms[0]), self.caffe_name
+        axis = _canonical_axis(self.axis, len(first), name, "concat axis")
+        rest = first[:axis] + first[axis + 1:]
+        for i, other in enumerate(map(tuple, bottoms[1:]), 1):
+            if len(other) != len(first) or other[:axis] + other[axis + 1:] != rest:
+                raise CaffeSemanticsError(f"layer {name!r}: Concat bottom {i} has shape {other}, bottom 0 "
+                                          f"has {first}; all must be equal except on axis {axis}")
+        return (first[:axis] + (sum(int(b[axis]) for b in bottoms),) + first[axis + 1:],)
 
     def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
         return (torch.cat(bottoms, dim=self.axis),)
@@ -292,6 +402,20 @@ class Scale(CaffeLayer):
         params = [] if self.two_bottoms else [self.weight]
         return params + ([self.bias] if self.bias_term else [])
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """The first bottom's shape (``ScaleLayer::Reshape``), with :func:`port.ops.scale`'s
+        check that the scale covers the axes from ``axis``."""
+        x, where = tuple(bottoms[0]), ops._where(self.caffe_name)
+        weight = tuple(bottoms[1]) if self.two_bottoms else tuple(self.weight.shape)
+        start = self.axis + len(x) if self.axis < 0 else self.axis
+        if not 0 <= start <= len(x) or x[start:start + len(weight)] != weight:
+            raise CaffeSemanticsError(f"{where}scale of shape {weight} does not match input {x} "
+                                      f"from axis {self.axis}")
+        if self.bias_term and tuple(self.bias.shape) != weight:
+            raise CaffeSemanticsError(f"{where}bias shape {tuple(self.bias.shape)} differs from "
+                                      f"scale shape {weight}")
+        return (x,)
+
     def forward(self, x: torch.Tensor, *scale: torch.Tensor) -> tuple[torch.Tensor]:
         weight = scale[0] if self.two_bottoms else self.weight
         bias = self.bias if self.bias_term else None
@@ -306,12 +430,26 @@ class Softmax(CaffeLayer):
         super().__init__(layer, shapes, phase)
         self.axis = int(layer.softmax_param.axis)
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """The bottom's shape (``SoftmaxLayer::Reshape``), ``axis`` checked."""
+        _canonical_axis(self.axis, len(bottoms[0]), self.caffe_name, "softmax axis")
+        return (tuple(bottoms[0]),)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         return (ops.softmax(x, self.axis),)
 
 
 def _ignore_label(param: Any) -> int | None:
     return int(param.ignore_label) if param.has("ignore_label") else None
+
+
+def _check_labels(score: tuple[int, ...], label: tuple[int, ...], axis: int, what: str, layer: str) -> None:
+    """The label count check of ``SoftmaxWithLossLayer``/``AccuracyLayer::Reshape``
+    (``outer_num * inner_num == label.count()``), worded as :mod:`port.ops`' forward."""
+    target = score[:axis] + score[axis + 1:]
+    if int(np.prod(label)) != int(np.prod(target)):
+        raise CaffeSemanticsError(f"{ops._where(layer)}{what}: label count {int(np.prod(label))} ({label}) "
+                                  f"must equal the score's count without the class axis {target}")
 
 
 @_register("SoftmaxWithLoss")
@@ -330,6 +468,13 @@ class SoftmaxWithLoss(CaffeLayer):
             bool(lp.normalize) if lp.has("normalize") else None)
         self.axis, self.two_tops = int(layer.softmax_param.axis), len(layer.top) == 2
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+        """The loss is 0-d; the optional probabilities are shaped like the score."""
+        score, label = tuple(bottoms[0]), tuple(bottoms[1])
+        axis = _canonical_axis(self.axis, len(score), self.caffe_name, "softmax axis")
+        _check_labels(score, label, axis, "SoftmaxWithLoss", self.caffe_name)
+        return ((), score) if self.two_tops else ((),)
+
     def forward(self, score: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         loss = ops.softmax_with_loss(score, label, self.ignore_label, self.normalization, self.axis,
                                      self.caffe_name)
@@ -347,6 +492,13 @@ class Accuracy(CaffeLayer):
         p = layer.accuracy_param
         self.top_k, self.axis, self.ignore_label = int(p.top_k), int(p.axis), _ignore_label(p)
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """A 0-d accuracy (``AccuracyLayer::Reshape``), the label count checked."""
+        score, label = tuple(bottoms[0]), tuple(bottoms[1])
+        axis = _canonical_axis(self.axis, len(score), self.caffe_name, "accuracy axis")
+        _check_labels(score, label, axis, "Accuracy", self.caffe_name)
+        return ((),)
+
     def forward(self, score: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:
         return (ops.accuracy(score, label, self.top_k, self.axis, self.ignore_label, self.caffe_name),)
 
@@ -361,6 +513,9 @@ class Split(CaffeLayer):
         super().__init__(layer, shapes, phase)
         self.count = len(layer.top)
 
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+        return (tuple(bottoms[0]),) * self.count
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (x,) * self.count
 
@@ -370,6 +525,9 @@ class Silence(CaffeLayer):
     """Caffe Silence (silence_layer.cpp): consumes its bottoms, produces nothing."""
 
     bottoms, tops = (1, 1 << 30), (0, 0)
+
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[()]:
+        return ()
 
     def forward(self, *bottoms: torch.Tensor) -> tuple[()]:
         return ()
@@ -382,7 +540,16 @@ class Flatten(CaffeLayer):
     def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
         super().__init__(layer, shapes, phase)
         p, ndim = layer.flatten_param, len(shapes[0])
-        self.start, self.end = int(p.axis) % ndim, int(p.end_axis) % ndim
+        self.start = _canonical_axis(int(p.axis), ndim, layer.name, "flatten axis")
+        self.end = _canonical_axis(int(p.end_axis), ndim, layer.name, "flatten end_axis")
+        if self.end < self.start:  # Blob::count(start, end) checks start <= end
+            raise CaffeSemanticsError(f"layer {layer.name!r}: flatten end_axis {p.end_axis} is "
+                                      f"before axis {p.axis}")
+
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """Axes ``axis..end_axis`` merged into their product (``FlattenLayer::Reshape``)."""
+        x = tuple(bottoms[0])
+        return (x[:self.start] + (int(np.prod(x[self.start:self.end + 1])),) + x[self.end + 1:],)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         return (x.flatten(self.start, self.end),)
@@ -418,6 +585,9 @@ class Reshape(CaffeLayer):
         p = layer.reshape_param
         self.dims = tuple(int(d) for d in p.shape.dim)
         self.axis, self.num_axes = int(p.axis), int(p.num_axes)
+
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        return (reshape_target(tuple(bottoms[0]), self.dims, self.axis, self.num_axes, self.caffe_name),)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         return (x.reshape(reshape_target(tuple(x.shape), self.dims, self.axis, self.num_axes,
@@ -481,10 +651,12 @@ class CaffeNet(nn.Module):
 
     ``forward(**inputs)`` takes one tensor (or array) per input blob (:attr:`input_names`) and
     returns the net's outputs by name; ``forward(..., return_blobs=True)`` returns every named
-    blob as Caffe holds it after ``Net::Forward``. Shapes are propagated at construction on the
-    ``meta`` device from the declared input shapes (``input_shapes`` supplies those a Python
-    data layer does not declare), which sizes the parameters and checks the net as Caffe's
-    ``Net::Init`` does. Parameters start at Caffe's default fillers; :meth:`load_blobs` fills
+    blob as Caffe holds it after ``Net::Forward``. Shapes are propagated at construction from
+    the declared input shapes (``input_shapes`` supplies those a Python data layer does not
+    declare) by each layer's :meth:`CaffeLayer.output_shapes`, which sizes the parameters and
+    checks the net as Caffe's ``Net::Init`` does; :attr:`blob_shapes` holds the result. Built
+    under ``with torch.device("meta"):`` (as ``port.convert`` does) no parameter is allocated.
+    Parameters start at Caffe's default fillers; :meth:`load_blobs` fills
     them from a caffemodel. Parameters with ``lr_mult: 0`` are frozen (``requires_grad=False``).
     """
 
@@ -506,11 +678,13 @@ class CaffeNet(nn.Module):
             available.update(dict.fromkeys(tops))
         # Caffe keeps the unconsumed blobs in a std::set, so outputs come sorted by name.
         self.output_names = tuple(sorted(available))
+        self._blob_shapes = shapes
         if check_crops:  # after the structural checks, whose errors say more
             _check_crop_offsets(net)
 
     def _add_layer(self, layer: Any, shapes: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
-        """Build, shape-check (on ``meta``) and register one layer; returns its tops."""
+        """Build, shape-check (Caffe's ``Reshape`` arithmetic) and register one layer;
+        returns its tops."""
         cls = LAYER_TYPES.get(layer.type)
         if cls is None:
             raise CaffeGraphError(f"layer {layer.name!r}: unknown type {layer.type!r}; supported "
@@ -519,12 +693,11 @@ class CaffeNet(nn.Module):
         if missing:
             raise CaffeGraphError(f"layer {layer.name!r}: bottom blob(s) {missing} are produced by "
                                   f"no earlier layer or input")
-        module = cls(layer, [shapes[b] for b in layer.bottom], self.phase)
-        # Shapes only: parameters and bottoms on "meta" (no data, no compute).
-        meta = {k: v.to("meta") for k, v in module.named_parameters()}
-        tops = torch.func.functional_call(module, meta, tuple(
-            torch.empty(shapes[b], device="meta") for b in layer.bottom))
-        shapes.update((name, tuple(t.shape)) for name, t in zip(layer.top, tops))
+        bottoms = [shapes[b] for b in layer.bottom]
+        module = cls(layer, bottoms, self.phase)
+        # Arithmetic only: running the layer, even on "meta" tensors, would cost the first
+        # import of torch's compiler stack (~1.3 s) for what a few integer formulas give.
+        shapes.update(zip(layer.top, module.output_shapes(bottoms)))
         self._register(layer, module)
         self._steps.append((layer.name, tuple(layer.bottom), tuple(layer.top)))
         return tuple(layer.top)
@@ -540,6 +713,12 @@ class CaffeNet(nn.Module):
         for param, spec in zip(module.caffe_params(), layer.params):
             if float(spec.lr_mult) == 0:
                 param.requires_grad_(False)
+
+    @property
+    def blob_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every named blob's shape after ``Net::Init`` at the construction's input shapes
+        (the latest top of a name, as ``forward(..., return_blobs=True)`` holds it)."""
+        return dict(self._blob_shapes)
 
     @property
     def steps(self) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:

@@ -14,7 +14,7 @@ from port.caffe import load_net, write_caffemodel, write_caffemodel_h5
 from port.caffe.synth import make_caffemodel
 from port.convert import ConversionError, convert, load_weights
 from port.models import _weights as fmt
-from port.models import get_model
+from port.models import get_model, list_models
 
 
 @pytest.fixture
@@ -129,3 +129,48 @@ def test_unreadable_or_missing_caffemodel(tmp_path):
     with pytest.raises(ConversionError, match="cannot read"):
         convert(junk, out=tmp_path / "j.safetensors")
     assert not (tmp_path / "j.safetensors").exists()
+
+
+def test_convert_and_load_do_not_import_the_compiler(fcn16s_files, tmp_path):
+    """Shapes come from Caffe's Reshape arithmetic, not from running layers on meta tensors,
+    which would import torch._dynamo (over a second) for a conversion."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    _, caffemodel = fcn16s_files
+    out = tmp_path / "fcn16s.safetensors"
+    code = ("import sys\nimport port.convert\nfrom port.models import get_model\n"
+            f"port.convert.convert({str(caffemodel)!r}, out={str(out)!r})\n"
+            f"get_model('fcn16s', weights={str(out)!r})\n"
+            "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))")
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_released_structure_is_the_one_inferred_from_itself(name):
+    """match_builders takes a builder's released structure as fitting without a second build:
+    it is the builder's at the arguments inferred from it."""
+    from port.convert import _infer_kwargs, _meta_shapes
+    released = _meta_shapes(name)
+    kwargs = _infer_kwargs(name, released)
+    assert kwargs["width_divisor"] == 1 and _meta_shapes(name, **kwargs) == released
+
+
+def test_matching_leaves_the_garbage_collector_as_it_was():
+    import gc
+    from port.convert import _meta_shapes, match_builders
+    shapes = _meta_shapes("fcn32s", width_divisor=16, num_classes=5)
+    was = gc.isenabled()
+    try:
+        for enabled in (False, True):
+            (gc.enable if enabled else gc.disable)()
+            builder, candidates, kwargs = match_builders(shapes)
+            assert gc.isenabled() is enabled
+            assert "fcn32s" in candidates and kwargs == {"width_divisor": 16, "num_classes": 5}
+    finally:
+        (gc.enable if was else gc.disable)()

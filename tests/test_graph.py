@@ -220,3 +220,105 @@ def test_a_written_crop_offset_that_disagrees_with_the_geometry_is_refused(golde
         CaffeNet(net_from(wrong))
     # The check can be turned off for a deliberately unusual net.
     assert CaffeNet(net_from(wrong), check_crops=False).output_names == ("loss",)
+
+
+# -- shape inference: Caffe's Reshape arithmetic, checked against real forwards ---------------
+def real_blob_shapes(net: CaffeNet) -> dict[str, tuple[int, ...]]:
+    """Every blob's shape after a forward on real zero tensors of the net's input shapes
+    (zero labels are valid class indices)."""
+    shapes = net.blob_shapes
+    with torch.no_grad():
+        blobs = net(return_blobs=True, **{n: torch.zeros(shapes[n]) for n in net.input_names})
+    return {name: tuple(t.shape) for name, t in blobs.items()}
+
+
+@pytest.mark.parametrize("text", [TINY, MISC], ids=["tiny", "misc"])
+def test_inferred_shapes_equal_a_real_forward_on_synthetic_nets(text):
+    net = CaffeNet(net_from(text))
+    assert net.blob_shapes == real_blob_shapes(net)
+
+
+ODD_SIZE = (37, 53)
+
+
+def golden_net_and_sizes(goldens_dir, name):
+    """A golden net's prototxt and the input shapes to build it at: an odd size for the FCNs
+    (not the declared one), the declared size for vgg16-v1 (its InnerProducts fix it)."""
+    from port.caffe import load_net
+    if name == "vgg16-v1":
+        return load_net(goldens_dir / name / "deploy.prototxt"), None
+    net = load_net(goldens_dir / name / "net.prototxt")
+    return net, {k: (*shape[:2], *ODD_SIZE) for k, shape in net.inputs.items()}
+
+
+@pytest.mark.parametrize("name", ["voc-fcn32s", "voc-fcn16s", "voc-fcn8s", "voc-fcn8s-atonce",
+                                  "voc-fcn-alexnet", "siftflow-fcn8s", "nyud-fcn32s-color-hha",
+                                  "nyud-fcn32s-color-d", "vgg16-v1"])
+def test_inferred_shapes_equal_a_real_forward_on_golden_nets(goldens_dir, name):
+    netdef, sizes = golden_net_and_sizes(goldens_dir, name)
+    net = CaffeNet(netdef, input_shapes=sizes)
+    inferred = net.blob_shapes
+    assert inferred == real_blob_shapes(net)
+    assert len(inferred) > len(net.input_names) + 10
+    if sizes:  # the size-dependent formulas were exercised: the score is cropped to the input
+        assert all(inferred[out][2:] == ODD_SIZE for out in net.output_names if len(inferred[out]) == 4)
+
+
+def errors(call):
+    with pytest.raises(ops.CaffeSemanticsError) as info:
+        call()
+    return str(info.value)
+
+
+@pytest.mark.parametrize("layer, shapes", [
+    ("crop", [(1, 3, 10, 10), (1, 1, 9, 11)]),    # offset 2 + 11 > 10 on axis 3
+    ("crop", [(1, 3, 10, 10), (1, 3, 9)]),        # reference with fewer axes
+    ("conv1", [(1, 5, 9, 11)]),                   # 5 channels, weights for 3
+    ("up", [(1, 4, 3, 3)]),                       # deconvolution weight for 3 channels
+    ("pool1", [(1, 4, 1, 0)]),                    # pooling output size < 1
+    ("loss", [(1, 3, 9, 11), (1, 1, 9, 10)]),     # label count
+])
+def test_output_shapes_raise_what_the_forward_raises(layer, shapes):
+    module = tiny_net().caffe_layers()[layer]
+    from_shapes = errors(lambda: module.output_shapes(shapes))
+    from_forward = errors(lambda: module(*[torch.zeros(s) for s in shapes]))
+    assert from_shapes == from_forward and repr(layer) in from_shapes
+
+
+@pytest.mark.parametrize("layer, shapes", [
+    ("sum", [(2, 3, 4, 5), (2, 3, 4, 6)]),        # Eltwise shapes differ
+    ("scale", [(2, 5, 4, 5)]),                    # Scale parameter for 6 channels
+])
+def test_misc_output_shapes_raise_what_the_forward_raises(layer, shapes):
+    module = CaffeNet(net_from(MISC)).caffe_layers()[layer]
+    from_shapes = errors(lambda: module.output_shapes(shapes))
+    assert from_shapes == errors(lambda: module(*[torch.zeros(s) for s in shapes]))
+
+
+def test_construction_refuses_what_caffe_reshape_refuses():
+    up = ops.deconv_output_size(ops.pool_output_size(ops.conv_output_size(9, 3, 1, 2), 2, 2), 4, 2)
+    with pytest.raises(ops.CaffeSemanticsError, match=f"'crop': crop on axis 2: offset 6 \\+ reference size 9 "
+                                                      f"exceeds input size {up}"):
+        CaffeNet(net_from(TINY.replace("offset: 2", "offset: 6")), check_crops=False)
+    even = MISC.replace("local_size: 3", "local_size: 4")
+    with pytest.raises(ops.CaffeSemanticsError, match="'lrn': LRN only supports odd local_size, got 4"):
+        CaffeNet(net_from(even))
+    ragged = MISC.replace('bottom: "prod" top: "cat"', 'bottom: "flat_a" top: "cat"')
+    ragged = ragged.replace('layer { name: "cat"', 'layer { name: "fa" type: "Flatten" bottom: "a2" top: "flat_a" }\n'
+                            'layer { name: "cat"')
+    concat = "'cat': Concat bottom 1 has shape \\(2, 60\\), bottom 0 has \\(2, 3, 4, 5\\)"
+    with pytest.raises(ops.CaffeSemanticsError, match=concat):
+        CaffeNet(net_from(ragged))
+    with pytest.raises(ops.CaffeSemanticsError, match="'prob': softmax axis 4 out of range"):
+        CaffeNet(net_from(MISC.replace('top: "prob" }', 'top: "prob" softmax_param { axis: 4 } }')))
+    with pytest.raises(ops.CaffeSemanticsError, match="'flat': flatten end_axis 1 is before axis 2"):
+        CaffeNet(net_from(MISC.replace('top: "flat" }', 'top: "flat" flatten_param { axis: 2 end_axis: 1 } }')))
+
+
+def test_built_on_meta_allocates_nothing_and_infers_the_same_shapes():
+    """port.convert builds the net under torch.device("meta") to size and check parameters."""
+    with torch.device("meta"):
+        meta = CaffeNet(net_from(TINY))
+    real = CaffeNet(net_from(TINY))
+    assert all(p.is_meta for p in meta.parameters()) and meta.blob_shapes == real.blob_shapes
+    assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}

@@ -233,3 +233,27 @@ def test_weights_shape_mismatch_lists_every_problem(tmp_path):
     assert "3 problems" in message
     assert "upscore16.weight: missing" in message and "extra.weight: unexpected" in message
     assert "score_fr.weight: shape (5, 256, 1, 1), expected (21, 256, 1, 1)" in message
+
+
+def test_weights_load_into_a_model_built_on_meta(small_weights):
+    """With weights= the model is built on the meta device; loading leaves nothing there."""
+    path, source = small_weights
+    model = get_model("fcn16s", weights=path)
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    assert tensors and all(t.device.type == "cpu" and not t.is_meta for t in tensors.values())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
+
+
+def test_weights_leaving_a_tensor_on_meta_is_refused(small_weights):
+    """A tensor the file cannot fill (a non-persistent buffer) would stay on meta: refused."""
+    from port.models import zoo
+
+    def make(**kwargs):
+        model = zoo._vgg16(16)(**kwargs)
+        model.register_buffer("scratch", torch.zeros(3), persistent=False)
+        return model
+
+    requested = dict(num_classes=None, width_divisor=None)
+    with pytest.raises(WeightsError, match="without data after loading: scratch"):
+        zoo._build(get_meta("fcn16s"), small_weights[0], requested, make)
+    assert zoo._build(get_meta("fcn16s"), None, requested, make).scratch.device.type == "cpu"

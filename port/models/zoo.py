@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping
 
+import torch
 from torch import nn
 
 from port import preprocess as pre
 from port.models import classes
 from port.models._registry import register
-from port.models._weights import load_state_strict, load_weights, resolve_kwargs
+from port.models._weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
 from port.models.fcn_alexnet import FCNAlexNet
 from port.models.fcn_vgg16 import FCNVGG16, FCNVGG16EarlyFusion, FCNVGG16LateFusion
 from port.models.meta import ModelMeta
@@ -37,16 +38,33 @@ def _meta(name: str, dataset: str, prototxt: str, caffemodel: str, *, inputs=("d
 
 def _build(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any],
            make: Callable[..., nn.Module]) -> nn.Module:
-    """Resolve the arguments against the weights' metadata, build, load strictly."""
+    """Resolve the arguments against the weights' metadata, build, load strictly.
+
+    With ``weights`` the model is built on the ``meta`` device (nothing allocated, no random
+    initialisation that the weights would overwrite at once) and the file's tensors become
+    its parameters (``load_state_strict`` assigns them)."""
     defaults = {"num_classes": meta.num_classes[0], "width_divisor": 1}
     defaults.update({k: v for k, v in _extra_defaults(meta).items() if k in requested})
     kwargs = resolve_kwargs(weights, meta.name, requested, defaults)
-    model = make(**kwargs)
-    model.meta = meta
-    if weights is not None:
+    if weights is None:
+        model = make(**kwargs)
+    else:
+        with torch.device("meta"):
+            model = make(**kwargs)
         state, _ = load_weights(weights)
         load_state_strict(model, state, str(weights))
+        _check_materialized(model, str(weights))
+    model.meta = meta
     return model
+
+
+def _check_materialized(model: nn.Module, source: str) -> None:
+    """Refuse a model with a parameter or buffer still on ``meta`` after loading (one the
+    weights file cannot fill, e.g. a non-persistent buffer): it has no data to compute with."""
+    left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise WeightsError(f"{source}: {type(model).__name__} built on the meta device keeps "
+                           f"{len(left)} tensor(s) without data after loading: {', '.join(left)}")
 
 
 def _extra_defaults(meta: ModelMeta) -> dict[str, Any]:
