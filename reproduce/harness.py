@@ -52,7 +52,7 @@ __all__ = [
 #: ones ``benchmarks/gpu_check.py`` measures against strict fp32), never a copy of them.
 PRECISION_MODES: dict[str, speed.SpeedMode] = {
     m.name: m for m in (speed.STRICT, speed.FAST_TF32, speed.FAST_BF16)}
-#: ``--fast``: TF32 tensor cores, channels_last, cudnn.benchmark (``port.speed.FAST_TF32``);
+#: ``--fast``: TF32 tensor cores and channels_last (``port.speed.FAST_TF32``);
 #: its mean IU and argmax agreement with strict fp32 are measured by benchmarks/gpu_check.py.
 FAST = speed.FAST_TF32
 

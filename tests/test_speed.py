@@ -3,6 +3,7 @@ oneDNN path is the same arithmetic; flags are restored; FLOPs are counted from t
 Also the pure helpers of benchmarks/gpu_check.py. Functional only: nothing here is timed."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import sys
@@ -102,7 +103,8 @@ def test_prepack_needs_a_family_net():
 def test_backend_flags_are_restored():
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
               torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
-    with speed.backend_flags(speed.FAST_TF32):
+    benchmarked = dataclasses.replace(speed.FAST_TF32, cudnn_benchmark=True)
+    with speed.backend_flags(benchmarked):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
         assert torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
