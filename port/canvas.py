@@ -366,6 +366,16 @@ def constant_canvas(model: nn.Module, inplace: bool = False) -> nn.Module:
     return model
 
 
+def pays_off(model: nn.Module) -> bool:
+    """Whether the canvas is worth its overhead: every trunk starts with a stride-1
+    convolution, so the padding is convolved at full resolution (VGG16's conv1_1). AlexNet's
+    conv1 (stride 4) already shrinks the padded border 16-fold, and the canvas's extra small
+    convolutions then cost more than they save (benchmarks/RESULTS.md: FCN-AlexNet cpu-fast
+    0.176 s plain vs 0.255 s on the canvas at 375x500)."""
+    chains = trunk_chains(model)
+    return bool(chains) and all(tuple(getattr(model, chain[0][0]).stride) == (1, 1) for chain in chains)
+
+
 def canvas_flops(model: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
     """(plain, canvas) FLOPs (2 per multiply-add) of the trunk convolutions at input ``size``:
     the canvas count covers the inner blocks, rim corners and the two profiles of each layer."""

@@ -235,8 +235,8 @@ def prepack_cpu(model: nn.Module) -> nn.Module:
 # -- putting it together -----------------------------------------------------------------------
 def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device = "cpu") -> nn.Module:
     """``model`` in eval mode on ``device`` in ``mode``'s memory format, prepacked on the CPU
-    when ``mode.prepack``, its trunk on the constant canvas when ``mode.skip_constant`` (a copy
-    then; otherwise moved in place as ``Module.to`` does). ``mode.compile`` is left to
+    when ``mode.prepack``, its trunk on the constant canvas when ``mode.skip_constant`` and
+    :func:`port.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does). ``mode.compile`` is left to
     :func:`compile_model`, whose warm-up the caller times."""
     device = torch.device(device)
     model = model.eval().to(device)
@@ -245,7 +245,7 @@ def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device 
     copied = mode.prepack and device.type == "cpu"
     if copied:
         model = prepack_cpu(model)
-    if mode.skip_constant:
+    if mode.skip_constant and canvas.pays_off(model):
         model = canvas.constant_canvas(model, inplace=copied)
     return model
 

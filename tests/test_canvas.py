@@ -201,3 +201,17 @@ def test_goldens_through_the_canvas(folder, goldens_dir, tmp_path):
     for name in outputs:
         assert relative_error(got[name], arrays[name]) <= GOLDEN_TOLERANCE, name
     assert check_losses(goldens_dir, folder, got, arrays) + len(outputs) > 0
+
+
+def test_the_canvas_is_used_only_where_it_pays_off():
+    """VGG16 trunks start with a stride-1 conv1_1 (the canvas pays); AlexNet's conv1 has
+    stride 4 (measured slower on the canvas), so speed modes leave it plain."""
+    from port import canvas, speed
+    from port.models import fcn8s, fcn_alexnet
+
+    vgg, alex = fcn8s(width_divisor=16), fcn_alexnet(width_divisor=16)
+    assert canvas.pays_off(vgg) and not canvas.pays_off(alex)
+    prepared = speed.prepare_model(alex, speed.STRICT_CANVAS)
+    assert not any(isinstance(m, canvas.CanvasConvolution) for m in prepared.modules())
+    prepared = speed.prepare_model(vgg, speed.STRICT_CANVAS)
+    assert any(isinstance(m, canvas.CanvasConvolution) for m in prepared.modules())
