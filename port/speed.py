@@ -20,6 +20,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -242,10 +243,14 @@ def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device 
     model = model.eval().to(device)
     if mode.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    copied = mode.prepack and device.type == "cpu"
+    family = hasattr(model, "caffe_layers")  # prepacking and the canvas read the layer records
+    if (mode.prepack or mode.skip_constant) and not family:
+        warnings.warn(f"{mode.name}: {type(model).__name__} is not a port.models family net; "
+                      f"oneDNN prepacking and the constant canvas are skipped", stacklevel=2)
+    copied = mode.prepack and device.type == "cpu" and family
     if copied:
         model = prepack_cpu(model)
-    if mode.skip_constant and canvas.pays_off(model):
+    if mode.skip_constant and family and canvas.pays_off(model):
         model = canvas.constant_canvas(model, inplace=copied)
     return model
 

@@ -170,6 +170,23 @@ def test_named_model_converts_once_and_agrees_with_the_generic_graph(
     assert named["outputs"]["score"]["loss"] == pytest.approx(expected, rel=1e-9)
 
 
+def test_cpu_fast_named_run_scores_like_the_generic_graph(voc_tree, caffemodel, net_run, tmp_path):
+    """--precision cpu-fast (prepacked oneDNN, fused ReLU, constant canvas: fp32 arithmetic,
+    other summation order) gives the generic graph's predictions on the synthetic split."""
+    out = tmp_path / "fast"
+    argv = ["fcn16s", "--weights", str(caffemodel), "--data", str(voc_tree[0]), "--out", str(out),
+            "--device", "cpu", "--quiet", "--cache", str(tmp_path / "cache"), "--limit", "4",
+            "--overlays", "0", "--precision", "cpu-fast"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    preds = {p.stem: np.array(Image.open(p)) for p in (net_run / "pred").glob("*.png")}
+    voc = voc_tree[0] / "VOCdevkit" / "VOC2012"
+    hist = sum(fast_hist(np.array(Image.open(voc / "SegmentationClass" / f"{i}.png")), preds[i],
+                         N_CLASSES) for i in voc_tree[1][:4])
+    np.testing.assert_array_equal(np.array(report["outputs"]["score"]["scores"]["confusion"]), hist)
+    assert "cpu-fast" in json.dumps(report["precision"])
+
+
 def test_a_net_without_a_loss_layer_reports_no_loss(goldens_dir, voc_tree, make_caffemodel,
                                                     tmp_path):
     deploy = "voc-fcn8s"   # the goldens' deploy net: no label input, no SoftmaxWithLoss
@@ -212,7 +229,7 @@ def test_the_command_line_precision_names_are_port_speeds_modes():
         args = parser().parse_args(["fcn8s", *argv])
         return _config(args, torch.device("cpu"), Path("out")).precision
     assert mode() is speed.STRICT and mode("--fast") is speed.FAST_TF32
-    for name in ("strict-fp32", "fast-tf32", "fast-bf16"):
+    for name in ("strict-fp32", "cpu-fast", "strict-fp32-canvas", "fast-tf32", "fast-bf16"):
         assert mode("--precision", name) is speed.MODES[name]
     assert all(type(m) is speed.SpeedMode for m in H.PRECISION_MODES.values())
     with pytest.raises(SystemExit):
