@@ -350,11 +350,12 @@ def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Compar
     ax.set_ylabel("IU (%)")
     ax.set_ylim(0, PERCENT)
     ax.set_title(f"per-class IU, {task.output}")
-    ax.legend(fontsize="small", loc="lower right")
-    fig.tight_layout()
+    # Below the class names, outside the axes: a trained net's bars reach the top wherever a
+    # legend inside would sit. savefig's tight bounding box takes it in.
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.42), frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as handle:
-        fig.savefig(handle, format="png")
+        fig.savefig(handle, format="png", bbox_inches="tight")
     return path
 
 
