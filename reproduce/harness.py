@@ -116,19 +116,22 @@ def meta_loss_spec(meta: Any, output: str) -> LossSpec:
     return LossSpec(layer, meta.ignore_label, meta.loss_normalization)
 
 
-def image_loss(task: Task, scores: torch.Tensor, label: torch.Tensor, item_id: str) -> float:
+def image_loss(task: Task, scores: torch.Tensor, label: torch.Tensor, item_id: str,
+               label_host: torch.Tensor | None = None) -> torch.Tensor:
     """One image's loss as the net's loss layer computes it (``port.ops.softmax_with_loss``,
-    in fp32 as Caffe's float blobs), for ``score.py``'s ``loss += net.blobs['loss'].data``."""
+    in fp32 as Caffe's float blobs), for ``score.py``'s ``loss += net.blobs['loss'].data``.
+    Returned as a tensor on the scores' device, so the loop never waits for it; the labels
+    are checked on ``label_host`` (the loader's CPU copy) when given, for the same reason."""
     from port.ops import softmax_with_loss
     spec = task.loss
-    labels = label.long()
-    counted = labels[labels != spec.ignore_label] if spec.ignore_label is not None else labels
+    checked = (label if label_host is None else label_host).long()
+    counted = checked[checked != spec.ignore_label] if spec.ignore_label is not None else checked
     classes = scores.shape[spec.axis]
     if bool(((counted < 0) | (counted >= classes)).any()):
         raise ValueError(f"{item_id}: {task.label} holds labels outside [0, {classes}) that "
                          f"{spec.describe()} on {task.output!r} does not ignore")
-    return float(softmax_with_loss(scores.float(), labels, spec.ignore_label,
-                                   spec.normalization, spec.axis, spec.layer))
+    return softmax_with_loss(scores.float(), label.long(), spec.ignore_label,
+                             spec.normalization, spec.axis, spec.layer).detach()
 
 
 #: ``predict(inputs) -> {blob name: N x C x H x W scores}`` for a batch of one image.
@@ -399,14 +402,15 @@ def _score_item(spec: EvalSpec, config: EvalConfig, st: _State, item: dict,
             raise KeyError(f"the net has no output blob {task.output!r} "
                            f"(outputs: {', '.join(outputs)})")
         pred = outputs[task.output][0].argmax(0)
-        label = _label_for(task, item["label"]).to(config.device, non_blocking=True)
+        label_host = _label_for(task, item["label"])
+        label = label_host.to(config.device, non_blocking=True)
         if pred.shape != label.shape:
             raise ValueError(f"{item['id']}: {task.output} is {tuple(pred.shape)} but the label "
                              f"is {tuple(label.shape)}; the net must output at input size")
         st.confusion[task.output].update(pred, label)
         if task.loss is not None:
             st.confusion[task.output].add_loss(
-                image_loss(task, outputs[task.output], label, item["id"]))
+                image_loss(task, outputs[task.output], label, item["id"], label_host))
         if config.save_predictions is not None or (n == 0 and item["id"] in overlay_ids):
             pred_np = pred.cpu().numpy()
             if config.save_predictions is not None:

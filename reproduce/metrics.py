@@ -12,7 +12,7 @@ label lies outside ``[0, n)`` (the void 255) are dropped -- and then reports, in
   hist.sum()``, so over the classes present in the ground truth;
 - the mean of the per-image loss (``compute_hist`` sums ``net.blobs['loss']`` per image).
 
-Here the matrix is accumulated on the device with ``torch.bincount``; the result is a frozen
+Here the matrix is accumulated on the device (a ``scatter_add_``, no host sync); the result is a frozen
 ``Scores`` with fractions in [0, 1] like ``score.py``. Pure: no printing and no files.
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 class ConfusionMatrix:
-    """``score.py``'s ``hist``, accumulated on ``device`` with ``torch.bincount``.
+    """``score.py``'s ``hist``, accumulated on ``device`` without waiting for it.
 
     ``update(pred, label)`` adds one image (or a batch of equal-size images); labels outside
     ``[0, n_classes)`` are ignored as ``fast_hist`` ignores them; a prediction outside that
@@ -119,13 +119,22 @@ class ConfusionMatrix:
                              f"got {n_classes!r}")
         self.n_classes = n_classes
         self.device = torch.device(device)
-        self.matrix = torch.zeros((n_classes, n_classes), dtype=torch.int64, device=self.device)
+        self._matrix = torch.zeros((n_classes, n_classes), dtype=torch.int64, device=self.device)
+        self._bad = torch.zeros((), dtype=torch.int64, device=self.device)
         self.images = 0
-        self.loss_sum = 0.0
+        self._loss_host = 0.0
+        self._loss_device: torch.Tensor | None = None  # float64, summed without host waits
         self.loss_count = 0
 
     def update(self, pred, label) -> None:
-        """Count one prediction map against its label map (same shape, any leading batch axes)."""
+        """Count one prediction map against its label map (same shape, any leading batch axes).
+
+        Never waits for the device: boolean indexing and ``bincount`` would each copy a size
+        back to the host, and on a GPU those per-image waits cost more than the counting
+        (benchmarks/RESULTS.md). Ignored pixels go to a spare bin instead, the counts are a
+        ``scatter_add_`` (exact: integer additions), and on a GPU the range check of the
+        predictions is kept on the device and raised by the next read (``compute``,
+        ``state_dict``, ``matrix``)."""
         pred_t = torch.as_tensor(pred, device=self.device)
         label_t = torch.as_tensor(label, device=self.device)
         if pred_t.shape != label_t.shape:
@@ -139,11 +148,33 @@ class ConfusionMatrix:
         guess = pred_t.reshape(-1).long()
         n = self.n_classes
         keep = (gt >= 0) & (gt < n)
-        if bool((((guess < 0) | (guess >= n)) & keep).any()):
-            raise ValueError(f"ConfusionMatrix.update: predictions outside [0, {n})")
-        counts = torch.bincount(n * gt[keep] + guess[keep], minlength=n * n)
-        self.matrix += counts.reshape(n, n)
+        bad = (((guess < 0) | (guess >= n)) & keep).sum()
+        if self.device.type == "cpu":
+            if bad:
+                raise ValueError(f"ConfusionMatrix.update: predictions outside [0, {n})")
+        else:
+            self._bad += bad
+        spare = n * n  # the bin of every ignored pixel, dropped below
+        index = torch.where(keep, n * gt + guess.clamp(0, n - 1), spare)
+        counts = torch.zeros(spare + 1, dtype=torch.int64, device=self.device)
+        counts.scatter_add_(0, index, torch.ones_like(index))
+        self._matrix += counts[:spare].view(n, n)
         self.images += _batch_images(pred_t)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The ``n x n`` int64 counts (rows: ground truth, columns: prediction)."""
+        self._check()
+        return self._matrix
+
+    @matrix.setter
+    def matrix(self, value: torch.Tensor) -> None:
+        self._matrix = value
+
+    def _check(self) -> None:
+        if self.device.type != "cpu" and int(self._bad):
+            raise ValueError(f"ConfusionMatrix.update: predictions outside [0, {self.n_classes}) "
+                             f"at {int(self._bad)} counted pixel(s)")
 
     def update_scores(self, scores, label) -> None:
         """Count class scores (C x H x W, or N x C x H x W) by their argmax over C, as
@@ -154,10 +185,26 @@ class ConfusionMatrix:
                              f"scores, got shape {tuple(scores_t.shape)}")
         self.update(scores_t.argmax(dim=-3), label)
 
-    def add_loss(self, loss: float, images: int = 1) -> None:
-        """Record the summed loss of ``images`` images (``compute_hist``'s ``loss +=``)."""
-        self.loss_sum += float(loss)
+    def add_loss(self, loss: float | torch.Tensor, images: int = 1) -> None:
+        """Record the summed loss of ``images`` images (``compute_hist``'s ``loss +=``). A loss
+        still on a GPU is summed there in float64, in the same order, so nothing waits for it."""
+        if torch.is_tensor(loss) and loss.device.type != "cpu":
+            loss = loss.detach().double()
+            self._loss_device = loss if self._loss_device is None else self._loss_device + loss
+        else:
+            self._loss_host += float(loss)
         self.loss_count += images
+
+    @property
+    def loss_sum(self) -> float:
+        """The float64 sum of the recorded losses."""
+        if self._loss_device is not None:  # one wait, at read time
+            self._loss_host, self._loss_device = self._loss_host + float(self._loss_device), None
+        return self._loss_host
+
+    @loss_sum.setter
+    def loss_sum(self, value: float) -> None:
+        self._loss_host, self._loss_device = float(value), None
 
     def compute(self) -> Scores:
         """The frozen ``Scores`` of everything counted so far."""

@@ -178,3 +178,27 @@ def test_accumulates_on_cuda():
         cm.update(pred, label)
     assert cm.matrix.device.type == "cuda"
     np.testing.assert_array_equal(cm.compute().confusion, reference_hist(labels, preds, 7))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_defers_the_range_check_to_the_next_read():
+    """On a GPU update() never waits for the device; a bad prediction still raises, at the
+    next read of the matrix."""
+    cm = ConfusionMatrix(3, device="cuda")
+    cm.update(torch.full((2, 2), 3, device="cuda"), torch.zeros((2, 2), dtype=torch.long, device="cuda"))
+    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+        cm.compute()
+
+
+def test_ignored_pixels_and_batches_count_like_fast_hist():
+    """The spare-bin counting (no boolean indexing) equals fast_hist with void and
+    out-of-range labels, for a batch of two images."""
+    rng = np.random.default_rng(7)
+    label = rng.integers(0, 5, size=(2, 9, 11))
+    label[:, 0] = VOID
+    label[:, :, 0] = 4  # outside [0, 4): ignored like void
+    pred = rng.integers(0, 4, size=(2, 9, 11))
+    cm = ConfusionMatrix(4)
+    cm.update(pred, label)
+    np.testing.assert_array_equal(cm.compute().confusion, reference_hist(list(label), list(pred), 4))
+    assert cm.images == 2
