@@ -365,6 +365,15 @@ def convert(weights_path: str | os.PathLike, prototxt: str | os.PathLike | None 
             stop.set()  # a failed conversion does not wait for the whole file to be hashed
 
 
+def _stem(name: str) -> str:
+    """``fcn8s-heavy-pascal.caffemodel`` / ``a.b.caffemodel.h5`` -> ``fcn8s-heavy-pascal`` /
+    ``a.b``: only the caffemodel suffixes go, so dotted names do not collide."""
+    for suffix in (".caffemodel.h5", ".caffemodel", ".h5"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+
+
 def _convert(weights_path: Path, prototxt: Path | None, out: str | os.PathLike | None,
              builder: str | None, source_sha256: Callable[[], str]) -> ConversionReport:
     """:func:`convert` once the files exist; ``source_sha256()`` waits for the digest."""
@@ -379,7 +388,7 @@ def _convert(weights_path: Path, prototxt: Path | None, out: str | os.PathLike |
     if net is None and not candidates:
         raise ConversionError(source, "an HDF5 caffemodel stores no layer definitions and its blobs "
                               "match no family builder; give the net's prototxt")
-    out = Path(out) if out is not None else weights_path.with_name(weights_path.name.split(".")[0] + ".safetensors")
+    out = Path(out) if out is not None else weights_path.with_name(_stem(weights_path.name) + ".safetensors")
     net_name = (net.name if net is not None else "") or src.name or ""
     write_safetensors(out, state, {
         fmt.FORMAT_KEY: fmt.FORMAT, fmt.SOURCE_NAME: weights_path.name, fmt.NET_NAME: net_name,

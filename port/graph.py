@@ -713,6 +713,13 @@ class CaffeNet(nn.Module):
         for param, spec in zip(module.caffe_params(), layer.params):
             if float(spec.lr_mult) == 0:
                 param.requires_grad_(False)
+        shared = [spec.name for spec in layer.params if spec.name]
+        if shared:
+            # Caffe shares a named param's blob between layers (Net::AppendParam); here each layer
+            # keeps its own copy, which loads and runs the same from a Caffe-written caffemodel
+            # (it stores every copy) but would train apart.
+            warnings.warn(f"layer {layer.name!r}: param names {shared} are not shared between "
+                          f"layers here; each layer holds its own copy", stacklevel=3)
 
     @property
     def blob_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -174,3 +174,12 @@ def test_matching_leaves_the_garbage_collector_as_it_was():
             assert "fcn32s" in candidates and kwargs == {"width_divisor": 16, "num_classes": 5}
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_default_output_name_keeps_dots_before_the_caffemodel_suffix():
+    """a.b.caffemodel -> a.b.safetensors, not a.safetensors (which a.c.caffemodel would
+    overwrite)."""
+    from port.convert import _stem
+    assert _stem("fcn8s-heavy-pascal.caffemodel") == "fcn8s-heavy-pascal"
+    assert _stem("run.v2.caffemodel") == "run.v2"
+    assert _stem("run.v2.caffemodel.h5") == "run.v2"

@@ -92,8 +92,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         chunk = body[start:]
         if mode == "cut" and self._take("cuts_left"):
             chunk = chunk[: len(chunk) // 2]  # then the connection closes (HTTP/1.0)
+        # Recorded before the bytes go out: the client may return (and the test read
+        # state.sent) as soon as it has them, before this handler thread runs on.
+        with state.lock:
+            state.sent.append(len(chunk))
         self.wfile.write(chunk)
-        state.sent.append(len(chunk))
 
 
 @pytest.fixture(scope="module")

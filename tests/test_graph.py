@@ -322,3 +322,12 @@ def test_built_on_meta_allocates_nothing_and_infers_the_same_shapes():
     real = CaffeNet(net_from(TINY))
     assert all(p.is_meta for p in meta.parameters()) and meta.blob_shapes == real.blob_shapes
     assert {k: v.shape for k, v in meta.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
+
+
+def test_named_params_warn_that_they_are_not_shared():
+    text = TINY.replace('layer { name: "score" type: "Convolution" bottom: "pool1" top: "score" ',
+                        'layer { name: "score" type: "Convolution" bottom: "pool1" top: "score" '
+                        'param { name: "shared_w" } ')
+    assert text != TINY
+    with pytest.warns(UserWarning, match="'score'.*shared_w.*not shared"):
+        CaffeNet(net_from(text))
