@@ -125,9 +125,8 @@ class Convolution(CaffeLayer):
         if channels % self.groups or num_output % self.groups:
             raise CaffeGraphError(f"layer {layer.name!r}: {channels} input and {num_output} output "
                                   f"channels are not divisible by group {self.groups}")
-        kh, kw = ops._pair(self.kernel, "kernel", layer.name)
-        io = (channels, num_output // self.groups) if self.transposed else (num_output, channels // self.groups)
-        self._new_param("weight", (*io, kh, kw))
+        self._new_param("weight", ops.conv_weight_shape(channels, num_output, self.kernel, self.groups,
+                                                        self.transposed, layer.name))
         self.bias_term = bool(param.bias_term)
         if self.bias_term:
             self._new_param("bias", (num_output,))
@@ -136,23 +135,14 @@ class Convolution(CaffeLayer):
         return [self.weight, self.bias] if self.bias_term else [self.weight]
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """``(N, num_output, H', W')``, H' and W' by :func:`port.ops.conv_output_size` (floor)
-        or :func:`port.ops.deconv_output_size` (``BaseConvolutionLayer::Reshape``); the
-        channel check of :func:`port.ops.conv2d` / :func:`port.ops.deconv2d`."""
-        x, w, name = tuple(bottoms[0]), tuple(self.weight.shape), self.caffe_name
-        if self.transposed and (len(x) != 4 or w[0] != x[1]):
-            raise CaffeSemanticsError(f"{ops._where(name)}deconvolution weight {w} (C_in, C_out/group, "
-                                      f"kh, kw) does not fit input {x}")
-        if not self.transposed and (len(x) != 4 or w[1] * self.groups != x[1]):
+        """``(N, num_output, H', W')`` by :func:`port.ops.conv2d_output_shape`
+        (``BaseConvolutionLayer::Reshape``), which makes the channel check of
+        :func:`port.ops.conv2d` / :func:`port.ops.deconv2d`."""
+        x = tuple(bottoms[0])
+        if not self.transposed:  # a non-4-D Convolution bottom has always been a CaffeGraphError here
             _check_4d(self, x)
-            raise CaffeSemanticsError(
-                f"{ops._where(name)}convolution weight {w} with group {self.groups} does not fit input "
-                f"{x} (expected C_in/group = {x[1] // max(self.groups, 1)})")
-        size = ops.deconv_output_size if self.transposed else ops.conv_output_size
-        (sh, sw), (ph, pw), (dh, dw) = (ops._pair(self.stride, "stride", name), ops._pair(self.pad, "pad", name),
-                                        ops._pair(self.dilation, "dilation", name))
-        channels = w[1] * self.groups if self.transposed else w[0]
-        return ((x[0], channels, size(x[2], w[2], sh, ph, dh, name), size(x[3], w[3], sw, pw, dw, name)),)
+        return (ops.conv2d_output_shape(x, tuple(self.weight.shape), self.stride, self.pad, self.groups,
+                                        self.dilation, self.transposed, self.caffe_name),)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         fn = ops.deconv2d if self.transposed else ops.conv2d
@@ -215,19 +205,10 @@ class Pooling(CaffeLayer):
         self.stride, self.pad = _one(geo["stride"], "stride", layer.name), _one(geo["pad"], "pad", layer.name)
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """``(N, C, H', W')`` by :func:`port.ops.pool_output_size` (``PoolingLayer::Reshape``:
-        ceil rounding), with :func:`port.ops.pool2d`'s checks; global pooling gives 1 x 1."""
-        x, name = tuple(bottoms[0]), self.caffe_name
-        if len(x) != 4:
-            raise CaffeSemanticsError(f"{ops._where(name)}pooling expects N x C x H x W, got {x}")
-        kernel, stride, pad = ((x[2], x[3]), 1, 0) if self.global_pooling else (self.kernel, self.stride, self.pad)
-        (kh, kw), (sh, sw), (ph, pw) = (ops._pair(kernel, "kernel", name), ops._pair(stride, "stride", name),
-                                        ops._pair(pad, "pad", name))
-        if ph >= kh or pw >= kw:
-            raise CaffeSemanticsError(f"{ops._where(name)}pad ({ph}, {pw}) must be smaller than "
-                                      f"kernel ({kh}, {kw})")
-        return ((x[0], x[1], ops.pool_output_size(x[2], kh, sh, ph, name),
-                 ops.pool_output_size(x[3], kw, sw, pw, name)),)
+        """``(N, C, H', W')`` by :func:`port.ops.pool2d_output_shape` (``PoolingLayer::Reshape``:
+        ceil rounding), :func:`port.ops.pool2d`'s checks; global pooling gives 1 x 1."""
+        return (ops.pool2d_output_shape(tuple(bottoms[0]), self.kernel, self.stride, self.pad,
+                                        self.global_pooling, self.caffe_name),)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         return (ops.pool2d(x, self.kernel, self.stride, self.pad, self.mode, self.global_pooling,
@@ -273,13 +254,9 @@ class LRN(CaffeLayer):
         self.alpha, self.beta, self.k = float(p.alpha), float(p.beta), float(p.k)
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """The bottom's shape (``LRNLayer::Reshape``; the WITHIN_CHANNEL pooling, kernel
-        ``local_size`` with pad ``(local_size-1)/2`` and stride 1, keeps the size); an even
-        ``local_size`` is refused as in :mod:`port.ops`."""
-        if self.size % 2 != 1:
-            raise CaffeSemanticsError(f"{ops._where(self.caffe_name)}LRN only supports odd local_size, "
-                                      f"got {self.size}")
-        return (tuple(bottoms[0]),)
+        """The bottom's shape by :func:`port.ops.lrn_output_shape` (``LRNLayer::Reshape``),
+        which refuses an even ``local_size``."""
+        return (ops.lrn_output_shape(tuple(bottoms[0]), self.size, self.caffe_name),)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         if self.region == "WITHIN_CHANNEL":
@@ -299,18 +276,10 @@ class Crop(CaffeLayer):
         self.offsets = tuple(int(o) for o in layer.crop_param.offset) or (0,)
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """The first bottom's axes before ``axis``, the reference's from it
-        (``CropLayer::Reshape``), with :func:`port.ops.crop`'s checks of every offset."""
-        x, ref, name = tuple(bottoms[0]), tuple(bottoms[1]), self.caffe_name
-        if len(ref) != len(x):
-            raise CaffeSemanticsError(f"{ops._where(name)}crop reference has {len(ref)} axes, input has {len(x)}")
-        per_axis = ops.crop_offsets_for(len(x), self.axis, self.offsets, name)
-        start = self.axis + len(x) if self.axis < 0 else self.axis
-        for i in range(start, len(x)):
-            if per_axis[i] < 0 or x[i] - per_axis[i] < ref[i]:
-                raise CaffeSemanticsError(f"{ops._where(name)}crop on axis {i}: offset {per_axis[i]} + "
-                                          f"reference size {ref[i]} exceeds input size {x[i]}")
-        return (x[:start] + ref[start:],)
+        """The first bottom's axes before ``axis``, the reference's from it, by
+        :func:`port.ops.crop_output_shape` (``CropLayer::Reshape``), which checks every offset."""
+        return (ops.crop_output_shape(tuple(bottoms[0]), tuple(bottoms[1]), self.axis, self.offsets,
+                                      self.caffe_name),)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor]:
         return (ops.crop(x, ref, self.axis, self.offsets, self.caffe_name),)
@@ -328,20 +297,10 @@ class Eltwise(CaffeLayer):
         self.coeff = tuple(float(c) for c in layer.eltwise_param.coeff) or None
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """The common shape of the bottoms (``EltwiseLayer::Reshape``), with
-        :func:`port.ops.eltwise`'s checks of shapes, coefficients and operation."""
-        shape, where = tuple(bottoms[0]), ops._where(self.caffe_name)
-        for i, other in enumerate(bottoms[1:], 1):
-            if tuple(other) != shape:
-                raise CaffeSemanticsError(f"{where}Eltwise bottom {i} has shape {tuple(other)}, "
-                                          f"bottom 0 has {shape}")
-        coeff = list(self.coeff or [])
-        if coeff and (self.operation != "SUM" or len(coeff) != len(bottoms)):
-            raise CaffeSemanticsError(f"{where}Eltwise coeff needs operation SUM and one coefficient per "
-                                      f"bottom ({len(bottoms)}), got {self.operation} with {len(coeff)}")
-        if self.operation not in ("SUM", "PROD", "MAX"):
-            raise CaffeSemanticsError(f"{where}Eltwise operation {self.operation!r} not one of SUM, PROD, MAX")
-        return (shape,)
+        """The common shape of the bottoms by :func:`port.ops.eltwise_output_shape`
+        (``EltwiseLayer::Reshape``), which checks shapes, coefficients and operation."""
+        return (ops.eltwise_output_shape([tuple(b) for b in bottoms], self.operation, self.coeff,
+                                         self.caffe_name),)
 
     def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
         return (ops.eltwise(bottoms, self.operation, self.coeff, self.caffe_name),)
@@ -403,18 +362,11 @@ class Scale(CaffeLayer):
         return params + ([self.bias] if self.bias_term else [])
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """The first bottom's shape (``ScaleLayer::Reshape``), with :func:`port.ops.scale`'s
-        check that the scale covers the axes from ``axis``."""
-        x, where = tuple(bottoms[0]), ops._where(self.caffe_name)
+        """The first bottom's shape by :func:`port.ops.scale_output_shape`
+        (``ScaleLayer::Reshape``), which checks that the scale covers the axes from ``axis``."""
         weight = tuple(bottoms[1]) if self.two_bottoms else tuple(self.weight.shape)
-        start = self.axis + len(x) if self.axis < 0 else self.axis
-        if not 0 <= start <= len(x) or x[start:start + len(weight)] != weight:
-            raise CaffeSemanticsError(f"{where}scale of shape {weight} does not match input {x} "
-                                      f"from axis {self.axis}")
-        if self.bias_term and tuple(self.bias.shape) != weight:
-            raise CaffeSemanticsError(f"{where}bias shape {tuple(self.bias.shape)} differs from "
-                                      f"scale shape {weight}")
-        return (x,)
+        bias = tuple(self.bias.shape) if self.bias_term else None
+        return (ops.scale_output_shape(tuple(bottoms[0]), weight, bias, self.axis, self.caffe_name),)
 
     def forward(self, x: torch.Tensor, *scale: torch.Tensor) -> tuple[torch.Tensor]:
         weight = scale[0] if self.two_bottoms else self.weight
@@ -443,15 +395,6 @@ def _ignore_label(param: Any) -> int | None:
     return int(param.ignore_label) if param.has("ignore_label") else None
 
 
-def _check_labels(score: tuple[int, ...], label: tuple[int, ...], axis: int, what: str, layer: str) -> None:
-    """The label count check of ``SoftmaxWithLossLayer``/``AccuracyLayer::Reshape``
-    (``outer_num * inner_num == label.count()``), worded as :mod:`port.ops`' forward."""
-    target = score[:axis] + score[axis + 1:]
-    if int(np.prod(label)) != int(np.prod(target)):
-        raise CaffeSemanticsError(f"{ops._where(layer)}{what}: label count {int(np.prod(label))} ({label}) "
-                                  f"must equal the score's count without the class axis {target}")
-
-
 @_register("SoftmaxWithLoss")
 class SoftmaxWithLoss(CaffeLayer):
     """Caffe SoftmaxWithLoss (softmax_loss_layer.cpp): the loss (0-d), and the softmax
@@ -472,7 +415,7 @@ class SoftmaxWithLoss(CaffeLayer):
         """The loss is 0-d; the optional probabilities are shaped like the score."""
         score, label = tuple(bottoms[0]), tuple(bottoms[1])
         axis = _canonical_axis(self.axis, len(score), self.caffe_name, "softmax axis")
-        _check_labels(score, label, axis, "SoftmaxWithLoss", self.caffe_name)
+        ops.label_target_shape(score, label, axis, "SoftmaxWithLoss", self.caffe_name)
         return ((), score) if self.two_tops else ((),)
 
     def forward(self, score: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -496,7 +439,7 @@ class Accuracy(CaffeLayer):
         """A 0-d accuracy (``AccuracyLayer::Reshape``), the label count checked."""
         score, label = tuple(bottoms[0]), tuple(bottoms[1])
         axis = _canonical_axis(self.axis, len(score), self.caffe_name, "accuracy axis")
-        _check_labels(score, label, axis, "Accuracy", self.caffe_name)
+        ops.label_target_shape(score, label, axis, "Accuracy", self.caffe_name)
         return ((),)
 
     def forward(self, score: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:

@@ -3,7 +3,10 @@
 Every function reproduces one piece of BVLC/caffe (master 9b89154) and cites the source it
 follows. They take only Python numbers for geometry, so they are usable inside ``nn.Module``
 forwards and under ``torch.compile`` (no Python loops over pixels, no data-dependent shapes).
-Shape disagreements raise :class:`CaffeSemanticsError` naming the layer.
+Shape disagreements raise :class:`CaffeSemanticsError` naming the layer. The ``*_output_shape``
+functions are the layers' ``Reshape`` arithmetic and checks on shapes alone (no tensor); the
+tensor functions and ``port.graph``'s shape inference both call them, so each rule and each
+error message lives here once.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "CaffeSemanticsError", "conv_output_size", "pool_output_size", "deconv_output_size",
+    "conv_weight_shape", "conv2d_output_shape", "pool2d_output_shape", "crop_output_shape",
+    "lrn_output_shape", "eltwise_output_shape", "scale_output_shape", "label_target_shape",
     "pool2d", "crop", "crop_offsets_for", "conv2d", "deconv2d", "lrn_across_channels",
     "lrn_within_channel", "eltwise", "scale", "softmax", "softmax_with_loss", "accuracy",
     "loss_normalization", "bilinear_kernel", "bilinear_weight", "is_bilinear", "FLT_MIN",
@@ -122,6 +127,33 @@ def _torch_ceil_pool_agrees(height: int, width: int, kernel: tuple[int, int], st
                for n, k, s, p, o in zip((height, width), kernel, stride, pad, caffe))
 
 
+def _pool_geometry(x_shape: Sequence[int], kernel: int | Sequence[int], stride: int | Sequence[int],
+                   pad: int | Sequence[int], global_pooling: bool,
+                   layer: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Kernel, stride and pad as ``(h, w)`` pairs, checked as caffe ``PoolingLayer::LayerSetUp``
+    (4-D bottom; ``pad < kernel``; global pooling: kernel = H x W, stride 1, pad 0)."""
+    if len(x_shape) != 4:
+        raise CaffeSemanticsError(f"{_where(layer)}pooling expects N x C x H x W, got {tuple(x_shape)}")
+    if global_pooling:
+        kernel, stride, pad = (int(x_shape[2]), int(x_shape[3])), 1, 0
+    (kh, kw), (sh, sw), (ph, pw) = (_pair(kernel, "kernel", layer), _pair(stride, "stride", layer),
+                                    _pair(pad, "pad", layer))
+    if ph >= kh or pw >= kw:
+        raise CaffeSemanticsError(f"{_where(layer)}pad ({ph}, {pw}) must be smaller than kernel ({kh}, {kw})")
+    return (kh, kw), (sh, sw), (ph, pw)
+
+
+def pool2d_output_shape(x_shape: Sequence[int], kernel: int | Sequence[int],
+                        stride: int | Sequence[int] = 1, pad: int | Sequence[int] = 0,
+                        global_pooling: bool = False, layer: str = "") -> tuple[int, int, int, int]:
+    """The top shape ``(N, C, H', W')`` of caffe ``PoolingLayer::Reshape`` for an ``(N, C, H, W)``
+    bottom, H' and W' by :func:`pool_output_size`, with ``LayerSetUp``'s checks (4-D bottom,
+    ``pad < kernel``); ``global_pooling`` gives 1 x 1."""
+    (kh, kw), (sh, sw), (ph, pw) = _pool_geometry(x_shape, kernel, stride, pad, global_pooling, layer)
+    n, c, height, width = (int(s) for s in x_shape)
+    return n, c, pool_output_size(height, kh, sh, ph, layer), pool_output_size(width, kw, sw, pw, layer)
+
+
 def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[int] = 1,
            pad: int | Sequence[int] = 0, mode: str = "MAX", global_pooling: bool = False,
            layer: str = "") -> torch.Tensor:
@@ -133,16 +165,9 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
     window's size clipped to the *padded* border, so padded cells count in the divisor.
     ``global_pooling`` pools the whole plane (kernel = H x W, stride 1, pad 0).
     """
-    if x.dim() != 4:
-        raise CaffeSemanticsError(f"{_where(layer)}pooling expects N x C x H x W, got {tuple(x.shape)}")
+    _, _, oh, ow = pool2d_output_shape(tuple(x.shape), kernel, stride, pad, global_pooling, layer)
+    (kh, kw), (sh, sw), (ph, pw) = _pool_geometry(tuple(x.shape), kernel, stride, pad, global_pooling, layer)
     height, width = int(x.shape[2]), int(x.shape[3])
-    if global_pooling:
-        kernel, stride, pad = (height, width), 1, 0
-    (kh, kw), (sh, sw), (ph, pw) = (_pair(kernel, "kernel", layer), _pair(stride, "stride", layer),
-                                    _pair(pad, "pad", layer))
-    if ph >= kh or pw >= kw:
-        raise CaffeSemanticsError(f"{_where(layer)}pad ({ph}, {pw}) must be smaller than kernel ({kh}, {kw})")
-    oh, ow = pool_output_size(height, kh, sh, ph, layer), pool_output_size(width, kw, sw, pw, layer)
     # Explicit padding so the last (ceil-rounded) window is complete; negative = rows no window reads.
     bottom_pad = (oh - 1) * sh + kh - ph - height
     right_pad = (ow - 1) * sw + kw - pw - width
@@ -185,24 +210,36 @@ def crop_offsets_for(ndim: int, axis: int = 2, offsets: Sequence[int] = (0,),
     return [0] * start + per_axis
 
 
+def crop_output_shape(x_shape: Sequence[int], ref_shape: Sequence[int], axis: int = 2,
+                      offsets: Sequence[int] = (0,), layer: str = "") -> tuple[int, ...]:
+    """The top shape of caffe ``CropLayer::Reshape``: the input's axes before ``axis``, the
+    reference's from it, with its checks (same number of axes; every offset in range:
+    ``0 <= offset`` and ``offset + reference size <= input size``)."""
+    x_shape, ref_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in ref_shape)
+    if len(ref_shape) != len(x_shape):
+        raise CaffeSemanticsError(
+            f"{_where(layer)}crop reference has {len(ref_shape)} axes, input has {len(x_shape)}")
+    per_axis = crop_offsets_for(len(x_shape), axis, offsets, layer)
+    start = axis + len(x_shape) if axis < 0 else axis
+    for i in range(start, len(x_shape)):
+        offset, size = per_axis[i], x_shape[i]
+        if offset < 0 or size - offset < ref_shape[i]:
+            raise CaffeSemanticsError(
+                f"{_where(layer)}crop on axis {i}: offset {offset} + reference size {ref_shape[i]} "
+                f"exceeds input size {size}")
+    return x_shape[:start] + ref_shape[start:]
+
+
 def crop(x: torch.Tensor, ref: torch.Tensor | Sequence[int], axis: int = 2,
          offsets: Sequence[int] = (0,), layer: str = "") -> torch.Tensor:
     """Caffe Crop (crop_layer.cpp): ``x`` cropped on every axis >= ``axis`` to the size of
     ``ref`` (a tensor or its shape) on that axis, starting at that axis's offset."""
     ref_shape = tuple(int(s) for s in (ref.shape if isinstance(ref, torch.Tensor) else ref))
-    if len(ref_shape) != x.dim():
-        raise CaffeSemanticsError(
-            f"{_where(layer)}crop reference has {len(ref_shape)} axes, input has {x.dim()}")
+    out_shape = crop_output_shape(tuple(x.shape), ref_shape, axis, offsets, layer)
     per_axis = crop_offsets_for(x.dim(), axis, offsets, layer)
     start = axis + x.dim() if axis < 0 else axis
     index = [slice(None)] * start
-    for i in range(start, x.dim()):
-        offset, size = per_axis[i], int(x.shape[i])
-        if offset < 0 or size - offset < ref_shape[i]:
-            raise CaffeSemanticsError(
-                f"{_where(layer)}crop on axis {i}: offset {offset} + reference size {ref_shape[i]} "
-                f"exceeds input size {size}")
-        index.append(slice(offset, offset + ref_shape[i]))
+    index += [slice(per_axis[i], per_axis[i] + out_shape[i]) for i in range(start, x.dim())]
     return x[tuple(index)]
 
 
@@ -210,19 +247,50 @@ def crop(x: torch.Tensor, ref: torch.Tensor | Sequence[int], axis: int = 2,
 # Convolution and deconvolution
 
 
+def conv_weight_shape(channels: int, num_output: int, kernel: int | Sequence[int], groups: int = 1,
+                      transposed: bool = False, layer: str = "") -> tuple[int, int, int, int]:
+    """The weight blob shape of caffe ``BaseConvolutionLayer::LayerSetUp``:
+    ``(num_output, C/group, kh, kw)``, or for a Deconvolution (``reverse_dimensions``)
+    ``(C, num_output/group, kh, kw)``."""
+    kh, kw = _pair(kernel, "kernel", layer)
+    io = (channels, num_output // groups) if transposed else (num_output, channels // groups)
+    return (*io, kh, kw)
+
+
+def conv2d_output_shape(x_shape: Sequence[int], weight_shape: Sequence[int],
+                        stride: int | Sequence[int] = 1, pad: int | Sequence[int] = 0,
+                        groups: int = 1, dilation: int | Sequence[int] = 1,
+                        transposed: bool = False, layer: str = "") -> tuple[int, int, int, int]:
+    """The top shape ``(N, C_out, H', W')`` of caffe ``BaseConvolutionLayer::Reshape`` for an
+    ``(N, C, H, W)`` bottom and a weight laid out as :func:`conv_weight_shape`; H' and W' by
+    :func:`conv_output_size` (``ConvolutionLayer::compute_output_shape``) or, ``transposed``,
+    :func:`deconv_output_size` (``DeconvolutionLayer::compute_output_shape``). Raises when the
+    weight's input channels (times ``groups``) do not match the bottom's channels."""
+    x, w = tuple(int(s) for s in x_shape), tuple(int(s) for s in weight_shape)
+    if transposed and (len(w) != 4 or len(x) != 4 or w[0] != x[1]):
+        raise CaffeSemanticsError(
+            f"{_where(layer)}deconvolution weight {w} (C_in, C_out/group, kh, kw) "
+            f"does not fit input {x}")
+    if not transposed and (len(w) != 4 or len(x) != 4 or w[1] * groups != x[1]):
+        raise CaffeSemanticsError(
+            f"{_where(layer)}convolution weight {w} with group {groups} does not "
+            f"fit input {x} (expected C_in/group = {x[1] // max(groups, 1)})")
+    (sh, sw), (ph, pw), (dh, dw) = (_pair(stride, "stride", layer), _pair(pad, "pad", layer),
+                                    _pair(dilation, "dilation", layer))
+    size = deconv_output_size if transposed else conv_output_size
+    channels = w[1] * groups if transposed else w[0]
+    return x[0], channels, size(x[2], w[2], sh, ph, dh, layer), size(x[3], w[3], sw, pw, dw, layer)
+
+
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
            stride: int | Sequence[int] = 1, pad: int | Sequence[int] = 0, groups: int = 1,
            dilation: int | Sequence[int] = 1, layer: str = "") -> torch.Tensor:
     """Caffe Convolution (conv_layer.cpp): blob layout ``(C_out, C_in/group, kh, kw)``,
     floor-rounded output (:func:`conv_output_size`), checked."""
-    if weight.dim() != 4 or x.dim() != 4 or weight.shape[1] * groups != x.shape[1]:
-        raise CaffeSemanticsError(
-            f"{_where(layer)}convolution weight {tuple(weight.shape)} with group {groups} does not "
-            f"fit input {tuple(x.shape)} (expected C_in/group = {x.shape[1] // max(groups, 1)})")
+    expected = conv2d_output_shape(tuple(x.shape), tuple(weight.shape), stride, pad, groups,
+                                   dilation, False, layer)[2:]
     (sh, sw), (ph, pw), (dh, dw) = (_pair(stride, "stride", layer), _pair(pad, "pad", layer),
                                     _pair(dilation, "dilation", layer))
-    expected = (conv_output_size(int(x.shape[2]), int(weight.shape[2]), sh, ph, dh, layer),
-                conv_output_size(int(x.shape[3]), int(weight.shape[3]), sw, pw, dw, layer))
     y = F.conv2d(x, weight, bias, (sh, sw), (ph, pw), (dh, dw), groups)
     _check_shape(y, expected, "convolution", layer)
     return y
@@ -234,14 +302,10 @@ def deconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = 
     """Caffe Deconvolution (deconv_layer.cpp): the transpose of convolution, blob layout
     ``(C_in, C_out/group, kh, kw)`` (PyTorch's ``conv_transpose2d`` layout), output size
     :func:`deconv_output_size` (no output padding), checked."""
-    if weight.dim() != 4 or x.dim() != 4 or weight.shape[0] != x.shape[1]:
-        raise CaffeSemanticsError(
-            f"{_where(layer)}deconvolution weight {tuple(weight.shape)} (C_in, C_out/group, kh, kw) "
-            f"does not fit input {tuple(x.shape)}")
+    expected = conv2d_output_shape(tuple(x.shape), tuple(weight.shape), stride, pad, groups,
+                                   dilation, True, layer)[2:]
     (sh, sw), (ph, pw), (dh, dw) = (_pair(stride, "stride", layer), _pair(pad, "pad", layer),
                                     _pair(dilation, "dilation", layer))
-    expected = (deconv_output_size(int(x.shape[2]), int(weight.shape[2]), sh, ph, dh, layer),
-                deconv_output_size(int(x.shape[3]), int(weight.shape[3]), sw, pw, dw, layer))
     y = F.conv_transpose2d(x, weight, bias, (sh, sw), (ph, pw), 0, groups, (dh, dw))
     _check_shape(y, expected, "deconvolution", layer)
     return y
@@ -251,13 +315,21 @@ def deconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = 
 # Normalisation, elementwise, scale
 
 
+def lrn_output_shape(x_shape: Sequence[int], local_size: int, layer: str = "") -> tuple[int, ...]:
+    """The top shape of caffe ``LRNLayer::Reshape``: the bottom's (WITHIN_CHANNEL's pooling,
+    kernel ``local_size``, pad ``(local_size-1)/2``, stride 1, keeps the size); an even
+    ``local_size`` is refused as ``LRNLayer::LayerSetUp`` does."""
+    if local_size % 2 != 1:
+        raise CaffeSemanticsError(f"{_where(layer)}LRN only supports odd local_size, got {local_size}")
+    return tuple(int(s) for s in x_shape)
+
+
 def lrn_across_channels(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0,
                         beta: float = 0.75, k: float = 1.0, layer: str = "") -> torch.Tensor:
     """Caffe LRN ACROSS_CHANNELS (lrn_layer.cpp ``CrossChannelForward_cpu``):
     ``x / (k + alpha/n * sum of x^2 over the n channels centred on c) ** beta``, the window
     clipped at the first and last channel (zero padding of the squares)."""
-    if local_size % 2 != 1:
-        raise CaffeSemanticsError(f"{_where(layer)}LRN only supports odd local_size, got {local_size}")
+    lrn_output_shape(tuple(x.shape), local_size, layer)
     pre_pad = (local_size - 1) // 2
     squares = F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, pre_pad, local_size - pre_pad - 1))
     sums = F.avg_pool3d(squares, (local_size, 1, 1), stride=1, divisor_override=1).squeeze(1)
@@ -268,41 +340,66 @@ def lrn_within_channel(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0,
                        beta: float = 0.75, layer: str = "") -> torch.Tensor:
     """Caffe LRN WITHIN_CHANNEL (lrn_layer.cpp ``LayerSetUp``): ``x * (1 + alpha * avg)^-beta``
     with ``avg`` Caffe's AVE pooling of ``x^2`` (kernel ``local_size``, pad ``(n-1)/2``)."""
-    if local_size % 2 != 1:
-        raise CaffeSemanticsError(f"{_where(layer)}LRN only supports odd local_size, got {local_size}")
+    lrn_output_shape(tuple(x.shape), local_size, layer)
     avg = pool2d(x * x, local_size, 1, (local_size - 1) // 2, "AVE", layer=layer)
     return x * torch.pow(1.0 + alpha * avg, -beta)
+
+
+def eltwise_output_shape(shapes: Sequence[Sequence[int]], operation: str = "SUM",
+                         coeff: Sequence[float] | None = None, layer: str = "") -> tuple[int, ...]:
+    """The top shape of caffe ``EltwiseLayer::Reshape``, the bottoms' common shape, with
+    ``LayerSetUp``'s checks: at least 2 bottoms of one shape, ``coeff`` only for SUM and one
+    per bottom, operation SUM, PROD or MAX."""
+    if len(shapes) < 2:
+        raise CaffeSemanticsError(f"{_where(layer)}Eltwise needs at least 2 bottoms, got {len(shapes)}")
+    shape = tuple(shapes[0])
+    for i, other in enumerate(shapes[1:], 1):
+        if tuple(other) != shape:
+            raise CaffeSemanticsError(
+                f"{_where(layer)}Eltwise bottom {i} has shape {tuple(other)}, bottom 0 has {shape}")
+    coeff = list(coeff or [])
+    if coeff and (operation != "SUM" or len(coeff) != len(shapes)):
+        raise CaffeSemanticsError(
+            f"{_where(layer)}Eltwise coeff needs operation SUM and one coefficient per bottom "
+            f"({len(shapes)}), got {operation} with {len(coeff)}")
+    if operation not in ("SUM", "PROD", "MAX"):
+        raise CaffeSemanticsError(f"{_where(layer)}Eltwise operation {operation!r} not one of SUM, PROD, MAX")
+    return shape
 
 
 def eltwise(inputs: Sequence[torch.Tensor], operation: str = "SUM",
             coeff: Sequence[float] | None = None, layer: str = "") -> torch.Tensor:
     """Caffe Eltwise (eltwise_layer.cpp): SUM (``sum_i coeff_i * x_i``, coeff default 1),
     PROD or MAX over bottoms of identical shape."""
-    if len(inputs) < 2:
-        raise CaffeSemanticsError(f"{_where(layer)}Eltwise needs at least 2 bottoms, got {len(inputs)}")
-    shape = tuple(inputs[0].shape)
-    for i, t in enumerate(inputs[1:], 1):
-        if tuple(t.shape) != shape:
-            raise CaffeSemanticsError(
-                f"{_where(layer)}Eltwise bottom {i} has shape {tuple(t.shape)}, bottom 0 has {shape}")
+    eltwise_output_shape([tuple(t.shape) for t in inputs], operation, coeff, layer)
     coeff = list(coeff or [])
-    if coeff and (operation != "SUM" or len(coeff) != len(inputs)):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}Eltwise coeff needs operation SUM and one coefficient per bottom "
-            f"({len(inputs)}), got {operation} with {len(coeff)}")
     if operation == "SUM":
         coeff = coeff or [1.0] * len(inputs)
         out = inputs[0] if coeff[0] == 1 else coeff[0] * inputs[0]
         for c, t in zip(coeff[1:], inputs[1:]):
             out = out + (t if c == 1 else c * t)
         return out
-    if operation in ("PROD", "MAX"):
-        op = torch.mul if operation == "PROD" else torch.maximum
-        out = inputs[0]
-        for t in inputs[1:]:
-            out = op(out, t)
-        return out
-    raise CaffeSemanticsError(f"{_where(layer)}Eltwise operation {operation!r} not one of SUM, PROD, MAX")
+    op = torch.mul if operation == "PROD" else torch.maximum  # the check leaves PROD or MAX
+    out = inputs[0]
+    for t in inputs[1:]:
+        out = op(out, t)
+    return out
+
+
+def scale_output_shape(x_shape: Sequence[int], scale_shape: Sequence[int],
+                       bias_shape: Sequence[int] | None = None, axis: int = 1,
+                       layer: str = "") -> tuple[int, ...]:
+    """The top shape of caffe ``ScaleLayer::Reshape``, the bottom's, with its check that the
+    scale covers the bottom's axes from ``axis`` (and that a bias has the scale's shape)."""
+    x, weight = tuple(int(s) for s in x_shape), tuple(int(s) for s in scale_shape)
+    start = axis + len(x) if axis < 0 else axis
+    if not 0 <= start <= len(x) or x[start:start + len(weight)] != weight:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}scale of shape {weight} does not match input {x} from axis {axis}")
+    if bias_shape is not None and tuple(bias_shape) != weight:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}bias shape {tuple(bias_shape)} differs from scale shape {weight}")
+    return x
 
 
 def scale(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -310,15 +407,9 @@ def scale(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = Non
     """Caffe Scale (scale_layer.cpp): ``x * weight (+ bias)`` with ``weight`` covering axes
     ``axis .. axis + weight.dim() - 1`` of ``x`` and broadcast over the others (a 0-d weight
     scales everything)."""
+    scale_output_shape(tuple(x.shape), tuple(weight.shape), None if bias is None else tuple(bias.shape),
+                       axis, layer)
     start = axis + x.dim() if axis < 0 else axis
-    span = tuple(int(s) for s in x.shape[start:start + weight.dim()])
-    if not 0 <= start <= x.dim() or span != tuple(weight.shape):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}scale of shape {tuple(weight.shape)} does not match input "
-            f"{tuple(x.shape)} from axis {axis}")
-    if bias is not None and tuple(bias.shape) != tuple(weight.shape):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}bias shape {tuple(bias.shape)} differs from scale shape {tuple(weight.shape)}")
     view = (1,) * start + tuple(weight.shape) + (1,) * (x.dim() - start - weight.dim())
     y = x * weight.reshape(view)
     return y if bias is None else y + bias.reshape(view)
@@ -346,14 +437,24 @@ def loss_normalization(normalization: str | None = None, normalize: bool | None 
     return normalization
 
 
-def _labels(score: torch.Tensor, label: torch.Tensor, axis: int, what: str, layer: str) -> torch.Tensor:
-    """Labels as integers shaped like ``score`` without its class axis (Caffe checks only
-    the count: ``outer_num * inner_num == label.count()``)."""
-    target = tuple(score.shape[:axis]) + tuple(score.shape[axis + 1:])
-    if label.numel() != math.prod(target):
+def label_target_shape(score_shape: Sequence[int], label_shape: Sequence[int], axis: int = 1,
+                       what: str = "SoftmaxWithLoss", layer: str = "") -> tuple[int, ...]:
+    """The shape a loss reads its labels in: the score's without the class axis ``axis``
+    (canonical, >= 0), checked by the count only as ``SoftmaxWithLossLayer::Reshape`` and
+    ``AccuracyLayer::Reshape`` do (``outer_num * inner_num == label.count()``); ``what`` names
+    the layer type in the error."""
+    score, label = tuple(int(s) for s in score_shape), tuple(int(s) for s in label_shape)
+    target = score[:axis] + score[axis + 1:]
+    if math.prod(label) != math.prod(target):
         raise CaffeSemanticsError(
-            f"{_where(layer)}{what}: label count {label.numel()} ({tuple(label.shape)}) must equal "
+            f"{_where(layer)}{what}: label count {math.prod(label)} ({label}) must equal "
             f"the score's count without the class axis {target}")
+    return target
+
+
+def _labels(score: torch.Tensor, label: torch.Tensor, axis: int, what: str, layer: str) -> torch.Tensor:
+    """Labels as integers shaped like ``score`` without its class axis (:func:`label_target_shape`)."""
+    target = label_target_shape(tuple(score.shape), tuple(label.shape), axis, what, layer)
     return label.reshape(target).to(torch.int64)
 
 

@@ -283,6 +283,118 @@ def test_is_bilinear():
     assert not ops.is_bilinear(torch.zeros(3, 2, 4, 4)) and not ops.is_bilinear(np.zeros((3, 3, 4)))
 
 
+def shape_and_tensor_errors(shape_call, tensor_call) -> tuple[str, str]:
+    """The messages a shape-only function and its tensor function raise on the same input."""
+    messages = []
+    for call in (shape_call, tensor_call):
+        with pytest.raises(CaffeSemanticsError) as info:
+            call()
+        messages.append(str(info.value))
+    return messages[0], messages[1]
+
+
+@pytest.mark.parametrize("n, k, s, p, d, groups", [(9, 3, 1, 1, 1, 1), (11, 4, 2, 0, 1, 2),
+                                                   (10, 3, 3, 2, 2, 1), (7, 1, 1, 0, 1, 3)])
+def test_conv2d_output_shape_is_the_forward_shape(n, k, s, p, d, groups):
+    x = torch.randn(2, 6, n, n + 2)
+    w = torch.randn(*ops.conv_weight_shape(6, 3 * groups, k, groups, transposed=False))
+    got = ops.conv2d_output_shape(x.shape, w.shape, s, p, groups, d, layer="c")
+    assert got == tuple(ops.conv2d(x, w, None, s, p, groups, d, "c").shape)
+    wt = torch.randn(*ops.conv_weight_shape(6, 2 * groups, (k, k + 1), groups, transposed=True))
+    assert wt.shape == (6, 2, k, k + 1)
+    got = ops.conv2d_output_shape(x.shape, wt.shape, s, p, groups, d, transposed=True, layer="up")
+    assert got == tuple(ops.deconv2d(x, wt, None, s, p, groups, d, "up").shape)
+
+
+def test_conv2d_output_shape_raises_the_forward_errors():
+    x, w = torch.randn(1, 4, 5, 5), torch.randn(6, 3, 3, 3)
+    shape_msg, tensor_msg = shape_and_tensor_errors(
+        lambda: ops.conv2d_output_shape(x.shape, w.shape, layer="conv1"),
+        lambda: ops.conv2d(x, w, layer="conv1"))
+    assert shape_msg == tensor_msg and "'conv1'" in shape_msg and "C_in/group = 4" in shape_msg
+    shape_msg, tensor_msg = shape_and_tensor_errors(
+        lambda: ops.conv2d_output_shape(x.shape, (3, 2, 4, 4), transposed=True, layer="up"),
+        lambda: ops.deconv2d(x, torch.randn(3, 2, 4, 4), layer="up"))
+    assert shape_msg == tensor_msg and "C_in, C_out/group" in shape_msg
+    shape_msg, tensor_msg = shape_and_tensor_errors(
+        lambda: ops.conv2d_output_shape((1, 3, 2, 2), (4, 3, 5, 5), layer="big"),
+        lambda: ops.conv2d(torch.randn(1, 3, 2, 2), torch.randn(4, 3, 5, 5), layer="big"))
+    assert shape_msg == tensor_msg and "(< 1)" in shape_msg
+
+
+@pytest.mark.parametrize("kernel, stride, pad, global_pooling", [
+    (3, 2, 1, False), (2, 2, 0, False), ((3, 2), (1, 2), (1, 0), False), (5, 3, 0, False), (3, 1, 1, True)])
+def test_pool2d_output_shape_is_the_forward_shape(kernel, stride, pad, global_pooling):
+    x = torch.randn(2, 3, 7, 10)
+    got = ops.pool2d_output_shape(x.shape, kernel, stride, pad, global_pooling, "pool")
+    for mode in ("MAX", "AVE"):
+        assert got == tuple(ops.pool2d(x, kernel, stride, pad, mode, global_pooling, "pool").shape)
+
+
+@pytest.mark.parametrize("shape, kernel, pad", [((1, 1, 4, 4), 2, 2), ((1, 1, 4), 2, 0),
+                                                ((1, 1, 1, 1), 3, 0), ((1, 1, 4, 4), (2, 2, 2), 0)])
+def test_pool2d_output_shape_raises_the_forward_errors(shape, kernel, pad):
+    shape_msg, tensor_msg = shape_and_tensor_errors(
+        lambda: ops.pool2d_output_shape(shape, kernel, 1, pad, layer="pool3"),
+        lambda: ops.pool2d(torch.zeros(shape), kernel, 1, pad, layer="pool3"))
+    assert shape_msg == tensor_msg and "'pool3'" in shape_msg
+
+
+def test_crop_output_shape_is_the_forward_shape_and_raises_its_errors():
+    x, ref = torch.zeros(2, 3, 8, 9), torch.zeros(2, 1, 4, 5)
+    for axis, offsets in ((2, (3,)), (2, (1, 4)), (-2, ()), (1, (0, 2, 4))):
+        expected = tuple(ops.crop(x, ref, axis, offsets).shape)
+        assert ops.crop_output_shape(x.shape, ref.shape, axis, offsets) == expected
+    for ref_shape, axis, offsets in (((2, 1, 4, 5), 2, (5,)), ((2, 1, 4), 2, (0,)),
+                                     ((2, 1, 4, 5), 2, (1, 1, 1)), ((2, 1, 4, 5), 4, (0,)),
+                                     ((2, 1, 4, 5), 2, (-1,))):
+        shape_msg, tensor_msg = shape_and_tensor_errors(
+            lambda: ops.crop_output_shape(x.shape, ref_shape, axis, offsets, layer="score"),
+            lambda: ops.crop(x, torch.zeros(ref_shape), axis, offsets, layer="score"))
+        assert shape_msg == tensor_msg and "'score'" in shape_msg
+
+
+def test_eltwise_and_scale_and_lrn_output_shapes_match_their_forward():
+    a = torch.randn(2, 3, 4)
+    assert ops.eltwise_output_shape([a.shape] * 3, "MAX") == tuple(ops.eltwise([a] * 3, "MAX").shape)
+    for inputs, operation, coeff in (([a, torch.randn(2, 3, 5)], "SUM", None), ([a], "SUM", None),
+                                     ([a, a], "PROD", [1.0, 2.0]), ([a, a], "SUM", [1.0]),
+                                     ([a, a], "MIN", None)):
+        shape_msg, tensor_msg = shape_and_tensor_errors(
+            lambda: ops.eltwise_output_shape([t.shape for t in inputs], operation, coeff, "fuse"),
+            lambda: ops.eltwise(inputs, operation, coeff, "fuse"))
+        assert shape_msg == tensor_msg and "'fuse'" in shape_msg
+    w = torch.randn(3, 4)
+    assert ops.scale_output_shape(a.shape, w.shape, w.shape, 1) == tuple(ops.scale(a, w, w, 1).shape)
+    for weight, bias, axis in ((torch.randn(4), None, 1), (w, torch.randn(3), 1), (w, None, 5)):
+        shape_msg, tensor_msg = shape_and_tensor_errors(
+            lambda: ops.scale_output_shape(a.shape, weight.shape, None if bias is None else bias.shape,
+                                           axis, "sc"),
+            lambda: ops.scale(a, weight, bias, axis, "sc"))
+        assert shape_msg == tensor_msg and "'sc'" in shape_msg
+    x = torch.rand(1, 4, 3, 3)
+    assert ops.lrn_output_shape(x.shape, 3) == tuple(ops.lrn_across_channels(x, 3).shape)
+    assert ops.lrn_output_shape(x.shape, 3) == tuple(ops.lrn_within_channel(x, 3).shape)
+    shape_msg, tensor_msg = shape_and_tensor_errors(lambda: ops.lrn_output_shape(x.shape, 4, "norm1"),
+                                                    lambda: ops.lrn_across_channels(x, 4, layer="norm1"))
+    assert shape_msg == tensor_msg and "'norm1'" in shape_msg
+
+
+def test_label_target_shape_checks_the_count_as_the_losses():
+    score = torch.randn(2, 5, 3, 4)
+    assert ops.label_target_shape(score.shape, (2, 1, 3, 4), 1) == (2, 3, 4)
+    assert ops.label_target_shape(score.shape, (24,), 1) == (2, 3, 4)  # Caffe checks only the count
+    bad = torch.zeros(2, 1, 3, 3)
+    shape_msg, tensor_msg = shape_and_tensor_errors(
+        lambda: ops.label_target_shape(score.shape, bad.shape, 1, "SoftmaxWithLoss", "loss"),
+        lambda: ops.softmax_with_loss(score, bad, layer="loss"))
+    assert shape_msg == tensor_msg and "label count 18" in shape_msg
+    shape_msg, tensor_msg = shape_and_tensor_errors(
+        lambda: ops.label_target_shape(score.shape, bad.shape, 1, "Accuracy", "acc"),
+        lambda: ops.accuracy(score, bad, layer="acc"))
+    assert shape_msg == tensor_msg and shape_msg.startswith("layer 'acc': Accuracy")
+
+
 def test_ops_compile_without_graph_breaks():
     def net(x, w, label):
         y = ops.pool2d(ops.lrn_across_channels(x, 3, 1e-2, 0.75), 3, 2, 1, "MAX")
