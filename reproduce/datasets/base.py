@@ -92,6 +92,19 @@ def find_dirs(root, is_match: Callable[[Path], bool], depth: int = SEARCH_DEPTH)
     return found
 
 
+def require_dirs(root, is_match: Callable[[Path], bool], missing: str) -> list[Path]:
+    """:func:`find_dirs`, raising ``DatasetNotFoundError(root, missing)`` when none matches."""
+    found = find_dirs(root, is_match)
+    if not found:
+        raise DatasetNotFoundError(root, missing)
+    return found
+
+
+def locate_one(root, is_match: Callable[[Path], bool], dataset: str, missing: str) -> Located:
+    """The shallowest folder at or under ``root`` for which ``is_match``, as ``dataset``."""
+    return Located(dataset, require_dirs(root, is_match, missing)[0], Path(root))
+
+
 def has_dirs(folder: Path, *names: str) -> bool:
     """Whether ``folder`` holds every sub-folder in ``names``."""
     return all((folder / name).is_dir() for name in names)

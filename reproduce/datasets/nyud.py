@@ -16,7 +16,7 @@ from port.models.classes import NYUD_CLASSES  # the 40-class task, data/nyud/cla
 from port.preprocess import preprocess_nyud_color, preprocess_nyud_depth, preprocess_nyud_hha
 
 from .base import (
-    DatasetError, DatasetNotFoundError, Located, SegmentationDataset, check_raw_range, find_dirs,
+    DatasetError, Located, SegmentationDataset, check_raw_range, locate_one,
     read_image, read_mat_field, read_split,
 )
 
@@ -78,11 +78,8 @@ class NYUDv2(SegmentationDataset):
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:
         """The NYUD folder (holding data/images/ and segmentation/) at or under ``root``."""
-        found = find_dirs(root, _is_nyud)
-        if not found:
-            raise DatasetNotFoundError(root, "no NYUDv2 folder (with data/images/ and "
-                                             "segmentation/) here or below")
-        return Located("NYUDv2", found[0], Path(root))
+        return locate_one(root, _is_nyud, "NYUDv2",
+                          "no NYUDv2 folder (with data/images/ and segmentation/) here or below")
 
     def input_path(self, modality: str, image_id: str) -> Path:
         return self.root / "data" / NYUD_INPUTS[modality][0] / f"img_{image_id}.png"

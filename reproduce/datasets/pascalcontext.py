@@ -22,8 +22,8 @@ from port.models.classes import PASCALCONTEXT_CLASSES
 from port.preprocess import preprocess_pascalcontext
 
 from .base import (
-    DatasetError, DatasetNotFoundError, Located, MissingFileError, SegmentationDataset,
-    check_raw_range, find_dirs, has_dirs, read_image, read_mat_field, read_split,
+    DatasetError, Located, MissingFileError, SegmentationDataset,
+    check_raw_range, locate_one, has_dirs, read_image, read_mat_field, read_split,
 )
 
 __all__ = ["CONTEXT_CLASSES", "PASCALContext", "read_class_list", "context_label_table"]
@@ -95,20 +95,15 @@ class PASCALContext(SegmentationDataset):
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:
         """The Context annotation folder (holding ``trainval/``) at or under ``root``."""
-        found = find_dirs(root, _is_context)
-        if not found:
-            raise DatasetNotFoundError(root, "no PASCAL-Context folder (with trainval/) here "
-                                             "or below")
-        return Located("PASCAL-Context", found[0], Path(root))
+        return locate_one(root, _is_context, "PASCAL-Context",
+                          "no PASCAL-Context folder (with trainval/) here or below")
 
     @classmethod
     def locate_voc2010(cls, root) -> Located:
         """The ``VOC2010`` folder (images and splits of PASCAL-Context) at or under ``root``."""
-        found = find_dirs(root, _is_voc2010)
-        if not found:
-            raise DatasetNotFoundError(root, "no VOC2010 folder (with JPEGImages/ and ImageSets/) "
-                                             "here or below; pass voc_root=...")
-        return Located("PASCAL VOC2010", found[0], Path(root))
+        return locate_one(root, _is_voc2010, "PASCAL VOC2010",
+                          "no VOC2010 folder (with JPEGImages/ and ImageSets/) here or below; "
+                          "pass voc_root=...")
 
     @staticmethod
     def _label_table(folder: Path) -> np.ndarray:

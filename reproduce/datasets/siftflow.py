@@ -17,7 +17,7 @@ from port.models.classes import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CL
 from port.preprocess import preprocess_siftflow
 
 from .base import (
-    DatasetError, DatasetNotFoundError, Located, SegmentationDataset, check_raw_range, find_dirs,
+    DatasetError, Located, SegmentationDataset, check_raw_range, locate_one,
     has_dirs, read_image, read_mat_field, read_split,
 )
 
@@ -56,11 +56,9 @@ class SIFTFlow(SegmentationDataset):
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:
         """The SIFT Flow folder (with Images/, SemanticLabels/, GeoLabels/) at or under ``root``."""
-        found = find_dirs(root, _is_siftflow)
-        if not found:
-            raise DatasetNotFoundError(root, "no SIFT Flow folder (with Images/, SemanticLabels/ "
-                                             "and GeoLabels/) here or below")
-        return Located("SIFT Flow", found[0], Path(root))
+        return locate_one(root, _is_siftflow, "SIFT Flow",
+                          "no SIFT Flow folder (with Images/, SemanticLabels/ and GeoLabels/) here "
+                          "or below")
 
     def image_path(self, image_id: str) -> Path:
         return self.root / "Images" / SUBDIR / f"{image_id}.jpg"

@@ -18,7 +18,7 @@ from port.models.classes import VOC_CLASSES  # model output order, data/pascal/c
 from port.preprocess import preprocess_sbd, preprocess_voc
 
 from .base import (
-    DatasetError, DatasetNotFoundError, Located, SegmentationDataset, check_label, find_dirs,
+    DatasetError, Located, SegmentationDataset, check_label, locate_one, require_dirs,
     has_dirs, read_image, read_mat_field, read_split,
 )
 
@@ -52,10 +52,8 @@ class VOC(SegmentationDataset):
     @classmethod
     def locate(cls, root, split: str = "seg11valid") -> Located:
         """The VOC year folder at or under ``root``; for several, the split's preferred year."""
-        found = find_dirs(root, _is_voc)
-        if not found:
-            raise DatasetNotFoundError(root, "no PASCAL VOC folder (with JPEGImages/ and "
-                                             "SegmentationClass/) here or below")
+        found = require_dirs(root, _is_voc, "no PASCAL VOC folder (with JPEGImages/ and "
+                                            "SegmentationClass/) here or below")
         preference = _YEAR_PREFERENCE.get(split, ())
         ranked = sorted(found, key=lambda p: preference.index(p.name) if p.name in preference
                         else len(preference))
@@ -100,11 +98,8 @@ class SBD(SegmentationDataset):
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:
         """The SBD ``dataset/`` folder at or under ``root``."""
-        found = find_dirs(root, _is_sbd)
-        if not found:
-            raise DatasetNotFoundError(root, "no SBD dataset folder (with img/ and cls/) here "
-                                             "or below")
-        return Located("SBD", found[0], Path(root))
+        return locate_one(root, _is_sbd, "SBD",
+                          "no SBD dataset folder (with img/ and cls/) here or below")
 
     def image_path(self, image_id: str) -> Path:
         return self.root / "img" / f"{image_id}.jpg"
