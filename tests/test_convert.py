@@ -11,19 +11,16 @@ import pytest
 import torch
 
 from port.caffe import load_net, write_caffemodel, write_caffemodel_h5
-from port.caffe.synth import make_caffemodel
 from port.convert import ConversionError, convert, load_weights
 from port.models import _weights as fmt
 from port.models import get_model, list_models
 
 
 @pytest.fixture
-def fcn16s_files(goldens_dir, tmp_path):
+def fcn16s_files(goldens_dir, tmp_path, make_caffemodel):
     """voc-fcn16s at 1/16 width: its prototxt and a seeded random caffemodel in tmp_path."""
-    prototxt = goldens_dir / "voc-fcn16s" / "net.prototxt"
-    caffemodel = tmp_path / "fcn16s.caffemodel"
-    make_caffemodel(load_net(prototxt), caffemodel, seed=3)
-    return prototxt, caffemodel
+    caffemodel = make_caffemodel(tmp_path / "fcn16s.caffemodel", seed=3, net="voc-fcn16s")
+    return goldens_dir / "voc-fcn16s" / "net.prototxt", caffemodel
 
 
 def blobs_by_key(netdef):

@@ -11,20 +11,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from port.caffe import load_caffemodel, load_net
-from port.caffe.synth import make_caffemodel
+from port.caffe import load_caffemodel
 from port.convert import ConversionError, convert, safetensors_header, sha256_file, write_safetensors
 from port.models import _weights as fmt
 from port.models import get_model, load_state_strict, load_weights
 
 
 @pytest.fixture
-def fcn32s_files(goldens_dir, tmp_path):
+def fcn32s_files(goldens_dir, tmp_path, make_caffemodel):
     """voc-fcn32s at 1/16 width: its prototxt and a seeded random caffemodel in tmp_path."""
-    prototxt = goldens_dir / "voc-fcn32s" / "net.prototxt"
-    caffemodel = tmp_path / "fcn32s.caffemodel"
-    make_caffemodel(load_net(prototxt), caffemodel, seed=5)
-    return prototxt, caffemodel
+    caffemodel = make_caffemodel(tmp_path / "fcn32s.caffemodel", seed=5, net="voc-fcn32s")
+    return goldens_dir / "voc-fcn32s" / "net.prototxt", caffemodel
 
 
 def random_arrays(seed: int = 0) -> dict[str, np.ndarray]:
