@@ -24,7 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ConfusionMatrix", "Scores", "scores_from_matrix"]
+__all__ = ["GPU_STRIPES", "ConfusionMatrix", "Scores", "scores_from_matrix"]
+
+#: Interleaved copies of the bins a GPU ``ConfusionMatrix.update`` counts into, so that
+#: neighbouring threads' atomic adds to a common class pair land on different addresses.
+GPU_STRIPES = 128
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,18 @@ class ConfusionMatrix:
     evaluation; ``state_dict``/``load_state_dict`` for checkpoints.
     """
 
-    def __init__(self, n_classes: int, device: str | torch.device = "cpu"):
+    def __init__(self, n_classes: int, device: str | torch.device = "cpu", *, stripes: int | None = None):
         if not isinstance(n_classes, int) or n_classes < 1:
             raise ValueError(f"ConfusionMatrix: n_classes must be a positive int, "
                              f"got {n_classes!r}")
+        if stripes is not None and (not isinstance(stripes, int) or stripes < 1):
+            raise ValueError(f"ConfusionMatrix: stripes must be a positive int, got {stripes!r}")
         self.n_classes = n_classes
         self.device = torch.device(device)
+        # How many interleaved copies of the bins ``update`` counts into (see there): one on
+        # the CPU, whose scatter is a serial loop; GPU_STRIPES where the adds are atomics.
+        self.stripes = stripes or (1 if self.device.type == "cpu" else GPU_STRIPES)
+        self._stripe_offsets = torch.zeros(0, dtype=torch.int64, device=self.device)
         self._matrix = torch.zeros((n_classes, n_classes), dtype=torch.int64, device=self.device)
         self._bad = torch.zeros((), dtype=torch.int64, device=self.device)
         self.images = 0
@@ -134,7 +144,12 @@ class ConfusionMatrix:
         (benchmarks/RESULTS.md). Ignored pixels go to a spare bin instead, the counts are a
         ``scatter_add_`` (exact: integer additions), and on a GPU the range check of the
         predictions is kept on the device and raised by the next read (``compute``,
-        ``state_dict``, ``matrix``)."""
+        ``state_dict``, ``matrix``).
+
+        On a GPU each add is an atomic, and most pixels of a batch fall in a few bins (the
+        background's), so neighbouring threads would queue on one address: pixel ``i`` counts
+        into copy ``i % stripes`` of the bins, and the copies are summed afterwards (still exact
+        integer sums; the result does not depend on ``stripes``)."""
         pred_t = torch.as_tensor(pred, device=self.device)
         label_t = torch.as_tensor(label, device=self.device)
         if pred_t.shape != label_t.shape:
@@ -156,10 +171,19 @@ class ConfusionMatrix:
             self._bad += bad
         spare = n * n  # the bin of every ignored pixel, dropped below
         index = torch.where(keep, n * gt + guess.clamp(0, n - 1), spare)
-        counts = torch.zeros(spare + 1, dtype=torch.int64, device=self.device)
+        if self.stripes > 1:
+            index += self._offsets(index.numel(), spare + 1)
+        counts = torch.zeros(self.stripes * (spare + 1), dtype=torch.int64, device=self.device)
         counts.scatter_add_(0, index, torch.ones_like(index))
-        self._matrix += counts[:spare].view(n, n)
+        self._matrix += counts.view(self.stripes, spare + 1)[:, :spare].sum(0).view(n, n)
         self.images += _batch_images(pred_t)
+
+    def _offsets(self, count: int, bins: int) -> torch.Tensor:
+        """``(i % stripes) * bins`` for ``i < count``: where pixel ``i``'s copy of the bins
+        starts. Kept for the largest count seen, so a run allocates it once per size class."""
+        if self._stripe_offsets.numel() < count:
+            self._stripe_offsets = (torch.arange(count, device=self.device) % self.stripes) * bins
+        return self._stripe_offsets[:count]
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -225,7 +249,7 @@ class ConfusionMatrix:
         return self
 
     def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
-        total = ConfusionMatrix(self.n_classes, device=self.device)
+        total = ConfusionMatrix(self.n_classes, device=self.device, stripes=self.stripes)
         total += self
         total += other
         return total

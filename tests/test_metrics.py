@@ -202,3 +202,43 @@ def test_ignored_pixels_and_batches_count_like_fast_hist():
     cm.update(pred, label)
     np.testing.assert_array_equal(cm.compute().confusion, reference_hist(list(label), list(pred), 4))
     assert cm.images == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), stripes=st.sampled_from([2, 3, 7, 128]))
+def test_striped_counting_equals_fast_hist(seed, stripes):
+    """The GPU's interleaved copies of the bins (``stripes``) sum to fast_hist's matrix exactly,
+    whatever the stripe count and for images larger, then smaller, than the cached offsets."""
+    rng = np.random.default_rng(seed)
+    n = 5
+    labels, preds = _random_split(rng, n, 4, void_frac=0.3)
+    cm = ConfusionMatrix(n, stripes=stripes)
+    for label, pred in zip(labels, preds):
+        cm.update(pred, label)
+    big = rng.integers(0, n, size=(2, 13, 17))
+    cm.update(big, big[::-1].copy())
+    expected = reference_hist(labels + list(big[::-1]), preds + list(big), n)
+    np.testing.assert_array_equal(cm.compute().confusion, expected)
+    assert (cm + ConfusionMatrix(n)).stripes == stripes
+
+
+def test_stripes_default_and_validation():
+    assert ConfusionMatrix(3).stripes == 1  # the CPU scatter is a serial loop: nothing to spread
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="stripes must be a positive int"):
+            ConfusionMatrix(3, stripes=bad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_stripes_count_a_skewed_batch_exactly():
+    """A batch where nearly every pixel falls in one bin (the contended case) counts exactly."""
+    from reproduce.metrics import GPU_STRIPES
+    label = torch.zeros((4, 61, 67), dtype=torch.long)
+    pred = torch.zeros_like(label)
+    label[:, :3] = VOID
+    pred[:, 10:12, 5:9] = 2
+    cm = ConfusionMatrix(3, device="cuda")
+    assert cm.stripes == GPU_STRIPES
+    cm.update(pred.cuda(), label.cuda())
+    np.testing.assert_array_equal(cm.compute().confusion,
+                                  reference_hist(list(label.numpy()), list(pred.numpy()), 3))
