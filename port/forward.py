@@ -19,6 +19,7 @@ import torch
 
 from port.caffe import CaffeFormatError, load_caffemodel, load_net
 from port.caffe.writer import atomic_open
+from port.devices import DeviceError, check_device
 from port.graph import INPUT_LAYER_TYPES, BlobMismatchError, CaffeGraphError, CaffeNet
 from port.models import WeightsError, get_builder, get_model, list_models, load_weights
 from port.models._weights import load_state_strict
@@ -29,50 +30,6 @@ SAFETENSORS_SUFFIX = ".safetensors"
 
 class ForwardError(ValueError):
     """Inputs, net or weights that do not fit together (named in the message)."""
-
-
-class DeviceError(ValueError):
-    """A torch device that this PyTorch build or this machine cannot run on."""
-
-
-def available_devices() -> list[str]:
-    """The devices a run can use here: ``cpu``, each visible CUDA device, ``mps``."""
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
-
-
-def _unavailable(device: torch.device) -> str | None:
-    """Why ``device`` cannot run here, or None when it can."""
-    if device.type == "cpu":
-        return None
-    if device.type == "cuda":
-        if torch.version.cuda is None and torch.version.hip is None:
-            return "this PyTorch was built without CUDA"
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if device.index is not None and device.index < count or device.index is None and count:
-            return None
-        return f"{count} CUDA device(s) visible"
-    if device.type == "mps" and torch.backends.mps.is_available():
-        return None
-    return f"no {device.type} device is available"
-
-
-def check_device(name: str) -> torch.device:
-    """``name`` as a :class:`torch.device`, checked up front: a :class:`DeviceError` naming
-    it and the available devices, instead of PyTorch's assertion deep inside a run."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise DeviceError(f"device {name!r} is not a torch device name; "
-                          f"available: {', '.join(available_devices())}") from err
-    reason = _unavailable(device)
-    if reason is not None:
-        raise DeviceError(f"device {name!r}: {reason}; available: {', '.join(available_devices())}")
-    return device
 
 
 def read_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from port.forward import DeviceError, check_device
+from port.devices import DeviceError, check_device
 from port.models import get_model
 from port.models._layers import Convolution
 

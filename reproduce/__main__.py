@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from port import speed
+from port.devices import DeviceError, check_device, device_name
 from reproduce import distributed as dist_
 from reproduce import harness as H
 from reproduce.checkpoint import CheckpointError, RunIdentity
@@ -85,20 +86,14 @@ def _config(args: argparse.Namespace, device: torch.device, out: Path) -> H.Eval
 
 
 def _device(args: argparse.Namespace, ctx: dist_.DistContext) -> torch.device:
-    if args.device == "cuda":
-        if not torch.cuda.is_available():
-            raise H.ResolveError("--device cuda: no CUDA device is available")
-        device = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(device)
-        return device
-    return torch.device("cpu")
-
-
-def _device_name(device: torch.device) -> str:
+    """The device this rank runs on: ``cuda:LOCAL_RANK`` or the CPU, checked up front."""
+    try:
+        device = check_device(f"cuda:{ctx.local_rank}" if args.device == "cuda" else "cpu")
+    except DeviceError as err:
+        raise H.ResolveError(f"--device {args.device}: {err}") from err
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-    return platform.processor() or platform.machine()
+        torch.cuda.set_device(device)
+    return device
 
 
 def _data_root(args: argparse.Namespace) -> tuple[Path, bool]:
@@ -199,7 +194,7 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
     info = R.RunInfo(model=spec.identity.model, dataset=spec.identity.dataset,
                      dataset_path=str(spec.dataset.root), split=spec.identity.split,
                      weights=extra.pop("weights"), weights_sha256=spec.identity.weights_sha256,
-                     device=str(config.device), device_name=_device_name(config.device),
+                     device=str(config.device), device_name=device_name(config.device),
                      precision=config.precision.name,
                      precision_description=config.precision.description,
                      world_size=ctx.world_size, limit=args.limit,

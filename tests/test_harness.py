@@ -326,3 +326,20 @@ def test_skip_bad_records_the_item_and_goes_on(net_argv, voc_tree, caffemodel, i
     scored = [i for i in ids[:limit] if i != ids[BAD_INDEX]]   # the skipped item has no loss
     expected = sum(independent.graph_loss[i] for i in scored) / len(scored)
     assert report["outputs"]["score"]["loss"] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_device_cuda_without_cuda_is_named_before_any_work(voc_tree, tmp_path, monkeypatch, capsys):
+    """``--device cuda`` where none is visible: the shared ``port.devices`` check, one line,
+    exit 2, nothing fetched."""
+    from reproduce import download
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError(f"fetched {args} before checking --device")
+    monkeypatch.setattr(download, "fetch", no_fetch)
+    code = main(["fcn8s", "--data", str(voc_tree[0]), "--out", str(tmp_path / "out"), "--device", "cuda",
+                 "--quiet", "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--device cuda: device 'cuda:0'" in err and "available: cpu" in err, err
+    assert not (tmp_path / "out").exists()
