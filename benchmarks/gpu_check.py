@@ -13,7 +13,8 @@ put on ``sys.path`` here) and finishes within a total time budget (``--budget``,
    matrix (``reproduce.metrics.ConfusionMatrix``) on the GPU; batch 1 and equal-size buckets,
    strict fp32 and the fast modes of ``port.speed``;
 3. fast modes one knob at a time (TF32, bf16 autocast, channels_last, cudnn.benchmark,
-   torch.compile) and combined: mean IU difference to strict fp32 against the synthetic
+   torch.compile) and combined (``port.speed``'s fast modes, the mixed ones that keep conv5 in
+   fp32 included): mean IU difference to strict fp32 against the synthetic
    labels, mean IU taking strict fp32's prediction as the truth, argmax agreement, images/s.
    torch.compile runs in a child process under a hard timeout. ``strict-fp32-canvas`` is
    strict fp32 with the trunk's constant canvas computed once (``port.canvas``), in both tables.
@@ -66,10 +67,12 @@ SHARES = {"selfcheck": 0.12, "throughput": 0.45, "modes": 0.43}
 KNOBS = (speed.SpeedMode("tf32", tf32=True), speed.SpeedMode("bf16-autocast", autocast="bfloat16"),
          speed.SpeedMode("channels_last", channels_last=True),
          speed.SpeedMode("cudnn.benchmark", cudnn_benchmark=True), speed.STRICT_CANVAS,
-         speed.SpeedMode("torch.compile", compile=True), speed.FAST_TF32, speed.FAST_BF16)
+         speed.SpeedMode("torch.compile", compile=True), speed.FAST_TF32, speed.FAST_BF16,
+         speed.FAST_FP16, speed.FAST_TF32_CONV5, speed.FAST_FP16_CONV5)
 #: End-to-end modes, cheapest first; cudnn.benchmark searches again for every new input size
 #: (seg11valid has many), so the fast modes leave it off and are also measured with it.
-THROUGHPUT_MODES = (speed.FAST_BF16, speed.FAST_TF32, speed.STRICT, speed.STRICT_CANVAS,
+THROUGHPUT_MODES = (speed.FAST_BF16, speed.FAST_TF32, speed.FAST_FP16, speed.FAST_FP16_CONV5,
+                    speed.FAST_TF32_CONV5, speed.STRICT, speed.STRICT_CANVAS,
                     replace(speed.FAST_BF16, name="fast-bf16 with cudnn.benchmark", cudnn_benchmark=True),
                     replace(speed.FAST_TF32, name="fast-tf32 with cudnn.benchmark", cudnn_benchmark=True))
 #: The sections, in the order they run; ``--sections`` picks some.

@@ -31,6 +31,7 @@ from port import canvas, ops
 from port.models._layers import Convolution, Deconvolution
 
 __all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
+           "FAST_TF32_CONV5", "FAST_FP16", "FAST_FP16_CONV5", "keep_fp32",
            "PackedConvolution", "set_backend_flags", "backend_flags", "autocast", "to_input",
            "set_threads", "prepack_cpu", "prepare_model", "compile_model", "CompileResult",
            "count_flops"]
@@ -45,7 +46,9 @@ class SpeedMode:
     memory for model and inputs; ``cudnn_benchmark``: cuDNN times and picks algorithms
     (otherwise deterministic ones); ``prepack``: on the CPU, oneDNN weights reordered once and
     each in-place ReLU fused into its convolution (:func:`prepack_cpu`); ``compile``:
-    ``torch.compile`` the model (:func:`compile_model`).
+    ``torch.compile`` the model (:func:`compile_model`); ``fp32_layers``: layers (by Caffe layer
+    name) that run in IEEE fp32 -- TF32 and autocast off, inputs cast to float32 -- inside an
+    otherwise reduced-precision mode (:func:`keep_fp32`).
     """
 
     name: str
@@ -56,6 +59,7 @@ class SpeedMode:
     prepack: bool = False
     compile: bool = False
     skip_constant: bool = False
+    fp32_layers: tuple[str, ...] = ()
     description: str = ""
 
     @property
@@ -82,7 +86,19 @@ FAST_TF32 = SpeedMode("fast-tf32", tf32=True, channels_last=True,
                       description="TF32 matmul and cuDNN, channels_last")
 FAST_BF16 = SpeedMode("fast-bf16", tf32=True, autocast="bfloat16", channels_last=True,
                       description="bf16 autocast, TF32, channels_last")
-MODES: dict[str, SpeedMode] = {m.name: m for m in (STRICT, STRICT_CANVAS, CPU_FAST, FAST_TF32, FAST_BF16)}
+#: VGG16's conv5 block: with random weights, emulated TF32 rounding in its three layers alone
+#: flips as many argmaxes as in all other layers together (benchmarks/analyze_tf32.py), for
+#: 7.7% of FCN-8s's FLOPs, so the mixed modes keep it in fp32.
+CONV5 = ("conv5_1", "conv5_2", "conv5_3")
+FAST_TF32_CONV5 = SpeedMode("fast-tf32-conv5-fp32", tf32=True, channels_last=True, fp32_layers=CONV5,
+                            description="TF32 matmul and cuDNN except conv5_1-conv5_3 (fp32), channels_last")
+FAST_FP16 = SpeedMode("fast-fp16", tf32=True, autocast="float16", channels_last=True,
+                      description="fp16 autocast, TF32, channels_last")
+FAST_FP16_CONV5 = SpeedMode("fast-fp16-conv5-fp32", tf32=True, autocast="float16", channels_last=True,
+                            fp32_layers=CONV5,
+                            description="fp16 autocast and TF32 except conv5_1-conv5_3 (fp32), channels_last")
+MODES: dict[str, SpeedMode] = {m.name: m for m in (STRICT, STRICT_CANVAS, CPU_FAST, FAST_TF32, FAST_BF16,
+                                                   FAST_TF32_CONV5, FAST_FP16, FAST_FP16_CONV5)}
 
 
 # -- process-wide backend flags ----------------------------------------------------------------
@@ -127,6 +143,44 @@ def autocast(mode: SpeedMode, device: str | torch.device) -> contextlib.Abstract
     if mode.autocast is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, mode.autocast))
+
+
+class _Fp32Island:
+    """Forward hooks that run one module in IEEE fp32: TF32 off for cuDNN and matmul and
+    autocast off while it runs, its floating inputs cast to float32 (the flags are process-wide,
+    so they are set on entry and restored on exit)."""
+
+    def __init__(self):
+        self.stack: list[tuple[dict[str, Any], contextlib.ExitStack]] = []
+
+    def enter(self, module: nn.Module, args: tuple) -> tuple:
+        flags = _flags()
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        exits = contextlib.ExitStack()
+        for device_type in ("cuda", "cpu"):
+            if torch.is_autocast_enabled(device_type):
+                exits.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        self.stack.append((flags, exits))
+        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    def leave(self, module: nn.Module, args: tuple, output: Any) -> None:
+        flags, exits = self.stack.pop()
+        exits.close()
+        _restore(flags)
+
+
+def keep_fp32(model: nn.Module, names: tuple[str, ...] | list[str]) -> nn.Module:
+    """Make the named layers of ``model`` run in IEEE fp32 whatever the mode around them (see
+    :class:`_Fp32Island`); returns ``model``. A name the model lacks raises, naming it."""
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"keep_fp32: {type(model).__name__} has no layer(s) {', '.join(missing)}")
+    for name in names:
+        island = _Fp32Island()
+        modules[name].register_forward_pre_hook(island.enter)
+        modules[name].register_forward_hook(island.leave)
+    return model
 
 
 def to_input(x: torch.Tensor, mode: SpeedMode) -> torch.Tensor:
@@ -237,7 +291,8 @@ def prepack_cpu(model: nn.Module) -> nn.Module:
 def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device = "cpu") -> nn.Module:
     """``model`` in eval mode on ``device`` in ``mode``'s memory format, prepacked on the CPU
     when ``mode.prepack``, its trunk on the constant canvas when ``mode.skip_constant`` and
-    :func:`port.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does). ``mode.compile`` is left to
+    :func:`port.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does),
+    ``mode.fp32_layers`` kept in fp32 (:func:`keep_fp32`). ``mode.compile`` is left to
     :func:`compile_model`, whose warm-up the caller times."""
     device = torch.device(device)
     model = model.eval().to(device)
@@ -252,6 +307,8 @@ def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device 
         model = prepack_cpu(model)
     if mode.skip_constant and family and canvas.pays_off(model):
         model = canvas.constant_canvas(model, inplace=copied)
+    if mode.fp32_layers:
+        model = keep_fp32(model, mode.fp32_layers)
     return model
 
 

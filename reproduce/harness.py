@@ -50,9 +50,7 @@ __all__ = [
 # --------------------------------------------------------------------------- precision modes
 #: The precision modes the command line offers, by name: exactly ``port.speed``'s modes (the
 #: ones ``benchmarks/gpu_check.py`` measures against strict fp32), never a copy of them.
-PRECISION_MODES: dict[str, speed.SpeedMode] = {
-    m.name: m for m in (speed.STRICT, speed.CPU_FAST, speed.STRICT_CANVAS, speed.FAST_TF32,
-                        speed.FAST_BF16)}
+PRECISION_MODES: dict[str, speed.SpeedMode] = dict(speed.MODES)
 #: ``--fast``: TF32 tensor cores and channels_last (``port.speed.FAST_TF32``);
 #: its mean IU and argmax agreement with strict fp32 are measured by benchmarks/gpu_check.py.
 FAST = speed.FAST_TF32

@@ -201,3 +201,57 @@ def test_gpu_check_refuses_unknown_sections_and_modes(gpu_check):
         with pytest.raises(SystemExit):
             gpu_check.main(["--quick", *argv])
     assert {m.name for m in gpu_check.THROUGHPUT_MODES} >= {"strict-fp32", "strict-fp32-canvas"}
+
+
+def test_keep_fp32_runs_the_named_layers_in_fp32_inside_autocast():
+    """The mixed modes' islands: under bf16 autocast the named layers see and give float32,
+    the others compute in bf16, and the process-wide TF32 flags come back after each island."""
+    model = speed.keep_fp32(tiny(), speed.CONV5)
+    seen: dict[str, torch.dtype] = {}
+
+    def record(name):
+        def hook(module, args, out):
+            seen.setdefault(name, out.dtype)
+        return hook
+    for name in ("conv4_3", *speed.CONV5, "fc6"):
+        getattr(model, name).register_forward_hook(record(name))
+    mode = dataclasses.replace(speed.FAST_BF16, name="bf16 + conv5 fp32", fp32_layers=speed.CONV5)
+    with speed.backend_flags(mode), speed.autocast(mode, "cpu"), torch.inference_mode():
+        model(data())
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # restored
+    assert {n: seen[n] for n in speed.CONV5} == dict.fromkeys(speed.CONV5, torch.float32)
+    assert seen["conv4_3"] == seen["fc6"] == torch.bfloat16
+
+
+def test_keep_fp32_in_fp32_changes_nothing_and_names_a_missing_layer():
+    x = data(5)
+    with torch.inference_mode():
+        assert torch.equal(speed.keep_fp32(tiny(), speed.CONV5)(x), tiny()(x))
+    with pytest.raises(ValueError, match="no layer.*conv5_1"):
+        speed.keep_fp32(tiny("fcn_alexnet"), speed.CONV5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_keep_fp32_turns_tf32_off_inside_the_island_on_cuda():
+    """Under fast-tf32-conv5-fp32, conv5_1 computes what strict fp32 cuDNN computes from the
+    same input (TF32 would be ~1e-3 off); a TF32 layer outside the island is not."""
+    model = speed.prepare_model(randomize(get_model("fcn8s", width_divisor=4), seed=0), speed.FAST_TF32_CONV5, "cuda")
+    got = {}
+
+    def keep(name):
+        def hook(module, args, out):
+            got.setdefault(name, (args[0].clone(), out.clone()))  # before the in-place ReLU
+        return hook
+    for name in ("conv5_1", "conv4_1"):
+        getattr(model, name).register_forward_hook(keep(name))
+    x = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0)).cuda() * 50
+    with speed.backend_flags(speed.FAST_TF32_CONV5), torch.inference_mode():
+        model(speed.to_input(x, speed.FAST_TF32_CONV5))
+    with speed.backend_flags(speed.STRICT), torch.inference_mode():
+        errors = {}
+        for name, (inp, out) in got.items():
+            layer = getattr(model, name)
+            ref = ops.conv2d(inp.contiguous(), layer.weight.contiguous(), layer.bias, layer.stride,
+                             layer.padding, layer.groups, layer.dilation)
+            errors[name] = rel_err(out.contiguous(), ref)
+    assert errors["conv5_1"] < 1e-5 < errors["conv4_1"], errors
