@@ -36,17 +36,7 @@ from port.models import get_model  # noqa: E402
 from port.models._layers import Convolution, Deconvolution  # noqa: E402
 from port.preprocess import preprocess_voc  # noqa: E402
 from port.selfcheck import randomize  # noqa: E402
-
-MANTISSA_DROP = 13  # fp32 keeps 23 mantissa bits, TF32 10
-
-
-def to_tf32(x: torch.Tensor) -> torch.Tensor:
-    """``x`` (float32) rounded to TF32's 10-bit mantissa, to nearest, ties to even; returned as
-    float32. Finite values only (an overflow to inf is impossible at these magnitudes)."""
-    bits = x.contiguous().view(torch.int32)
-    half, keep = 1 << (MANTISSA_DROP - 1), ~((1 << MANTISSA_DROP) - 1)
-    bits = (bits + (half - 1) + ((bits >> MANTISSA_DROP) & 1)) & keep
-    return bits.view(torch.float32)
+from port.speed import CONV5, to_tf32  # noqa: E402
 
 
 def layer_groups(model: torch.nn.Module) -> dict[str, list[str]]:
@@ -61,19 +51,21 @@ def layer_groups(model: torch.nn.Module) -> dict[str, list[str]]:
 
 
 class Tf32Emulation:
-    """Rounds the inputs and weights of the named layers of ``model`` to TF32 while active."""
+    """While active, rounds to TF32 the weights of the layers named in ``weights`` and the
+    inputs of those named in ``inputs``."""
 
-    def __init__(self, model: torch.nn.Module, names: list[str], weights: bool = True, inputs: bool = True):
-        self.modules = [m for n, m in model.named_modules() if n in set(names)]
-        self.weights, self.inputs, self.saved, self.handles = weights, inputs, [], []
+    def __init__(self, model: torch.nn.Module, weights: list[str], inputs: list[str]):
+        modules = dict(model.named_modules())
+        self.weight_modules = [modules[n] for n in weights]
+        self.input_modules = [modules[n] for n in inputs]
+        self.saved, self.handles = [], []
 
     def __enter__(self):
-        for m in self.modules:
-            if self.weights:
-                self.saved.append((m, m.weight.data))
-                m.weight.data = to_tf32(m.weight.data)
-            if self.inputs:
-                self.handles.append(m.register_forward_pre_hook(lambda mod, args: (to_tf32(args[0]), *args[1:])))
+        for m in self.weight_modules:
+            self.saved.append((m, m.weight.data))
+            m.weight.data = to_tf32(m.weight.data)
+        for m in self.input_modules:
+            self.handles.append(m.register_forward_pre_hook(lambda mod, args: (to_tf32(args[0]), *args[1:])))
         return self
 
     def __exit__(self, *exc):
@@ -96,12 +88,15 @@ def analyse(width_divisor: int, size: tuple[int, int], count: int) -> dict:
         refs = [s.argmax(1) for s in scores]
         top = torch.cat([(s.topk(2, dim=1).values.diff(dim=1).neg() / s.abs().amax()).flatten() for s in scores])
         rows = []
-        plans = [(g, names, True, True) for g, names in layer_groups(model).items()]
+        plans = [(g, names, names) for g, names in layer_groups(model).items()]
         everything = plans[0][1]
-        plans[1:1] = [("all layers, weights only", everything, True, False),
-                      ("all layers, inputs only", everything, False, True)]
-        for label, names, weights, inputs in plans:
-            with Tf32Emulation(model, names, weights, inputs):
+        plans[1:1] = [("all layers, weights only", everything, []),
+                      ("all layers, inputs only", [], everything)]
+        plans.append(("all layers but conv5's weights (fast-tf32-conv5-split)",
+                      [n for n in everything if n not in CONV5], everything))
+        for label, weights, inputs in plans:
+            names = sorted(set(weights) | set(inputs))
+            with Tf32Emulation(model, weights, inputs):
                 flipped = sum(int((model(x).argmax(1) != r).sum()) for x, r in zip(xs, refs))
             pixels = sum(r.numel() for r in refs)
             rows.append({"group": label, "layers": len(names), "flipped": flipped, "pixels": pixels,

@@ -68,11 +68,11 @@ KNOBS = (speed.SpeedMode("tf32", tf32=True), speed.SpeedMode("bf16-autocast", au
          speed.SpeedMode("channels_last", channels_last=True),
          speed.SpeedMode("cudnn.benchmark", cudnn_benchmark=True), speed.STRICT_CANVAS,
          speed.SpeedMode("torch.compile", compile=True), speed.FAST_TF32, speed.FAST_BF16,
-         speed.FAST_FP16, speed.FAST_TF32_CONV5, speed.FAST_FP16_CONV5)
+         speed.FAST_FP16, speed.FAST_TF32_CONV5, speed.FAST_TF32_SPLIT5, speed.FAST_FP16_CONV5)
 #: End-to-end modes, cheapest first; cudnn.benchmark searches again for every new input size
 #: (seg11valid has many), so the fast modes leave it off and are also measured with it.
 THROUGHPUT_MODES = (speed.FAST_BF16, speed.FAST_TF32, speed.FAST_FP16, speed.FAST_FP16_CONV5,
-                    speed.FAST_TF32_CONV5, speed.STRICT, speed.STRICT_CANVAS,
+                    speed.FAST_TF32_CONV5, speed.FAST_TF32_SPLIT5, speed.STRICT, speed.STRICT_CANVAS,
                     replace(speed.FAST_BF16, name="fast-bf16 with cudnn.benchmark", cudnn_benchmark=True),
                     replace(speed.FAST_TF32, name="fast-tf32 with cudnn.benchmark", cudnn_benchmark=True))
 #: The sections, in the order they run; ``--sections`` picks some.

@@ -31,7 +31,8 @@ from port import canvas, ops
 from port.models._layers import Convolution, Deconvolution
 
 __all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
-           "FAST_TF32_CONV5", "FAST_FP16", "FAST_FP16_CONV5", "keep_fp32",
+           "FAST_TF32_CONV5", "FAST_TF32_SPLIT5", "FAST_FP16", "FAST_FP16_CONV5", "keep_fp32",
+           "to_tf32", "SplitTf32Convolution", "split_tf32",
            "PackedConvolution", "set_backend_flags", "backend_flags", "autocast", "to_input",
            "set_threads", "prepack_cpu", "prepare_model", "compile_model", "CompileResult",
            "count_flops"]
@@ -43,12 +44,14 @@ class SpeedMode:
 
     ``tf32``: TF32 tensor cores for matmuls and cuDNN convolutions (10-bit mantissa inputs);
     ``autocast``: ``"bfloat16"`` (or ``"float16"``) autocast, else None; ``channels_last``: NHWC
-    memory for model and inputs; ``cudnn_benchmark``: cuDNN times and picks algorithms
-    (otherwise deterministic ones); ``prepack``: on the CPU, oneDNN weights reordered once and
-    each in-place ReLU fused into its convolution (:func:`prepack_cpu`); ``compile``:
+    memory for model and inputs; ``cudnn_benchmark``: cuDNN times and picks algorithms;
+    ``cudnn_deterministic``: only deterministic cuDNN algorithms (None: when not benchmarking);
+    ``prepack``: on the CPU, oneDNN weights reordered once and each in-place ReLU fused into
+    its convolution (:func:`prepack_cpu`); ``compile``:
     ``torch.compile`` the model (:func:`compile_model`); ``fp32_layers``: layers (by Caffe layer
     name) that run in IEEE fp32 -- TF32 and autocast off, inputs cast to float32 -- inside an
-    otherwise reduced-precision mode (:func:`keep_fp32`).
+    otherwise reduced-precision mode (:func:`keep_fp32`); ``split_tf32_layers``: convolutions
+    whose weight enters TF32 as two parts, ``hi + lo`` (:class:`SplitTf32Convolution`).
     """
 
     name: str
@@ -56,10 +59,12 @@ class SpeedMode:
     autocast: str | None = None
     channels_last: bool = False
     cudnn_benchmark: bool = False
+    cudnn_deterministic: bool | None = None
     prepack: bool = False
     compile: bool = False
     skip_constant: bool = False
     fp32_layers: tuple[str, ...] = ()
+    split_tf32_layers: tuple[str, ...] = ()
     description: str = ""
 
     @property
@@ -92,13 +97,17 @@ FAST_BF16 = SpeedMode("fast-bf16", tf32=True, autocast="bfloat16", channels_last
 CONV5 = ("conv5_1", "conv5_2", "conv5_3")
 FAST_TF32_CONV5 = SpeedMode("fast-tf32-conv5-fp32", tf32=True, channels_last=True, fp32_layers=CONV5,
                             description="TF32 matmul and cuDNN except conv5_1-conv5_3 (fp32), channels_last")
+FAST_TF32_SPLIT5 = SpeedMode("fast-tf32-conv5-split", tf32=True, channels_last=True, split_tf32_layers=CONV5,
+                             description="TF32 matmul and cuDNN, channels_last; conv5_1-conv5_3 with their "
+                                         "weights split in two TF32 parts (about fp32 weights)")
 FAST_FP16 = SpeedMode("fast-fp16", tf32=True, autocast="float16", channels_last=True,
                       description="fp16 autocast, TF32, channels_last")
 FAST_FP16_CONV5 = SpeedMode("fast-fp16-conv5-fp32", tf32=True, autocast="float16", channels_last=True,
                             fp32_layers=CONV5,
                             description="fp16 autocast and TF32 except conv5_1-conv5_3 (fp32), channels_last")
 MODES: dict[str, SpeedMode] = {m.name: m for m in (STRICT, STRICT_CANVAS, CPU_FAST, FAST_TF32, FAST_BF16,
-                                                   FAST_TF32_CONV5, FAST_FP16, FAST_FP16_CONV5)}
+                                                   FAST_TF32_CONV5, FAST_TF32_SPLIT5, FAST_FP16,
+                                                   FAST_FP16_CONV5)}
 
 
 # -- process-wide backend flags ----------------------------------------------------------------
@@ -123,7 +132,8 @@ def set_backend_flags(mode: SpeedMode) -> dict[str, Any]:
     previous = _flags()
     _restore({"matmul_tf32": mode.tf32, "cudnn_tf32": mode.tf32,
               "cudnn_benchmark": mode.cudnn_benchmark,
-              "cudnn_deterministic": not mode.cudnn_benchmark,
+              "cudnn_deterministic": (not mode.cudnn_benchmark if mode.cudnn_deterministic is None
+                                      else mode.cudnn_deterministic),
               "matmul_precision": "high" if mode.tf32 else "highest"})
     return previous
 
@@ -183,6 +193,84 @@ def keep_fp32(model: nn.Module, names: tuple[str, ...] | list[str]) -> nn.Module
     return model
 
 
+# -- TF32 with the weights split in two parts ---------------------------------------------------
+TF32_DROPPED_BITS = 13  # fp32 keeps 23 mantissa bits, TF32 10
+
+
+def to_tf32(x: torch.Tensor) -> torch.Tensor:
+    """A float32 tensor rounded to TF32's 10-bit mantissa (to nearest, ties to even), still
+    float32: the operand a TF32 tensor core sees (NVIDIA's A100/H100 TF32 format)."""
+    if x.dtype != torch.float32:
+        raise TypeError(f"to_tf32: expected float32, got {x.dtype}")
+    bits = x.contiguous().view(torch.int32)
+    half, keep = 1 << (TF32_DROPPED_BITS - 1), ~((1 << TF32_DROPPED_BITS) - 1)
+    return ((bits + (half - 1) + ((bits >> TF32_DROPPED_BITS) & 1)) & keep).view(torch.float32).view_as(x)
+
+
+class SplitTf32Convolution(Convolution):
+    """Caffe ``Convolution`` computed as ``conv(x, hi) + conv(x, lo)``, with ``hi`` the weight
+    rounded to TF32 (:func:`to_tf32`) and ``lo = weight - hi`` (exact in fp32).
+
+    Under TF32 both products keep their weights to within TF32's rounding of ``lo`` (~2^-22
+    of the weight), so only the input is rounded: the weights enter at about fp32 precision for
+    twice the layer's TF32 work. In FCN-8s's conv5 the weights' TF32 rounding flips the most
+    argmaxes (``benchmarks/analyze_tf32.py``). In IEEE fp32 it equals ``ops.conv2d`` to fp32
+    rounding. Parameters are the original ones (state-dict keys unchanged); the split is
+    recomputed when the weight changes."""
+
+    def __init__(self, conv: Convolution):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                         conv.padding, conv.dilation, conv.groups, device="meta")
+        self.weight, self.bias = conv.weight, conv.bias
+        self.layer_name = conv.layer_name
+        self._split: tuple[Any, torch.Tensor, torch.Tensor] | None = None
+
+    def parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(hi, lo)`` of the current weight, in its memory format."""
+        key = _weight_key(self.weight)
+        if self._split is None or self._split[0] != key:
+            w = self.weight.detach()
+            hi = to_tf32(w).contiguous(memory_format=_memory_format(w))
+            self._split = (key, hi, (w - hi).contiguous(memory_format=_memory_format(w)))
+        return self._split[1], self._split[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hi, lo = self.parts()
+        y = ops.conv2d(x, hi, self.bias, self.stride, self.padding, self.groups, self.dilation,
+                       layer=self.layer_name)
+        return y + ops.conv2d(x, lo, None, self.stride, self.padding, self.groups, self.dilation,
+                              layer=self.layer_name)
+
+
+def _weight_key(weight: torch.Tensor) -> tuple:
+    """What identifies a weight's current values: storage, device and in-place version (an
+    inference-mode tensor has no version counter: its storage alone)."""
+    try:
+        version = weight._version
+    except RuntimeError:
+        version = None
+    return weight.data_ptr(), weight.device, version
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
+        and not t.is_contiguous() else torch.contiguous_format
+
+
+def split_tf32(model: nn.Module, names: tuple[str, ...] | list[str]) -> nn.Module:
+    """Replace the named convolutions of ``model`` (children, by Caffe layer name) by
+    :class:`SplitTf32Convolution` in place; returns ``model``. A missing name, or a layer that
+    is not a plain convolution, raises, naming it."""
+    children = dict(model.named_children())
+    wrong = [n for n in names if type(children.get(n)) is not Convolution]
+    if wrong:
+        raise ValueError(f"split_tf32: {type(model).__name__} has no plain Convolution layer(s) "
+                         f"{', '.join(wrong)}")
+    for name in names:
+        setattr(model, name, SplitTf32Convolution(children[name]))
+    return model
+
+
 def to_input(x: torch.Tensor, mode: SpeedMode) -> torch.Tensor:
     """An input tensor in ``mode``'s memory format (NHWC for channels_last)."""
     if mode.channels_last and x.dim() == 4:
@@ -224,7 +312,7 @@ class PackedConvolution(Convolution):
         self._packed: tuple[Any, torch.Tensor] | None = None
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
-        key = (self.weight.data_ptr(), self.weight._version)
+        key = _weight_key(self.weight)
         if self._packed is None or self._packed[0] != key:
             packed = torch.ops.mkldnn._reorder_convolution_weight(
                 self.weight.detach(), list(self.padding), list(self.stride), list(self.dilation),
@@ -292,7 +380,8 @@ def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device 
     """``model`` in eval mode on ``device`` in ``mode``'s memory format, prepacked on the CPU
     when ``mode.prepack``, its trunk on the constant canvas when ``mode.skip_constant`` and
     :func:`port.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does),
-    ``mode.fp32_layers`` kept in fp32 (:func:`keep_fp32`). ``mode.compile`` is left to
+    ``mode.fp32_layers`` kept in fp32 (:func:`keep_fp32`), ``mode.split_tf32_layers`` split
+    (:func:`split_tf32`, in place). ``mode.compile`` is left to
     :func:`compile_model`, whose warm-up the caller times."""
     device = torch.device(device)
     model = model.eval().to(device)
@@ -309,6 +398,8 @@ def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device 
         model = canvas.constant_canvas(model, inplace=copied)
     if mode.fp32_layers:
         model = keep_fp32(model, mode.fp32_layers)
+    if mode.split_tf32_layers:
+        model = split_tf32(model, mode.split_tf32_layers)
     return model
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from port import speed
+
 
 @pytest.fixture(scope="module")
 def analyze():
@@ -21,6 +23,7 @@ def analyze():
 
 
 def test_to_tf32_rounds_to_nearest_even_on_10_mantissa_bits(analyze):
+    assert analyze.to_tf32 is speed.to_tf32  # the emulation rounds as the split mode does
     ulp = 2.0 ** -10
     x = torch.tensor([1.0, 1 + ulp, 1 + ulp / 2, 1 + 3 * ulp / 2, 1 + 0.7 * ulp, -(1 + 3 * ulp / 2), 0.0])
     expected = torch.tensor([1.0, 1 + ulp, 1.0, 1 + 2 * ulp, 1 + ulp, -(1 + 2 * ulp), 0.0])
@@ -38,7 +41,7 @@ def test_emulation_rounds_only_the_named_layers_and_restores_them(analyze):
     from port.selfcheck import randomize
     model = randomize(get_model("fcn8s", width_divisor=16), seed=0).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with analyze.Tf32Emulation(model, ["conv5_1"], weights=True, inputs=False):
+    with analyze.Tf32Emulation(model, weights=["conv5_1"], inputs=[]):
         assert torch.equal(model.conv5_1.weight, analyze.to_tf32(before["conv5_1.weight"]))
         assert not torch.equal(model.conv5_1.weight, before["conv5_1.weight"])
         assert torch.equal(model.conv4_1.weight, before["conv4_1.weight"])
@@ -50,6 +53,7 @@ def test_quick_analysis_reports_every_group(analyze):
     groups = [r["group"] for r in result["rows"]]
     assert groups[:3] == ["all layers", "all layers, weights only", "all layers, inputs only"]
     assert {"conv5", "all but conv5", "trunk (conv1-conv5)"} <= set(groups)
+    assert groups[-1].startswith("all layers but conv5's weights")
     for r in result["rows"]:
         assert r["pixels"] == 48 * 64 and 0 <= r["flipped"] <= r["pixels"]
         assert r["agreement"] == pytest.approx(1 - r["flipped"] / r["pixels"])

@@ -255,3 +255,43 @@ def test_keep_fp32_turns_tf32_off_inside_the_island_on_cuda():
                              layer.padding, layer.groups, layer.dilation)
             errors[name] = rel_err(out.contiguous(), ref)
     assert errors["conv5_1"] < 1e-5 < errors["conv4_1"], errors
+
+
+def test_split_tf32_parts_are_exact_and_follow_the_weight():
+    model = tiny()
+    layer = speed.split_tf32(model, speed.CONV5).conv5_2
+    assert isinstance(layer, speed.SplitTf32Convolution)
+    hi, lo = layer.parts()
+    assert torch.equal(hi + lo, layer.weight.detach())               # the split loses nothing
+    assert torch.equal(speed.to_tf32(hi), hi)                         # hi fits TF32's 10 bits
+    assert float(lo.abs().max()) <= float(layer.weight.detach().abs().max()) * 2.0 ** -11
+    assert set(model.state_dict()) == set(tiny().state_dict())       # same parameters, same keys
+    with torch.no_grad():
+        layer.weight.mul_(2)
+    assert torch.equal(sum(layer.parts()), layer.weight.detach())     # re-split after a change
+
+
+def test_split_tf32_in_fp32_equals_the_plain_convolution():
+    x = data(6)
+    with torch.inference_mode():
+        plain = tiny()(x)
+        split = speed.prepare_model(tiny(), dataclasses.replace(speed.FAST_TF32_SPLIT5, tf32=False,
+                                                                channels_last=False))(x)
+    assert rel_err(split, plain) < 1e-5 and torch.equal(split.argmax(1), plain.argmax(1))
+    with pytest.raises(ValueError, match="no plain Convolution.*conv5_1"):
+        speed.split_tf32(tiny("fcn_alexnet"), speed.CONV5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_split_tf32_keeps_fp32_weights_under_tf32_on_cuda():
+    """With an input that TF32 holds exactly, the split convolution under TF32 gives what
+    strict fp32 gives (the weights keep ~fp32 precision); the plain TF32 one does not."""
+    conv = randomize(get_model("fcn8s", width_divisor=4), seed=0).conv5_1.cuda()
+    split = speed.SplitTf32Convolution(conv)
+    x = speed.to_tf32(torch.randn(2, conv.in_channels, 24, 31, generator=torch.Generator().manual_seed(0)).cuda())
+    with torch.inference_mode():
+        with speed.backend_flags(speed.STRICT):
+            reference = conv(x)
+        with speed.backend_flags(speed.FAST_TF32):
+            plain, got = conv(x), split(x)
+    assert rel_err(got, reference) < 1e-5 < rel_err(plain, reference)
