@@ -397,10 +397,22 @@ def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device 
     if mode.skip_constant and family and canvas.pays_off(model):
         model = canvas.constant_canvas(model, inplace=copied)
     if mode.fp32_layers:
-        model = keep_fp32(model, mode.fp32_layers)
+        model = keep_fp32(model, _present(model, mode, "fp32_layers", dict(model.named_modules())))
     if mode.split_tf32_layers:
-        model = split_tf32(model, mode.split_tf32_layers)
+        children = {n: m for n, m in model.named_children() if type(m) is Convolution}
+        model = split_tf32(model, _present(model, mode, "split_tf32_layers", children))
     return model
+
+
+def _present(model: nn.Module, mode: SpeedMode, field: str, layers: dict[str, nn.Module]) -> list[str]:
+    """The layers of ``mode.<field>`` that ``model`` has; a warning names the others (the
+    mixed modes were designed and measured on VGG16 nets; other nets run them without)."""
+    names = getattr(mode, field)
+    missing = [n for n in names if n not in layers]
+    if missing:
+        warnings.warn(f"{mode.name}: {type(model).__name__} has no layer(s) {', '.join(missing)}; "
+                      f"they run as the rest of the mode does ({field})", stacklevel=3)
+    return [n for n in names if n in layers]
 
 
 @dataclass

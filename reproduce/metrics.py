@@ -29,6 +29,10 @@ __all__ = ["GPU_STRIPES", "ConfusionMatrix", "Scores", "scores_from_matrix"]
 #: Interleaved copies of the bins a GPU ``ConfusionMatrix.update`` counts into, so that
 #: neighbouring threads' atomic adds to a common class pair land on different addresses.
 GPU_STRIPES = 128
+#: Below this many pixels per update the default counts into one copy: on an H100, one
+#: 375x500 map counts in 0.34 ms either way (0.39 ms striped, uniform labels), a batch of 16
+#: in 1.76 ms with one copy and 0.44 ms striped (benchmarks/RESULTS.md, bench_metrics.py).
+STRIPE_MIN_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class ConfusionMatrix:
         # How many interleaved copies of the bins ``update`` counts into (see there): one on
         # the CPU, whose scatter is a serial loop; GPU_STRIPES where the adds are atomics.
         self.stripes = stripes or (1 if self.device.type == "cpu" else GPU_STRIPES)
+        self._auto_stripes = stripes is None  # then small updates count into one copy
         self._stripe_offsets = torch.zeros(0, dtype=torch.int64, device=self.device)
         self._matrix = torch.zeros((n_classes, n_classes), dtype=torch.int64, device=self.device)
         self._bad = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -149,7 +154,8 @@ class ConfusionMatrix:
         On a GPU each add is an atomic, and most pixels of a batch fall in a few bins (the
         background's), so neighbouring threads would queue on one address: pixel ``i`` counts
         into copy ``i % stripes`` of the bins, and the copies are summed afterwards (still exact
-        integer sums; the result does not depend on ``stripes``)."""
+        integer sums; the result does not depend on ``stripes``). By default an update of
+        fewer than ``STRIPE_MIN_PIXELS`` pixels (one VOC image) uses one copy."""
         pred_t = torch.as_tensor(pred, device=self.device)
         label_t = torch.as_tensor(label, device=self.device)
         if pred_t.shape != label_t.shape:
@@ -171,11 +177,12 @@ class ConfusionMatrix:
             self._bad += bad
         spare = n * n  # the bin of every ignored pixel, dropped below
         index = torch.where(keep, n * gt + guess.clamp(0, n - 1), spare)
-        if self.stripes > 1:
+        stripes = 1 if self._auto_stripes and index.numel() < STRIPE_MIN_PIXELS else self.stripes
+        if stripes > 1:
             index += self._offsets(index.numel(), spare + 1)
-        counts = torch.zeros(self.stripes * (spare + 1), dtype=torch.int64, device=self.device)
+        counts = torch.zeros(stripes * (spare + 1), dtype=torch.int64, device=self.device)
         counts.scatter_add_(0, index, torch.ones_like(index))
-        self._matrix += counts.view(self.stripes, spare + 1)[:, :spare].sum(0).view(n, n)
+        self._matrix += counts.view(stripes, spare + 1)[:, :spare].sum(0).view(n, n)
         self.images += _batch_images(pred_t)
 
     def _offsets(self, count: int, bins: int) -> torch.Tensor:
@@ -249,7 +256,8 @@ class ConfusionMatrix:
         return self
 
     def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
-        total = ConfusionMatrix(self.n_classes, device=self.device, stripes=self.stripes)
+        total = ConfusionMatrix(self.n_classes, device=self.device,
+                                stripes=None if self._auto_stripes else self.stripes)
         total += self
         total += other
         return total

@@ -228,8 +228,9 @@ def test_the_command_line_precision_names_are_port_speeds_modes():
     def mode(*argv: str):
         args = parser().parse_args(["fcn8s", *argv])
         return _config(args, torch.device("cpu"), Path("out")).precision
-    assert mode() is speed.STRICT and mode("--fast") is speed.FAST_TF32
-    for name in ("strict-fp32", "cpu-fast", "strict-fp32-canvas", "fast-tf32", "fast-bf16"):
+    assert mode() is speed.STRICT and mode("--fast") is speed.FAST_TF32_SPLIT5
+    for name in ("strict-fp32", "cpu-fast", "strict-fp32-canvas", "fast-tf32", "fast-bf16",
+                 "fast-tf32-conv5-split", "fast-tf32-conv5-fp32", "fast-fp16"):
         assert mode("--precision", name) is speed.MODES[name]
     assert all(type(m) is speed.SpeedMode for m in H.PRECISION_MODES.values())
     with pytest.raises(SystemExit):

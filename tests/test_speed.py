@@ -295,3 +295,13 @@ def test_split_tf32_keeps_fp32_weights_under_tf32_on_cuda():
         with speed.backend_flags(speed.FAST_TF32):
             plain, got = conv(x), split(x)
     assert rel_err(got, reference) < 1e-5 < rel_err(plain, reference)
+
+
+@pytest.mark.parametrize("mode", [speed.FAST_TF32_SPLIT5, speed.FAST_TF32_CONV5], ids=lambda m: m.name)
+def test_mixed_modes_on_a_net_without_conv5_1_warn_and_run(mode):
+    """FCN-AlexNet has no conv5_1..conv5_3: the mode runs without its islands, and says so."""
+    with pytest.warns(UserWarning, match=f"{mode.name}: .*no layer.*conv5_1"):
+        model = speed.prepare_model(tiny("fcn_alexnet"), mode)
+    assert not any(isinstance(m, speed.SplitTf32Convolution) for m in model.modules())
+    reference = run(tiny("fcn_alexnet"), speed.STRICT, data())
+    assert rel_err(run(model, mode, data()), reference) < 1e-5  # on the CPU TF32 is a no-op
