@@ -2,7 +2,7 @@
 
 Runs unchanged on a CUDA machine with PyTorch (numpy, pillow; nothing pip-installed, the repo
 put on ``sys.path`` here) and finishes within a total time budget (``--budget``, default
-360 s; every section has its own share and stops early, saying so, when it runs out):
+480 s; every section has its own share and stops early, saying so, when it runs out):
 
 1. ``python -m port selfcheck --device cuda`` in strict fp32 (TF32 off for matmul and cuDNN)
    and with ``--tf32``;
@@ -11,7 +11,8 @@ put on ``sys.path`` here) and finishes within a total time budget (``--budget``,
    heights 281-500, some portrait), with the data pipeline running: DataLoader workers
    decoding JPEG images and PNG labels, pinned memory, non-blocking copies, the confusion
    matrix (``reproduce.metrics.ConfusionMatrix``) on the GPU; batch 1 and equal-size buckets,
-   strict fp32 and the fast modes of ``port.speed``;
+   strict fp32 and the fast modes of ``port.speed``, each in a fresh process (a cold pass,
+   then a warm one: see ``gpu_passes.py``);
 3. fast modes one knob at a time (TF32, bf16 autocast, channels_last, cudnn.benchmark,
    torch.compile) and combined (``port.speed``'s fast modes, the mixed ones that keep conv5 in
    fp32 included): mean IU difference to strict fp32 against the synthetic
@@ -71,10 +72,15 @@ KNOBS = (speed.SpeedMode("tf32", tf32=True), speed.SpeedMode("bf16-autocast", au
          speed.FAST_FP16, speed.FAST_TF32_CONV5, speed.FAST_TF32_SPLIT5, speed.FAST_FP16_CONV5)
 #: End-to-end modes, cheapest first; cudnn.benchmark searches again for every new input size
 #: (seg11valid has many), so the fast modes leave it off and are also measured with it.
-THROUGHPUT_MODES = (speed.FAST_BF16, speed.FAST_TF32, speed.FAST_FP16, speed.FAST_FP16_CONV5,
-                    speed.FAST_TF32_CONV5, speed.FAST_TF32_SPLIT5, speed.STRICT, speed.STRICT_CANVAS,
-                    replace(speed.FAST_BF16, name="fast-bf16 with cudnn.benchmark", cudnn_benchmark=True),
-                    replace(speed.FAST_TF32, name="fast-tf32 with cudnn.benchmark", cudnn_benchmark=True))
+THROUGHPUT_MODES = (speed.FAST_TF32_SPLIT5, speed.FAST_TF32, speed.FAST_BF16, speed.FAST_FP16,
+                    speed.FAST_FP16_CONV5, speed.FAST_TF32_CONV5, speed.STRICT, speed.STRICT_CANVAS,
+                    replace(speed.FAST_BF16, name="fast-bf16+benchmark", cudnn_benchmark=True),
+                    replace(speed.FAST_TF32, name="fast-tf32+benchmark", cudnn_benchmark=True))
+#: The throughput rows of a default run (``--modes`` picks any of THROUGHPUT_MODES): ``--fast``,
+#: its parts, strict fp32 last (it gets the time the others leave).
+DEFAULT_THROUGHPUT = frozenset({"fast-tf32-conv5-split", "fast-tf32", "fast-bf16", "strict-fp32"})
+#: Seconds a throughput child spends before its first pass (CUDA context, full-width model).
+CHILD_START_S = 12.0
 #: The sections, in the order they run; ``--sections`` picks some.
 SECTIONS = tuple(SHARES)
 
@@ -92,7 +98,7 @@ class Config:
     workers: int = 8
     mode_images: int = 64         # images of one size for the fast-mode comparison
     selfcheck_args: tuple[str, ...] = ()
-    budget_s: float = 360.0
+    budget_s: float = 480.0
     compile_budget_s: float = 120.0
     modes: frozenset[str] | None = None  # ``--modes``: the mode names to run (None: all)
     notes: list[str] = field(default_factory=list)
@@ -108,7 +114,7 @@ def make_config(args) -> Config:
         return Config(device, True, images=12, scale=1 / 8, width_divisor=16, batch=4, workers=min(2, workers),
                       mode_images=4, selfcheck_args=("--width-divisor", "16", "--size", "48x64"),
                       budget_s=args.budget or 300.0, compile_budget_s=args.compile_budget or 150.0)
-    return Config(device, False, workers=workers, budget_s=args.budget or 360.0,
+    return Config(device, False, workers=workers, budget_s=args.budget or 480.0,
                   compile_budget_s=args.compile_budget or 120.0)
 
 
@@ -253,24 +259,35 @@ def section_selfcheck(cfg: Config, deadline: Deadline) -> dict:
     return out
 
 
-def section_throughput(model, folder: Path, sizes, cfg: Config, deadline: Deadline) -> dict:
-    """End-to-end images/s, batch 1 and bucketed, strict fp32 and the fast modes."""
-    indices = list(range(len(sizes)))
+def section_throughput(folder: Path, sizes, cfg: Config, deadline: Deadline) -> dict:
+    """End-to-end images/s, batch 1 and bucketed, each (mode, batching) in a fresh process
+    (``gpu_passes.py``'s child: nothing cached from another mode), a cold and a warm pass."""
+    (folder / "sizes.json").write_text(json.dumps(sizes))
+    names = cfg.modes if cfg.modes is not None else DEFAULT_THROUGHPUT
+    plans = [(mode, b) for mode in THROUGHPUT_MODES if mode.name in names for b in ("batch1", "bucketed")]
     results = {}
-    plans = [(mode, b) for mode in THROUGHPUT_MODES if cfg.wants(mode) for b in ("batch 1", "bucketed")]
     for k, (mode, batching) in enumerate(plans):
-        share = deadline.left() / (len(plans) - k)
-        if share < 2:
-            results[f"{mode.name}, {batching}"] = {"skipped": "out of time"}
+        share = deadline.left() / (len(plans) - k)  # what a plan leaves rolls over
+        key = f"{mode.name}, {batching}"
+        if share < 5:
+            results[key] = {"skipped": "out of time"}
             continue
-        m = speed.prepare_model(copy.deepcopy(model), mode, cfg.device)
-        batches = None if batching == "batch 1" else buckets(sizes, cfg.batch)
-        warm = loader_for(folder, indices, batches[:1], cfg) if batches else loader_for(folder, indices[:2], None, cfg)
-        run_pass(m, mode, warm, cfg, Deadline(share / 4))  # CUDA context, cuDNN handles, workers
-        r = run_pass(m, mode, loader_for(folder, indices, batches, cfg), cfg, Deadline(share * 0.75))
-        r.pop("preds")
-        r["batches"] = len(batches) if batches else len(indices)
-        results[f"{mode.name}, {batching}"] = r
+        cmd = [sys.executable, str(Path(__file__).resolve().with_name("gpu_passes.py")), "--child", str(folder),
+               "--modes", mode.name, "--batching", batching, "--passes", "cold,warm",
+               "--budget", f"{max(1.0, (share - CHILD_START_S) / 2):.1f}"] + \
+            (["--quick"] if cfg.quick else []) + (["--cpu"] if cfg.device == "cpu" else [])
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=share)
+        except subprocess.TimeoutExpired:
+            results[key] = {"skipped": f"did not finish within its {share:.0f} s share"}
+            continue
+        lines = [v for v in proc.stdout.splitlines() if v.startswith("{")]
+        if proc.returncode or not lines:
+            results[key] = {"skipped": "child failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
+            continue
+        child = json.loads(lines[-1])
+        results[key] = {**child["cold"], "warm_images_per_s": child["warm"]["images_per_s"],
+                        "warm_stopped_early": child["warm"]["stopped_early"]}
     return results
 
 
@@ -391,13 +408,17 @@ def markdown(results: dict) -> str:
     for label, r in results["selfcheck"].items():
         lines.append(f"- {label}: `{r.get('command', '')}` " + (r.get("skipped") or " / ".join(r.get("output", []))))
     lines += ["", "### End-to-end throughput (JPEG decode workers, pinned, non-blocking, GPU confusion matrix)", "",
-              "| mode, batching | images | s | images/s | mean IU (synthetic labels) | note |", "|---|---|---|---|---|---|"]
+              "Each row in a fresh process: the cold pass is the first over the set (cuDNN sets up each new "
+              "size), the warm pass the same again.", "",
+              "| mode, batching | images | cold s | cold images/s | warm images/s | mean IU (synthetic labels) | note |",
+              "|---|---|---|---|---|---|---|"]
     for name, r in results["throughput"].items():
         if "skipped" in r:
-            lines.append(f"| {name} | - | - | - | - | {r['skipped']} |")
+            lines.append(f"| {name} | - | - | - | - | - | {r['skipped']} |")
             continue
-        lines.append(f"| {name} | {r['images']} | {r['seconds']:.2f} | {r['images_per_s']:.1f} | {r['mean_iu']:.4f} | "
-                     f"{'stopped early (budget)' if r['stopped_early'] else ''} |")
+        early = r["stopped_early"] or r["warm_stopped_early"]
+        lines.append(f"| {name} | {r['images']} | {r['seconds']:.2f} | {r['images_per_s']:.1f} | "
+                     f"{r['warm_images_per_s']:.1f} | {r['mean_iu']:.4f} | {'stopped early (budget)' if early else ''} |")
     modes = results["modes"]
     lines += ["", f"### Fast modes vs strict fp32 ({modes.get('subset', '')})", "",
               "| mode | images/s | mean IU diff vs strict | mean IU vs strict prediction | argmax agreement | note |",
@@ -425,7 +446,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run of the same code paths (CPU is fine)")
     parser.add_argument("--cpu", action="store_true", help="use the CPU even where CUDA is available")
-    parser.add_argument("--budget", type=float, help="total seconds (default 360; quick 300)")
+    parser.add_argument("--budget", type=float, help="total seconds (default 480; quick 300)")
     parser.add_argument("--compile-budget", type=float, help="seconds for torch.compile + its run (default 120)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
@@ -458,7 +479,7 @@ def main(argv=None) -> int:
         cfg.notes.append(f"wrote {len(sizes)} JPEGs ({len(set(sizes))} distinct sizes) in {time.perf_counter() - t:.1f} s")
         model = build_model(cfg)
         runs = {"selfcheck": lambda d: section_selfcheck(cfg, d),
-                "throughput": lambda d: section_throughput(model, Path(tmp), sizes, cfg, d),
+                "throughput": lambda d: section_throughput(Path(tmp), sizes, cfg, d),
                 "modes": lambda d: section_modes(model, Path(tmp), sizes, cfg, d, out_dir)}
         todo = [k for k in SECTIONS if k in sections]
         cfg.notes.append(f"sections: {', '.join(todo)}; modes: {', '.join(sorted(modes)) if modes else 'all'}")

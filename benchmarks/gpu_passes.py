@@ -12,7 +12,9 @@ weights), three times:
 3. ``forward``: the forward and argmax alone over the same batches, preloaded on the GPU.
 
 ``cold - warm`` is the per-size set-up, ``warm - forward`` the data pipeline's share.
-Mode names are ``port.speed.MODES``; a ``+nondet`` suffix turns cudnn.deterministic off.
+Mode names are ``port.speed.MODES``; a ``+nondet`` suffix turns cudnn.deterministic off,
+``+benchmark`` turns cudnn.benchmark on. ``gpu_check.py``'s throughput section runs its rows
+through this script's child.
 Figures go to ``$OUT`` (else ``benchmarks/out/``) as ``gpu_passes.json`` and ``.md``;
 ``--quick`` runs it tiny on the CPU.
 """
@@ -38,15 +40,18 @@ import torch  # noqa: E402
 import gpu_check as G  # noqa: E402
 from port import speed  # noqa: E402
 
-NONDET = "+nondet"
+#: Suffixes of a mode name that change one cuDNN knob of a ``port.speed`` mode.
+SUFFIXES = {"+nondet": {"cudnn_deterministic": False}, "+benchmark": {"cudnn_benchmark": True}}
 
 
 def mode_named(name: str) -> speed.SpeedMode:
-    base = name[:-len(NONDET)] if name.endswith(NONDET) else name
+    """``port.speed.MODES[name]``, or a named variant: ``fast-tf32+nondet``, ``...+benchmark``."""
+    base, changes = name, {}
+    while (suffix := next((x for x in SUFFIXES if base.endswith(x)), None)) is not None:
+        base, changes = base[:-len(suffix)], {**changes, **SUFFIXES[suffix]}
     if base not in speed.MODES:
         raise SystemExit(f"gpu_passes: unknown mode {base!r}; known: {', '.join(speed.MODES)}")
-    mode = speed.MODES[base]
-    return replace(mode, name=name, cudnn_deterministic=False) if name != base else mode
+    return replace(speed.MODES[base], name=name, **changes) if changes else speed.MODES[base]
 
 
 def forward_only(model, mode, batches, cfg) -> float:
@@ -104,19 +109,27 @@ def child(args) -> int:
     batches = G.buckets(sizes, cfg.batch) if args.batching == "bucketed" else None
     model = speed.prepare_model(G.build_model(cfg), mode, cfg.device)
     result = {"mode": mode.name, "batching": args.batching, "images": len(sizes)}
+    passes = args.passes.split(",")
     for label in ("cold", "warm"):
-        r = G.run_pass(model, mode, G.loader_for(folder, indices, batches, cfg), cfg, G.Deadline(args.budget))
-        result[label] = {"seconds": r["seconds"], "images_per_s": r["images_per_s"], "images": r["images"]}
-    data = G.JpegSet(folder, indices)
-    groups = batches or [[i] for i in indices]
-    inputs = [speed.to_input(torch.stack([data[i][0] for i in g]).to(cfg.device), mode) for g in groups]
-    seconds = forward_only(model, mode, inputs, cfg)
-    result["forward"] = {"seconds": seconds, "images_per_s": len(sizes) / seconds, "images": len(sizes)}
+        if label in passes:
+            r = G.run_pass(model, mode, G.loader_for(folder, indices, batches, cfg), cfg, G.Deadline(args.budget))
+            result[label] = {k: r[k] for k in ("seconds", "images_per_s", "images", "mean_iu", "stopped_early")}
+    if "forward" in passes:
+        result["forward"] = forward_pass(model, mode, folder, indices, batches, cfg)
     if args.first_calls:  # sizes none of the passes used
         new = [(h + 1, w - 3) for h, w in sorted(set(sizes))[:args.first_calls]]
         result["first_calls_ms"] = first_calls(model, mode, cfg, new, cfg.batch if batches else 1)
     print(json.dumps(result))
     return 0
+
+
+def forward_pass(model, mode, folder: Path, indices: list[int], batches, cfg) -> dict:
+    """The forward and argmax alone over the same batches, preloaded on the device."""
+    data = G.JpegSet(folder, indices)
+    groups = batches or [[i] for i in indices]
+    inputs = [speed.to_input(torch.stack([data[i][0] for i in g]).to(cfg.device), mode) for g in groups]
+    seconds = forward_only(model, mode, inputs, cfg)
+    return {"seconds": seconds, "images_per_s": len(indices) / seconds, "images": len(indices)}
 
 
 def markdown(env: dict, rows: list[dict]) -> str:
@@ -131,9 +144,9 @@ def markdown(env: dict, rows: list[dict]) -> str:
         if "error" in r:
             lines.append(f"| {r['mode']} | {r['batching']} | {r['error']} | | | | | |")
             continue
-        c, w, f = r["cold"], r["warm"], r["forward"]
-        lines.append(f"| {r['mode']} | {r['batching']} | {c['seconds']:.2f} | {c['images_per_s']:.1f} | {w['seconds']:.2f} | "
-                     f"{w['images_per_s']:.1f} | {f['seconds']:.2f} | {f['images_per_s']:.1f} |")
+        cells = [f"{r[p]['seconds']:.2f} | {r[p]['images_per_s']:.1f}" if p in r else "- | -"
+                 for p in ("cold", "warm", "forward")]
+        lines.append(f"| {r['mode']} | {r['batching']} | " + " | ".join(cells) + " |")
     for r in rows:
         if r.get("first_calls_ms"):
             ms = r["first_calls_ms"]
@@ -157,6 +170,7 @@ def main(argv=None) -> int:
     parser.add_argument("--first-calls", type=int, default=0,
                         help="then time each layer's first and second call at this many new sizes")
     parser.add_argument("--set", type=Path, help="folder for the synthetic set, kept and reused (default: a temporary one)")
+    parser.add_argument("--passes", default="cold,warm,forward", help="which passes (default all three)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.compile_budget = None  # gpu_check's Config wants it; nothing is compiled here
@@ -184,6 +198,7 @@ def main(argv=None) -> int:
             for m in modes:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", tmp, "--modes", m,
                        "--batching", batching, "--budget", str(args.budget), "--reserve-gb", str(args.reserve_gb),
+                       "--passes", args.passes,
                        "--first-calls", str(args.first_calls)] + \
                       (["--quick"] if args.quick else []) + (["--cpu"] if args.cpu else [])
                 try:

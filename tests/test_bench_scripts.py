@@ -42,3 +42,11 @@ def test_bench_metrics_checks_every_stripe_count_against_one_copy(tmp_path, caps
     out = capsys.readouterr().out
     assert "| 16 | 3/4 background | 128 |" in out and "| 1 | uniform | 1 |" in out
     assert (tmp_path / "m.json").read_text().count('"stripes"') == 8
+
+
+def test_gpu_check_throughput_modes_are_names_gpu_passes_knows():
+    """gpu_check runs each throughput row through gpu_passes's child by mode name."""
+    passes, check = _load("gpu_passes"), _load("gpu_check")
+    for mode in check.THROUGHPUT_MODES:
+        assert passes.mode_named(mode.name) == mode
+    assert passes.mode_named("fast-tf32+benchmark").cudnn_benchmark

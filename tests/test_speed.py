@@ -200,7 +200,7 @@ def test_gpu_check_refuses_unknown_sections_and_modes(gpu_check):
     for argv in (["--sections", "throughput,bogus"], ["--modes", "strict-fp32,nonsense"]):
         with pytest.raises(SystemExit):
             gpu_check.main(["--quick", *argv])
-    assert {m.name for m in gpu_check.THROUGHPUT_MODES} >= {"strict-fp32", "strict-fp32-canvas"}
+    assert {m.name for m in gpu_check.THROUGHPUT_MODES} >= {"strict-fp32", "strict-fp32-canvas"} | gpu_check.DEFAULT_THROUGHPUT
 
 
 def test_keep_fp32_runs_the_named_layers_in_fp32_inside_autocast():
