@@ -89,14 +89,6 @@ def _check_4d(layer: CaffeLayer, shape: Sequence[int]) -> None:
                               f"N x C x H x W bottom, got shape {tuple(shape)}")
 
 
-def _canonical_axis(axis: int, ndim: int, layer: str, what: str = "axis") -> int:
-    """Caffe ``Blob::CanonicalAxisIndex``: ``axis`` in ``[-ndim, ndim)``, negative from the end."""
-    if not -ndim <= axis < ndim:
-        raise CaffeSemanticsError(f"layer {layer!r}: {what} {axis} out of range for a blob of "
-                                  f"{ndim} axes (-{ndim} to {ndim - 1})")
-    return axis % ndim
-
-
 def _one(values: tuple[int, ...], what: str, layer: str) -> int | tuple[int, int]:
     if len(values) == 1:
         return values[0]
@@ -158,34 +150,26 @@ class InnerProduct(CaffeLayer):
     def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
         super().__init__(layer, shapes, phase)
         param = layer.inner_product_param
-        self.axis = _canonical_axis(int(param.axis), len(shapes[0]), layer.name)
-        self.transpose = bool(param.transpose)
-        k, n = int(np.prod(shapes[0][self.axis:])), int(param.num_output)
-        self._new_param("weight", (k, n) if self.transpose else (n, k))
+        self.axis, self.transpose, num_output = int(param.axis), bool(param.transpose), int(param.num_output)
+        self._new_param("weight", ops.inner_product_weight_shape(shapes[0], num_output, self.axis,
+                                                                 self.transpose, layer.name))
         self.bias_term = bool(param.bias_term)
         if self.bias_term:
-            self._new_param("bias", (n,))
+            self._new_param("bias", (num_output,))
 
     def caffe_params(self) -> list[nn.Parameter]:
         return [self.weight, self.bias] if self.bias_term else [self.weight]
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """The axes before ``axis``, then ``num_output`` (``InnerProductLayer::Reshape``)."""
-        x = tuple(bottoms[0])
-        k_axis, n_axis = (0, 1) if self.transpose else (1, 0)
-        features, want = int(np.prod(x[self.axis:])), int(self.weight.shape[k_axis])
-        if features != want:
-            raise CaffeSemanticsError(f"layer {self.caffe_name!r}: input has {features} features "
-                                      f"from axis {self.axis}, weights expect {want}")
-        return (x[:self.axis] + (int(self.weight.shape[n_axis]),),)
+        """The axes before ``axis``, then ``num_output``, by
+        :func:`port.ops.inner_product_output_shape` (``InnerProductLayer::Reshape``), which
+        makes :func:`port.ops.inner_product`'s check of K."""
+        return (ops.inner_product_output_shape(tuple(bottoms[0]), tuple(self.weight.shape), self.axis,
+                                               self.transpose, self.caffe_name),)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        weight = self.weight.t() if self.transpose else self.weight
-        flat = x.flatten(self.axis)
-        if flat.shape[-1] != weight.shape[1]:
-            raise CaffeSemanticsError(f"layer {self.caffe_name!r}: input has {flat.shape[-1]} features "
-                                      f"from axis {self.axis}, weights expect {weight.shape[1]}")
-        return (F.linear(flat, weight, self.bias if self.bias_term else None),)
+        return (ops.inner_product(x, self.weight, self.bias if self.bias_term else None, self.axis,
+                                  self.transpose, self.caffe_name),)
 
 
 @_register("Pooling")
@@ -318,18 +302,12 @@ class Concat(CaffeLayer):
         self.axis = int(p.concat_dim if p.has("concat_dim") else p.axis)
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """``ConcatLayer::Reshape``: bottoms with equal axes except ``axis``, summed there."""
-        first, name = tuple(bottoms[0]), self.caffe_name
-        axis = _canonical_axis(self.axis, len(first), name, "concat axis")
-        rest = first[:axis] + first[axis + 1:]
-        for i, other in enumerate(map(tuple, bottoms[1:]), 1):
-            if len(other) != len(first) or other[:axis] + other[axis + 1:] != rest:
-                raise CaffeSemanticsError(f"layer {name!r}: Concat bottom {i} has shape {other}, bottom 0 "
-                                          f"has {first}; all must be equal except on axis {axis}")
-        return (first[:axis] + (sum(int(b[axis]) for b in bottoms),) + first[axis + 1:],)
+        """Bottoms with equal axes except ``axis``, summed there, by
+        :func:`port.ops.concat_output_shape` (``ConcatLayer::Reshape``)."""
+        return (ops.concat_output_shape([tuple(b) for b in bottoms], self.axis, self.caffe_name),)
 
     def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
-        return (torch.cat(bottoms, dim=self.axis),)
+        return (ops.concat(bottoms, self.axis, self.caffe_name),)
 
 
 @_register("Scale")
@@ -384,7 +362,7 @@ class Softmax(CaffeLayer):
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
         """The bottom's shape (``SoftmaxLayer::Reshape``), ``axis`` checked."""
-        _canonical_axis(self.axis, len(bottoms[0]), self.caffe_name, "softmax axis")
+        ops.canonical_axis(self.axis, len(bottoms[0]), self.caffe_name, "softmax axis")
         return (tuple(bottoms[0]),)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
@@ -414,7 +392,7 @@ class SoftmaxWithLoss(CaffeLayer):
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
         """The loss is 0-d; the optional probabilities are shaped like the score."""
         score, label = tuple(bottoms[0]), tuple(bottoms[1])
-        axis = _canonical_axis(self.axis, len(score), self.caffe_name, "softmax axis")
+        axis = ops.canonical_axis(self.axis, len(score), self.caffe_name, "softmax axis")
         ops.label_target_shape(score, label, axis, "SoftmaxWithLoss", self.caffe_name)
         return ((), score) if self.two_tops else ((),)
 
@@ -438,7 +416,7 @@ class Accuracy(CaffeLayer):
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
         """A 0-d accuracy (``AccuracyLayer::Reshape``), the label count checked."""
         score, label = tuple(bottoms[0]), tuple(bottoms[1])
-        axis = _canonical_axis(self.axis, len(score), self.caffe_name, "accuracy axis")
+        axis = ops.canonical_axis(self.axis, len(score), self.caffe_name, "accuracy axis")
         ops.label_target_shape(score, label, axis, "Accuracy", self.caffe_name)
         return ((),)
 
@@ -483,8 +461,8 @@ class Flatten(CaffeLayer):
     def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
         super().__init__(layer, shapes, phase)
         p, ndim = layer.flatten_param, len(shapes[0])
-        self.start = _canonical_axis(int(p.axis), ndim, layer.name, "flatten axis")
-        self.end = _canonical_axis(int(p.end_axis), ndim, layer.name, "flatten end_axis")
+        self.start = ops.canonical_axis(int(p.axis), ndim, layer.name, "flatten axis")
+        self.end = ops.canonical_axis(int(p.end_axis), ndim, layer.name, "flatten end_axis")
         if self.end < self.start:  # Blob::count(start, end) checks start <= end
             raise CaffeSemanticsError(f"layer {layer.name!r}: flatten end_axis {p.end_axis} is "
                                       f"before axis {p.axis}")

@@ -19,11 +19,13 @@ import torch.nn.functional as F
 
 __all__ = [
     "CaffeSemanticsError", "conv_output_size", "pool_output_size", "deconv_output_size",
-    "conv_weight_shape", "conv2d_output_shape", "pool2d_output_shape", "crop_output_shape",
-    "lrn_output_shape", "eltwise_output_shape", "scale_output_shape", "label_target_shape",
-    "pool2d", "crop", "crop_offsets_for", "conv2d", "deconv2d", "lrn_across_channels",
-    "lrn_within_channel", "eltwise", "scale", "softmax", "softmax_with_loss", "accuracy",
-    "loss_normalization", "bilinear_kernel", "bilinear_weight", "is_bilinear", "FLT_MIN",
+    "canonical_axis", "conv_weight_shape", "conv2d_output_shape", "pool2d_output_shape",
+    "crop_output_shape", "inner_product_weight_shape", "inner_product_output_shape",
+    "concat_output_shape", "lrn_output_shape", "eltwise_output_shape", "scale_output_shape",
+    "label_target_shape", "pool2d", "crop", "crop_offsets_for", "conv2d", "deconv2d",
+    "inner_product", "concat", "lrn_across_channels", "lrn_within_channel", "eltwise", "scale",
+    "softmax", "softmax_with_loss", "accuracy", "loss_normalization", "bilinear_kernel",
+    "bilinear_weight", "is_bilinear", "FLT_MIN",
 ]
 
 #: Caffe clamps probabilities at ``FLT_MIN`` before the log (softmax_loss_layer.cpp).
@@ -50,6 +52,15 @@ def _pair(value: int | Sequence[int], what: str, layer: str = "") -> tuple[int, 
     if len(pair) != 2:
         raise CaffeSemanticsError(f"{_where(layer)}{what} must be an int or (h, w), got {value!r}")
     return pair  # type: ignore[return-value]
+
+
+def canonical_axis(axis: int, ndim: int, layer: str = "", what: str = "axis") -> int:
+    """Caffe ``Blob::CanonicalAxisIndex``: ``axis`` in ``[-ndim, ndim)``, negative from the
+    end, as the non-negative index; ``what`` names the parameter in the error."""
+    if not -ndim <= axis < ndim:
+        raise CaffeSemanticsError(f"{_where(layer)}{what} {axis} out of range for a blob of "
+                                  f"{ndim} axes (-{ndim} to {ndim - 1})")
+    return axis % ndim
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,10 +139,11 @@ def _torch_ceil_pool_agrees(height: int, width: int, kernel: tuple[int, int], st
 
 
 def _pool_geometry(x_shape: Sequence[int], kernel: int | Sequence[int], stride: int | Sequence[int],
-                   pad: int | Sequence[int], global_pooling: bool,
-                   layer: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Kernel, stride and pad as ``(h, w)`` pairs, checked as caffe ``PoolingLayer::LayerSetUp``
-    (4-D bottom; ``pad < kernel``; global pooling: kernel = H x W, stride 1, pad 0)."""
+                   pad: int | Sequence[int], global_pooling: bool, layer: str
+                   ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Kernel, stride, pad and output size as ``(h, w)`` pairs, checked as caffe
+    ``PoolingLayer::LayerSetUp`` (4-D bottom; ``pad < kernel``; global pooling: kernel = H x W,
+    stride 1, pad 0) and sized as ``PoolingLayer::Reshape`` (:func:`pool_output_size`)."""
     if len(x_shape) != 4:
         raise CaffeSemanticsError(f"{_where(layer)}pooling expects N x C x H x W, got {tuple(x_shape)}")
     if global_pooling:
@@ -140,7 +152,9 @@ def _pool_geometry(x_shape: Sequence[int], kernel: int | Sequence[int], stride: 
                                     _pair(pad, "pad", layer))
     if ph >= kh or pw >= kw:
         raise CaffeSemanticsError(f"{_where(layer)}pad ({ph}, {pw}) must be smaller than kernel ({kh}, {kw})")
-    return (kh, kw), (sh, sw), (ph, pw)
+    height, width = int(x_shape[2]), int(x_shape[3])
+    out = pool_output_size(height, kh, sh, ph, layer), pool_output_size(width, kw, sw, pw, layer)
+    return (kh, kw), (sh, sw), (ph, pw), out
 
 
 def pool2d_output_shape(x_shape: Sequence[int], kernel: int | Sequence[int],
@@ -149,9 +163,8 @@ def pool2d_output_shape(x_shape: Sequence[int], kernel: int | Sequence[int],
     """The top shape ``(N, C, H', W')`` of caffe ``PoolingLayer::Reshape`` for an ``(N, C, H, W)``
     bottom, H' and W' by :func:`pool_output_size`, with ``LayerSetUp``'s checks (4-D bottom,
     ``pad < kernel``); ``global_pooling`` gives 1 x 1."""
-    (kh, kw), (sh, sw), (ph, pw) = _pool_geometry(x_shape, kernel, stride, pad, global_pooling, layer)
-    n, c, height, width = (int(s) for s in x_shape)
-    return n, c, pool_output_size(height, kh, sh, ph, layer), pool_output_size(width, kw, sw, pw, layer)
+    oh, ow = _pool_geometry(x_shape, kernel, stride, pad, global_pooling, layer)[3]
+    return int(x_shape[0]), int(x_shape[1]), oh, ow
 
 
 def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[int] = 1,
@@ -165,8 +178,8 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
     window's size clipped to the *padded* border, so padded cells count in the divisor.
     ``global_pooling`` pools the whole plane (kernel = H x W, stride 1, pad 0).
     """
-    _, _, oh, ow = pool2d_output_shape(tuple(x.shape), kernel, stride, pad, global_pooling, layer)
-    (kh, kw), (sh, sw), (ph, pw) = _pool_geometry(tuple(x.shape), kernel, stride, pad, global_pooling, layer)
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = _pool_geometry(tuple(x.shape), kernel, stride, pad,
+                                                           global_pooling, layer)
     height, width = int(x.shape[2]), int(x.shape[3])
     # Explicit padding so the last (ceil-rounded) window is complete; negative = rows no window reads.
     bottom_pad = (oh - 1) * sh + kh - ph - height
@@ -194,10 +207,9 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
 # Crop
 
 
-def crop_offsets_for(ndim: int, axis: int = 2, offsets: Sequence[int] = (0,),
-                     layer: str = "") -> list[int]:
-    """Per-axis offsets of a Crop (crop_layer.cpp ``Reshape``): axes before ``axis`` keep 0;
-    no offset means 0, one offset applies to every axis >= ``axis``, else one per axis."""
+def _crop_offsets(ndim: int, axis: int, offsets: Sequence[int], layer: str) -> tuple[int, list[int]]:
+    """The first cropped axis (``axis`` made non-negative, checked) and the per-axis offsets of
+    :func:`crop_offsets_for`."""
     start = axis + ndim if axis < 0 else axis
     if not 0 <= start < ndim:
         raise CaffeSemanticsError(f"{_where(layer)}crop axis {axis} out of range for {ndim} axes")
@@ -207,7 +219,33 @@ def crop_offsets_for(ndim: int, axis: int = 2, offsets: Sequence[int] = (0,),
         raise CaffeSemanticsError(
             f"{_where(layer)}crop has {len(offsets)} offsets; expected 1 or {cropped} (axes {start}..{ndim - 1})")
     per_axis = offsets * cropped if len(offsets) == 1 else (offsets or [0] * cropped)
-    return [0] * start + per_axis
+    return start, [0] * start + per_axis
+
+
+def crop_offsets_for(ndim: int, axis: int = 2, offsets: Sequence[int] = (0,),
+                     layer: str = "") -> list[int]:
+    """Per-axis offsets of a Crop (crop_layer.cpp ``Reshape``): axes before ``axis`` keep 0;
+    no offset means 0, one offset applies to every axis >= ``axis``, else one per axis."""
+    return _crop_offsets(ndim, axis, offsets, layer)[1]
+
+
+def _crop_geometry(x_shape: Sequence[int], ref_shape: Sequence[int], axis: int,
+                   offsets: Sequence[int], layer: str) -> tuple[int, list[int], tuple[int, ...]]:
+    """The first cropped axis, the per-axis offsets and the top shape of caffe
+    ``CropLayer::Reshape``, with its checks (same number of axes; every offset in range:
+    ``0 <= offset`` and ``offset + reference size <= input size``)."""
+    x_shape, ref_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in ref_shape)
+    if len(ref_shape) != len(x_shape):
+        raise CaffeSemanticsError(
+            f"{_where(layer)}crop reference has {len(ref_shape)} axes, input has {len(x_shape)}")
+    start, per_axis = _crop_offsets(len(x_shape), axis, offsets, layer)
+    for i in range(start, len(x_shape)):
+        offset, size = per_axis[i], x_shape[i]
+        if offset < 0 or size - offset < ref_shape[i]:
+            raise CaffeSemanticsError(
+                f"{_where(layer)}crop on axis {i}: offset {offset} + reference size {ref_shape[i]} "
+                f"exceeds input size {size}")
+    return start, per_axis, x_shape[:start] + ref_shape[start:]
 
 
 def crop_output_shape(x_shape: Sequence[int], ref_shape: Sequence[int], axis: int = 2,
@@ -215,29 +253,15 @@ def crop_output_shape(x_shape: Sequence[int], ref_shape: Sequence[int], axis: in
     """The top shape of caffe ``CropLayer::Reshape``: the input's axes before ``axis``, the
     reference's from it, with its checks (same number of axes; every offset in range:
     ``0 <= offset`` and ``offset + reference size <= input size``)."""
-    x_shape, ref_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in ref_shape)
-    if len(ref_shape) != len(x_shape):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}crop reference has {len(ref_shape)} axes, input has {len(x_shape)}")
-    per_axis = crop_offsets_for(len(x_shape), axis, offsets, layer)
-    start = axis + len(x_shape) if axis < 0 else axis
-    for i in range(start, len(x_shape)):
-        offset, size = per_axis[i], x_shape[i]
-        if offset < 0 or size - offset < ref_shape[i]:
-            raise CaffeSemanticsError(
-                f"{_where(layer)}crop on axis {i}: offset {offset} + reference size {ref_shape[i]} "
-                f"exceeds input size {size}")
-    return x_shape[:start] + ref_shape[start:]
+    return _crop_geometry(x_shape, ref_shape, axis, offsets, layer)[2]
 
 
 def crop(x: torch.Tensor, ref: torch.Tensor | Sequence[int], axis: int = 2,
          offsets: Sequence[int] = (0,), layer: str = "") -> torch.Tensor:
     """Caffe Crop (crop_layer.cpp): ``x`` cropped on every axis >= ``axis`` to the size of
     ``ref`` (a tensor or its shape) on that axis, starting at that axis's offset."""
-    ref_shape = tuple(int(s) for s in (ref.shape if isinstance(ref, torch.Tensor) else ref))
-    out_shape = crop_output_shape(tuple(x.shape), ref_shape, axis, offsets, layer)
-    per_axis = crop_offsets_for(x.dim(), axis, offsets, layer)
-    start = axis + x.dim() if axis < 0 else axis
+    ref_shape = ref.shape if isinstance(ref, torch.Tensor) else ref
+    start, per_axis, out_shape = _crop_geometry(tuple(x.shape), ref_shape, axis, offsets, layer)
     index = [slice(None)] * start
     index += [slice(per_axis[i], per_axis[i] + out_shape[i]) for i in range(start, x.dim())]
     return x[tuple(index)]
@@ -309,6 +333,68 @@ def deconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = 
     y = F.conv_transpose2d(x, weight, bias, (sh, sw), (ph, pw), 0, groups, (dh, dw))
     _check_shape(y, expected, "deconvolution", layer)
     return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Inner product and concatenation
+
+
+def inner_product_weight_shape(x_shape: Sequence[int], num_output: int, axis: int = 1,
+                               transpose: bool = False, layer: str = "") -> tuple[int, int]:
+    """The weight blob shape of caffe ``InnerProductLayer::LayerSetUp``: ``(num_output, K)``,
+    or ``(K, num_output)`` when ``transpose``, with K the product of the bottom's axes from
+    ``axis`` (``bottom[0]->count(axis)``, the axis checked by :func:`canonical_axis`)."""
+    start = canonical_axis(axis, len(x_shape), layer)
+    k, n = math.prod(int(s) for s in x_shape[start:]), int(num_output)
+    return (k, n) if transpose else (n, k)
+
+
+def inner_product_output_shape(x_shape: Sequence[int], weight_shape: Sequence[int], axis: int = 1,
+                               transpose: bool = False, layer: str = "") -> tuple[int, ...]:
+    """The top shape of caffe ``InnerProductLayer::Reshape``: the bottom's axes before ``axis``,
+    then ``num_output``, for a weight laid out as :func:`inner_product_weight_shape`; raises,
+    as its ``CHECK_EQ(K_, new_K)``, when the bottom's count from ``axis`` is not the weight's K."""
+    x = tuple(int(s) for s in x_shape)
+    start = canonical_axis(axis, len(x), layer)
+    k_axis, n_axis = (0, 1) if transpose else (1, 0)
+    features, want = math.prod(x[start:]), int(weight_shape[k_axis])
+    if features != want:
+        raise CaffeSemanticsError(f"{_where(layer)}input has {features} features "
+                                  f"from axis {start}, weights expect {want}")
+    return x[:start] + (int(weight_shape[n_axis]),)
+
+
+def inner_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  axis: int = 1, transpose: bool = False, layer: str = "") -> torch.Tensor:
+    """Caffe InnerProduct (inner_product_layer.cpp ``Forward_cpu``): ``x`` flattened from
+    ``axis`` times the weight (``(num_output, K)``, or ``(K, num_output)`` when ``transpose``)
+    plus ``bias``; shape checked by :func:`inner_product_output_shape`."""
+    inner_product_output_shape(tuple(x.shape), tuple(weight.shape), axis, transpose, layer)
+    # The axis is checked in range; torch wraps a negative one as CanonicalAxisIndex does.
+    return F.linear(x.flatten(axis), weight.t() if transpose else weight, bias)
+
+
+def concat_output_shape(shapes: Sequence[Sequence[int]], axis: int = 1, layer: str = "") -> tuple[int, ...]:
+    """The top shape of caffe ``ConcatLayer::Reshape``: bottoms with equal shapes except on
+    ``axis`` (checked by :func:`canonical_axis`), their sizes there summed."""
+    if not shapes:
+        raise CaffeSemanticsError(f"{_where(layer)}Concat needs at least 1 bottom, got 0")
+    first = tuple(int(s) for s in shapes[0])
+    start = canonical_axis(axis, len(first), layer, "concat axis")
+    rest = first[:start] + first[start + 1:]
+    for i, other in enumerate((tuple(int(s) for s in b) for b in shapes[1:]), 1):
+        if len(other) != len(first) or other[:start] + other[start + 1:] != rest:
+            raise CaffeSemanticsError(f"{_where(layer)}Concat bottom {i} has shape {other}, bottom 0 "
+                                      f"has {first}; all must be equal except on axis {start}")
+    return first[:start] + (sum(int(b[start]) for b in shapes),) + first[start + 1:]
+
+
+def concat(inputs: Sequence[torch.Tensor], axis: int = 1, layer: str = "") -> torch.Tensor:
+    """Caffe Concat (concat_layer.cpp ``Forward_cpu``): the bottoms joined along ``axis``,
+    shapes checked by :func:`concat_output_shape`."""
+    concat_output_shape([tuple(t.shape) for t in inputs], axis, layer)
+    # The axis is checked in range; torch wraps a negative one as CanonicalAxisIndex does.
+    return torch.cat(tuple(inputs), dim=axis)
 
 
 # ---------------------------------------------------------------------------------------------

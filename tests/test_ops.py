@@ -395,6 +395,68 @@ def test_label_target_shape_checks_the_count_as_the_losses():
     assert shape_msg == tensor_msg and shape_msg.startswith("layer 'acc': Accuracy")
 
 
+@pytest.mark.parametrize("shape, axis, transpose", [((2, 3, 4, 5), 1, False), ((2, 3, 4, 5), 2, True),
+                                                     ((2, 3, 4, 5), -1, False), ((6, 7), 0, True)])
+def test_inner_product_shapes_follow_the_flatten_rule(shape, axis, transpose):
+    x, num_output, start = torch.randn(*shape), 4, axis % len(shape)
+    k = int(np.prod(shape[start:]))  # InnerProductLayer: K_ = bottom[0]->count(axis)
+    weight_shape = ops.inner_product_weight_shape(shape, num_output, axis, transpose, "fc")
+    assert weight_shape == ((k, num_output) if transpose else (num_output, k))
+    expected = shape[:start] + (num_output,)
+    assert ops.inner_product_output_shape(shape, weight_shape, axis, transpose, "fc") == expected
+    w, b = torch.randn(*weight_shape), torch.randn(num_output)
+    y = ops.inner_product(x, w, b, axis, transpose, "fc")
+    flat = x.reshape(*shape[:start], k).to(torch.float64)
+    w_nk = (w.t() if transpose else w).to(torch.float64)
+    torch.testing.assert_close(y.to(torch.float64), flat @ w_nk.t() + b, rtol=1e-5, atol=1e-5)
+
+
+def test_inner_product_shape_errors_name_the_layer():
+    x, w = torch.randn(2, 3, 4), torch.randn(5, 11)
+    k = int(np.prod(x.shape[1:]))
+    shape_msg, tensor_msg = shape_and_tensor_errors(
+        lambda: ops.inner_product_output_shape(x.shape, w.shape, 1, layer="fc6"),
+        lambda: ops.inner_product(x, w, axis=1, layer="fc6"))
+    assert shape_msg == tensor_msg == f"layer 'fc6': input has {k} features from axis 1, weights expect 11"
+    untransposed = (k, 5)  # a (K, N) weight read without transpose: K taken from its axis 1
+    shape_msg, tensor_msg = shape_and_tensor_errors(
+        lambda: ops.inner_product_output_shape(x.shape, untransposed, 1, transpose=False, layer="fc7"),
+        lambda: ops.inner_product(x, torch.randn(*untransposed), axis=1, layer="fc7"))
+    assert shape_msg == tensor_msg and shape_msg.endswith(f"weights expect {untransposed[1]}")
+    for axis in (x.dim(), -x.dim() - 1):  # just outside CanonicalAxisIndex's [-ndim, ndim)
+        message = f"'fc8': axis {axis} out of range for a blob of {x.dim()} axes"
+        with pytest.raises(CaffeSemanticsError, match=message):
+            ops.inner_product_weight_shape(x.shape, 5, axis, layer="fc8")
+        with pytest.raises(CaffeSemanticsError, match=message):
+            ops.inner_product_output_shape(x.shape, w.shape, axis, layer="fc8")
+
+
+@pytest.mark.parametrize("shapes, axis", [([(2, 3, 4, 5), (2, 1, 4, 5), (2, 6, 4, 5)], 1),
+                                          ([(2, 3, 4, 5), (2, 3, 4, 2)], -1), ([(1, 2)], 0)])
+def test_concat_output_shape_sums_the_axis(shapes, axis):
+    inputs = [torch.randn(*s) for s in shapes]
+    expected = np.concatenate([np.zeros(s) for s in shapes], axis=axis).shape
+    assert ops.concat_output_shape(shapes, axis, "cat") == expected
+    torch.testing.assert_close(ops.concat(inputs, axis, "cat"),
+                               torch.from_numpy(np.concatenate([t.numpy() for t in inputs], axis=axis)))
+
+
+@pytest.mark.parametrize("shapes, axis, message", [
+    ([(2, 3, 4, 5), (2, 3, 5, 5)], 1, "Concat bottom 1 has shape \\(2, 3, 5, 5\\), bottom 0 has "
+                                      "\\(2, 3, 4, 5\\); all must be equal except on axis 1"),
+    ([(2, 3, 4, 5), (2, 3, 4)], -1, "Concat bottom 1 has shape \\(2, 3, 4\\).*except on axis 3"),
+    ([(2, 3), (2, 3)], 2, "concat axis 2 out of range for a blob of 2 axes"),
+    ([], 1, "Concat needs at least 1 bottom"),
+])
+def test_concat_shape_errors_name_the_layer(shapes, axis, message):
+    shape_msg, tensor_msg = shape_and_tensor_errors(
+        lambda: ops.concat_output_shape(shapes, axis, "fuse"),
+        lambda: ops.concat([torch.zeros(s) for s in shapes], axis, "fuse"))
+    assert shape_msg == tensor_msg and shape_msg.startswith("layer 'fuse': ")
+    with pytest.raises(CaffeSemanticsError, match=message):
+        ops.concat_output_shape(shapes, axis, "fuse")
+
+
 def test_ops_compile_without_graph_breaks():
     def net(x, w, label):
         y = ops.pool2d(ops.lrn_across_channels(x, 3, 1e-2, 0.75), 3, 2, 1, "MAX")

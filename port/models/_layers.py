@@ -158,7 +158,7 @@ class Concat(nn.Module):
     layer_name = ""
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return torch.cat(inputs, dim=1)
+        return ops.concat(inputs, 1, self.layer_name)
 
 
 class BlobRecorder:
