@@ -93,7 +93,8 @@ FAST_BF16 = SpeedMode("fast-bf16", tf32=True, autocast="bfloat16", channels_last
                       description="bf16 autocast, TF32, channels_last")
 #: VGG16's conv5 block: with random weights, emulated TF32 rounding in its three layers alone
 #: flips as many argmaxes as in all other layers together (benchmarks/analyze_tf32.py), for
-#: 7.7% of FCN-8s's FLOPs, so the mixed modes keep it in fp32.
+#: 7.7% of FCN-8s's FLOPs, so the mixed modes treat it apart: in fp32, or with its weights
+#: split in two TF32 parts (mostly the weights' rounding flips them).
 CONV5 = ("conv5_1", "conv5_2", "conv5_3")
 FAST_TF32_CONV5 = SpeedMode("fast-tf32-conv5-fp32", tf32=True, channels_last=True, fp32_layers=CONV5,
                             description="TF32 matmul and cuDNN except conv5_1-conv5_3 (fp32), channels_last")
