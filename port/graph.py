@@ -82,6 +82,20 @@ class CaffeLayer(nn.Module):
         # Caffe's default filler is constant 0; real values come from a caffemodel.
         self.register_parameter(name, nn.Parameter(torch.zeros(tuple(int(s) for s in shape))))
 
+    def _new_bias(self, bias_term: bool, shape: Sequence[int]) -> None:
+        """A layer's ``bias_term`` and, when it is set, its ``bias`` parameter of ``shape``."""
+        self.bias_term = bool(bias_term)
+        if self.bias_term:
+            self._new_param("bias", shape)
+
+    def _bias(self) -> nn.Parameter | None:
+        """The bias, or None without ``bias_term``."""
+        return self.bias if getattr(self, "bias_term", False) else None
+
+    def _bias_params(self) -> list[nn.Parameter]:
+        """The bias as Caffe's last blob, when there is one."""
+        return [] if self._bias() is None else [self.bias]
+
 
 def _check_4d(layer: CaffeLayer, shape: Sequence[int]) -> None:
     if len(shape) != 4:
@@ -119,12 +133,10 @@ class Convolution(CaffeLayer):
                                   f"channels are not divisible by group {self.groups}")
         self._new_param("weight", ops.conv_weight_shape(channels, num_output, self.kernel, self.groups,
                                                         self.transposed, layer.name))
-        self.bias_term = bool(param.bias_term)
-        if self.bias_term:
-            self._new_param("bias", (num_output,))
+        self._new_bias(param.bias_term, (num_output,))
 
     def caffe_params(self) -> list[nn.Parameter]:
-        return [self.weight, self.bias] if self.bias_term else [self.weight]
+        return [self.weight, *self._bias_params()]
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
         """``(N, num_output, H', W')`` by :func:`port.ops.conv2d_output_shape`
@@ -138,8 +150,8 @@ class Convolution(CaffeLayer):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         fn = ops.deconv2d if self.transposed else ops.conv2d
-        bias = self.bias if self.bias_term else None
-        return (fn(x, self.weight, bias, self.stride, self.pad, self.groups, self.dilation, self.caffe_name),)
+        return (fn(x, self.weight, self._bias(), self.stride, self.pad, self.groups, self.dilation,
+                   self.caffe_name),)
 
 
 @_register("InnerProduct")
@@ -153,12 +165,10 @@ class InnerProduct(CaffeLayer):
         self.axis, self.transpose, num_output = int(param.axis), bool(param.transpose), int(param.num_output)
         self._new_param("weight", ops.inner_product_weight_shape(shapes[0], num_output, self.axis,
                                                                  self.transpose, layer.name))
-        self.bias_term = bool(param.bias_term)
-        if self.bias_term:
-            self._new_param("bias", (num_output,))
+        self._new_bias(param.bias_term, (num_output,))
 
     def caffe_params(self) -> list[nn.Parameter]:
-        return [self.weight, self.bias] if self.bias_term else [self.weight]
+        return [self.weight, *self._bias_params()]
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
         """The axes before ``axis``, then ``num_output``, by
@@ -168,7 +178,7 @@ class InnerProduct(CaffeLayer):
                                                self.transpose, self.caffe_name),)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        return (ops.inner_product(x, self.weight, self.bias if self.bias_term else None, self.axis,
+        return (ops.inner_product(x, self.weight, self._bias(), self.axis,
                                   self.transpose, self.caffe_name),)
 
 
@@ -331,13 +341,10 @@ class Scale(CaffeLayer):
             self._new_param("weight", scale_shape)
             # Caffe's default scale filler is constant 1 (scale_layer.cpp LayerSetUp).
             nn.init.ones_(self.weight)
-        self.bias_term = bool(p.bias_term)
-        if self.bias_term:
-            self._new_param("bias", scale_shape)
+        self._new_bias(p.bias_term, scale_shape)
 
     def caffe_params(self) -> list[nn.Parameter]:
-        params = [] if self.two_bottoms else [self.weight]
-        return params + ([self.bias] if self.bias_term else [])
+        return ([] if self.two_bottoms else [self.weight]) + self._bias_params()
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
         """The first bottom's shape by :func:`port.ops.scale_output_shape`
@@ -348,8 +355,7 @@ class Scale(CaffeLayer):
 
     def forward(self, x: torch.Tensor, *scale: torch.Tensor) -> tuple[torch.Tensor]:
         weight = scale[0] if self.two_bottoms else self.weight
-        bias = self.bias if self.bias_term else None
-        return (ops.scale(x, weight, bias, self.axis, self.caffe_name),)
+        return (ops.scale(x, weight, self._bias(), self.axis, self.caffe_name),)
 
 
 @_register("Softmax")
