@@ -120,6 +120,12 @@ def read_split(path: Path, hint: str = "") -> list[str]:
     return ids
 
 
+def split_ids(split_file, default: Path, hint: str = "") -> list[str]:
+    """The ids of ``split_file`` when the user gave one, else of the dataset's own ``default``
+    split file (:func:`read_split`)."""
+    return read_split(Path(split_file) if split_file else default, hint)
+
+
 def _require(path: Path) -> Path:
     if not path.is_file():
         raise MissingFileError(path, "file not found")

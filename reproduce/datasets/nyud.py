@@ -17,7 +17,7 @@ from port.preprocess import preprocess_nyud_color, preprocess_nyud_depth, prepro
 
 from .base import (
     DatasetError, Located, SegmentationDataset, check_raw_range, locate_one,
-    read_image, read_mat_field, read_split,
+    read_image, read_mat_field, split_ids,
 )
 
 __all__ = ["NYUD_CLASSES", "NYUD_INPUTS", "NYUDv2", "inputs_for"]
@@ -71,9 +71,9 @@ class NYUDv2(SegmentationDataset):
         self.inputs = _input_map(inputs)
         self.located = self.locate(root)
         folder = self.located.path
-        split_path = Path(split_file) if split_file else folder / f"{split}.txt"
-        super().__init__(folder, split, read_split(
-            split_path, hint=" (pass split_file=..., e.g. the upstream data/nyud/test.txt)"))
+        super().__init__(folder, split, split_ids(
+            split_file, folder / f"{split}.txt",
+            hint=" (pass split_file=..., e.g. the upstream data/nyud/test.txt)"))
 
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:

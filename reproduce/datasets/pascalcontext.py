@@ -23,7 +23,7 @@ from port.preprocess import preprocess_pascalcontext
 
 from .base import (
     DatasetError, Located, MissingFileError, SegmentationDataset,
-    check_raw_range, locate_one, has_dirs, read_image, read_mat_field, read_split,
+    check_raw_range, locate_one, has_dirs, read_image, read_mat_field, split_ids,
 )
 
 __all__ = ["CONTEXT_CLASSES", "PASCALContext", "read_class_list", "context_label_table"]
@@ -88,9 +88,8 @@ class PASCALContext(SegmentationDataset):
         self.voc_located = self.locate_voc2010(voc_root if voc_root is not None else root)
         self.voc_root = self.voc_located.path
         self.table = self._label_table(Path(class_lists) if class_lists else self.located.path)
-        split_path = (Path(split_file) if split_file
-                      else self.voc_root / "ImageSets" / "Main" / f"{split}.txt")
-        super().__init__(self.located.path, split, read_split(split_path))
+        super().__init__(self.located.path, split, split_ids(
+            split_file, self.voc_root / "ImageSets" / "Main" / f"{split}.txt"))
 
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:

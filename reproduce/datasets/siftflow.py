@@ -18,7 +18,7 @@ from port.preprocess import preprocess_siftflow
 
 from .base import (
     DatasetError, Located, SegmentationDataset, check_raw_range, locate_one,
-    has_dirs, read_image, read_mat_field, read_split,
+    has_dirs, read_image, read_mat_field, split_ids,
 )
 
 __all__ = ["SIFTFLOW_SEMANTIC_CLASSES", "SIFTFLOW_GEOMETRIC_CLASSES", "SIFTFlow"]
@@ -49,9 +49,9 @@ class SIFTFlow(SegmentationDataset):
         self.class_names = _TASKS[task][1]
         self.located = self.locate(root)
         folder = self.located.path
-        split_path = Path(split_file) if split_file else folder / f"{split}.txt"
-        super().__init__(folder, split, read_split(
-            split_path, hint=" (pass split_file=..., e.g. the upstream data/sift-flow/test.txt)"))
+        super().__init__(folder, split, split_ids(
+            split_file, folder / f"{split}.txt",
+            hint=" (pass split_file=..., e.g. the upstream data/sift-flow/test.txt)"))
 
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:

@@ -19,7 +19,7 @@ from port.preprocess import preprocess_sbd, preprocess_voc
 
 from .base import (
     DatasetError, Located, SegmentationDataset, check_label, locate_one, require_dirs,
-    has_dirs, read_image, read_mat_field, read_split,
+    has_dirs, read_image, read_mat_field, split_ids,
 )
 
 __all__ = ["VOC_CLASSES", "VOC", "SBD"]
@@ -43,10 +43,8 @@ class VOC(SegmentationDataset):
     def __init__(self, root, split: str = "seg11valid", *, split_file=None):
         self.located = self.locate(root, split)
         folder = self.located.path
-        split_path = (Path(split_file) if split_file
-                      else folder / "ImageSets" / "Segmentation" / f"{split}.txt")
-        super().__init__(folder, split, read_split(
-            split_path,
+        super().__init__(folder, split, split_ids(
+            split_file, folder / "ImageSets" / "Segmentation" / f"{split}.txt",
             hint=" (pass split_file=..., e.g. the upstream data/pascal/seg11valid.txt)"))
 
     @classmethod
@@ -92,8 +90,7 @@ class SBD(SegmentationDataset):
     def __init__(self, root, split: str = "val", *, split_file=None):
         self.located = self.locate(root)
         folder = self.located.path
-        split_path = Path(split_file) if split_file else folder / f"{split}.txt"
-        super().__init__(folder, split, read_split(split_path))
+        super().__init__(folder, split, split_ids(split_file, folder / f"{split}.txt"))
 
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:
