@@ -21,7 +21,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from port import ops  # noqa: E402
+from port.net import ops  # noqa: E402
 from port.models import get_model  # noqa: E402
 
 

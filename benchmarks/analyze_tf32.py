@@ -34,9 +34,9 @@ import torch  # noqa: E402
 from gpu_check import smooth_noise  # noqa: E402
 from port.models import get_model  # noqa: E402
 from port.models._layers import Convolution, Deconvolution  # noqa: E402
-from port.preprocess import preprocess_voc  # noqa: E402
-from port.selfcheck import randomize  # noqa: E402
-from port.speed import CONV5, to_tf32  # noqa: E402
+from port.models.preprocess import preprocess_voc  # noqa: E402
+from port.cli.selfcheck import randomize  # noqa: E402
+from port.run.speed import CONV5, to_tf32  # noqa: E402
 
 
 def layer_groups(model: torch.nn.Module) -> dict[str, list[str]]:

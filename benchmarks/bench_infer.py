@@ -29,9 +29,9 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from port import canvas, speed  # noqa: E402
+from port.run import canvas, speed  # noqa: E402
 from port.models import get_model  # noqa: E402
-from port.selfcheck import randomize  # noqa: E402
+from port.cli.selfcheck import randomize  # noqa: E402
 
 #: Caffe's CPU forward of FCN-8s at 375x500 on this machine (issue 5), seconds; quoted.
 CAFFE_FCN8S_S = (1.70, 1.80)

@@ -11,14 +11,14 @@ put on ``sys.path`` here) and finishes within a total time budget (``--budget``,
    heights 281-500, some portrait), with the data pipeline running: DataLoader workers
    decoding JPEG images and PNG labels, pinned memory, non-blocking copies, the confusion
    matrix (``reproduce.metrics.ConfusionMatrix``) on the GPU; batch 1 and equal-size buckets,
-   strict fp32 and the fast modes of ``port.speed``, each in a fresh process (a cold pass,
+   strict fp32 and the fast modes of ``port.run.speed``, each in a fresh process (a cold pass,
    then a warm one: see ``gpu_passes.py``);
 3. fast modes one knob at a time (TF32, bf16 autocast, channels_last, cudnn.benchmark,
-   torch.compile) and combined (``port.speed``'s fast modes, the mixed ones that keep conv5 in
+   torch.compile) and combined (``port.run.speed``'s fast modes, the mixed ones that keep conv5 in
    fp32 included): mean IU difference to strict fp32 against the synthetic
    labels, mean IU taking strict fp32's prediction as the truth, argmax agreement, images/s.
    torch.compile runs in a child process under a hard timeout. ``strict-fp32-canvas`` is
-   strict fp32 with the trunk's constant canvas computed once (``port.canvas``), in both tables.
+   strict fp32 with the trunk's constant canvas computed once (``port.run.canvas``), in both tables.
 
 ``--sections throughput,modes`` runs only those sections (the budget is shared among them) and
 ``--modes strict-fp32,strict-fp32-canvas`` only those modes in both tables (strict fp32 always
@@ -49,10 +49,10 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from port import speed  # noqa: E402
+from port.run import speed  # noqa: E402
 from port.models import get_model  # noqa: E402
-from port.preprocess import preprocess_voc  # noqa: E402
-from port.selfcheck import randomize  # noqa: E402
+from port.models.preprocess import preprocess_voc  # noqa: E402
+from port.cli.selfcheck import randomize  # noqa: E402
 from reproduce.metrics import ConfusionMatrix  # noqa: E402
 
 #: seg11valid: 736 images; VOC JPEGs are at most 500 px on a side.
@@ -64,7 +64,7 @@ JPEG_QUALITY = 90
 SEED = 0
 #: Share of the total budget per section (the rest is set-up and slack).
 SHARES = {"selfcheck": 0.12, "throughput": 0.45, "modes": 0.43}
-#: The knobs measured one at a time, then the combined modes of port.speed.
+#: The knobs measured one at a time, then the combined modes of port.run.speed.
 KNOBS = (speed.SpeedMode("tf32", tf32=True), speed.SpeedMode("bf16-autocast", autocast="bfloat16"),
          speed.SpeedMode("channels_last", channels_last=True),
          speed.SpeedMode("cudnn.benchmark", cudnn_benchmark=True), speed.STRICT_CANVAS,

@@ -12,7 +12,7 @@ weights), three times:
 3. ``forward``: the forward and argmax alone over the same batches, preloaded on the GPU.
 
 ``cold - warm`` is the per-size set-up, ``warm - forward`` the data pipeline's share.
-Mode names are ``port.speed.MODES``; a ``+nondet`` suffix turns cudnn.deterministic off,
+Mode names are ``port.run.speed.MODES``; a ``+nondet`` suffix turns cudnn.deterministic off,
 ``+benchmark`` turns cudnn.benchmark on. ``gpu_check.py``'s throughput section runs its rows
 through this script's child.
 Figures go to ``$OUT`` (else ``benchmarks/out/``) as ``gpu_passes.json`` and ``.md``;
@@ -38,14 +38,14 @@ for path in (REPO, REPO / "benchmarks"):
 import torch  # noqa: E402
 
 import gpu_check as G  # noqa: E402
-from port import speed  # noqa: E402
+from port.run import speed  # noqa: E402
 
-#: Suffixes of a mode name that change one cuDNN knob of a ``port.speed`` mode.
+#: Suffixes of a mode name that change one cuDNN knob of a ``port.run.speed`` mode.
 SUFFIXES = {"+nondet": {"cudnn_deterministic": False}, "+benchmark": {"cudnn_benchmark": True}}
 
 
 def mode_named(name: str) -> speed.SpeedMode:
-    """``port.speed.MODES[name]``, or a named variant: ``fast-tf32+nondet``, ``...+benchmark``."""
+    """``port.run.speed.MODES[name]``, or a named variant: ``fast-tf32+nondet``, ``...+benchmark``."""
     base, changes = name, {}
     while (suffix := next((x for x in SUFFIXES if base.endswith(x)), None)) is not None:
         base, changes = base[:-len(suffix)], {**changes, **SUFFIXES[suffix]}

@@ -27,9 +27,9 @@ for path in (REPO, REPO / "benchmarks"):  # the repo and gpu_check's helpers, no
 
 import torch  # noqa: E402
 
-from port import speed  # noqa: E402
+from port.run import speed  # noqa: E402
 from port.models import get_model  # noqa: E402
-from port.selfcheck import randomize  # noqa: E402
+from port.cli.selfcheck import randomize  # noqa: E402
 
 #: The cuDNN settings compared, all IEEE fp32 (TF32 off): strict as the harness runs it, then
 #: one knob changed at a time.

@@ -1,7 +1,9 @@
 """fcn-port: the Caffe FCN reference models, ported to PyTorch blob for blob.
 
-Subpackages: ``port.caffe`` reads Caffe's file formats; ``port.ops`` holds each Caffe layer
-semantic; ``port.graph`` builds a module from any parsed net; ``port.models`` holds the
-released FCN family; ``port.convert`` turns caffemodels into safetensors.
+The package is a pipeline, one folder a stage: ``port.caffe`` reads and writes Caffe's file
+formats; ``port.net`` holds each layer semantic (``ops``), the crop geometry (``coord_map``) and
+the engine that runs a parsed net; ``port.models`` the released FCN family; ``port.run`` devices,
+speed and precision modes; ``port.convert`` caffemodels to safetensors; ``port.training``
+surgery and Caffe's solver; ``port.cli`` the ``python -m port`` commands.
 """
 __version__ = "0.1.0"

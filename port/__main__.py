@@ -9,10 +9,10 @@ import importlib
 import sys
 
 COMMANDS = {
-    "inspect": ("port.inspect", "list layers, tops and blob shapes of a prototxt, caffemodel or .h5"),
+    "inspect": ("port.cli.inspect", "list layers, tops and blob shapes of a prototxt, caffemodel or .h5"),
     "convert": ("port.convert", "convert a caffemodel (or .caffemodel.h5) to safetensors"),
-    "forward": ("port.forward", "run a net on input arrays and write its outputs or every blob"),
-    "selfcheck": ("port.selfcheck", "compare a device/precision against CPU fp32 on random weights"),
+    "forward": ("port.cli.forward", "run a net on input arrays and write its outputs or every blob"),
+    "selfcheck": ("port.cli.selfcheck", "compare a device/precision against CPU fp32 on random weights"),
 }
 
 

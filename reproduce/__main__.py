@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import torch
 
-from port import speed
-from port.devices import DeviceError, check_device, device_name
+from port.run import speed
+from port.run.devices import DeviceError, check_device, device_name
 from reproduce import distributed as dist_
 from reproduce import harness as H
 from reproduce.checkpoint import CheckpointError, RunIdentity
@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
                            help=f"the measured fast mode, {H.FAST.name} ({H.FAST.description}); "
                                 f"its agreement with strict fp32 is in benchmarks/RESULTS.md")
     precision.add_argument("--precision", choices=list(H.PRECISION_MODES),
-                           help=f"a named precision mode of port.speed (default "
+                           help=f"a named precision mode of port.run.speed (default "
                                 f"{speed.STRICT.name})")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.json")
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
@@ -144,7 +144,7 @@ def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, 
 
 
 def _net_preprocess(name: str, inputs: Sequence[str]) -> dict[str, Any]:
-    from port.preprocess import PREPROCESSORS
+    from port.models.preprocess import PREPROCESSORS
     if name == "nyud":
         from reproduce.datasets.nyud import NYUD_INPUTS
         return {blob: NYUD_INPUTS[blob][2] for blob in inputs if blob in NYUD_INPUTS}
@@ -152,7 +152,7 @@ def _net_preprocess(name: str, inputs: Sequence[str]) -> dict[str, Any]:
 
 
 def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str | None]:
-    """Any Caffe segmentation net: the prototxt through port.graph, weights from --weights."""
+    """Any Caffe segmentation net: the prototxt through port.net.graph, weights from --weights."""
     if args.weights is None:
         raise H.ResolveError("--net needs --weights (a .caffemodel, .caffemodel.h5 or converted "
                              ".safetensors)")
@@ -226,7 +226,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input (files, names), reported in one line, not a traceback."""
     from port.caffe import CaffeFormatError
     from port.convert import ConversionError
-    from port.graph import CaffeGraphError
+    from port.net.graph import CaffeGraphError
     from port.models import UnknownModelError, WeightsError
     from reproduce.datasets import DatasetError
     from reproduce.download import DownloadError

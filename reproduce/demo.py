@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from reproduce import harness as H
-from port import speed
+from port.run import speed
 from port.caffe.writer import atomic_open
 from reproduce.checkpoint import write_text_atomic
 from reproduce.palette import colour_to_label, overlay, save_label_png

@@ -8,7 +8,7 @@ that the net's own ``SoftmaxWithLoss`` consumes (SIFT Flow: ``loss`` on ``score_
 ``loss_geo`` on ``score_geo``), with that layer's settings, summed in float64 — with what a
 long run needs around it:
 
-- precision modes (strict fp32 by default, the measured fast mode on request): ``port.speed``'s
+- precision modes (strict fp32 by default, the measured fast mode on request): ``port.run.speed``'s
   modes, their backend flags set for the run and restored after it;
 - several processes (``torchrun``): each takes its own shard, the matrices are summed exactly
   (``reproduce.distributed``); all ranks step in lockstep, so a stop on any rank (a signal, a
@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from port import speed
+from port.run import speed
 from reproduce import distributed as dist_
 from reproduce.checkpoint import (
     CHECKPOINT_NAME, Checkpoint, RunIdentity, StopRequest, load_checkpoint, save_checkpoint,
@@ -48,11 +48,11 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- precision modes
-#: The precision modes the command line offers, by name: exactly ``port.speed``'s modes (the
+#: The precision modes the command line offers, by name: exactly ``port.run.speed``'s modes (the
 #: ones ``benchmarks/gpu_check.py`` measures against strict fp32), never a copy of them.
 PRECISION_MODES: dict[str, speed.SpeedMode] = dict(speed.MODES)
 #: ``--fast``: TF32 tensor cores and channels_last, conv5's weights split in two TF32 parts
-#: (``port.speed.FAST_TF32_SPLIT5``): the fastest mode measured to agree with strict fp32 on
+#: (``port.run.speed.FAST_TF32_SPLIT5``): the fastest mode measured to agree with strict fp32 on
 #: >= 99.9% of pixels (benchmarks/gpu_check.py, benchmarks/RESULTS.md).
 FAST = speed.FAST_TF32_SPLIT5
 
@@ -62,7 +62,7 @@ FAST = speed.FAST_TF32_SPLIT5
 class LossSpec:
     """The settings of the ``SoftmaxWithLoss`` layer on a scored blob (caffe.proto
     ``LossParameter``): ``ignore_label`` (None: every label counts), the effective
-    ``normalization`` (``port.ops.loss_normalization``) and the softmax ``axis``."""
+    ``normalization`` (``port.net.ops.loss_normalization``) and the softmax ``axis``."""
 
     layer: str
     ignore_label: int | None
@@ -93,7 +93,7 @@ class Task:
 def net_loss_specs(netdef: Any, scored: Sequence[str]) -> dict[str, LossSpec]:
     """The ``SoftmaxWithLoss`` layer of each scored blob in ``netdef``'s TEST phase, read as
     Caffe's ``SoftmaxWithLossLayer::LayerSetUp`` reads its ``loss_param``/``softmax_param``."""
-    from port.ops import loss_normalization
+    from port.net.ops import loss_normalization
     specs: dict[str, LossSpec] = {}
     for layer in netdef.for_phase("TEST").layers:
         if layer.type != "SoftmaxWithLoss" or not layer.bottom or layer.bottom[0] not in scored:
@@ -117,11 +117,11 @@ def meta_loss_spec(meta: Any, output: str) -> LossSpec:
 
 def image_loss(task: Task, scores: torch.Tensor, label: torch.Tensor, item_id: str,
                label_host: torch.Tensor | None = None) -> torch.Tensor:
-    """One image's loss as the net's loss layer computes it (``port.ops.softmax_with_loss``,
+    """One image's loss as the net's loss layer computes it (``port.net.ops.softmax_with_loss``,
     in fp32 as Caffe's float blobs), for ``score.py``'s ``loss += net.blobs['loss'].data``.
     Returned as a tensor on the scores' device, so the loop never waits for it; the labels
     are checked on ``label_host`` (the loader's CPU copy) when given, for the same reason."""
-    from port.ops import softmax_with_loss
+    from port.net.ops import softmax_with_loss
     spec = task.loss
     checked = (label if label_host is None else label_host).long()
     counted = checked[checked != spec.ignore_label] if spec.ignore_label is not None else checked
@@ -537,7 +537,7 @@ def evaluate(spec: EvalSpec, config: EvalConfig,
              ctx: dist_.DistContext | None = None) -> EvalResult | None:
     """Evaluate ``spec`` under ``config``; the summed result on rank 0, None on other ranks.
 
-    Runs under the backend flags of ``config.precision`` (``port.speed.backend_flags``; the
+    Runs under the backend flags of ``config.precision`` (``port.run.speed.backend_flags``; the
     previous flags are restored after). Raises :class:`BadItemError` (on every rank, naming the
     item whichever rank met it) or :class:`Interrupted` after writing a checkpoint (when
     ``config.out`` is set).
@@ -771,12 +771,12 @@ class ModelPredictor:
 
 def prepare_model(model: torch.nn.Module, config: EvalConfig) -> torch.nn.Module:
     """The model in eval mode on the device, laid out for the precision mode
-    (``port.speed.prepare_model``: the memory format and CPU prepacking the mode names)."""
+    (``port.run.speed.prepare_model``: the memory format and CPU prepacking the mode names)."""
     return speed.prepare_model(model, config.precision, config.device)
 
 
 class CaffeNetPredictor:
-    """``predict`` of a generic :class:`port.graph.CaffeNet`: every input blob it declares."""
+    """``predict`` of a generic :class:`port.net.graph.CaffeNet`: every input blob it declares."""
 
     def __init__(self, model: torch.nn.Module, scored: Sequence[str] = ()):
         self.model = model
@@ -793,7 +793,7 @@ def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module,
     SHA-256)``; weights: a binary or HDF5 caffemodel, or a converted safetensors file."""
     from port import convert
     from port.caffe import load_caffemodel, load_net
-    from port.graph import CaffeNet
+    from port.net.graph import CaffeNet
     from port.models import SOURCE_SHA256, load_state_strict, load_weights
     if not weights.is_file():
         raise ResolveError(f"{weights}: weights file not found")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from port import speed
+from port.run import speed
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_to_tf32_rounds_to_nearest_even_on_10_mantissa_bits(analyze):
 
 def test_emulation_rounds_only_the_named_layers_and_restores_them(analyze):
     from port.models import get_model
-    from port.selfcheck import randomize
+    from port.cli.selfcheck import randomize
     model = randomize(get_model("fcn8s", width_divisor=16), seed=0).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with analyze.Tf32Emulation(model, weights=["conv5_1"], inputs=[]):

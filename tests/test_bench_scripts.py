@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from port import speed
+from port.run import speed
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

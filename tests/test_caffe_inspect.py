@@ -1,5 +1,5 @@
 """``python -m port inspect``: layers, shapes and counts of each file kind; the listing logic
-(port.caffe.inspect) stays in the formats layer, the command line (port.inspect) above it."""
+(port.caffe.inspect) stays in the formats layer, the command line (port.cli.inspect) above it."""
 from __future__ import annotations
 
 import ast
@@ -15,7 +15,7 @@ import port.caffe
 from port.__main__ import main as port_main
 from port.caffe import Message, load_caffemodel, load_net, write_caffemodel
 from port.caffe.inspect import summary
-from port.inspect import HDF5_NOTE, main
+from port.cli.inspect import HDF5_NOTE, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_bilinear_verdict(tmp_path, capsys):
 def test_bilinear_verdict_unknown_without_port_ops(tmp_path, capsys, monkeypatch):
     """A torch-less install: the import fails, the verdict is unknown, the listing goes on."""
     _deconv_caffemodel(tmp_path / "up.caffemodel", np.ones((2, 2, 4, 4)))
-    monkeypatch.setitem(sys.modules, "port.ops", None)  # makes `from port.ops import` fail
+    monkeypatch.setitem(sys.modules, "port.net.ops", None)  # makes `from port.net.ops import` fail
     rc, out, _ = _run(capsys, str(tmp_path / "up.caffemodel"))
     assert rc == 0 and out.splitlines()[1].endswith("bilinear: unknown")
 

@@ -1,4 +1,4 @@
-"""port.canvas: the constant-canvas trunk computes what the plain trunk computes.
+"""port.run.canvas: the constant-canvas trunk computes what the plain trunk computes.
 
 The per-axis plan is checked against a brute-force walk over every output position (the rule
 of benchmarks/analyze_padding.py); the evaluation against the plain forward of the same net at
@@ -14,10 +14,11 @@ import torch
 from hypothesis import given, settings, strategies as st
 from torch import nn
 
-from port import canvas, ops, speed
+from port.net import ops
+from port.run import canvas, speed
 from port.models import get_model
 from port.models._layers import Pooling
-from port.selfcheck import randomize
+from port.cli.selfcheck import randomize
 
 from conftest import GOLDEN_NETS
 
@@ -206,7 +207,7 @@ def test_goldens_through_the_canvas(folder, goldens_dir, tmp_path):
 def test_the_canvas_is_used_only_where_it_pays_off():
     """VGG16 trunks start with a stride-1 conv1_1 (the canvas pays); AlexNet's conv1 has
     stride 4 (measured slower on the canvas), so speed modes leave it plain."""
-    from port import canvas, speed
+    from port.run import canvas, speed
     from port.models import fcn8s, fcn_alexnet
 
     vgg, alex = fcn8s(width_divisor=16), fcn_alexnet(width_divisor=16)

@@ -1,4 +1,4 @@
-"""port.coord_map: the algebra, the receptive-field geometry it encodes, and every upstream Crop."""
+"""port.net.coord_map: the algebra, the receptive-field geometry it encodes, and every upstream Crop."""
 from __future__ import annotations
 
 import itertools
@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from port.coord_map import (IDENTITY, CoordMap, CoordMapError, CropMismatchError, Geometry,
+from port.net.coord_map import (IDENTITY, CoordMap, CoordMapError, CropMismatchError, Geometry,
                             UndefinedMapError, check_crops, compose, conv_geometry,
                             crop_offset_from_map, derive_crop_offsets, inverse, layer_map,
                             map_between, pool_geometry)

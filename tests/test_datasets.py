@@ -13,7 +13,7 @@ import scipy.io
 import torch.utils.data
 from PIL import Image
 
-from port import preprocess as pp
+from port.models import preprocess as pp
 from reproduce import datasets as ds
 from reproduce.datasets.nyud import inputs_for
 from reproduce.datasets.siftflow import SUBDIR

@@ -1,4 +1,4 @@
-"""port.graph.CaffeNet on small synthetic nets written as prototxt text."""
+"""port.net.graph.CaffeNet on small synthetic nets written as prototxt text."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from port import ops
+from port.net import ops
 from port.caffe import netdef_from_message, parse_text
-from port.graph import SUPPORTED_LAYER_TYPES, BlobMismatchError, CaffeGraphError, CaffeNet
+from port.net.graph import SUPPORTED_LAYER_TYPES, BlobMismatchError, CaffeGraphError, CaffeNet
 
 
 def net_from(text: str):
@@ -210,7 +210,7 @@ def test_compiles_without_graph_breaks():
 def test_a_written_crop_offset_that_disagrees_with_the_geometry_is_refused(goldens_dir):
     """CaffeNet checks every Crop against coord_map's derivation (issue 3): a prototxt whose
     offset was edited away from the derived one must not run silently."""
-    from port.coord_map import CropMismatchError, derive_crop_offsets
+    from port.net.coord_map import CropMismatchError, derive_crop_offsets
 
     text = (goldens_dir / "voc-fcn32s" / "net.prototxt").read_text()
     derived = derive_crop_offsets(net_from(text))["score"][0]

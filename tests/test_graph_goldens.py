@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from port import ops
+from port.net import ops
 from port.caffe import load_caffemodel, load_net
-from port.coord_map import check_crops
-from port.graph import CaffeNet
+from port.net.coord_map import check_crops
+from port.net.graph import CaffeNet
 
 from conftest import GOLDEN_NETS
 

@@ -69,7 +69,7 @@ def independent(synthetic_prototxt, voc_tree, caffemodel) -> Independent:
     """The generic graph on each image, preprocessed here by hand as voc_layers.py does, the
     label fed to its `label` input as the data layer does."""
     from port.caffe import load_caffemodel, load_net
-    from port.graph import CaffeNet
+    from port.net.graph import CaffeNet
     net = load_net(synthetic_prototxt)
     model = CaffeNet(net)
     model.load_blobs(load_caffemodel(caffemodel, net))
@@ -205,7 +205,7 @@ def test_loss_settings_are_read_from_each_loss_layer(goldens_dir):
     """SIFT Flow has two heads and two losses (`loss` on score_sem, `loss_geo` on score_geo):
     the settings read for each agree with the generic graph's layer and with the metadata."""
     from port.caffe import load_net
-    from port.graph import CaffeNet
+    from port.net.graph import CaffeNet
     from port.models import get_meta
     net = load_net(goldens_dir / "siftflow-fcn8s" / "net.prototxt")
     specs = H.net_loss_specs(net, ["score_sem", "score_geo"])
@@ -222,7 +222,7 @@ def test_loss_settings_are_read_from_each_loss_layer(goldens_dir):
 
 def test_the_command_line_precision_names_are_port_speeds_modes():
     """--fast and --precision give the very mode objects benchmarks/gpu_check.py measures."""
-    from port import speed
+    from port.run import speed
     from reproduce.__main__ import _config, parser
 
     def mode(*argv: str):
@@ -257,7 +257,7 @@ def _flag_spec(seen: list[dict]) -> H.EvalSpec:
 
 @pytest.mark.parametrize("name", ["strict-fp32", "fast-tf32", "fast-bf16"])
 def test_evaluation_runs_under_the_modes_settings_and_restores_the_flags(name):
-    from port import speed
+    from port.run import speed
     mode, other = H.PRECISION_MODES[name], (speed.FAST_TF32 if name == "strict-fp32" else speed.STRICT)
     seen: list[dict] = []
     with speed.backend_flags(other):
@@ -331,7 +331,7 @@ def test_skip_bad_records_the_item_and_goes_on(net_argv, voc_tree, caffemodel, i
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_device_cuda_without_cuda_is_named_before_any_work(voc_tree, tmp_path, monkeypatch, capsys):
-    """``--device cuda`` where none is visible: the shared ``port.devices`` check, one line,
+    """``--device cuda`` where none is visible: the shared ``port.run.devices`` check, one line,
     exit 2, nothing fetched."""
     from reproduce import download
 

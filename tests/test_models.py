@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from port import preprocess
+from port.models import preprocess
 from port.caffe import load_net
 from port.caffe.synth import param_shapes
 from port.models import (

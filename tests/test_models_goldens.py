@@ -1,16 +1,16 @@
 """Proof: every goldens net, loaded into its explicit builder at 1/16 width, computes every
 blob Caffe computed (48x64) and every output (97x131), losses included, and agrees with the
-generic :class:`port.graph.CaffeNet` built from the same prototxt."""
+generic :class:`port.net.graph.CaffeNet` built from the same prototxt."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from port import ops
+from port.net import ops
 from port.caffe import load_caffemodel, load_net
 from port.convert import convert
-from port.graph import CaffeNet
+from port.net.graph import CaffeNet
 from port.models import get_model
 
 from conftest import GOLDEN_NETS

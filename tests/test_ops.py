@@ -1,4 +1,4 @@
-"""port.ops against direct transcriptions of the Caffe loops they reproduce, on tiny tensors."""
+"""port.net.ops against direct transcriptions of the Caffe loops they reproduce, on tiny tensors."""
 from __future__ import annotations
 
 import itertools
@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from port import ops
-from port.ops import CaffeSemanticsError
+from port.net import ops
+from port.net.ops import CaffeSemanticsError
 
 FLT_MAX = float(np.finfo(np.float32).max)
 

@@ -1,4 +1,4 @@
-"""port.preprocess against the upstream data layers' recipe, written out independently."""
+"""port.models.preprocess against the upstream data layers' recipe, written out independently."""
 from __future__ import annotations
 
 import ast
@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from port import preprocess as pp
+from port.models import preprocess as pp
 
 RNG = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""port.speed: every mode runs on the CPU and keeps the outputs of strict fp32; the prepacked
+"""port.run.speed: every mode runs on the CPU and keeps the outputs of strict fp32; the prepacked
 oneDNN path is the same arithmetic; flags are restored; FLOPs are counted from the shapes.
 Also the pure helpers of benchmarks/gpu_check.py. Functional only: nothing here is timed."""
 from __future__ import annotations
@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from port import ops, speed
+from port.net import ops
+from port.run import speed
 from port.models import get_model
 from port.models._layers import Convolution, Deconvolution, Pooling
-from port.selfcheck import randomize
+from port.cli.selfcheck import randomize
 
 SIZE = (37, 50)  # odd height: the ceil-rounded poolings get a clipped last window
 
@@ -118,7 +119,7 @@ def test_exact_modes_are_the_fp32_ones():
 
 @pytest.mark.parametrize("mode", list(speed.MODES.values()), ids=list(speed.MODES))
 def test_skip_constant_puts_the_trunk_on_the_canvas_and_strict_stays_plain(mode):
-    from port import canvas
+    from port.run import canvas
     model = speed.prepare_model(tiny(), mode)
     on_canvas = [n for n, m in model.named_children() if isinstance(m, (canvas.CanvasConvolution, canvas.CanvasPooling))]
     assert bool(on_canvas) == mode.skip_constant

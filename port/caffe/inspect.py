@@ -3,7 +3,7 @@
 :func:`summary` gives one JSON-ready record per layer: name, type, bottoms, tops, blob shapes,
 parameter count and bytes. A caller may pass an *annotator*, called for every blob, whose
 returned items are added to that blob's layer record (the command line ``python -m port
-inspect``, in :mod:`port.inspect`, uses one for the bilinear verdict of Deconvolution weights).
+inspect``, in :mod:`port.cli.inspect`, uses one for the bilinear verdict of Deconvolution weights).
 This module only reads formats; it imports nothing beyond :mod:`port.caffe`.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The Caffe layers of the FCN family as small ``nn.Module`` wrappers over :mod:`port.ops`.
+"""The Caffe layers of the FCN family as small ``nn.Module`` wrappers over :mod:`port.net.ops`.
 
-Each module computes exactly one Caffe layer type by calling the :mod:`port.ops` function that
+Each module computes exactly one Caffe layer type by calling the :mod:`port.net.ops` function that
 holds its semantics, and knows its Caffe layer name (``layer_name``) so shape errors name it.
 Parameter layouts are Caffe's blob layouts, so a caffemodel's blobs load without reshaping:
 Convolution ``(C_out, C_in/group, kh, kw)``, Deconvolution ``(C_in, C_out/group, kh, kw)``,
@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from port import ops
+from port.net import ops
 
 
 class Convolution(nn.Conv2d):
-    """Caffe ``Convolution`` (conv_layer.cpp) through :func:`port.ops.conv2d`; bias always on
+    """Caffe ``Convolution`` (conv_layer.cpp) through :func:`port.net.ops.conv2d`; bias always on
     (every FCN convolution has ``bias_term: true``, Caffe's default)."""
 
     layer_name = ""
@@ -26,7 +26,7 @@ class Convolution(nn.Conv2d):
 
 
 class Deconvolution(nn.Module):
-    """Caffe ``Deconvolution`` (deconv_layer.cpp) through :func:`port.ops.deconv2d`.
+    """Caffe ``Deconvolution`` (deconv_layer.cpp) through :func:`port.net.ops.deconv2d`.
 
     The weight has Caffe's blob layout ``(C_in, C_out/group, k, k)``. ``frozen`` mirrors
     ``param { lr_mult: 0 }``: the weight is loaded (never regenerated) and gets no gradient.
@@ -68,7 +68,7 @@ class Deconvolution(nn.Module):
 
 
 class Pooling(nn.Module):
-    """Caffe ``Pooling`` (pooling_layer.cpp) through :func:`port.ops.pool2d`: ceil rounding,
+    """Caffe ``Pooling`` (pooling_layer.cpp) through :func:`port.net.ops.pool2d`: ceil rounding,
     shape checked against Caffe's formula."""
 
     layer_name = ""
@@ -85,7 +85,7 @@ class Pooling(nn.Module):
 
 
 class LRN(nn.Module):
-    """Caffe ``LRN`` ACROSS_CHANNELS (lrn_layer.cpp) through :func:`port.ops.lrn_across_channels`."""
+    """Caffe ``LRN`` ACROSS_CHANNELS (lrn_layer.cpp) through :func:`port.net.ops.lrn_across_channels`."""
 
     layer_name = ""
 
@@ -102,8 +102,8 @@ class LRN(nn.Module):
 
 
 class Crop(nn.Module):
-    """Caffe ``Crop`` (crop_layer.cpp) through :func:`port.ops.crop`. The offset is not typed
-    in: the owning net derives it from its layer geometry (``port.coord_map``) once built."""
+    """Caffe ``Crop`` (crop_layer.cpp) through :func:`port.net.ops.crop`. The offset is not typed
+    in: the owning net derives it from its layer geometry (``port.net.coord_map``) once built."""
 
     layer_name = ""
 
@@ -122,7 +122,7 @@ class Crop(nn.Module):
 
 
 class Eltwise(nn.Module):
-    """Caffe ``Eltwise`` (eltwise_layer.cpp) through :func:`port.ops.eltwise`."""
+    """Caffe ``Eltwise`` (eltwise_layer.cpp) through :func:`port.net.ops.eltwise`."""
 
     layer_name = ""
 
@@ -139,7 +139,7 @@ class Eltwise(nn.Module):
 
 class Scale(nn.Module):
     """Caffe ``Scale`` with one bottom, ``axis: 1``, no bias (scale_layer.cpp) through
-    :func:`port.ops.scale`: one learned factor per channel. ``frozen`` mirrors ``lr_mult: 0``;
+    :func:`port.net.ops.scale`: one learned factor per channel. ``frozen`` mirrors ``lr_mult: 0``;
     ``initial`` is the prototxt's constant ``filler`` value."""
 
     layer_name = ""

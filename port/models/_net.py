@@ -1,7 +1,7 @@
 """``CaffeFamilyNet``: the base of the explicit FCN modules.
 
 A family net registers each Caffe layer under its Caffe name with :meth:`CaffeFamilyNet._add`,
-which also records the layer as the prototxt declares it (a :class:`port.coord_map.Geometry`). From those
+which also records the layer as the prototxt declares it (a :class:`port.net.coord_map.Geometry`). From those
 records the net derives every Crop offset the way Caffe's ``coord_map.py`` does, instead of
 typing the numbers in, and a test compares them with the upstream prototxts. The forward
 passes stay explicit code in each subclass.
@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from port.coord_map import Geometry, derive_crop_offsets
+from port.net.coord_map import Geometry, derive_crop_offsets
 from port.models._layers import (
     LRN, BlobRecorder, Concat, Convolution, Crop, Deconvolution, Eltwise, Pooling, Scale,
 )

@@ -23,7 +23,7 @@ IGNORE_LABEL = 255
 class ModelMeta:
     """What a released FCN net is, expects and produces.
 
-    ``inputs``/``preprocess`` are aligned (one port.preprocess function per input blob);
+    ``inputs``/``preprocess`` are aligned (one port.models.preprocess function per input blob);
     ``outputs``/``classes`` are aligned (one class-name tuple per score blob, in channel
     order). ``loss_normalization`` is the effective LossParameter mode of the upstream loss
     layers (``normalize: false`` -> ``BATCH_SIZE``, ``true`` -> ``VALID``).

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from port import preprocess as pre
+from port.models import preprocess as pre
 from port.models import classes
 from port.models._registry import register
 from port.models._weights import WeightsError, load_state_strict, load_weights, resolve_kwargs

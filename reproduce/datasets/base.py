@@ -3,7 +3,7 @@
 The readers reproduce the upstream Python data layers of shelhamer/fcn.berkeleyvision.org
 (``voc_layers.py``, ``siftflow_layers.py``, ``nyud_layers.py``, ``pascalcontext_layers.py``) for
 evaluation: images in split-file order, one at a time at native size, preprocessed by
-``port.preprocess``, labels with void 255. They are ``torch.utils.data.Dataset``\\ s, so a
+``port.models.preprocess``, labels with void 255. They are ``torch.utils.data.Dataset``\\ s, so a
 ``DataLoader`` with workers decodes in parallel (batch size 1, or ``default_collate`` on images
 of one size: nothing is resized or padded).
 """

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from port.models.classes import NYUD_CLASSES  # the 40-class task, data/nyud/classes.txt
-from port.preprocess import preprocess_nyud_color, preprocess_nyud_depth, preprocess_nyud_hha
+from port.models.preprocess import preprocess_nyud_color, preprocess_nyud_depth, preprocess_nyud_hha
 
 from .base import (
     DatasetError, Located, SegmentationDataset, check_raw_range, locate_one,
@@ -47,7 +47,7 @@ def _input_map(inputs) -> dict[str, str]:
 def inputs_for(blobs, preprocessors) -> dict[str, str]:
     """{blob: modality} for a net whose input ``blobs`` take ``preprocessors`` (aligned, as
     ``port.models`` ``ModelMeta.inputs``/``.preprocess``): each modality is known by its
-    ``port.preprocess`` function."""
+    ``port.models.preprocess`` function."""
     by_function = {fn: modality for modality, (_, _, fn) in NYUD_INPUTS.items()}
     unknown = [getattr(fn, "__name__", fn) for fn in preprocessors if fn not in by_function]
     if unknown or len(blobs) != len(preprocessors):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from port.models.classes import PASCALCONTEXT_CLASSES
-from port.preprocess import preprocess_pascalcontext
+from port.models.preprocess import preprocess_pascalcontext
 
 from .base import (
     DatasetError, Located, MissingFileError, SegmentationDataset,

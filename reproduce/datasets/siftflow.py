@@ -14,7 +14,7 @@ import numpy as np
 
 # Model output order: data/sift-flow/classes.txt, 1..33 and 1..3 there.
 from port.models.classes import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES
-from port.preprocess import preprocess_siftflow
+from port.models.preprocess import preprocess_siftflow
 
 from .base import (
     DatasetError, Located, SegmentationDataset, check_raw_range, locate_one,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from port.models.classes import VOC_CLASSES  # model output order, data/pascal/classes.txt
-from port.preprocess import preprocess_sbd, preprocess_voc
+from port.models.preprocess import preprocess_sbd, preprocess_voc
 
 from .base import (
     DatasetError, Located, SegmentationDataset, check_label, locate_one, require_dirs,

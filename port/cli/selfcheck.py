@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from port.devices import DeviceError, check_device
+from port.run.devices import DeviceError, check_device
 from port.models import get_model
 from port.models._layers import Convolution
 

@@ -6,7 +6,7 @@ layers overwrite their bottom as in Caffe; the net's outputs are the tops no lat
 consumes (``Net::Init``'s ``available_blobs``). Net-level inputs, ``Input`` layers and
 ``Python`` data layers' tops are the forward inputs. Each layer is a submodule named by its
 Caffe layer name, so parameters read ``conv1_1.weight``, ``upscore2.weight``. Semantics are in
-:mod:`port.ops`; this module wires them. Blob shapes are inferred at construction as Caffe's
+:mod:`port.net.ops`; this module wires them. Blob shapes are inferred at construction as Caffe's
 ``Net::Init`` does, by each layer's ``Reshape`` arithmetic (:meth:`CaffeLayer.output_shapes`),
 without running a layer: building a net touches no tensor data and compiles nothing.
 """
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from port import coord_map, ops
-from port.coord_map import spatial_params
-from port.ops import CaffeSemanticsError
+from port.net import coord_map, ops
+from port.net.coord_map import spatial_params
+from port.net.ops import CaffeSemanticsError
 
 __all__ = ["CaffeNet", "CaffeGraphError", "BlobMismatchError", "CaffeLayer", "LAYER_TYPES",
            "INPUT_LAYER_TYPES", "SUPPORTED_LAYER_TYPES"]
@@ -139,9 +139,9 @@ class Convolution(CaffeLayer):
         return [self.weight, *self._bias_params()]
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """``(N, num_output, H', W')`` by :func:`port.ops.conv2d_output_shape`
+        """``(N, num_output, H', W')`` by :func:`port.net.ops.conv2d_output_shape`
         (``BaseConvolutionLayer::Reshape``), which makes the channel check of
-        :func:`port.ops.conv2d` / :func:`port.ops.deconv2d`."""
+        :func:`port.net.ops.conv2d` / :func:`port.net.ops.deconv2d`."""
         x = tuple(bottoms[0])
         if not self.transposed:  # a non-4-D Convolution bottom has always been a CaffeGraphError here
             _check_4d(self, x)
@@ -172,8 +172,8 @@ class InnerProduct(CaffeLayer):
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
         """The axes before ``axis``, then ``num_output``, by
-        :func:`port.ops.inner_product_output_shape` (``InnerProductLayer::Reshape``), which
-        makes :func:`port.ops.inner_product`'s check of K."""
+        :func:`port.net.ops.inner_product_output_shape` (``InnerProductLayer::Reshape``), which
+        makes :func:`port.net.ops.inner_product`'s check of K."""
         return (ops.inner_product_output_shape(tuple(bottoms[0]), tuple(self.weight.shape), self.axis,
                                                self.transpose, self.caffe_name),)
 
@@ -184,7 +184,7 @@ class InnerProduct(CaffeLayer):
 
 @_register("Pooling")
 class Pooling(CaffeLayer):
-    """Caffe Pooling (pooling_layer.cpp), MAX or AVE, via :func:`port.ops.pool2d`."""
+    """Caffe Pooling (pooling_layer.cpp), MAX or AVE, via :func:`port.net.ops.pool2d`."""
 
     def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
         super().__init__(layer, shapes, phase)
@@ -199,8 +199,8 @@ class Pooling(CaffeLayer):
         self.stride, self.pad = _one(geo["stride"], "stride", layer.name), _one(geo["pad"], "pad", layer.name)
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """``(N, C, H', W')`` by :func:`port.ops.pool2d_output_shape` (``PoolingLayer::Reshape``:
-        ceil rounding), :func:`port.ops.pool2d`'s checks; global pooling gives 1 x 1."""
+        """``(N, C, H', W')`` by :func:`port.net.ops.pool2d_output_shape` (``PoolingLayer::Reshape``:
+        ceil rounding), :func:`port.net.ops.pool2d`'s checks; global pooling gives 1 x 1."""
         return (ops.pool2d_output_shape(tuple(bottoms[0]), self.kernel, self.stride, self.pad,
                                         self.global_pooling, self.caffe_name),)
 
@@ -248,7 +248,7 @@ class LRN(CaffeLayer):
         self.alpha, self.beta, self.k = float(p.alpha), float(p.beta), float(p.k)
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """The bottom's shape by :func:`port.ops.lrn_output_shape` (``LRNLayer::Reshape``),
+        """The bottom's shape by :func:`port.net.ops.lrn_output_shape` (``LRNLayer::Reshape``),
         which refuses an even ``local_size``."""
         return (ops.lrn_output_shape(tuple(bottoms[0]), self.size, self.caffe_name),)
 
@@ -271,7 +271,7 @@ class Crop(CaffeLayer):
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
         """The first bottom's axes before ``axis``, the reference's from it, by
-        :func:`port.ops.crop_output_shape` (``CropLayer::Reshape``), which checks every offset."""
+        :func:`port.net.ops.crop_output_shape` (``CropLayer::Reshape``), which checks every offset."""
         return (ops.crop_output_shape(tuple(bottoms[0]), tuple(bottoms[1]), self.axis, self.offsets,
                                       self.caffe_name),)
 
@@ -291,7 +291,7 @@ class Eltwise(CaffeLayer):
         self.coeff = tuple(float(c) for c in layer.eltwise_param.coeff) or None
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """The common shape of the bottoms by :func:`port.ops.eltwise_output_shape`
+        """The common shape of the bottoms by :func:`port.net.ops.eltwise_output_shape`
         (``EltwiseLayer::Reshape``), which checks shapes, coefficients and operation."""
         return (ops.eltwise_output_shape([tuple(b) for b in bottoms], self.operation, self.coeff,
                                          self.caffe_name),)
@@ -313,7 +313,7 @@ class Concat(CaffeLayer):
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
         """Bottoms with equal axes except ``axis``, summed there, by
-        :func:`port.ops.concat_output_shape` (``ConcatLayer::Reshape``)."""
+        :func:`port.net.ops.concat_output_shape` (``ConcatLayer::Reshape``)."""
         return (ops.concat_output_shape([tuple(b) for b in bottoms], self.axis, self.caffe_name),)
 
     def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
@@ -347,7 +347,7 @@ class Scale(CaffeLayer):
         return ([] if self.two_bottoms else [self.weight]) + self._bias_params()
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
-        """The first bottom's shape by :func:`port.ops.scale_output_shape`
+        """The first bottom's shape by :func:`port.net.ops.scale_output_shape`
         (``ScaleLayer::Reshape``), which checks that the scale covers the axes from ``axis``."""
         weight = tuple(bottoms[1]) if self.two_bottoms else tuple(self.weight.shape)
         bias = tuple(self.bias.shape) if self.bias_term else None

@@ -2,7 +2,7 @@
 
 Runs a net on given input arrays and writes its outputs (or every named blob, as Caffe holds
 it after ``Net::Forward``) to an ``.npz``: a user's tool for checking the port against their
-own Caffe. ``NET`` is a prototxt (built generically by :class:`port.graph.CaffeNet`) or a
+own Caffe. ``NET`` is a prototxt (built generically by :class:`port.net.graph.CaffeNet`) or a
 family model name (``fcn8s``, see ``port.models.list_models()``); ``WEIGHTS`` is a caffemodel
 (binary or HDF5) or a converted ``.safetensors``.
 """
@@ -19,11 +19,11 @@ import torch
 
 from port.caffe import CaffeFormatError, load_caffemodel, load_net
 from port.caffe.writer import atomic_open
-from port.devices import DeviceError, check_device
-from port.graph import INPUT_LAYER_TYPES, BlobMismatchError, CaffeGraphError, CaffeNet
+from port.run.devices import DeviceError, check_device
+from port.net.graph import INPUT_LAYER_TYPES, BlobMismatchError, CaffeGraphError, CaffeNet
 from port.models import WeightsError, get_builder, get_model, list_models, load_weights
 from port.models._weights import load_state_strict
-from port.ops import CaffeSemanticsError
+from port.net.ops import CaffeSemanticsError
 
 SAFETENSORS_SUFFIX = ".safetensors"
 

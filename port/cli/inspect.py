@@ -2,7 +2,7 @@
 
 One line per layer: name, type, bottoms -> tops, blob shapes, parameter count and bytes (the
 rows of :func:`port.caffe.inspect.summary`); for a Deconvolution with weights, whether they are
-the bilinear upsampling kernel FCN's ``surgery.interp`` fills (``port.ops.is_bilinear``, when
+the bilinear upsampling kernel FCN's ``surgery.interp`` fills (``port.net.ops.is_bilinear``, when
 torch is installed). An HDF5 snapshot stores no layer definitions; ``--net`` supplies them.
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ _BILINEAR_WORDS = {True: "bilinear", False: "not bilinear", None: "bilinear: unk
 
 def bilinear_annotator() -> Annotator:
     """An annotator giving a Deconvolution's weight (blob 0) its ``bilinear`` verdict:
-    ``port.ops.is_bilinear``, or None where port.ops cannot be imported (no torch)."""
+    ``port.net.ops.is_bilinear``, or None where port.net.ops cannot be imported (no torch)."""
     try:
-        from port.ops import is_bilinear
+        from port.net.ops import is_bilinear
     except ImportError:
         is_bilinear = None
 

@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from port import canvas, ops
+from port.net import ops
+from port.run import canvas
 from port.models._layers import Convolution, Deconvolution
 
 __all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
@@ -299,10 +300,10 @@ class PackedConvolution(Convolution):
     """Caffe ``Convolution`` (and, with ``relu``, the in-place ``ReLU`` after it) through
     oneDNN with the weight reordered to oneDNN's blocked layout once instead of on every call.
 
-    The arithmetic is the one :func:`port.ops.conv2d` gets from oneDNN (same kernels, same
+    The arithmetic is the one :func:`port.net.ops.conv2d` gets from oneDNN (same kernels, same
     summation), so outputs are bit-identical to the unfused convolution + ReLU. Parameters are
     the original ones (state-dict keys unchanged); the packed copy is rebuilt when the weight
-    changes. Off the CPU, outside fp32, or with autograd on, it runs :func:`port.ops.conv2d`.
+    changes. Off the CPU, outside fp32, or with autograd on, it runs :func:`port.net.ops.conv2d`.
     """
 
     def __init__(self, conv: Convolution, relu: bool):
@@ -323,7 +324,7 @@ class PackedConvolution(Convolution):
 
     def unpadded(self) -> "PackedConvolution":
         """The same convolution with ``pad: 0`` (same parameters, own packed copy), for the
-        crops of :mod:`port.canvas`."""
+        crops of :mod:`port.run.canvas`."""
         base = Convolution(self.in_channels, self.out_channels, self.kernel_size, self.stride, 0,
                            self.dilation, self.groups, device="meta")
         base.weight, base.bias, base.layer_name = self.weight, self.bias, self.layer_name
@@ -360,7 +361,7 @@ def prepack_cpu(model: nn.Module) -> nn.Module:
     """A copy of a :mod:`port.models` family net whose convolutions are
     :class:`PackedConvolution` (each fusing the in-place ReLU that follows it; that ReLU
     becomes ``nn.Identity``). Same parameters, same outputs bit for bit, fewer passes over
-    memory (MAX pooling's fast path lives in :func:`port.ops.pool2d`). Without oneDNN the copy is returned unchanged."""
+    memory (MAX pooling's fast path lives in :func:`port.net.ops.pool2d`). Without oneDNN the copy is returned unchanged."""
     if not hasattr(model, "caffe_layers"):
         raise TypeError(f"prepack_cpu needs a port.models family net (with caffe_layers()), "
                         f"got {type(model).__name__}")
@@ -380,7 +381,7 @@ def prepack_cpu(model: nn.Module) -> nn.Module:
 def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device = "cpu") -> nn.Module:
     """``model`` in eval mode on ``device`` in ``mode``'s memory format, prepacked on the CPU
     when ``mode.prepack``, its trunk on the constant canvas when ``mode.skip_constant`` and
-    :func:`port.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does),
+    :func:`port.run.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does),
     ``mode.fp32_layers`` kept in fp32 (:func:`keep_fp32`), ``mode.split_tf32_layers`` split
     (:func:`split_tf32`, in place). ``mode.compile`` is left to
     :func:`compile_model`, whose warm-up the caller times."""

@@ -17,11 +17,11 @@ away from the rims. Hence each map is: a per-channel constant, plus a row profil
 (the same for every non-rim column) and a column profile on the rim columns, plus the four rim
 corners, plus the inner block. :func:`constant_canvas` evaluates each trunk layer that way,
 computing the profiles, the corners and the inner block with the layer's own weights and
-:mod:`port.ops` on crops of its input (the zero ``pad`` put back explicitly where a crop meets a
+:mod:`port.net.ops` on crops of its input (the zero ``pad`` put back explicitly where a crop meets a
 canvas edge), and writes them into the full map, which it returns (so ``pool3``/``pool4`` feed the
 skips unchanged). Every value is computed by the same arithmetic as the plain layer, so outputs
 agree to fp32 summation order. Geometry comes from each layer's kernel, stride and pad, through
-:func:`port.ops.conv_output_size` / :func:`port.ops.pool_output_size`; a layer where no generic
+:func:`port.net.ops.conv_output_size` / :func:`port.net.ops.pool_output_size`; a layer where no generic
 position is left (a tiny canvas, where the halo covers everything) runs the plain layer.
 
 >>> fast = constant_canvas(get_model("fcn8s", weights=...))   # doctest: +SKIP
@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from port import ops
+from port.net import ops
 from port.models._layers import LRN, Convolution, Pooling
 
 __all__ = ["Stencil", "AxisPlan", "CanvasError", "plan_axis", "plan_chain", "trunk_chains",
@@ -301,7 +301,7 @@ class CanvasConvolution(Convolution):
 
 class CanvasPooling(Pooling):
     """A trunk MAX Pooling (no pad) evaluated on the constant canvas; a crop that reaches the
-    canvas end keeps Caffe's ceil-rounded last window (:func:`port.ops.pool2d` on it)."""
+    canvas end keeps Caffe's ceil-rounded last window (:func:`port.net.ops.pool2d` on it)."""
 
     def __init__(self, pool: Pooling, chain: CanvasChain, index: int):
         super().__init__(pool.kernel, pool.stride, pool.pad, pool.mode)
@@ -357,7 +357,7 @@ def constant_canvas(model: nn.Module, inplace: bool = False) -> nn.Module:
     """``model`` (a :mod:`port.models` family net, a copy unless ``inplace``) with each trunk
     (:func:`trunk_chains`) evaluated on the constant canvas: same parameters and state-dict
     keys, same outputs to fp32 summation order, the work on the padding done once per channel.
-    A prepacked model (:func:`port.speed.prepack_cpu`) keeps its oneDNN convolutions."""
+    A prepacked model (:func:`port.run.speed.prepack_cpu`) keeps its oneDNN convolutions."""
     chains = trunk_chains(model)
     if not inplace:
         model = copy.deepcopy(model)

@@ -1,0 +1,1 @@
+"""Run modes: devices, speed and precision modes, the constant canvas."""
