@@ -5,7 +5,7 @@ caffemodel stores (an HDF5 caffemodel stores none: it needs a prototxt or a matc
 builder). The blobs fill the net's parameters as Caffe's ``Net::CopyTrainedLayersFrom`` does
 (by layer name, blob by index) but strictly: every parameter filled, every blob used, shapes
 equal, else one error listing each mismatch. Tensors are named ``{layer}.weight`` (blob 0) and
-``{layer}.bias`` (blob 1) in Caffe's blob layouts, which is what both :class:`port.net.graph.CaffeNet`
+``{layer}.bias`` (blob 1) in Caffe's blob layouts, which is what both :class:`port.net.engine.CaffeNet`
 and the :mod:`port.models` builders expect. The file records the source's SHA-256, the net
 name, and the family builder(s) whose structure (parameter names and shapes) it matches.
 """
@@ -32,7 +32,8 @@ import torch
 from port.net import ops
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
 from port.caffe.writer import atomic_open
-from port.net.graph import BlobMismatchError, CaffeGraphError, CaffeNet
+from port.net.engine import BlobMismatchError, CaffeNet
+from port.net.layers import CaffeGraphError
 from port.models import _weights as fmt
 from port.models import get_builder, get_meta, list_models
 from port.models._weights import load_weights

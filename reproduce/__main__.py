@@ -152,7 +152,7 @@ def _net_preprocess(name: str, inputs: Sequence[str]) -> dict[str, Any]:
 
 
 def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str | None]:
-    """Any Caffe segmentation net: the prototxt through port.net.graph, weights from --weights."""
+    """Any Caffe segmentation net: the prototxt through port.net.engine, weights from --weights."""
     if args.weights is None:
         raise H.ResolveError("--net needs --weights (a .caffemodel, .caffemodel.h5 or converted "
                              ".safetensors)")
@@ -226,7 +226,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input (files, names), reported in one line, not a traceback."""
     from port.caffe import CaffeFormatError
     from port.convert import ConversionError
-    from port.net.graph import CaffeGraphError
+    from port.net.layers import CaffeGraphError
     from port.models import UnknownModelError, WeightsError
     from reproduce.datasets import DatasetError
     from reproduce.download import DownloadError

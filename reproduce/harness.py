@@ -776,7 +776,7 @@ def prepare_model(model: torch.nn.Module, config: EvalConfig) -> torch.nn.Module
 
 
 class CaffeNetPredictor:
-    """``predict`` of a generic :class:`port.net.graph.CaffeNet`: every input blob it declares."""
+    """``predict`` of a generic :class:`port.net.engine.CaffeNet`: every input blob it declares."""
 
     def __init__(self, model: torch.nn.Module, scored: Sequence[str] = ()):
         self.model = model
@@ -793,7 +793,7 @@ def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module,
     SHA-256)``; weights: a binary or HDF5 caffemodel, or a converted safetensors file."""
     from port import convert
     from port.caffe import load_caffemodel, load_net
-    from port.net.graph import CaffeNet
+    from port.net.engine import CaffeNet
     from port.models import SOURCE_SHA256, load_state_strict, load_weights
     if not weights.is_file():
         raise ResolveError(f"{weights}: weights file not found")

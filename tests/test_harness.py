@@ -69,7 +69,7 @@ def independent(synthetic_prototxt, voc_tree, caffemodel) -> Independent:
     """The generic graph on each image, preprocessed here by hand as voc_layers.py does, the
     label fed to its `label` input as the data layer does."""
     from port.caffe import load_caffemodel, load_net
-    from port.net.graph import CaffeNet
+    from port.net.engine import CaffeNet
     net = load_net(synthetic_prototxt)
     model = CaffeNet(net)
     model.load_blobs(load_caffemodel(caffemodel, net))
@@ -205,7 +205,7 @@ def test_loss_settings_are_read_from_each_loss_layer(goldens_dir):
     """SIFT Flow has two heads and two losses (`loss` on score_sem, `loss_geo` on score_geo):
     the settings read for each agree with the generic graph's layer and with the metadata."""
     from port.caffe import load_net
-    from port.net.graph import CaffeNet
+    from port.net.engine import CaffeNet
     from port.models import get_meta
     net = load_net(goldens_dir / "siftflow-fcn8s" / "net.prototxt")
     specs = H.net_loss_specs(net, ["score_sem", "score_geo"])

@@ -1,6 +1,6 @@
 """Proof: every goldens net, loaded into its explicit builder at 1/16 width, computes every
 blob Caffe computed (48x64) and every output (97x131), losses included, and agrees with the
-generic :class:`port.net.graph.CaffeNet` built from the same prototxt."""
+generic :class:`port.net.engine.CaffeNet` built from the same prototxt."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,7 @@ import torch
 from port.net import ops
 from port.caffe import load_caffemodel, load_net
 from port.convert import convert
-from port.net.graph import CaffeNet
+from port.net.engine import CaffeNet
 from port.models import get_model
 
 from conftest import GOLDEN_NETS

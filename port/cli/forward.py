@@ -2,7 +2,7 @@
 
 Runs a net on given input arrays and writes its outputs (or every named blob, as Caffe holds
 it after ``Net::Forward``) to an ``.npz``: a user's tool for checking the port against their
-own Caffe. ``NET`` is a prototxt (built generically by :class:`port.net.graph.CaffeNet`) or a
+own Caffe. ``NET`` is a prototxt (built generically by :class:`port.net.engine.CaffeNet`) or a
 family model name (``fcn8s``, see ``port.models.list_models()``); ``WEIGHTS`` is a caffemodel
 (binary or HDF5) or a converted ``.safetensors``.
 """
@@ -20,7 +20,8 @@ import torch
 from port.caffe import CaffeFormatError, load_caffemodel, load_net
 from port.caffe.writer import atomic_open
 from port.run.devices import DeviceError, check_device
-from port.net.graph import INPUT_LAYER_TYPES, BlobMismatchError, CaffeGraphError, CaffeNet
+from port.net.engine import BlobMismatchError, CaffeNet
+from port.net.layers import INPUT_LAYER_TYPES, CaffeGraphError
 from port.models import WeightsError, get_builder, get_model, list_models, load_weights
 from port.models._weights import load_state_strict
 from port.net.ops import CaffeSemanticsError

@@ -5,7 +5,7 @@ follows. They take only Python numbers for geometry, so they are usable inside `
 forwards and under ``torch.compile`` (no Python loops over pixels, no data-dependent shapes).
 Shape disagreements raise :class:`CaffeSemanticsError` naming the layer. The ``*_output_shape``
 functions are the layers' ``Reshape`` arithmetic and checks on shapes alone (no tensor); the
-tensor functions and ``port.net.graph``'s shape inference both call them, so each rule and each
+tensor functions and ``port.net.engine``'s shape inference both call them, so each rule and each
 error message lives here once.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ import torch
 from port.net import ops
 from port.caffe import load_caffemodel, load_net
 from port.net.coord_map import check_crops
-from port.net.graph import CaffeNet
+from port.net.engine import CaffeNet
 
 from conftest import GOLDEN_NETS
 

@@ -1,4 +1,4 @@
-"""port.net.graph.CaffeNet on small synthetic nets written as prototxt text."""
+"""port.net.engine.CaffeNet on small synthetic nets written as prototxt text."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from port.net import ops
 from port.caffe import netdef_from_message, parse_text
-from port.net.graph import SUPPORTED_LAYER_TYPES, BlobMismatchError, CaffeGraphError, CaffeNet
+from port.net.engine import BlobMismatchError, CaffeNet
+from port.net.layers import SUPPORTED_LAYER_TYPES, CaffeGraphError
 
 
 def net_from(text: str):

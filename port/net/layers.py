@@ -1,18 +1,13 @@
-"""A Caffe net as a ``torch.nn.Module``, built generically from any parsed ``NetDef``.
+"""The one library of Caffe layers: each an ``nn.Module`` built from a parsed ``LayerDef``.
 
-:class:`CaffeNet` reproduces Caffe's ``Net`` (net.cpp) for the layers the FCN nets use:
-layers run in prototxt order; a blob name refers to the latest top of that name, so in-place
-layers overwrite their bottom as in Caffe; the net's outputs are the tops no later layer
-consumes (``Net::Init``'s ``available_blobs``). Net-level inputs, ``Input`` layers and
-``Python`` data layers' tops are the forward inputs. Each layer is a submodule named by its
-Caffe layer name, so parameters read ``conv1_1.weight``, ``upscore2.weight``. Semantics are in
-:mod:`port.net.ops`; this module wires them. Blob shapes are inferred at construction as Caffe's
-``Net::Init`` does, by each layer's ``Reshape`` arithmetic (:meth:`CaffeLayer.output_shapes`),
-without running a layer: building a net touches no tensor data and compiles nothing.
+Each class reproduces one Caffe layer type (its ``*_layer.cpp``) for the FCN family and the
+Caffe nets made of the same layers: ``__init__`` reads the ``*_param`` and sizes the
+parameters in Caffe's blob layouts, :meth:`CaffeLayer.output_shapes` is the layer's
+``Reshape`` arithmetic (no data), ``forward(*bottoms)`` returns the tops. The semantics are in
+:mod:`port.net.ops`; :mod:`port.net.engine` runs the layers as Caffe's ``Net`` does.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -20,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from port.net import coord_map, ops
+from port.net import ops
 from port.net.coord_map import spatial_params
 from port.net.ops import CaffeSemanticsError
 
-__all__ = ["CaffeNet", "CaffeGraphError", "BlobMismatchError", "CaffeLayer", "LAYER_TYPES",
-           "INPUT_LAYER_TYPES", "SUPPORTED_LAYER_TYPES"]
+__all__ = ["CaffeGraphError", "CaffeLayer", "LAYER_TYPES", "INPUT_LAYER_TYPES",
+           "SUPPORTED_LAYER_TYPES", "build_layer"]
 
 #: Layer types whose tops are forward inputs (their data comes from outside the net).
 INPUT_LAYER_TYPES = ("Input", "Python")
@@ -34,14 +29,6 @@ LAYER_TYPES: dict[str, type["CaffeLayer"]] = {}
 
 class CaffeGraphError(ValueError):
     """A net the graph cannot build: unknown layer type, missing bottom, bad input."""
-
-
-class BlobMismatchError(ValueError):
-    """Caffemodel blobs that do not fill the net's parameters exactly; lists every mismatch."""
-
-    def __init__(self, source: str, problems: Sequence[str]):
-        self.problems = list(problems)
-        super().__init__(f"{source}: {len(self.problems)} blob mismatch(es):\n  " + "\n  ".join(self.problems))
 
 
 def _register(*types: str) -> Callable[[type], type]:
@@ -524,198 +511,10 @@ class Reshape(CaffeLayer):
 SUPPORTED_LAYER_TYPES = tuple(sorted(set(LAYER_TYPES) | set(INPUT_LAYER_TYPES)))
 
 
-def _input_shapes(net: Any, original: Any, overrides: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
-    """Forward inputs in Caffe's order (net-level ``input`` first, then ``Input`` and ``Python``
-    layers' tops) with their shapes; ``overrides`` supplies or replaces shapes."""
-    for layer in net.layers:
-        if layer.type in INPUT_LAYER_TYPES and len(layer.bottom):
-            raise CaffeGraphError(f"layer {layer.name!r}: a {layer.type} layer with bottoms computes "
-                                  f"in code the port cannot run; only data layers (no bottoms) are supported")
-    layer_tops = {t for layer in original.layers if layer.type in INPUT_LAYER_TYPES for t in layer.top}
-    names = [n for n in net.inputs if n not in layer_tops]
-    names += [t for layer in net.layers if layer.type in INPUT_LAYER_TYPES for t in layer.top]
-    shapes = {}
-    for name in names:
-        shape = overrides.get(name, net.inputs.get(name))
-        if shape is None:
-            raise CaffeGraphError(
-                f"net {net.name!r}: input blob {name!r} (a Python data layer's top) has no declared "
-                f"shape; pass input_shapes={{{name!r}: (N, C, H, W)}}")
-        shapes[name] = tuple(int(s) for s in shape)
-    unknown = sorted(set(overrides) - set(shapes))
-    if unknown:
-        raise CaffeGraphError(f"net {net.name!r}: input_shapes names {unknown}, not inputs of the net {names}")
-    return shapes
-
-
-def _legacy_equal(blob_shape: tuple[int, ...], param_shape: tuple[int, ...]) -> bool:
-    """Caffe ``Blob::ShapeEquals`` for legacy (num, channels, height, width) blobs: the shape
-    padded with leading 1s to 4 axes (e.g. V1 InnerProduct weights ``1 x 1 x out x in``)."""
-    pad = 4 - len(param_shape)
-    return len(blob_shape) == 4 and pad > 0 and blob_shape == (1,) * pad + param_shape
-
-
-def _check_crop_offsets(net: Any) -> None:
-    """Refuse a net whose written Crop offsets disagree with its geometry (``coord_map``).
-
-    Caffe itself crops wherever the prototxt says, so a wrong offset would run silently and
-    shift every score; the derivation is how ``net_spec``/``coord_map.py`` meant the offsets to
-    be made. A crop whose map cannot be derived (a path through a layer without an affine
-    spatial map, or no common ancestor) cannot be checked: that is a warning, not an error."""
-    if not any(layer.type == "Crop" for layer in net.layers):
-        return
-    try:
-        coord_map.check_crops(net)
-    except coord_map.CropMismatchError:
-        raise
-    except coord_map.CoordMapError as err:
-        warnings.warn(f"{net.name or 'net'}: crop offsets not checked: {err}", stacklevel=3)
-
-
-class CaffeNet(nn.Module):
-    """A parsed Caffe net (``port.caffe.NetDef``) as a module, for one ``phase``
-    (``NetDef.for_phase``: include/exclude rules as Caffe's ``Net::FilterNet``).
-
-    ``forward(**inputs)`` takes one tensor (or array) per input blob (:attr:`input_names`) and
-    returns the net's outputs by name; ``forward(..., return_blobs=True)`` returns every named
-    blob as Caffe holds it after ``Net::Forward``. Shapes are propagated at construction from
-    the declared input shapes (``input_shapes`` supplies those a Python data layer does not
-    declare) by each layer's :meth:`CaffeLayer.output_shapes`, which sizes the parameters and
-    checks the net as Caffe's ``Net::Init`` does; :attr:`blob_shapes` holds the result. Built
-    under ``with torch.device("meta"):`` (as ``port.convert`` does) no parameter is allocated.
-    Parameters start at Caffe's default fillers; :meth:`load_blobs` fills
-    them from a caffemodel. Parameters with ``lr_mult: 0`` are frozen (``requires_grad=False``).
-    """
-
-    def __init__(self, netdef: Any, phase: str = "TEST",
-                 input_shapes: Mapping[str, Sequence[int]] | None = None, check_crops: bool = True):
-        super().__init__()
-        net = netdef.for_phase(phase)
-        self.net_name, self.phase = net.name, phase
-        shapes = _input_shapes(net, netdef, dict(input_shapes or {}))
-        self.input_names = tuple(shapes)
-        self._steps: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
-        available = dict.fromkeys(shapes)
-        for layer in net.layers:
-            if layer.type in INPUT_LAYER_TYPES:
-                continue
-            tops = self._add_layer(layer, shapes)
-            for bottom in layer.bottom:
-                available.pop(bottom, None)
-            available.update(dict.fromkeys(tops))
-        # Caffe keeps the unconsumed blobs in a std::set, so outputs come sorted by name.
-        self.output_names = tuple(sorted(available))
-        self._blob_shapes = shapes
-        if check_crops:  # after the structural checks, whose errors say more
-            _check_crop_offsets(net)
-
-    def _add_layer(self, layer: Any, shapes: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
-        """Build, shape-check (Caffe's ``Reshape`` arithmetic) and register one layer;
-        returns its tops."""
-        cls = LAYER_TYPES.get(layer.type)
-        if cls is None:
-            raise CaffeGraphError(f"layer {layer.name!r}: unknown type {layer.type!r}; supported "
-                                  f"types: {', '.join(SUPPORTED_LAYER_TYPES)}")
-        missing = [b for b in layer.bottom if b not in shapes]
-        if missing:
-            raise CaffeGraphError(f"layer {layer.name!r}: bottom blob(s) {missing} are produced by "
-                                  f"no earlier layer or input")
-        bottoms = [shapes[b] for b in layer.bottom]
-        module = cls(layer, bottoms, self.phase)
-        # Arithmetic only: running the layer, even on "meta" tensors, would cost the first
-        # import of torch's compiler stack (~1.3 s) for what a few integer formulas give.
-        shapes.update(zip(layer.top, module.output_shapes(bottoms)))
-        self._register(layer, module)
-        self._steps.append((layer.name, tuple(layer.bottom), tuple(layer.top)))
-        return tuple(layer.top)
-
-    def _register(self, layer: Any, module: CaffeLayer) -> None:
-        if layer.name in self._modules or not layer.name or "." in layer.name:
-            raise CaffeGraphError(f"layer {layer.name!r}: layer names must be unique, non-empty "
-                                  f"and without '.' to name parameters")
-        try:
-            self.add_module(layer.name, module)
-        except KeyError as err:
-            raise CaffeGraphError(f"layer {layer.name!r}: name clashes with a CaffeNet attribute") from err
-        for param, spec in zip(module.caffe_params(), layer.params):
-            if float(spec.lr_mult) == 0:
-                param.requires_grad_(False)
-        shared = [spec.name for spec in layer.params if spec.name]
-        if shared:
-            # Caffe shares a named param's blob between layers (Net::AppendParam); here each layer
-            # keeps its own copy, which loads and runs the same from a Caffe-written caffemodel
-            # (it stores every copy) but would train apart.
-            warnings.warn(f"layer {layer.name!r}: param names {shared} are not shared between "
-                          f"layers here; each layer holds its own copy", stacklevel=3)
-
-    @property
-    def blob_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every named blob's shape after ``Net::Init`` at the construction's input shapes
-        (the latest top of a name, as ``forward(..., return_blobs=True)`` holds it)."""
-        return dict(self._blob_shapes)
-
-    @property
-    def steps(self) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
-        """The layers run by ``forward``, in order, as ``(name, bottoms, tops)``."""
-        return tuple(self._steps)
-
-    def caffe_layers(self) -> dict[str, CaffeLayer]:
-        """Layer modules by Caffe layer name, in net order."""
-        return {name: self._modules[name] for name, _, _ in self._steps}  # type: ignore[misc]
-
-    def caffe_params(self) -> dict[str, list[nn.Parameter]]:
-        """Each parameterised layer's parameters in Caffe's blob order, by layer name."""
-        layers = self.caffe_layers().items()
-        return {name: m.caffe_params() for name, m in layers if m.caffe_params()}
-
-    def _inputs(self, inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        missing = [n for n in self.input_names if n not in inputs]
-        unknown = sorted(set(inputs) - set(self.input_names))
-        if missing or unknown:
-            raise CaffeGraphError(f"net {self.net_name!r}: inputs are {list(self.input_names)}; "
-                                  f"missing {missing}, unknown {unknown}")
-        # Arrays become float32 tensors (Caffe blobs are float) on the parameters' device.
-        device = next(self.parameters(), torch.empty(0)).device
-        return {n: v if isinstance(v, torch.Tensor) else
-                torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device)
-                for n, v in inputs.items()}
-
-    def forward(self, return_blobs: bool = False, **inputs: Any) -> dict[str, torch.Tensor]:
-        blobs = self._inputs(inputs)
-        for name, bottoms, tops in self._steps:
-            outs = self._modules[name](*[blobs[b] for b in bottoms])
-            blobs.update(zip(tops, outs))
-        if return_blobs:
-            return blobs
-        return {name: blobs[name] for name in self.output_names}
-
-    def load_blobs(self, netdef_with_blobs: Any, source: str | None = None) -> None:
-        """Fill every parameter from a caffemodel's ``NetDef`` (``port.caffe.load_caffemodel``),
-        matching layers by name and blobs by index as Caffe's ``Net::CopyTrainedLayersFrom``,
-        but strictly: every parameter filled, every blob used, equal shapes (legacy 4-D shapes
-        as ``Blob::ShapeEquals``); otherwise one :class:`BlobMismatchError` listing each."""
-        source = source or str(getattr(netdef_with_blobs, "path", None) or "caffemodel")
-        found = {layer.name: list(layer.blobs) for layer in netdef_with_blobs.layers if len(layer.blobs)}
-        problems, pairs = [], []
-        for name, params in self.caffe_params().items():
-            blobs = found.pop(name, None)
-            if blobs is None:
-                problems.append(f"layer {name!r}: no blobs in the caffemodel, expected {len(params)}")
-                continue
-            if len(blobs) != len(params):
-                problems.append(f"layer {name!r}: {len(blobs)} blobs, expected {len(params)}")
-            for index, (param, blob) in enumerate(zip(params, blobs)):
-                want, got = tuple(param.shape), tuple(np.shape(blob))
-                if got != want and not _legacy_equal(got, want):
-                    problems.append(f"layer {name!r} blob {index}: expected shape {want}, found {got}")
-                pairs.append((param, blob))
-        problems += [f"layer {name!r}: {len(blobs)} blob(s) unused (no such parameterised layer in "
-                     f"the net)" for name, blobs in found.items()]
-        if problems:
-            raise BlobMismatchError(source, problems)
-        with torch.no_grad():
-            for param, blob in pairs:
-                param.copy_(torch.from_numpy(np.asarray(blob, dtype=np.float32).reshape(param.shape)))
-
-    #: The name the family helper's converter and the brief use.
-    load_caffemodel_blobs = load_blobs
+def build_layer(layer: Any, shapes: Sequence[tuple[int, ...]], phase: str) -> CaffeLayer:
+    """The module of ``layer`` (a ``LayerDef``) for bottoms of ``shapes`` in ``phase``."""
+    cls = LAYER_TYPES.get(layer.type)
+    if cls is None:
+        raise CaffeGraphError(f"layer {layer.name!r}: unknown type {layer.type!r}; supported "
+                              f"types: {', '.join(SUPPORTED_LAYER_TYPES)}")
+    return cls(layer, shapes, phase)
