@@ -102,6 +102,7 @@ class CaffeNet(nn.Module):
         super().__init__()
         net = netdef.for_phase(phase)
         self.net_name, self.phase = net.name, phase
+        self.netdef = net  # the phase-filtered definition the layers were built from
         shapes = _input_shapes(net, netdef, dict(input_shapes or {}))
         self.input_names = tuple(shapes)
         self._steps: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []

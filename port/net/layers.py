@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from port.net import ops
+from port.net import coord_map, ops
 from port.net.coord_map import spatial_params
 from port.net.ops import CaffeSemanticsError
 
@@ -49,6 +49,7 @@ class CaffeLayer(nn.Module):
     def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
         super().__init__()
         self.caffe_name, self.caffe_type, self.phase = layer.name, layer.type, phase
+        self.layer = layer  # the LayerDef: param { lr_mult decay_mult }, *_param, fillers
         for what, count, (low, high) in (("bottom", len(layer.bottom), self.bottoms),
                                          ("top", len(layer.top), self.tops)):
             if not low <= count <= high:
@@ -58,6 +59,10 @@ class CaffeLayer(nn.Module):
     def caffe_params(self) -> list[nn.Parameter]:
         """Parameters in Caffe's blob order (``layer.blobs()``)."""
         return []
+
+    def geometry(self) -> coord_map.Geometry:
+        """The layer as :mod:`port.net.coord_map` sees it (type, blobs, kernel/stride/pad...)."""
+        return coord_map.geometry_from_layer(self.layer)
 
     def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
         """The tops' shapes for bottoms of these shapes, as the layer's Caffe ``Reshape``
