@@ -31,7 +31,7 @@ import torch
 
 from port.net import ops
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
-from port.caffe.writer import atomic_open
+from port.fileio import atomic_open
 from port.net.engine import BlobMismatchError, CaffeNet
 from port.net.layers import CaffeGraphError
 from port.models import _weights as fmt

@@ -6,7 +6,7 @@ as upstream ``score.py``'s ``fast_hist`` sums), the float64 sum of the per-image
 the images counted in it (``score.py``'s ``loss``), the ids done, the bad items skipped, and the
 identity of the run (model, split, weights SHA-256, preprocessing, precision). It is JSON —
 readable, and never unpickled — written through the project's one atomic writer,
-``port.caffe.writer.atomic_open`` (a temporary name beside the target, fsync'ed, then
+``port.fileio.write_text_atomic`` (a temporary name beside the target, fsync'ed, then
 ``os.replace``'d, with the user's umask), so a kill at any moment leaves the previous
 checkpoint or the new one.
 """
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from port.caffe.writer import atomic_open
+from port.errors import PortError
+from port.fileio import write_text_atomic
 
 __all__ = [
-    "write_text_atomic", "CheckpointError",
+    "CheckpointError",
     "CheckpointMismatchError", "RunIdentity", "Checkpoint", "save_checkpoint",
     "load_checkpoint", "CHECKPOINT_NAME", "StopRequest",
 ]
@@ -33,17 +34,7 @@ _FORMAT = "fcn-port-eval-checkpoint"
 _VERSION = 2  # 2: per-task loss sums; a version-1 file lacks them and is refused
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """``text`` as UTF-8 at ``path`` (its folder made if missing) through
-    ``port.caffe.writer.atomic_open``: all of it or, on any error, the file as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as handle:
-        handle.write(text.encode("utf-8"))
-    return path
-
-
-class CheckpointError(ValueError):
+class CheckpointError(PortError):
     """A checkpoint file that cannot be read or does not fit this run's split."""
 
 

@@ -25,8 +25,7 @@ from PIL import Image
 
 from reproduce import harness as H
 from port.run import speed
-from port.caffe.writer import atomic_open
-from reproduce.checkpoint import write_text_atomic
+from port.fileio import atomic_open, write_text_atomic
 from reproduce.palette import colour_to_label, overlay, save_label_png
 
 __all__ = ["DemoResult", "compare_with_reference", "predict_image", "main"]

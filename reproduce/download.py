@@ -34,6 +34,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from port.errors import PortError
+
 from . import registry
 from .registry import Artifact, Digests, HashStore
 
@@ -51,7 +53,7 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip")
 _HASH_BLOCK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(PortError, RuntimeError):
     """No URL gave the file; the message lists each URL tried and why it failed."""
 
 
@@ -65,7 +67,7 @@ class ChecksumMismatchError(DownloadError):
                          f"got {actual}{detail}")
 
 
-class ArchiveError(ValueError):
+class ArchiveError(PortError):
     """An archive that is not a tar/zip, or holds a member that would escape the destination."""
 
     def __init__(self, archive: Path, member: str, message: str) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from port.errors import PortError
 from port.run import speed
 from reproduce import distributed as dist_
 from reproduce.checkpoint import (
@@ -574,7 +575,7 @@ UPSTREAM_SPLITS = {("voc", "seg11valid"): ("data/pascal/seg11valid.txt",
                                            "split/pascal/seg11valid")}
 
 
-class ResolveError(ValueError):
+class ResolveError(PortError):
     """A model, weights file or dataset the command line names that cannot be used."""
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from port.caffe.writer import atomic_open
+from port.errors import PortError
+from port.fileio import atomic_open
 
 __all__ = [
     "PaletteError", "voc_palette", "VOID_LABEL", "to_palette_image", "save_label_png",
@@ -27,7 +28,7 @@ _CHANNELS = 3
 _OVERLAY_ALPHA = 0.5
 
 
-class PaletteError(ValueError):
+class PaletteError(PortError):
     """A label map or colour image that cannot be written or read with the VOC palette."""
 
 

@@ -24,7 +24,8 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-from port.caffe.writer import atomic_open
+from port.errors import PortError
+from port.fileio import atomic_open
 
 ENV_CACHE = "FCN_PORT_CACHE"
 ENV_MIRRORS = "FCN_PORT_MIRRORS"
@@ -44,15 +45,15 @@ HASH_ALGORITHMS = ("md5", "sha1", "sha256")
 KINDS = ("caffemodel", "dataset", "split", "demo")
 
 
-class UnknownArtifactError(LookupError):
+class UnknownArtifactError(PortError, LookupError):
     """A name that is no artifact (or builder) of the registry; the message suggests near names."""
 
 
-class NoReleasedWeightsError(LookupError):
+class NoReleasedWeightsError(PortError, LookupError):
     """A model builder for which the reference release published no caffemodel."""
 
 
-class HashStoreError(ValueError):
+class HashStoreError(PortError):
     """The recorded-hashes file exists but is not what this module writes."""
 
 

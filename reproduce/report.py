@@ -26,8 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from port.caffe.writer import atomic_open
-from reproduce.checkpoint import write_text_atomic
+from port.fileio import atomic_open, write_text_atomic
 from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from port.caffe.writer import atomic_open
+from port.fileio import atomic_open
 from reproduce.checkpoint import (
     Checkpoint, CheckpointError, CheckpointMismatchError, RunIdentity, load_checkpoint,
     save_checkpoint,

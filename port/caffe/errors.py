@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 
+from port.errors import PortError
 
-class CaffeFormatError(ValueError):
+
+class CaffeFormatError(PortError):
     """A Caffe file (prototxt, caffemodel, .h5) that does not read as Caffe would read it.
 
     ``path`` is the file, ``where`` is ``"line:col"`` for text or ``"byte N"`` for binary,

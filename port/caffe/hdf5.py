@@ -13,10 +13,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from port.fileio import atomic_open
+
 from .errors import CaffeFormatError
 from .message import Message
 from .net import LayerDef, NetDef, check_blob_shape
-from .writer import atomic_open
 
 DATA_GROUP = "data"
 

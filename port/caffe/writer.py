@@ -10,11 +10,11 @@ from __future__ import annotations
 import io
 import os
 import struct
-import secrets
-from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from port.fileio import atomic_open
 
 from .message import Message, array_dtype
 from .schema import ENUMS, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, Field
@@ -112,26 +112,6 @@ def encode(msg: Message) -> bytes:
     buf = io.BytesIO()
     encode_to(msg, buf)
     return buf.getvalue()
-
-
-@contextmanager
-def atomic_open(path: str | os.PathLike):
-    """A binary file opened at a temporary name in ``path``'s folder, ``os.replace``d onto
-    ``path`` only when the block finishes; on error the temporary file is removed."""
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
-    # os.open with 0o666 keeps the user's umask, unlike mkstemp's 0o600
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def blob_message(array: np.ndarray) -> Message:

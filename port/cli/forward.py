@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from port.caffe import CaffeFormatError, load_caffemodel, load_net
-from port.caffe.writer import atomic_open
+from port.fileio import atomic_open
 from port.run.devices import DeviceError, check_device
 from port.net.engine import BlobMismatchError, CaffeNet
 from port.net.layers import INPUT_LAYER_TYPES, CaffeGraphError

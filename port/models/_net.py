@@ -13,6 +13,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from port.errors import PortError
 from port.net.coord_map import Geometry, derive_crop_offsets
 from port.models._layers import (
     LRN, BlobRecorder, Concat, Convolution, Crop, Deconvolution, Eltwise, Pooling, Scale,
@@ -26,7 +27,7 @@ CAFFE_TYPES: Mapping[type, str] = {
 }
 
 
-class InputError(ValueError):
+class InputError(PortError):
     """An input tensor that does not fit the net's input blob (rank or channels)."""
 
 

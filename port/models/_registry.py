@@ -10,17 +10,16 @@ from typing import Any, Callable
 
 from torch import nn
 
+from port.errors import PortError
 from port.models.meta import ModelMeta
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _METAS: dict[str, ModelMeta] = {}
 
 
-class UnknownModelError(KeyError):
-    """A model name that is not registered; the message suggests the nearest names."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
+class UnknownModelError(PortError):
+    """A model name that is not registered; the message suggests the nearest names. A bad
+    value the user gave (a ``PortError``, hence a ``ValueError``), not a missing mapping key."""
 
 
 class DuplicateModelError(ValueError):

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from port.errors import PortError
+
 #: Metadata keys of a converted file.
 FORMAT_KEY, FORMAT = "format", "fcn-port-weights/1"
 SOURCE_SHA256, SOURCE_NAME, NET_NAME = "source_sha256", "source_name", "net_name"
@@ -23,7 +25,7 @@ BUILDER, CANDIDATES, BUILDER_KWARGS = "builder", "candidate_builders", "builder_
 BLOB_NAMES = ("weight", "bias")
 
 
-class WeightsError(ValueError):
+class WeightsError(PortError):
     """Weights that cannot be loaded as asked: unreadable file, conflicting metadata, or
     parameters that do not match the model (every mismatch listed)."""
 

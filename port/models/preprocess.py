@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from port.errors import PortError
+
 __all__ = [
     "PreprocessError",
     "VOC_MEAN_BGR", "SBD_MEAN_BGR", "CONTEXT_MEAN_BGR", "SIFTFLOW_MEAN_BGR",
@@ -45,7 +47,7 @@ NYUD_MEAN_LOGD = (7.844,)
 _COLOUR_CHANNELS = 3
 
 
-class PreprocessError(ValueError):
+class PreprocessError(PortError):
     """An input array that is not what the data layer expects (shape or dtype)."""
 
 

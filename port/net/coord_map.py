@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterable, Mapping, Sequence
 
+from port.errors import PortError
+
 __all__ = [
     "CoordMap", "Geometry", "CoordMapError", "UndefinedMapError", "CropMismatchError",
     "IDENTITY", "PASS_THROUGH_LAYERS", "layer_map", "compose", "inverse", "map_between",
@@ -44,7 +46,7 @@ BLOB_RANK = 4
 Scalars = tuple[Fraction, ...]
 
 
-class CoordMapError(ValueError):
+class CoordMapError(PortError):
     """A coordinate map that cannot be formed: incompatible axes, no common ancestor, a
     scale other than 1 at a Crop, a fractional or negative offset."""
 

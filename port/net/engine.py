@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from port.errors import PortError
 from port.net import coord_map
 from port.net.layers import INPUT_LAYER_TYPES, LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
 
 __all__ = ["CaffeNet", "BlobMismatchError"]
 
 
-class BlobMismatchError(ValueError):
+class BlobMismatchError(PortError):
     """Caffemodel blobs that do not fill the net's parameters exactly; lists every mismatch."""
 
     def __init__(self, source: str, problems: Sequence[str]):

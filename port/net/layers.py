@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from port.errors import PortError
 from port.net import coord_map, ops
 from port.net.coord_map import spatial_params
 from port.net.ops import CaffeSemanticsError
@@ -27,7 +28,7 @@ INPUT_LAYER_TYPES = ("Input", "Python")
 LAYER_TYPES: dict[str, type["CaffeLayer"]] = {}
 
 
-class CaffeGraphError(ValueError):
+class CaffeGraphError(PortError):
     """A net the graph cannot build: unknown layer type, missing bottom, bad input."""
 
 

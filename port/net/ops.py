@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from port.errors import PortError
+
 __all__ = [
     "CaffeSemanticsError", "conv_output_size", "pool_output_size", "deconv_output_size",
     "canonical_axis", "conv_weight_shape", "conv2d_output_shape", "pool2d_output_shape",
@@ -35,7 +37,7 @@ FLT_MIN = float(np.finfo(np.float32).tiny)
 NORMALIZATION_MODES = ("FULL", "VALID", "BATCH_SIZE", "NONE")
 
 
-class CaffeSemanticsError(ValueError):
+class CaffeSemanticsError(PortError):
     """A net or tensor that Caffe itself would refuse (a failed ``CHECK`` in a layer's
     ``LayerSetUp``/``Reshape``), named by layer and with the expected and found values."""
 

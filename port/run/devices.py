@@ -10,10 +10,12 @@ import platform
 
 import torch
 
+from port.errors import PortError
+
 __all__ = ["DeviceError", "available_devices", "check_device", "device_name"]
 
 
-class DeviceError(ValueError):
+class DeviceError(PortError):
     """A torch device that this PyTorch build or this machine cannot run on."""
 
 

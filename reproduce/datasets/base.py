@@ -20,13 +20,15 @@ from scipy.io.matlab import MatReadError
 import torch.utils.data
 from PIL import Image
 
+from port.errors import PortError
+
 #: The ignore label of every FCN data layer (VOC's void; the shifted 0 of SIFT Flow and NYUD).
 VOID = 255
 #: How many folder levels below the given root ``locate`` searches.
 SEARCH_DEPTH = 4
 
 
-class DatasetError(ValueError):
+class DatasetError(PortError):
     """A dataset file or folder that is not what the reader expects; ``path`` names it."""
 
     def __init__(self, path, message: str):
