@@ -19,7 +19,7 @@ import torch
 
 from port.caffe import CaffeFormatError, load_caffemodel, load_net
 from port.fileio import atomic_open
-from port.run.devices import DeviceError, check_device
+from port.run.devices import device_usable
 from port.net.engine import BlobMismatchError, CaffeNet
 from port.net.layers import INPUT_LAYER_TYPES, CaffeGraphError
 from port.models import WeightsError, get_builder, get_model, list_models, load_weights
@@ -106,10 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="write the outputs (default) or every named blob")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     args = parser.parse_args(argv)
-    try:
-        check_device(args.device)
-    except DeviceError as err:
-        print(f"python -m port forward: {err}", file=sys.stderr)
+    if not device_usable(args.device, "python -m port forward"):
         return 2
     try:
         arrays = run(args.net, args.weights, read_inputs(args.inputs), all_blobs=args.blobs == "all",

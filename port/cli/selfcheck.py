@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from port.run.devices import DeviceError, check_device
+from port.run.devices import device_usable
 from port.models import get_model
 from port.models._layers import Convolution
 
@@ -126,10 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-error", type=float, help="fail when a max relative error exceeds this")
     args = parser.parse_args(argv)
-    try:
-        check_device(args.device)
-    except DeviceError as err:
-        print(f"python -m port selfcheck: {err}", file=sys.stderr)
+    if not device_usable(args.device, "python -m port selfcheck"):
         return 2
     try:
         checks = selfcheck(args.model, device=args.device, tf32=args.tf32, channels_last=args.channels_last,

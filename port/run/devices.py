@@ -7,6 +7,7 @@ run here and what can, instead of PyTorch's assertion from deep inside the first
 from __future__ import annotations
 
 import platform
+import sys
 
 import torch
 
@@ -64,3 +65,14 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+def device_usable(name: str, prog: str) -> bool:
+    """:func:`check_device` for a command line: True when ``name`` can run, else False after
+    printing the one-line reason, prefixed by the command ``prog``, to stderr."""
+    try:
+        check_device(name)
+    except DeviceError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return False
+    return True
