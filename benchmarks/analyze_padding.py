@@ -41,7 +41,8 @@ def analyse(name: str, size: tuple[int, int]) -> list[tuple[str, float, int, int
     """(layer, non-constant fraction, FLOPs, FLOPs on non-constant outputs) per trunk layer."""
     with torch.device("meta"):
         model = get_model(name)
-    records = {r.name: r for r in model.caffe_layers()}
+    layers = model.caffe_layers()
+    records = {name: layers[name].geometry() for name, _, _ in model.steps}
     first = next(r for r in records.values() if r.kind == "Convolution")
     pad = first.pad[0]
     axes = []

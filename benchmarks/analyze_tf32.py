@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from gpu_check import smooth_noise  # noqa: E402
 from port.models import get_model  # noqa: E402
-from port.models._layers import Convolution, Deconvolution  # noqa: E402
+from port.net.layers import Convolution  # noqa: E402
 from port.models.preprocess import preprocess_voc  # noqa: E402
 from port.cli.selfcheck import randomize  # noqa: E402
 from port.run.speed import CONV5, to_tf32  # noqa: E402
@@ -41,7 +41,7 @@ from port.run.speed import CONV5, to_tf32  # noqa: E402
 
 def layer_groups(model: torch.nn.Module) -> dict[str, list[str]]:
     """Named groups of the net's convolution and deconvolution layers."""
-    layers = [n for n, m in model.named_modules() if isinstance(m, (Convolution, Deconvolution))]
+    layers = [n for n, m in model.named_modules() if isinstance(m, Convolution)]
     stages = {f"conv{k}": [n for n in layers if n.startswith(f"conv{k}_")] for k in range(1, 6)}
     head = [n for n in layers if not n.startswith("conv")]
     groups = {"all layers": layers, **stages, "fc6, fc7, score*, upscore*": head,

@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from port.net.layers import ReLU  # noqa: E402
 from port.run import canvas, speed  # noqa: E402
 from port.models import get_model  # noqa: E402
 from port.cli.selfcheck import randomize  # noqa: E402
@@ -118,7 +119,7 @@ def flops_of(name: str, size: tuple[int, int]) -> int:
 def inplace_relu(model: nn.Module) -> nn.Module:
     """The model with its ReLU modules in place (Caffe's ReLUs are all in place)."""
     for module in model.modules():
-        if type(module) is nn.ReLU:
+        if type(module) in (nn.ReLU, ReLU):
             module.inplace = True
     return model
 

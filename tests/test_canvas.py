@@ -17,7 +17,9 @@ from torch import nn
 from port.net import ops
 from port.run import canvas, speed
 from port.models import get_model
-from port.models._layers import Pooling
+from port.net.engine import CaffeNet
+from port.net.layers import Identity
+from port.net.spec import NetSpec
 from port.cli.selfcheck import randomize
 
 from conftest import GOLDEN_NETS
@@ -49,7 +51,7 @@ def check_close(fast: nn.Module, model: nn.Module, x: dict[str, torch.Tensor], n
 def inputs(model: nn.Module, size, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return {name: torch.randn(batch, channels, *size, generator=gen) * 50
-            for name, channels in model._input_channels.items()}
+            for name, channels in ((n, s[1]) for n, s in model.input_shapes.items())}
 
 
 def blobs(model: nn.Module, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -108,9 +110,9 @@ def test_vgg16_plan_keeps_the_image_block_and_thin_rims():
     first_rows, _ = plans[0]
     conv = model.conv1_1
     assert first_rows.rims == (0, 0)  # conv1_1's padding is the zero canvas itself
-    assert first_rows.inner[1] - first_rows.inner[0] == 97 + conv.kernel_size[0] - 1
+    assert first_rows.inner[1] - first_rows.inner[0] == 97 + conv.kernel - 1
     rows, _ = plans[1]
-    assert rows.rims == (model.conv1_2.padding[0],) * 2  # conv1_2's zero pad meets relu(bias)
+    assert rows.rims == (model.conv1_2.pad,) * 2  # conv1_2's zero pad meets relu(bias)
     plain, fewer = canvas.canvas_flops(model, (97, 131))
     assert fewer < plain
 
@@ -152,7 +154,7 @@ def test_other_trunks_equal_the_plain_forward(name, size):
 def test_same_parameters_and_keys_and_weight_changes_follow(vgg):
     model, fast = vgg
     assert list(fast.state_dict()) == list(model.state_dict())
-    assert isinstance(fast.conv1_1, canvas.CanvasConvolution) and isinstance(fast.relu1_1, nn.Identity)
+    assert isinstance(fast.conv1_1, canvas.CanvasConvolution) and isinstance(fast.relu1_1, Identity)
     assert not isinstance(model.conv1_1, canvas.CanvasConvolution)  # a copy
     other = randomize(get_model("fcn8s", width_divisor=16), seed=9).eval()
     loaded = canvas.constant_canvas(tiny())
@@ -162,17 +164,26 @@ def test_same_parameters_and_keys_and_weight_changes_follow(vgg):
 
 def test_a_layer_called_on_another_tensor_runs_plainly(vgg):
     model, fast = vgg
-    x = torch.randn(1, model.conv2_1.in_channels, 30, 40, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(1, model.conv2_1.weight.shape[1], 30, 40, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         fast(**inputs(model, (48, 64)))  # leaves no state a later call could pick up
-        assert torch.allclose(fast.conv2_1(x), torch.relu(model.conv2_1(x)), rtol=1e-6, atol=1e-5)
+        assert torch.allclose(fast.conv2_1(x)[0], torch.relu(model.conv2_1(x)[0]), rtol=1e-6, atol=1e-5)
+
+
+def pooling(**param):
+    """One Pooling layer of the engine, built from its definition."""
+    n = NetSpec()
+    n.Input("input", tops=["x"], input_param=dict(shape=dict(dim=[1, 1, 8, 8])))
+    n.Pooling("p", "x", **param)
+    return CaffeNet(n.netdef()).p
 
 
 def test_unsupported_layers_end_the_trunk():
-    assert canvas._stencils(Pooling(3, 2, pad=1)) is None  # padded pooling windows: not handled
-    assert canvas._stencils(Pooling(2, 2, mode="AVE")) is None  # AVE divides clipped windows
-    assert canvas._stencils(Pooling(1, 2)) is None  # a last window could start past the input
-    with pytest.raises(TypeError, match="family net"):
+    assert canvas._stencils(pooling(kernel_size=2, stride=2)) is not None
+    assert canvas._stencils(pooling(kernel_size=3, stride=2, pad=1)) is None  # padded windows: not handled
+    assert canvas._stencils(pooling(kernel_size=2, stride=2, pool="AVE")) is None  # AVE divides clipped windows
+    assert canvas._stencils(pooling(kernel_size=1, stride=2)) is None  # a last window could start past the input
+    with pytest.raises(TypeError, match="CaffeNet"):
         canvas.constant_canvas(nn.Sequential(nn.Conv2d(3, 3, 1)))
 
 

@@ -1,5 +1,6 @@
-"""The explicit FCN family: structure against the upstream prototxts (full width, on the
-``meta`` device: nothing full-width is allocated), registry, metadata, weights errors."""
+"""The builders: structure against the upstream prototxts (full width, on the ``meta``
+device: nothing full-width is allocated), registry, metadata, weights errors. (Field-for-field
+equality of every net written out with the upstream files: tests/test_nets.py.)"""
 from __future__ import annotations
 
 import json
@@ -34,7 +35,9 @@ UPSTREAM = {
 }
 #: Channels of the upstream Python data layers' tops (images 3, depth and labels 1).
 DATA_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1, "label": 1, "sem": 1, "geo": 1}
-NOT_MODELLED = ("Python", "Input", "SoftmaxWithLoss")
+#: What a builder's deploy net leaves out of the val/test net (upstream deploy.prototxt):
+#: the data layer, the loss, and Dropout (the identity in the TEST phase).
+NOT_MODELLED = ("Python", "Input", "SoftmaxWithLoss", "Dropout")
 
 
 def meta_model(name: str, **kwargs):
@@ -67,7 +70,7 @@ def test_layers_and_wiring_equal_upstream_prototxt(name, upstream_nets):
     layers = [l for l in upstream_nets[name].layers if l.type not in NOT_MODELLED]
     expected = [(l.name, l.type, tuple(l.bottom), tuple(l.top)) for l in layers]
     model = meta_model(name)
-    assert [(g.name, g.kind, g.bottoms, g.tops) for g in model.caffe_layers()] == expected
+    assert [(n, model.caffe_layers()[n].caffe_type, b, t) for n, b, t in model.steps] == expected
 
 
 @pytest.mark.parametrize("name", sorted(UPSTREAM))
@@ -198,7 +201,7 @@ def test_weights_load_with_arguments_from_metadata(small_weights):
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
     assert not model.upscore2.weight.requires_grad
     same_structure = get_model("pascalcontext_fcn16s", weights=path)
-    assert same_structure.score_fr.out_channels == 21
+    assert same_structure.score_fr.weight.shape[0] == 21
 
 
 def test_weights_conflicting_num_classes(small_weights):
@@ -244,16 +247,16 @@ def test_weights_load_into_a_model_built_on_meta(small_weights):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
 
 
-def test_weights_leaving_a_tensor_on_meta_is_refused(small_weights):
+def test_weights_leaving_a_tensor_on_meta_is_refused(small_weights, monkeypatch):
     """A tensor the file cannot fill (a non-persistent buffer) would stay on meta: refused."""
     from port.models import zoo
 
-    def make(**kwargs):
-        model = zoo._vgg16(16)(**kwargs)
-        model.register_buffer("scratch", torch.zeros(3), persistent=False)
-        return model
+    class WithScratch(zoo.FCN):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.register_buffer("scratch", torch.zeros(3), persistent=False)
 
-    requested = dict(num_classes=None, width_divisor=None)
+    monkeypatch.setattr(zoo, "FCN", WithScratch)
     with pytest.raises(WeightsError, match="without data after loading: scratch"):
-        zoo._build(get_meta("fcn16s"), small_weights[0], requested, make)
-    assert zoo._build(get_meta("fcn16s"), None, requested, make).scratch.device.type == "cpu"
+        get_model("fcn16s", weights=small_weights[0])
+    assert get_model("fcn16s", width_divisor=16).scratch.device.type == "cpu"

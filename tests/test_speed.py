@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,7 +17,9 @@ from torch import nn
 from port.net import ops
 from port.run import speed
 from port.models import get_model
-from port.models._layers import Convolution, Deconvolution, Pooling
+from port.caffe import load_caffemodel, load_net
+from port.net.engine import CaffeNet
+from port.net.layers import Convolution, Identity
 from port.cli.selfcheck import randomize
 
 SIZE = (37, 50)  # odd height: the ceil-rounded poolings get a clipped last window
@@ -71,9 +74,10 @@ def test_prepack_keeps_every_blob_and_parameter(name):
 def test_prepack_fuses_exactly_the_in_place_relus():
     packed = speed.prepack_cpu(tiny())
     fused = {n for n, m in packed.named_children() if isinstance(m, speed.PackedConvolution) and m.relu}
-    relus = {r.bottoms[0] for r in packed.caffe_layers() if r.kind == "ReLU"}
-    assert fused == relus
-    assert all(isinstance(getattr(packed, r.name), nn.Identity) for r in packed.caffe_layers() if r.kind == "ReLU")
+    layers = packed.caffe_layers()
+    relus = [(n, b) for n, b, _ in packed.steps if layers[n].caffe_type == "ReLU"]
+    assert fused == {b[0] for _, b in relus}
+    assert all(type(layers[n]) is Identity for n, _ in relus)
     assert not packed.score_fr.relu  # a convolution without a ReLU after it stays linear
 
 
@@ -96,8 +100,8 @@ def test_packed_convolution_falls_back_with_autograd():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_prepack_needs_a_family_net():
-    with pytest.raises(TypeError, match="family net"):
+def test_prepack_needs_a_caffe_net():
+    with pytest.raises(TypeError, match="CaffeNet"):
         speed.prepack_cpu(nn.Sequential(nn.Conv2d(3, 3, 1)))
 
 
@@ -144,14 +148,15 @@ def test_count_flops_from_blob_shapes():
     with torch.inference_mode():
         blobs = model(x, return_blobs=True)
     expected = {}
-    for record in model.caffe_layers():
-        module = getattr(model, record.name)
-        if type(module) is Convolution:  # every output value: C_in/group x kh x kw multiply-adds
-            w = module.weight.shape
-            expected[record.name] = 2 * w[1] * w[2] * w[3] * blobs[record.tops[0]].numel()
-        elif type(module) is Deconvolution:  # every input value: C_out/group x kh x kw
-            w = module.weight.shape
-            expected[record.name] = 2 * w[1] * w[2] * w[3] * blobs[record.bottoms[0]].numel()
+    for name, bottoms, tops in model.steps:
+        module = model.caffe_layers()[name]
+        if type(module) is not Convolution:
+            continue
+        w = module.weight.shape
+        if not module.transposed:  # every output value: C_in/group x kh x kw multiply-adds
+            expected[name] = 2 * w[1] * w[2] * w[3] * blobs[tops[0]].numel()
+        else:  # Deconvolution, every input value: C_out/group x kh x kw
+            expected[name] = 2 * w[1] * w[2] * w[3] * blobs[bottoms[0]].numel()
     assert per_layer == expected and total == sum(expected.values())
 
 
@@ -212,7 +217,7 @@ def test_keep_fp32_runs_the_named_layers_in_fp32_inside_autocast():
 
     def record(name):
         def hook(module, args, out):
-            seen.setdefault(name, out.dtype)
+            seen.setdefault(name, out[0].dtype)
         return hook
     for name in ("conv4_3", *speed.CONV5, "fc6"):
         getattr(model, name).register_forward_hook(record(name))
@@ -241,7 +246,7 @@ def test_keep_fp32_turns_tf32_off_inside_the_island_on_cuda():
 
     def keep(name):
         def hook(module, args, out):
-            got.setdefault(name, (args[0].clone(), out.clone()))  # before the in-place ReLU
+            got.setdefault(name, (args[0].clone(), out[0].clone()))  # before the in-place ReLU
         return hook
     for name in ("conv5_1", "conv4_1"):
         getattr(model, name).register_forward_hook(keep(name))
@@ -253,7 +258,7 @@ def test_keep_fp32_turns_tf32_off_inside_the_island_on_cuda():
         for name, (inp, out) in got.items():
             layer = getattr(model, name)
             ref = ops.conv2d(inp.contiguous(), layer.weight.contiguous(), layer.bias, layer.stride,
-                             layer.padding, layer.groups, layer.dilation)
+                             layer.pad, layer.groups, layer.dilation)
             errors[name] = rel_err(out.contiguous(), ref)
     assert errors["conv5_1"] < 1e-5 < errors["conv4_1"], errors
 
@@ -288,13 +293,13 @@ def test_split_tf32_keeps_fp32_weights_under_tf32_on_cuda():
     """With an input that TF32 holds exactly, the split convolution under TF32 gives what
     strict fp32 gives (the weights keep ~fp32 precision); the plain TF32 one does not."""
     conv = randomize(get_model("fcn8s", width_divisor=4), seed=0).conv5_1.cuda()
-    split = speed.SplitTf32Convolution(conv)
-    x = speed.to_tf32(torch.randn(2, conv.in_channels, 24, 31, generator=torch.Generator().manual_seed(0)).cuda())
+    split = speed.SplitTf32Convolution.of(conv)
+    x = speed.to_tf32(torch.randn(2, conv.weight.shape[1], 24, 31, generator=torch.Generator().manual_seed(0)).cuda())
     with torch.inference_mode():
         with speed.backend_flags(speed.STRICT):
-            reference = conv(x)
+            (reference,) = conv(x)
         with speed.backend_flags(speed.FAST_TF32):
-            plain, got = conv(x), split(x)
+            (plain,), (got,) = conv(x), split(x)
     assert rel_err(got, reference) < 1e-5 < rel_err(plain, reference)
 
 
@@ -306,3 +311,37 @@ def test_mixed_modes_on_a_net_without_conv5_1_warn_and_run(mode):
     assert not any(isinstance(m, speed.SplitTf32Convolution) for m in model.modules())
     reference = run(tiny("fcn_alexnet"), speed.STRICT, data())
     assert rel_err(run(model, mode, data()), reference) < 1e-5  # on the CPU TF32 is a no-op
+
+
+def _goldens_net(goldens_dir, folder: str = "voc-fcn8s") -> CaffeNet:
+    """A net read from a prototxt (the ``--net`` path) with Caffe-written weights."""
+    net = CaffeNet(load_net(goldens_dir / folder / "net.prototxt"))
+    net.load_blobs(load_caffemodel(goldens_dir / folder / "weights.caffemodel"))
+    return net.eval()
+
+
+@pytest.mark.parametrize("source", ["builder", "prototxt"])
+@pytest.mark.parametrize("mode", list(speed.MODES.values()), ids=list(speed.MODES))
+def test_every_mode_runs_a_builder_net_and_a_prototxt_net(mode, source, goldens_dir):
+    """One engine: every mode the CPU can run, on a builder's net and on a net read from a
+    prototxt (``--net``), against strict fp32 of the same net. (On the CPU the TF32 modes run
+    in fp32 arithmetic with their layouts and layer variants; on a GPU they are checked by
+    benchmarks/gpu_check.py.)"""
+    if source == "builder":
+        model, inputs = tiny(), {"data": data()}
+    else:
+        model = _goldens_net(goldens_dir)
+        inputs = {n: torch.from_numpy(a) for n, a in np.load(goldens_dir / "voc-fcn8s" / "blobs-48x64.npz").items()
+                  if n in model.input_names}
+    def outputs(net, m):
+        with speed.backend_flags(m), speed.autocast(m, "cpu"), torch.inference_mode():
+            out = net(**{n: speed.to_input(v, m) for n, v in inputs.items()})
+        return out if isinstance(out, dict) else {"score": out}
+    reference = outputs(model, speed.STRICT)
+    got = outputs(speed.prepare_model(model, mode), mode)
+    assert set(got) == set(reference)
+    for name, value in reference.items():
+        if value.dim() == 0:  # a loss
+            assert abs(float(got[name]) - float(value)) <= (1e-4 if mode.exact else 0.05) * abs(float(value))
+            continue
+        assert rel_err(got[name], value) < (1e-5 if mode.exact else 0.1), name

@@ -138,6 +138,14 @@ class Message:
             out._values[name] = value
         return out
 
+    def __copy__(self) -> "Message":
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict) -> "Message":
+        # copy.deepcopy of a module holding a net definition (a run mode's copy of a net):
+        # the message tree is copied, blob payloads are shared as in copy().
+        return self.copy()
+
     def fields(self) -> list[tuple[str, Any]]:
         """The set fields as ``(name, value)`` pairs, in the order they were set or read."""
         return [(k, v) for k, v in self._values.items() if self.has(k)]

@@ -20,7 +20,7 @@ import torch
 
 from port.run.devices import device_usable
 from port.models import get_model
-from port.models._layers import Convolution
+from port.net.layers import Convolution
 
 #: Spread of the random inputs: mean-subtracted 0-255 pixels (the goldens use N(0, 50)).
 INPUT_STD = 50.0
@@ -47,17 +47,18 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, Convolution):
+            if isinstance(module, Convolution) and not module.transposed:
                 fan_in = math.prod(module.weight.shape[1:])
                 module.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
-                module.bias.normal_(0.0, BIAS_STD, generator=generator)
+                if module.bias_term:
+                    module.bias.normal_(0.0, BIAS_STD, generator=generator)
     return model
 
 
 def random_inputs(model: torch.nn.Module, size: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
     """One seeded N(0, INPUT_STD) tensor per input blob of ``model``."""
     generator = torch.Generator().manual_seed(seed)
-    return {name: torch.randn(1, model._input_channels[name], *size, generator=generator) * INPUT_STD
+    return {name: torch.randn(1, model.input_shapes[name][1], *size, generator=generator) * INPUT_STD
             for name in model.input_names}
 
 

@@ -8,7 +8,7 @@ their class names, the loss settings of the net's ``SoftmaxWithLoss`` layers).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,7 +25,7 @@ class ModelMeta:
 
     ``inputs``/``preprocess`` are aligned (one port.models.preprocess function per input blob);
     ``outputs``/``classes`` are aligned (one class-name tuple per score blob, in channel
-    order). ``loss_normalization`` is the effective LossParameter mode of the upstream loss
+    order). ``net`` writes the net out in each phase. ``loss_normalization`` is the effective LossParameter mode of the upstream loss
     layers (``normalize: false`` -> ``BATCH_SIZE``, ``true`` -> ``VALID``).
     """
 
@@ -40,6 +40,9 @@ class ModelMeta:
     loss_normalization: str
     ignore_label: int = IGNORE_LABEL
     description: str = ""
+    #: The net written out (a :mod:`port.models.nets` function: ``net(train=, deploy=,
+    #: num_classes=, width_divisor=)`` -> ``NetSpec``), as upstream's ``net.py`` of the folder.
+    net: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.preprocess):

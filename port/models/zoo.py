@@ -9,56 +9,98 @@ shelhamer/fcn.berkeleyvision.org (``<model>/caffemodel-url``).
 """
 from __future__ import annotations
 
+import functools
 import os
+from contextlib import nullcontext
 from typing import Any, Callable, Mapping
 
 import torch
-from torch import nn
 
+from port.caffe import NetDef
+from port.models import classes, nets
 from port.models import preprocess as pre
-from port.models import classes
 from port.models._registry import register
 from port.models._weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
-from port.models.fcn_alexnet import FCNAlexNet
-from port.models.fcn_vgg16 import FCNVGG16, FCNVGG16EarlyFusion, FCNVGG16LateFusion
 from port.models.meta import ModelMeta
+from port.net import ops
+from port.net.engine import CaffeNet
 
 PathLike = str | os.PathLike | None
 #: Effective loss normalization of upstream ``normalize: false`` and ``normalize: true``.
 SUM_OVER_BATCH, MEAN_OVER_VALID = "BATCH_SIZE", "VALID"
 
 
+class FCN(CaffeNet):
+    """A released FCN: the :class:`port.net.engine.CaffeNet` of its deploy net
+    (:mod:`port.net.engine`, the one engine), carrying its :class:`ModelMeta` as ``meta``.
+
+    ``model(data)`` (or ``model(color=..., hha=...)``) returns the score tensor, or for a net
+    with several score heads (SIFT Flow) the dict of them by blob name;
+    ``model(data, return_blobs=True)`` every named blob as Caffe holds it."""
+
+    def __init__(self, netdef: NetDef, meta: ModelMeta):
+        super().__init__(netdef, "TEST")
+        self.meta = meta
+
+    def forward(self, *args: Any, return_blobs: bool = False, **inputs: Any):
+        out = super().forward(*args, return_blobs=return_blobs, **inputs)
+        if return_blobs or len(out) != 1:
+            return out
+        return next(iter(out.values()))
+
+
 def _meta(name: str, dataset: str, prototxt: str, caffemodel: str, *, inputs=("data",),
           preprocess=(pre.preprocess_voc,), outputs=("score",), classes_=(classes.VOC_CLASSES,),
-          loss=SUM_OVER_BATCH, description: str = "") -> ModelMeta:
+          loss=SUM_OVER_BATCH, description: str = "", net: Callable[..., Any]) -> ModelMeta:
     return ModelMeta(name=name, dataset=dataset, inputs=tuple(inputs), preprocess=tuple(preprocess),
                      outputs=tuple(outputs), classes=tuple(classes_), upstream_prototxt=prototxt,
-                     caffemodel=caffemodel, loss_normalization=loss, description=description)
+                     caffemodel=caffemodel, loss_normalization=loss, description=description, net=net)
 
 
-def _build(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any],
-           make: Callable[..., nn.Module]) -> nn.Module:
+@functools.lru_cache(maxsize=128)
+def _deploy_netdef(net: Callable[..., Any], kwargs: tuple[tuple[str, Any], ...]) -> NetDef:
+    """The deploy ``NetDef`` of ``net(**kwargs)``, cached: a definition depends only on the
+    function and its arguments (matching in ``port.convert`` builds every net several times)."""
+    return net(deploy=True, **dict(kwargs)).netdef()
+
+
+def init_unweighted(model: CaffeNet) -> None:
+    """Where no weights are given: every frozen upsampling (a Deconvolution whose weight has
+    ``lr_mult: 0``, square kernel, as many outputs as inputs, no groups) starts bilinear on the
+    class diagonal, as upstream ``surgery.interp`` leaves it before training; the rest keeps
+    Caffe's fillers (constant 0 unless the prototxt says otherwise)."""
+    for layer in model.caffe_layers().values():
+        spec = layer.layer.params[0] if layer.layer.params else None
+        if (layer.caffe_type == "Deconvolution" and spec is not None and spec.lr_mult == 0
+                and not layer.weight.is_meta):
+            c_in, c_out_g, kh, kw = layer.weight.shape
+            if kh == kw and c_in == c_out_g and layer.groups == 1:
+                with torch.no_grad():
+                    layer.weight.copy_(ops.bilinear_weight(c_in, kh))
+
+
+def _build(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> FCN:
     """Resolve the arguments against the weights' metadata, build, load strictly.
 
-    With ``weights`` the model is built on the ``meta`` device (nothing allocated, no random
+    With ``weights`` the model is built on the ``meta`` device (nothing allocated, no
     initialisation that the weights would overwrite at once) and the file's tensors become
     its parameters (``load_state_strict`` assigns them)."""
     defaults = {"num_classes": meta.num_classes[0], "width_divisor": 1}
     defaults.update({k: v for k, v in _extra_defaults(meta).items() if k in requested})
     kwargs = resolve_kwargs(weights, meta.name, requested, defaults)
+    netdef = _deploy_netdef(meta.net, tuple(sorted(kwargs.items())))
+    with torch.device("meta") if weights is not None else nullcontext():
+        model = FCN(netdef, meta)
     if weights is None:
-        model = make(**kwargs)
+        init_unweighted(model)
     else:
-        with torch.device("meta"):
-            model = make(**kwargs)
         state, _ = load_weights(weights)
         load_state_strict(model, state, str(weights))
         _check_materialized(model, str(weights))
-    model.meta = meta
     return model
 
 
-def _check_materialized(model: nn.Module, source: str) -> None:
+def _check_materialized(model: torch.nn.Module, source: str) -> None:
     """Refuse a model with a parameter or buffer still on ``meta`` after loading (one the
     weights file cannot fill, e.g. a non-persistent buffer): it has no data to compute with."""
     left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
@@ -72,70 +114,63 @@ def _extra_defaults(meta: ModelMeta) -> dict[str, Any]:
     return {"num_geo_classes": meta.num_classes[1]} if len(meta.num_classes) > 1 else {}
 
 
-def _vgg16(stride: int, at_once: bool = False):
-    def make(num_classes: int, width_divisor: int) -> FCNVGG16:
-        return FCNVGG16(stride=stride, heads=(("", num_classes),), at_once=at_once,
-                        width_divisor=width_divisor)
-    return make
-
-
-def _siftflow(stride: int):
-    def make(num_classes: int, num_geo_classes: int, width_divisor: int) -> FCNVGG16:
-        return FCNVGG16(stride=stride, heads=(("_sem", num_classes), ("_geo", num_geo_classes)),
-                        width_divisor=width_divisor)
-    return make
+#: Each builder's net (port.models.nets), as upstream's net.py of its folder writes it.
+_VOC32, _VOC16, _VOC8 = (functools.partial(nets.voc_fcn, s) for s in (32, 16, 8))
+_VOC8_ATONCE = functools.partial(nets.voc_fcn, 8, at_once=True)
+_SIFTFLOW = {s: functools.partial(nets.siftflow_fcn, s) for s in (32, 16, 8)}
+_NYUD = {m: functools.partial(nets.nyud_fcn32s, m) for m in ("color", "hha")}
+_CONTEXT = {s: functools.partial(nets.pascalcontext_fcn, s) for s in (32, 16, 8)}
 
 
 # -- PASCAL VOC -------------------------------------------------------------------------------
 FCN32S = _meta("fcn32s", "voc", "voc-fcn32s/val.prototxt", "fcn32s-heavy-pascal.caffemodel",
-               description="FCN-32s, VGG16, PASCAL VOC (SBD train), one 32x upsampling")
+               description="FCN-32s, VGG16, PASCAL VOC (SBD train), one 32x upsampling", net=_VOC32)
 FCN16S = _meta("fcn16s", "voc", "voc-fcn16s/val.prototxt", "fcn16s-heavy-pascal.caffemodel",
-               description="FCN-16s, VGG16, PASCAL VOC, pool4 skip")
+               description="FCN-16s, VGG16, PASCAL VOC, pool4 skip", net=_VOC16)
 FCN8S = _meta("fcn8s", "voc", "voc-fcn8s/val.prototxt", "fcn8s-heavy-pascal.caffemodel",
-              description="FCN-8s, VGG16, PASCAL VOC, pool4 and pool3 skips")
+              description="FCN-8s, VGG16, PASCAL VOC, pool4 and pool3 skips", net=_VOC8)
 FCN8S_ATONCE = _meta("fcn8s_atonce", "voc", "voc-fcn8s-atonce/val.prototxt",
                      "fcn8s-atonce-pascal.caffemodel",
-                     description="FCN-8s trained all at once, skips scaled by fixed Scale layers")
+                     description="FCN-8s trained all at once, skips scaled by fixed Scale layers",
+                     net=_VOC8_ATONCE)
 FCN_ALEXNET = _meta("fcn_alexnet", "voc", "voc-fcn-alexnet/val.prototxt",
                     "fcn-alexnet-pascal.caffemodel", loss=MEAN_OVER_VALID,
-                    description="FCN-AlexNet, PASCAL VOC, one 32x upsampling")
+                    description="FCN-AlexNet, PASCAL VOC, one 32x upsampling", net=nets.voc_fcn_alexnet)
 
 
 @register(FCN32S)
 def fcn32s(*, weights: PathLike = None, num_classes: int | None = None,
-           width_divisor: int | None = None) -> FCNVGG16:
+           width_divisor: int | None = None) -> FCN:
     """FCN-32s (voc-fcn32s): VGG16 trunk, ``score_fr``, ``upscore`` 64/32, ``score``."""
-    return _build(FCN32S, weights, dict(num_classes=num_classes, width_divisor=width_divisor), _vgg16(32))
+    return _build(FCN32S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 @register(FCN16S)
 def fcn16s(*, weights: PathLike = None, num_classes: int | None = None,
-           width_divisor: int | None = None) -> FCNVGG16:
+           width_divisor: int | None = None) -> FCN:
     """FCN-16s (voc-fcn16s): FCN-32s plus the pool4 skip, ``upscore16`` 32/16."""
-    return _build(FCN16S, weights, dict(num_classes=num_classes, width_divisor=width_divisor), _vgg16(16))
+    return _build(FCN16S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 @register(FCN8S)
 def fcn8s(*, weights: PathLike = None, num_classes: int | None = None,
-          width_divisor: int | None = None) -> FCNVGG16:
+          width_divisor: int | None = None) -> FCN:
     """FCN-8s (voc-fcn8s): FCN-16s plus the pool3 skip, ``upscore8`` 16/8."""
-    return _build(FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor), _vgg16(8))
+    return _build(FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 @register(FCN8S_ATONCE)
 def fcn8s_atonce(*, weights: PathLike = None, num_classes: int | None = None,
-                 width_divisor: int | None = None) -> FCNVGG16:
+                 width_divisor: int | None = None) -> FCN:
     """FCN-8s at-once (voc-fcn8s-atonce): FCN-8s with ``scale_pool4``/``scale_pool3``."""
-    return _build(FCN8S_ATONCE, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
-                  _vgg16(8, at_once=True))
+    return _build(FCN8S_ATONCE, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 @register(FCN_ALEXNET)
 def fcn_alexnet(*, weights: PathLike = None, num_classes: int | None = None,
-                width_divisor: int | None = None) -> FCNAlexNet:
+                width_divisor: int | None = None) -> FCN:
     """FCN-AlexNet (voc-fcn-alexnet)."""
-    return _build(FCN_ALEXNET, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
-                  lambda **kw: FCNAlexNet(**kw))
+    return _build(FCN_ALEXNET, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 # -- SIFT Flow: a semantic and a geometric head --------------------------------------------
@@ -145,7 +180,7 @@ def _siftflow_meta(stride: int) -> ModelMeta:
                  outputs=("score_sem", "score_geo"),
                  classes_=(classes.SIFTFLOW_SEMANTIC_CLASSES, classes.SIFTFLOW_GEOMETRIC_CLASSES),
                  description=f"FCN-{stride}s, SIFT Flow, semantic (score_sem) and geometric "
-                             f"(score_geo) heads on one VGG16 trunk")
+                             f"(score_geo) heads on one VGG16 trunk", net=_SIFTFLOW[stride])
 
 
 SIFTFLOW_FCN32S, SIFTFLOW_FCN16S, SIFTFLOW_FCN8S = (_siftflow_meta(s) for s in (32, 16, 8))
@@ -153,80 +188,78 @@ SIFTFLOW_FCN32S, SIFTFLOW_FCN16S, SIFTFLOW_FCN8S = (_siftflow_meta(s) for s in (
 
 @register(SIFTFLOW_FCN32S)
 def siftflow_fcn32s(*, weights: PathLike = None, num_classes: int | None = None,
-                    num_geo_classes: int | None = None, width_divisor: int | None = None) -> FCNVGG16:
+                    num_geo_classes: int | None = None, width_divisor: int | None = None) -> FCN:
     """SIFT Flow FCN-32s; ``forward(data)`` returns ``{"score_sem", "score_geo"}``."""
     return _build(SIFTFLOW_FCN32S, weights, dict(num_classes=num_classes, num_geo_classes=num_geo_classes,
-                                                 width_divisor=width_divisor), _siftflow(32))
+                                                 width_divisor=width_divisor))
 
 
 @register(SIFTFLOW_FCN16S)
 def siftflow_fcn16s(*, weights: PathLike = None, num_classes: int | None = None,
-                    num_geo_classes: int | None = None, width_divisor: int | None = None) -> FCNVGG16:
+                    num_geo_classes: int | None = None, width_divisor: int | None = None) -> FCN:
     """SIFT Flow FCN-16s; ``forward(data)`` returns ``{"score_sem", "score_geo"}``."""
     return _build(SIFTFLOW_FCN16S, weights, dict(num_classes=num_classes, num_geo_classes=num_geo_classes,
-                                                 width_divisor=width_divisor), _siftflow(16))
+                                                 width_divisor=width_divisor))
 
 
 @register(SIFTFLOW_FCN8S)
 def siftflow_fcn8s(*, weights: PathLike = None, num_classes: int | None = None,
-                   num_geo_classes: int | None = None, width_divisor: int | None = None) -> FCNVGG16:
+                   num_geo_classes: int | None = None, width_divisor: int | None = None) -> FCN:
     """SIFT Flow FCN-8s; ``forward(data)`` returns ``{"score_sem", "score_geo"}``."""
     return _build(SIFTFLOW_FCN8S, weights, dict(num_classes=num_classes, num_geo_classes=num_geo_classes,
-                                                width_divisor=width_divisor), _siftflow(8))
+                                                width_divisor=width_divisor))
 
 
 # -- NYUDv2: colour, HHA, early and late fusion ---------------------------------------------
 def _nyud_meta(variant: str, inputs: tuple[str, ...], preprocess: tuple, caffemodel: str,
-               description: str) -> ModelMeta:
+               description: str, net: Callable[..., Any]) -> ModelMeta:
     return _meta(f"nyud_fcn32s_{variant.replace('-', '_')}", "nyud", f"nyud-fcn32s-{variant}/test.prototxt",
                  caffemodel, inputs=inputs, preprocess=preprocess, classes_=(classes.NYUD_CLASSES,),
-                 description=description)
+                 description=description, net=net)
 
 
 NYUD_FCN32S_COLOR = _nyud_meta("color", ("data",), (pre.preprocess_nyud_color,),
-                               "nyud-fcn32s-color-heavy.caffemodel", "FCN-32s on NYUDv2 colour")
+                               "nyud-fcn32s-color-heavy.caffemodel", "FCN-32s on NYUDv2 colour", _NYUD["color"])
 NYUD_FCN32S_HHA = _nyud_meta("hha", ("data",), (pre.preprocess_nyud_hha,),
-                             "nyud-fcn32s-hha-heavy.caffemodel", "FCN-32s on NYUDv2 HHA depth encoding")
+                             "nyud-fcn32s-hha-heavy.caffemodel", "FCN-32s on NYUDv2 HHA depth encoding", _NYUD["hha"])
 #: No released caffemodel upstream (nyud-fcn32s-color-d has no caffemodel-url).
 NYUD_FCN32S_COLOR_D = _nyud_meta("color-d", ("color", "depth"),
                                  (pre.preprocess_nyud_color, pre.preprocess_nyud_depth), "",
-                                 "FCN-32s on NYUDv2, early fusion of colour and log depth (4 channels)")
+                                 "FCN-32s on NYUDv2, early fusion of colour and log depth (4 channels)",
+                                 nets.nyud_fcn32s_color_d)
 NYUD_FCN32S_COLOR_HHA = _nyud_meta("color-hha", ("color", "hha"),
                                    (pre.preprocess_nyud_color, pre.preprocess_nyud_hha),
                                    "nyud-fcn32s-color-hha-heavy.caffemodel",
-                                   "FCN-32s on NYUDv2, late fusion of colour and HHA streams")
+                                   "FCN-32s on NYUDv2, late fusion of colour and HHA streams",
+                                   nets.nyud_fcn32s_color_hha)
 
 
 @register(NYUD_FCN32S_COLOR)
 def nyud_fcn32s_color(*, weights: PathLike = None, num_classes: int | None = None,
-                      width_divisor: int | None = None) -> FCNVGG16:
+                      width_divisor: int | None = None) -> FCN:
     """NYUDv2 FCN-32s on colour (nyud-fcn32s-color)."""
-    return _build(NYUD_FCN32S_COLOR, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
-                  _vgg16(32))
+    return _build(NYUD_FCN32S_COLOR, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 @register(NYUD_FCN32S_HHA)
 def nyud_fcn32s_hha(*, weights: PathLike = None, num_classes: int | None = None,
-                    width_divisor: int | None = None) -> FCNVGG16:
+                    width_divisor: int | None = None) -> FCN:
     """NYUDv2 FCN-32s on HHA (nyud-fcn32s-hha)."""
-    return _build(NYUD_FCN32S_HHA, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
-                  _vgg16(32))
+    return _build(NYUD_FCN32S_HHA, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 @register(NYUD_FCN32S_COLOR_D)
 def nyud_fcn32s_color_d(*, weights: PathLike = None, num_classes: int | None = None,
-                        width_divisor: int | None = None) -> FCNVGG16EarlyFusion:
+                        width_divisor: int | None = None) -> FCN:
     """NYUDv2 FCN-32s, early fusion (nyud-fcn32s-color-d): ``forward(color, depth)``."""
-    return _build(NYUD_FCN32S_COLOR_D, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
-                  lambda **kw: FCNVGG16EarlyFusion(**kw))
+    return _build(NYUD_FCN32S_COLOR_D, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 @register(NYUD_FCN32S_COLOR_HHA)
 def nyud_fcn32s_color_hha(*, weights: PathLike = None, num_classes: int | None = None,
-                          width_divisor: int | None = None) -> FCNVGG16LateFusion:
+                          width_divisor: int | None = None) -> FCN:
     """NYUDv2 FCN-32s, late fusion (nyud-fcn32s-color-hha): ``forward(color, hha)``."""
-    return _build(NYUD_FCN32S_COLOR_HHA, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
-                  lambda **kw: FCNVGG16LateFusion(**kw))
+    return _build(NYUD_FCN32S_COLOR_HHA, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 # -- PASCAL-Context (59 classes + background) ------------------------------------------------
@@ -234,7 +267,7 @@ def _context_meta(stride: int) -> ModelMeta:
     return _meta(f"pascalcontext_fcn{stride}s", "pascalcontext", f"pascalcontext-fcn{stride}s/val.prototxt",
                  f"pascalcontext-fcn{stride}s-heavy.caffemodel",
                  preprocess=(pre.preprocess_pascalcontext,), classes_=(classes.PASCALCONTEXT_CLASSES,),
-                 description=f"FCN-{stride}s, PASCAL-Context 59 classes + background")
+                 description=f"FCN-{stride}s, PASCAL-Context 59 classes + background", net=_CONTEXT[stride])
 
 
 PASCALCONTEXT_FCN32S, PASCALCONTEXT_FCN16S, PASCALCONTEXT_FCN8S = (_context_meta(s) for s in (32, 16, 8))
@@ -242,23 +275,20 @@ PASCALCONTEXT_FCN32S, PASCALCONTEXT_FCN16S, PASCALCONTEXT_FCN8S = (_context_meta
 
 @register(PASCALCONTEXT_FCN32S)
 def pascalcontext_fcn32s(*, weights: PathLike = None, num_classes: int | None = None,
-                         width_divisor: int | None = None) -> FCNVGG16:
+                         width_divisor: int | None = None) -> FCN:
     """PASCAL-Context FCN-32s (pascalcontext-fcn32s)."""
-    return _build(PASCALCONTEXT_FCN32S, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
-                  _vgg16(32))
+    return _build(PASCALCONTEXT_FCN32S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 @register(PASCALCONTEXT_FCN16S)
 def pascalcontext_fcn16s(*, weights: PathLike = None, num_classes: int | None = None,
-                         width_divisor: int | None = None) -> FCNVGG16:
+                         width_divisor: int | None = None) -> FCN:
     """PASCAL-Context FCN-16s (pascalcontext-fcn16s)."""
-    return _build(PASCALCONTEXT_FCN16S, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
-                  _vgg16(16))
+    return _build(PASCALCONTEXT_FCN16S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
 @register(PASCALCONTEXT_FCN8S)
 def pascalcontext_fcn8s(*, weights: PathLike = None, num_classes: int | None = None,
-                        width_divisor: int | None = None) -> FCNVGG16:
+                        width_divisor: int | None = None) -> FCN:
     """PASCAL-Context FCN-8s (pascalcontext-fcn8s)."""
-    return _build(PASCALCONTEXT_FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor),
-                  _vgg16(8))
+    return _build(PASCALCONTEXT_FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))

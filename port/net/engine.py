@@ -23,7 +23,13 @@ from port.errors import PortError
 from port.net import coord_map
 from port.net.layers import INPUT_LAYER_TYPES, LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
 
-__all__ = ["CaffeNet", "BlobMismatchError"]
+__all__ = ["CaffeNet", "BlobMismatchError", "InputError"]
+
+
+class InputError(CaffeGraphError):
+    """An input that does not fit the net's input blob: its rank or its channels (axis 1)
+    differ from the declared shape's. The batch and spatial sizes are free, as Caffe's
+    ``Net::Reshape`` of an input blob lets them be."""
 
 
 class BlobMismatchError(PortError):
@@ -106,6 +112,7 @@ class CaffeNet(nn.Module):
         self.netdef = net  # the phase-filtered definition the layers were built from
         shapes = _input_shapes(net, netdef, dict(input_shapes or {}))
         self.input_names = tuple(shapes)
+        self.input_shapes = dict(shapes)  # as declared (or given): the channels forward checks
         self._steps: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
         available = dict.fromkeys(shapes)
         for layer in net.layers:
@@ -178,20 +185,42 @@ class CaffeNet(nn.Module):
         layers = self.caffe_layers().items()
         return {name: m.caffe_params() for name, m in layers if m.caffe_params()}
 
-    def _inputs(self, inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def _inputs(self, args: Sequence[Any], inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        inputs = dict(inputs)
+        if len(args) > len(self.input_names):
+            raise InputError(f"net {self.net_name!r}: {len(args)} positional inputs, but the net "
+                             f"has {len(self.input_names)} ({', '.join(self.input_names)})")
+        for name, value in zip(self.input_names, args):
+            if name in inputs:
+                raise InputError(f"net {self.net_name!r}: input {name!r} given twice")
+            inputs[name] = value
         missing = [n for n in self.input_names if n not in inputs]
         unknown = sorted(set(inputs) - set(self.input_names))
         if missing or unknown:
-            raise CaffeGraphError(f"net {self.net_name!r}: inputs are {list(self.input_names)}; "
-                                  f"missing {missing}, unknown {unknown}")
+            raise InputError(f"net {self.net_name!r}: inputs are {list(self.input_names)}; "
+                             f"missing {missing}, unknown {unknown}")
         # Arrays become float32 tensors (Caffe blobs are float) on the parameters' device.
         device = next(self.parameters(), torch.empty(0)).device
-        return {n: v if isinstance(v, torch.Tensor) else
-                torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device)
-                for n, v in inputs.items()}
+        tensors = {n: v if isinstance(v, torch.Tensor) else
+                   torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).to(device)
+                   for n, v in inputs.items()}
+        for name, tensor in tensors.items():
+            self._check_input(name, tuple(tensor.shape))
+        return tensors
 
-    def forward(self, return_blobs: bool = False, **inputs: Any) -> dict[str, torch.Tensor]:
-        blobs = self._inputs(inputs)
+    def _check_input(self, name: str, shape: tuple[int, ...]) -> None:
+        declared = self.input_shapes[name]
+        if len(declared) < 2:
+            return
+        if len(shape) != len(declared) or shape[1] != declared[1]:
+            axes = " x ".join(["N", str(declared[1])] + ["H", "W", "D"][:len(declared) - 2])
+            raise InputError(f"net {self.net_name or 'net'!r}: input blob {name!r} must be "
+                             f"{axes} (declared {declared}), got shape {shape}")
+
+    def forward(self, *args: Any, return_blobs: bool = False, **inputs: Any) -> dict[str, torch.Tensor]:
+        """The net's outputs by name for its inputs, given by name or positionally in
+        :attr:`input_names` order; with ``return_blobs`` every named blob."""
+        blobs = self._inputs(args, inputs)
         for name, bottoms, tops in self._steps:
             outs = self._modules[name](*[blobs[b] for b in bottoms])
             blobs.update(zip(tops, outs))

@@ -21,7 +21,8 @@ from port.net.coord_map import spatial_params
 from port.net.ops import CaffeSemanticsError
 
 __all__ = ["CaffeGraphError", "CaffeLayer", "LAYER_TYPES", "INPUT_LAYER_TYPES",
-           "SUPPORTED_LAYER_TYPES", "build_layer"]
+           "SUPPORTED_LAYER_TYPES", "build_layer", "redress", "Convolution", "Pooling", "LRN",
+           "ReLU", "Identity"]
 
 #: Layer types whose tops are forward inputs (their data comes from outside the net).
 INPUT_LAYER_TYPES = ("Input", "Python")
@@ -204,16 +205,26 @@ class Pooling(CaffeLayer):
 
 @_register("ReLU")
 class ReLU(CaffeLayer):
-    """Caffe ReLU (relu_layer.cpp): ``max(x, 0) + negative_slope * min(x, 0)``."""
+    """Caffe ReLU (relu_layer.cpp): ``max(x, 0) + negative_slope * min(x, 0)``. ``inplace``
+    (off by default: autograd needs the input) overwrites the bottom's memory as Caffe does."""
 
     def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
         super().__init__(layer, shapes, phase)
         self.negative_slope = float(layer.relu_param.negative_slope)
+        self.inplace = False
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         if self.negative_slope:
-            return (F.leaky_relu(x, self.negative_slope),)
-        return (F.relu(x),)
+            return (F.leaky_relu(x, self.negative_slope, inplace=self.inplace),)
+        return (F.relu(x, inplace=self.inplace),)
+
+
+class Identity(CaffeLayer):
+    """A layer whose work another one did (an in-place ReLU fused into its convolution by a
+    run mode): passes its bottom through."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (x,)
 
 
 @_register("Dropout")
@@ -332,8 +343,11 @@ class Scale(CaffeLayer):
             stop = len(shapes[0]) if num_axes == -1 else start + num_axes
             scale_shape = shapes[0][start:stop]
             self._new_param("weight", scale_shape)
-            # Caffe's default scale filler is constant 1 (scale_layer.cpp LayerSetUp).
-            nn.init.ones_(self.weight)
+            # scale_layer.cpp LayerSetUp: the scale's filler, by default constant 1 (a constant
+            # filler is applied here; the random fillers are the training surgery's).
+            filler = p.filler if p.has("filler") else None
+            if filler is None or filler.type == "constant":
+                nn.init.constant_(self.weight, 1.0 if filler is None else float(filler.value))
         self._new_bias(p.bias_term, scale_shape)
 
     def caffe_params(self) -> list[nn.Parameter]:
@@ -515,6 +529,24 @@ class Reshape(CaffeLayer):
 
 
 SUPPORTED_LAYER_TYPES = tuple(sorted(set(LAYER_TYPES) | set(INPUT_LAYER_TYPES)))
+
+
+def redress(cls: type[CaffeLayer], layer: CaffeLayer, **attributes: Any) -> CaffeLayer:
+    """``layer`` as an instance of ``cls`` (a run-mode variant of its class, e.g. a prepacked
+    convolution): the same ``LayerDef``, attributes and Parameter objects (so state-dict keys
+    and values are unchanged, nothing is copied), plus ``attributes``."""
+    new = cls.__new__(cls)
+    nn.Module.__init__(new)
+    for key, value in vars(layer).items():
+        if not key.startswith("_"):
+            setattr(new, key, value)
+    for key, param in layer._parameters.items():
+        new.register_parameter(key, param)
+    for key, buffer in layer._buffers.items():
+        new.register_buffer(key, buffer)
+    for key, value in attributes.items():
+        setattr(new, key, value)
+    return new
 
 
 def build_layer(layer: Any, shapes: Sequence[tuple[int, ...]], phase: str) -> CaffeLayer:

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from port.net import ops
-from port.models._layers import LRN, Convolution, Pooling
+from port.net.engine import CaffeNet
+from port.net.layers import LRN, Convolution, Identity, Pooling, ReLU, redress
 
 __all__ = ["Stencil", "AxisPlan", "CanvasError", "plan_axis", "plan_chain", "trunk_chains",
            "constant_canvas", "CanvasChain", "CanvasConvolution", "CanvasPooling", "CanvasLRN",
@@ -128,58 +129,68 @@ def plan_chain(stencils: Sequence[tuple[Stencil, Stencil]], size: tuple[int, int
     return plans
 
 
-# -- the trunk of a family net -----------------------------------------------------------------
+# -- the trunk of a net ------------------------------------------------------------------------
+def _two(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
 def _stencils(module: nn.Module) -> tuple[Stencil, Stencil] | None:
-    """The (rows, columns) stencils of a module the canvas can run exactly, else None."""
-    if isinstance(module, Convolution) and tuple(module.dilation) == (1, 1):
+    """The (rows, columns) stencils of a layer the canvas can run exactly, else None."""
+    if isinstance(module, Convolution) and not module.transposed and _two(module.dilation) == (1, 1):
         return tuple(Stencil("Convolution", k, s, p) for k, s, p in
-                     zip(module.kernel_size, module.stride, module.padding))  # type: ignore[return-value]
-    if (isinstance(module, Pooling) and module.mode == "MAX" and module.pad == 0
-            and module.kernel >= module.stride):  # windows that leave no input unread
-        return (Stencil("Pooling", module.kernel, module.stride, 0),) * 2
-    if isinstance(module, LRN):
+                     zip(_two(module.kernel), _two(module.stride), _two(module.pad)))  # type: ignore[return-value]
+    if (isinstance(module, Pooling) and module.mode == "MAX" and not module.global_pooling
+            and _two(module.pad) == (0, 0) and all(k >= s for k, s in zip(_two(module.kernel), _two(module.stride)))):
+        # windows that leave no input unread
+        return tuple(Stencil("Pooling", k, s, 0) for k, s in
+                     zip(_two(module.kernel), _two(module.stride)))  # type: ignore[return-value]
+    if isinstance(module, LRN) and module.region == "ACROSS_CHANNELS":
         return POINTWISE, POINTWISE
     return None
 
 
-def _fused_relu(model: nn.Module, records, i: int) -> str | None:
-    """The in-place ReLU right after convolution ``records[i]`` (name), if there is one."""
-    if i + 1 >= len(records):
+def _fused_relu(model: CaffeNet, i: int) -> str | None:
+    """The in-place ReLU right after convolution ``model.steps[i]`` (name), if there is one."""
+    steps, layers = model.steps, model.caffe_layers()
+    if i + 1 >= len(steps):
         return None
-    conv, relu = records[i], records[i + 1]
-    module = getattr(model, relu.name, None)
-    if (relu.kind == "ReLU" and relu.bottoms == conv.tops == relu.tops
-            and type(module) in (nn.ReLU, nn.Identity)):
-        return relu.name
+    (_, _, conv_tops), (relu, bottoms, tops) = steps[i], steps[i + 1]
+    module = layers[relu]
+    plain = type(module) is ReLU and not module.negative_slope
+    if bottoms == conv_tops == tops and (plain or type(module) is Identity):
+        return relu
     return None
 
 
-def _chain_from(model: nn.Module, records, i: int) -> list[tuple[str, str | None]]:
-    """(layer, fused ReLU) of the chain starting at convolution ``records[i]``, cut after
+def _chain_from(model: CaffeNet, i: int) -> list[tuple[str, str | None]]:
+    """(layer, fused ReLU) of the chain starting at convolution ``model.steps[i]``, cut after
     its last pooling (the trunk; fc6 and later read all of it)."""
-    chain, blob = [], records[i].bottoms
-    while i < len(records):
-        record = records[i]
-        if record.bottoms != blob or len(record.tops) != 1 or _stencils(getattr(model, record.name)) is None:
+    steps, layers = model.steps, model.caffe_layers()
+    chain, blob = [], steps[i][1]
+    while i < len(steps):
+        name, bottoms, tops = steps[i]
+        if bottoms != blob or len(tops) != 1 or _stencils(layers[name]) is None:
             break
-        relu = _fused_relu(model, records, i) if record.kind == "Convolution" else None
-        chain.append((record.name, relu))
-        blob, i = record.tops, i + (2 if relu else 1)
-    pools = [j for j, (name, _) in enumerate(chain) if isinstance(getattr(model, name), Pooling)]
+        relu = _fused_relu(model, i) if isinstance(layers[name], Convolution) else None
+        chain.append((name, relu))
+        blob, i = tops, i + (2 if relu else 1)
+    pools = [j for j, (name, _) in enumerate(chain) if isinstance(layers[name], Pooling)]
     return chain[:pools[-1] + 1] if pools else []
 
 
-def trunk_chains(model: nn.Module) -> list[list[tuple[str, str | None]]]:
-    """The trunks of a :mod:`port.models` family net: from each convolution reading an input
-    blob (or a Concat of inputs), the run of Convolution (+ in-place ReLU), MAX Pooling and LRN
-    layers up to the last pooling, as (layer, fused ReLU or None)."""
-    if not hasattr(model, "caffe_layers"):
-        raise TypeError(f"constant_canvas needs a port.models family net (with caffe_layers()), "
-                        f"got {type(model).__name__}")
-    records = list(model.caffe_layers())
-    sources = set(model.input_names) | {t for r in records if r.kind == "Concat" for t in r.tops}
-    return [c for i, r in enumerate(records)
-            if r.kind == "Convolution" and r.bottoms[0] in sources and (c := _chain_from(model, records, i))]
+def trunk_chains(model: CaffeNet) -> list[list[tuple[str, str | None]]]:
+    """The trunks of a net: from each convolution reading an input blob (or a Concat of
+    inputs), the run of Convolution (+ in-place ReLU), MAX Pooling and LRN layers up to the last
+    pooling, as (layer, fused ReLU or None)."""
+    if not isinstance(model, CaffeNet):
+        raise TypeError(f"constant_canvas needs a port.net.engine.CaffeNet (a builder's net or one "
+                        f"read from a prototxt), got {type(model).__name__}")
+    layers = model.caffe_layers()
+    sources = set(model.input_names) | {t for name, _, tops in model.steps
+                                        if layers[name].caffe_type == "Concat" for t in tops}
+    return [c for i, (name, bottoms, _) in enumerate(model.steps)
+            if isinstance(layers[name], Convolution) and bottoms and bottoms[0] in sources
+            and (c := _chain_from(model, i))]
 
 
 # -- the runtime -------------------------------------------------------------------------------
@@ -259,98 +270,95 @@ def _check_tile(y: torch.Tensor, rows: Interval, cols: Interval, layer: str) -> 
     return y
 
 
-def _unpadded(conv: Convolution) -> nn.Module:
+def _unpadded(conv: Convolution) -> Convolution:
     """The convolution with ``pad: 0``, sharing its parameters (a prepacked one says how)."""
     if hasattr(conv, "unpadded"):
         return conv.unpadded()
-    twin = Convolution(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
-                       conv.dilation, conv.groups, device="meta")
-    twin.weight, twin.bias, twin.layer_name = conv.weight, conv.bias, conv.layer_name
-    return twin
+    return redress(Convolution, conv, pad=0)  # type: ignore[return-value]
 
 
 class CanvasConvolution(Convolution):
     """A trunk Convolution (with the in-place ReLU after it when ``relu``) evaluated on the
-    constant canvas. Its parameters are the original module's (same state-dict keys); the
+    constant canvas. Its parameters are the original layer's (same state-dict keys); the
     original (``pad`` as declared) and a ``pad: 0`` twin for crops are kept unregistered."""
 
-    def __init__(self, conv: Convolution, relu: bool, chain: CanvasChain, index: int):
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                         conv.padding, conv.dilation, conv.groups, device="meta")
-        self.weight, self.bias, self.layer_name = conv.weight, conv.bias, conv.layer_name
-        self._impl = (conv, _unpadded(conv))  # a tuple: not submodules, no duplicate keys
-        self.relu, self.chain, self.index = relu, chain, index
+    @classmethod
+    def of(cls, conv: Convolution, relu: bool, chain: "CanvasChain", index: int) -> "CanvasConvolution":
+        # a tuple: not submodules, no duplicate state-dict keys
+        return redress(cls, conv, _impl=(conv, _unpadded(conv)), relu=relu, chain=chain,  # type: ignore[return-value]
+                       index=index)
 
     def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        y = module(x)
+        (y,) = module(x)
         return torch.relu(y) if self.relu else y
 
     def _tile(self, x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
         sy, sx = self.chain.stencils[self.index]
         crop = _crop(x, sy.window(*rows), sx.window(*cols))
-        return _check_tile(self._run(self._impl[1], crop), rows, cols, self.layer_name)
+        return _check_tile(self._run(self._impl[1], crop), rows, cols, self.caffe_name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         plans = self.chain.plans_for(self.index, x)
         out = assemble(plans[self.index], x, self._tile) if plans is not None else None
         if out is None:
             out = self._run(self._impl[0], x)
         self.chain.produced(self.index, out, plans)
-        return out
+        return (out,)
 
 
 class CanvasPooling(Pooling):
     """A trunk MAX Pooling (no pad) evaluated on the constant canvas; a crop that reaches the
     canvas end keeps Caffe's ceil-rounded last window (:func:`port.net.ops.pool2d` on it)."""
 
-    def __init__(self, pool: Pooling, chain: CanvasChain, index: int):
-        super().__init__(pool.kernel, pool.stride, pool.pad, pool.mode)
-        self.layer_name, self.chain, self.index = pool.layer_name, chain, index
+    @classmethod
+    def of(cls, pool: Pooling, chain: "CanvasChain", index: int) -> "CanvasPooling":
+        return redress(cls, pool, chain=chain, index=index)  # type: ignore[return-value]
 
     def _tile(self, x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
         sy, sx = self.chain.stencils[self.index]
         (r0, r1), (c0, c1) = sy.window(*rows), sx.window(*cols)
         crop = x[..., r0:min(r1, x.shape[-2]), c0:min(c1, x.shape[-1])]
-        return _check_tile(super().forward(crop), rows, cols, self.layer_name)
+        return _check_tile(super().forward(crop)[0], rows, cols, self.caffe_name)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         plans = self.chain.plans_for(self.index, x)
         out = assemble(plans[self.index], x, self._tile) if plans is not None else None
         if out is None:
-            out = super().forward(x)
+            (out,) = super().forward(x)
         self.chain.produced(self.index, out, plans)
-        return out
+        return (out,)
 
 
 class CanvasLRN(LRN):
     """A trunk LRN: per position across channels, so it keeps the canvas structure; it runs on
     the whole map and passes the map on to the next canvas layer."""
 
-    def __init__(self, lrn: LRN, chain: CanvasChain, index: int):
-        super().__init__(lrn.local_size, lrn.alpha, lrn.beta, lrn.k)
-        self.layer_name, self.chain, self.index = lrn.layer_name, chain, index
+    @classmethod
+    def of(cls, lrn: LRN, chain: "CanvasChain", index: int) -> "CanvasLRN":
+        return redress(cls, lrn, chain=chain, index=index)  # type: ignore[return-value]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         plans = self.chain.plans_for(self.index, x)
-        out = super().forward(x)
+        (out,) = super().forward(x)
         self.chain.produced(self.index, out, plans)
-        return out
+        return (out,)
 
 
-def _wrap(model: nn.Module, chain: list[tuple[str, str | None]]) -> None:
+def _wrap(model: CaffeNet, chain: list[tuple[str, str | None]]) -> None:
+    layers = model.caffe_layers()
     names = [name for name, _ in chain]
-    state = CanvasChain(names, [_stencils(getattr(model, n)) for n in names])
+    state = CanvasChain(names, [_stencils(layers[n]) for n in names])
     for index, (name, relu) in enumerate(chain):
-        module = getattr(model, name)
+        module = layers[name]
         if isinstance(module, Convolution):
-            fuse = relu is not None and type(getattr(model, relu)) is nn.ReLU
-            setattr(model, name, CanvasConvolution(module, fuse, state, index))
+            fuse = relu is not None and type(layers[relu]) is ReLU
+            setattr(model, name, CanvasConvolution.of(module, fuse, state, index))
             if fuse:
-                setattr(model, relu, nn.Identity())
+                setattr(model, relu, redress(Identity, layers[relu]))
         elif isinstance(module, Pooling):
-            setattr(model, name, CanvasPooling(module, state, index))
+            setattr(model, name, CanvasPooling.of(module, state, index))
         else:
-            setattr(model, name, CanvasLRN(module, state, index))
+            setattr(model, name, CanvasLRN.of(module, state, index))
 
 
 def constant_canvas(model: nn.Module, inplace: bool = False) -> nn.Module:
@@ -373,18 +381,20 @@ def pays_off(model: nn.Module) -> bool:
     convolutions then cost more than they save (benchmarks/RESULTS.md: FCN-AlexNet cpu-fast
     0.176 s plain vs 0.255 s on the canvas at 375x500)."""
     chains = trunk_chains(model)
-    return bool(chains) and all(tuple(getattr(model, chain[0][0]).stride) == (1, 1) for chain in chains)
+    layers = model.caffe_layers()
+    return bool(chains) and all(_two(layers[chain[0][0]].stride) == (1, 1) for chain in chains)
 
 
 def canvas_flops(model: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
     """(plain, canvas) FLOPs (2 per multiply-add) of the trunk convolutions at input ``size``:
     the canvas count covers the inner blocks, rim corners and the two profiles of each layer."""
     plain = canvas = 0
+    layers = model.caffe_layers()
     for chain in trunk_chains(model):
         names = [n for n, _ in chain]
-        plans = plan_chain([_stencils(getattr(model, n)) for n in names], size, names)
+        plans = plan_chain([_stencils(layers[n]) for n in names], size, names)
         for name, (ay, ax) in zip(names, plans):
-            module = getattr(model, name)
+            module = layers[name]
             if not isinstance(module, Convolution):
                 continue
             per_output = 2 * module.weight[0].numel() * module.weight.shape[0]

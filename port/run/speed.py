@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from port.net import ops
+from port.net.engine import CaffeNet
+from port.net.layers import Convolution, Identity, ReLU, redress
 from port.run import canvas
-from port.models._layers import Convolution, Deconvolution
 
 __all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
            "FAST_TF32_CONV5", "FAST_TF32_SPLIT5", "FAST_FP16", "FAST_FP16_CONV5", "keep_fp32",
@@ -220,12 +221,9 @@ class SplitTf32Convolution(Convolution):
     rounding. Parameters are the original ones (state-dict keys unchanged); the split is
     recomputed when the weight changes."""
 
-    def __init__(self, conv: Convolution):
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                         conv.padding, conv.dilation, conv.groups, device="meta")
-        self.weight, self.bias = conv.weight, conv.bias
-        self.layer_name = conv.layer_name
-        self._split: tuple[Any, torch.Tensor, torch.Tensor] | None = None
+    @classmethod
+    def of(cls, conv: Convolution) -> "SplitTf32Convolution":
+        return redress(cls, conv, _split=None)  # type: ignore[return-value]
 
     def parts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(hi, lo)`` of the current weight, in its memory format."""
@@ -236,12 +234,12 @@ class SplitTf32Convolution(Convolution):
             self._split = (key, hi, (w - hi).contiguous(memory_format=_memory_format(w)))
         return self._split[1], self._split[2]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         hi, lo = self.parts()
-        y = ops.conv2d(x, hi, self.bias, self.stride, self.padding, self.groups, self.dilation,
-                       layer=self.layer_name)
-        return y + ops.conv2d(x, lo, None, self.stride, self.padding, self.groups, self.dilation,
-                              layer=self.layer_name)
+        y = ops.conv2d(x, hi, self._bias(), self.stride, self.pad, self.groups, self.dilation,
+                       self.caffe_name)
+        return (y + ops.conv2d(x, lo, None, self.stride, self.pad, self.groups, self.dilation,
+                               self.caffe_name),)
 
 
 def _weight_key(weight: torch.Tensor) -> tuple:
@@ -259,17 +257,22 @@ def _memory_format(t: torch.Tensor) -> torch.memory_format:
         and not t.is_contiguous() else torch.contiguous_format
 
 
+def _plain_convolutions(model: nn.Module) -> dict[str, Convolution]:
+    """The net's Convolution layers (not Deconvolution, not already a run-mode variant)."""
+    return {n: m for n, m in model.named_children() if type(m) is Convolution and not m.transposed}
+
+
 def split_tf32(model: nn.Module, names: tuple[str, ...] | list[str]) -> nn.Module:
-    """Replace the named convolutions of ``model`` (children, by Caffe layer name) by
+    """Replace the named convolutions of ``model`` (layers, by Caffe layer name) by
     :class:`SplitTf32Convolution` in place; returns ``model``. A missing name, or a layer that
     is not a plain convolution, raises, naming it."""
-    children = dict(model.named_children())
-    wrong = [n for n in names if type(children.get(n)) is not Convolution]
+    children = _plain_convolutions(model)
+    wrong = [n for n in names if n not in children]
     if wrong:
         raise ValueError(f"split_tf32: {type(model).__name__} has no plain Convolution layer(s) "
                          f"{', '.join(wrong)}")
     for name in names:
-        setattr(model, name, SplitTf32Convolution(children[name]))
+        setattr(model, name, SplitTf32Convolution.of(children[name]))
     return model
 
 
@@ -296,6 +299,10 @@ def _mkldnn_ok() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
+def _pair(value: int | tuple[int, ...]) -> list[int]:
+    return [value, value] if isinstance(value, int) else list(value)
+
+
 class PackedConvolution(Convolution):
     """Caffe ``Convolution`` (and, with ``relu``, the in-place ``ReLU`` after it) through
     oneDNN with the weight reordered to oneDNN's blocked layout once instead of on every call.
@@ -306,18 +313,15 @@ class PackedConvolution(Convolution):
     changes. Off the CPU, outside fp32, or with autograd on, it runs :func:`port.net.ops.conv2d`.
     """
 
-    def __init__(self, conv: Convolution, relu: bool):
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                         conv.padding, conv.dilation, conv.groups, device="meta")
-        self.weight, self.bias = conv.weight, conv.bias
-        self.layer_name, self.relu = conv.layer_name, relu
-        self._packed: tuple[Any, torch.Tensor] | None = None
+    @classmethod
+    def of(cls, conv: Convolution, relu: bool) -> "PackedConvolution":
+        return redress(cls, conv, relu=relu, _packed=None)  # type: ignore[return-value]
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
         key = _weight_key(self.weight)
         if self._packed is None or self._packed[0] != key:
             packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight.detach(), list(self.padding), list(self.stride), list(self.dilation),
+                self.weight.detach(), _pair(self.pad), _pair(self.stride), _pair(self.dilation),
                 self.groups, list(x.shape))
             self._packed = (key, packed)
         return self._packed[1]
@@ -325,55 +329,56 @@ class PackedConvolution(Convolution):
     def unpadded(self) -> "PackedConvolution":
         """The same convolution with ``pad: 0`` (same parameters, own packed copy), for the
         crops of :mod:`port.run.canvas`."""
-        base = Convolution(self.in_channels, self.out_channels, self.kernel_size, self.stride, 0,
-                           self.dilation, self.groups, device="meta")
-        base.weight, base.bias, base.layer_name = self.weight, self.bias, self.layer_name
-        return PackedConvolution(base, self.relu)
+        return redress(PackedConvolution, self, pad=0, _packed=None)  # type: ignore[return-value]
 
     def _fast(self, x: torch.Tensor) -> bool:
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         return (x.device.type == "cpu" and x.dtype == torch.float32 == self.weight.dtype and not grad
-                and x.dim() == 4 and x.shape[1] == self.in_channels)
+                and x.dim() == 4 and x.shape[1] == self.weight.shape[1] * self.groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         if not self._fast(x):
-            y = super().forward(x)
-            return torch.relu(y) if self.relu else y
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self._packed_weight(x), self.bias, list(self.padding), list(self.stride),
-            list(self.dilation), self.groups, "relu" if self.relu else "none", [], "")
+            (y,) = super().forward(x)
+            return (torch.relu(y) if self.relu else y,)
+        return (torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed_weight(x), self._bias(), _pair(self.pad), _pair(self.stride),
+            _pair(self.dilation), self.groups, "relu" if self.relu else "none", [], ""),)
 
 
-def _fusable_relus(model: nn.Module) -> dict[str, str]:
-    """Convolution name -> the in-place ReLU that directly follows it in the net's layer
-    records (``model.caffe_layers()``), for the plain (non-leaky) ``nn.ReLU`` modules."""
-    records = list(model.caffe_layers())
+def fusable_relus(model: CaffeNet) -> dict[str, str]:
+    """Convolution name -> the in-place ReLU (``negative_slope: 0``) that directly follows it
+    in the net's layer order (``model.steps``), reading and writing the convolution's top."""
+    steps, layers = model.steps, model.caffe_layers()
     pairs = {}
-    for conv, relu in zip(records, records[1:]):
-        module = getattr(model, relu.name, None)
-        if (conv.kind == "Convolution" and relu.kind == "ReLU" and relu.bottoms == (conv.name,)
-                and relu.tops == (conv.name,) and type(module) is nn.ReLU):
-            pairs[conv.name] = relu.name
+    for (conv, _, conv_tops), (relu, bottoms, tops) in zip(steps, steps[1:]):
+        module, after = layers[conv], layers[relu]
+        if (type(module) in (Convolution, PackedConvolution) and not module.transposed
+                and type(after) is ReLU and not after.negative_slope
+                and bottoms == tops == conv_tops and len(conv_tops) == 1):
+            pairs[conv] = relu
     return pairs
 
 
-def prepack_cpu(model: nn.Module) -> nn.Module:
-    """A copy of a :mod:`port.models` family net whose convolutions are
-    :class:`PackedConvolution` (each fusing the in-place ReLU that follows it; that ReLU
-    becomes ``nn.Identity``). Same parameters, same outputs bit for bit, fewer passes over
-    memory (MAX pooling's fast path lives in :func:`port.net.ops.pool2d`). Without oneDNN the copy is returned unchanged."""
-    if not hasattr(model, "caffe_layers"):
-        raise TypeError(f"prepack_cpu needs a port.models family net (with caffe_layers()), "
-                        f"got {type(model).__name__}")
+def _check_net(model: nn.Module, what: str) -> None:
+    if not isinstance(model, CaffeNet):
+        raise TypeError(f"{what} needs a port.net.engine.CaffeNet (a builder's net or one read "
+                        f"from a prototxt), got {type(model).__name__}")
+
+
+def prepack_cpu(model: CaffeNet) -> CaffeNet:
+    """A copy of a net whose convolutions are :class:`PackedConvolution` (each fusing the
+    in-place ReLU that follows it; that ReLU becomes an identity). Same parameters, same
+    outputs bit for bit, fewer passes over memory (MAX pooling's fast path lives in
+    :func:`port.net.ops.pool2d`). Without oneDNN the copy is returned unchanged."""
+    _check_net(model, "prepack_cpu")
     model = copy.deepcopy(model)
     if not _mkldnn_ok():
         return model
-    relus = _fusable_relus(model)
-    for name, module in list(model.named_children()):
-        if type(module) is Convolution:
-            setattr(model, name, PackedConvolution(module, relu=name in relus))
+    relus = fusable_relus(model)
+    for name, module in _plain_convolutions(model).items():
+        setattr(model, name, PackedConvolution.of(module, relu=name in relus))
     for relu in relus.values():
-        setattr(model, relu, nn.Identity())
+        setattr(model, relu, redress(Identity, model.caffe_layers()[relu]))
     return model
 
 
@@ -385,24 +390,20 @@ def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device 
     ``mode.fp32_layers`` kept in fp32 (:func:`keep_fp32`), ``mode.split_tf32_layers`` split
     (:func:`split_tf32`, in place). ``mode.compile`` is left to
     :func:`compile_model`, whose warm-up the caller times."""
+    _check_net(model, "prepare_model")
     device = torch.device(device)
     model = model.eval().to(device)
     if mode.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    family = hasattr(model, "caffe_layers")  # prepacking and the canvas read the layer records
-    if (mode.prepack or mode.skip_constant) and not family:
-        warnings.warn(f"{mode.name}: {type(model).__name__} is not a port.models family net; "
-                      f"oneDNN prepacking and the constant canvas are skipped", stacklevel=2)
-    copied = mode.prepack and device.type == "cpu" and family
+    copied = mode.prepack and device.type == "cpu"
     if copied:
         model = prepack_cpu(model)
-    if mode.skip_constant and family and canvas.pays_off(model):
+    if mode.skip_constant and canvas.pays_off(model):
         model = canvas.constant_canvas(model, inplace=copied)
     if mode.fp32_layers:
         model = keep_fp32(model, _present(model, mode, "fp32_layers", dict(model.named_modules())))
     if mode.split_tf32_layers:
-        children = {n: m for n, m in model.named_children() if type(m) is Convolution}
-        model = split_tf32(model, _present(model, mode, "split_tf32_layers", children))
+        model = split_tf32(model, _present(model, mode, "split_tf32_layers", _plain_convolutions(model)))
     return model
 
 
@@ -450,9 +451,9 @@ def compile_model(model: nn.Module, example: dict[str, torch.Tensor], *, budget_
     return CompileResult(compiled, True, elapsed)
 
 
-def _layer_flops(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+def _layer_flops(module: Convolution, x: torch.Tensor, y: torch.Tensor) -> int:
     """Multiply-adds x 2 of one convolution or deconvolution call, from its shapes."""
-    if isinstance(module, Convolution):
+    if not module.transposed:
         c_out, c_in_g, kh, kw = module.weight.shape
         return 2 * c_in_g * kh * kw * y.numel()
     c_in, c_out_g, kh, kw = module.weight.shape  # Deconvolution: every input value spreads
@@ -466,10 +467,11 @@ def count_flops(model: nn.Module, **inputs: torch.Tensor) -> tuple[int, dict[str
     per_layer: dict[str, int] = {}
 
     def hook(module, args, output):
-        per_layer[module.layer_name] = per_layer.get(module.layer_name, 0) + _layer_flops(module, args[0], output)
+        name = module.caffe_name
+        per_layer[name] = per_layer.get(name, 0) + _layer_flops(module, args[0], output[0])
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (Convolution, Deconvolution))]
+               if isinstance(m, Convolution)]
     try:
         with torch.inference_mode():
             model(**inputs)
