@@ -32,7 +32,8 @@ import torch
 from port.net import ops
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
 from port.fileio import atomic_open
-from port.net.engine import BlobMismatchError, CaffeNet
+from port.load import build_net, sha256_file
+from port.net.engine import BlobMismatchError
 from port.net.layers import CaffeGraphError
 from port.models import _weights as fmt
 from port.models import get_builder, get_meta, list_models
@@ -41,16 +42,9 @@ from port.models._weights import load_weights
 __all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "match_builders", "main",
            "safetensors_header", "sha256_file", "write_safetensors"]
 
-#: Caffe's declared size of the deploy nets' input (voc-fcn8s/deploy.prototxt), used to size
-#: the shape propagation when a Python data layer declares no shape; any size works for FCNs.
-PROPAGATION_SIZE = 500
-#: Channels of the upstream Python data layers' tops (voc/siftflow/nyud/pascalcontext_layers.py)
-#: when no convolution reads them directly: images 3, depth and label maps 1.
-DATA_LAYER_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1, "label": 1, "sem": 1, "geo": 1}
 #: The layers whose output count is a builder's class argument, by argument.
 CLASS_LAYERS = {"num_classes": ("score_fr", "score_fr_sem", "score_frcolor"),
                 "num_geo_classes": ("score_fr_geo",)}
-_HASH_CHUNK = 1 << 22
 #: safetensors' layout (huggingface/safetensors, "Format"): an 8-byte little-endian header
 #: length, a JSON header padded with spaces to a multiple of 8 bytes, then the raw tensors.
 _HEADER_LENGTH = struct.Struct("<Q")
@@ -103,21 +97,6 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def sha256_file(path: str | os.PathLike, stop: threading.Event | None = None) -> str:
-    """The SHA-256 of a file, read in chunks into one reused buffer (hashlib releases the GIL
-    on large buffers, so this overlaps other work when run in a thread). ``stop`` set: give
-    up early (the partial digest returned is then meaningless)."""
-    digest, buffer = hashlib.sha256(), bytearray(_HASH_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as fh:
-        while not (stop is not None and stop.is_set()):
-            count = fh.readinto(buffer)
-            if not count:
-                break
-            digest.update(view[:count])
-    return digest.hexdigest()
-
-
 # -- reading the blobs ------------------------------------------------------------------------
 def _read_file(reader: Callable[[Path], NetDef], path: Path) -> NetDef:
     """``reader(path)``; a failure as a :class:`ConversionError` naming ``path`` once."""
@@ -139,24 +118,6 @@ def _read(weights_path: Path, prototxt: Path | None) -> tuple[NetDef, NetDef | N
     return src, net
 
 
-def _input_channels(net: NetDef, src: NetDef) -> dict[str, tuple[int, ...]]:
-    """Shapes for the Python data layers' tops (Caffe learns them only at run time): channels
-    from the convolution reading the top, else the upstream data layers' convention."""
-    blobs = src.blobs()
-    shapes = {}
-    for layer in net.layers:
-        if layer.type != "Python":
-            continue
-        for top in layer.top:
-            channels = DATA_LAYER_CHANNELS.get(top, 1)
-            for reader in net.layers:
-                if reader.type == "Convolution" and reader.bottom[:1] == [top] and reader.name in blobs:
-                    channels = int(blobs[reader.name][0].shape[1]) * int(reader.convolution_param.group)
-                    break
-            shapes[top] = (1, channels, PROPAGATION_SIZE, PROPAGATION_SIZE)
-    return shapes
-
-
 def _float32(blob: np.ndarray) -> np.ndarray:
     """``blob`` as contiguous little-endian float32: the file's own view when it is one
     already (Caffe's ``data``), a converted copy otherwise (``double_data``)."""
@@ -169,7 +130,7 @@ def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarr
     allocating it, and ``load_blobs`` lists each mismatch (its copies are no-ops on meta)."""
     try:
         with torch.device("meta"):
-            graph = CaffeNet(net, "TEST", input_shapes=_input_channels(net, src))
+            graph = build_net(net, "TEST", blobs=src.blobs())
         graph.load_blobs(src, source)
     except BlobMismatchError as err:
         raise ConversionError(source, "blobs do not fill the net's parameters", err.problems) from err

@@ -791,22 +791,9 @@ class CaffeNetPredictor:
 
 def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module, str]:
     """``(CaffeNet of the prototxt's TEST phase with the weights loaded, the weights' source
-    SHA-256)``; weights: a binary or HDF5 caffemodel, or a converted safetensors file."""
-    from port import convert
-    from port.caffe import load_caffemodel, load_net
-    from port.net.engine import CaffeNet
-    from port.models import SOURCE_SHA256, load_state_strict, load_weights
+    SHA-256)``; weights: a binary or HDF5 caffemodel, or a converted safetensors file
+    (``port.load.load_net_and_weights``, the loader ``port forward`` and ``convert`` use)."""
+    from port.load import load_net_and_weights
     if not weights.is_file():
         raise ResolveError(f"{weights}: weights file not found")
-    net = load_net(prototxt)
-    data_tops = [t for layer in net.for_phase("TEST").layers if layer.type == "Python"
-                 for t in layer.top]
-    size = convert.PROPAGATION_SIZE
-    shapes = {t: (1, convert.DATA_LAYER_CHANNELS.get(t, 1), size, size) for t in data_tops}
-    model = CaffeNet(net, "TEST", input_shapes=shapes)
-    if weights.suffix == ".safetensors":
-        state, meta = load_weights(weights)
-        load_state_strict(model, state, str(weights))
-        return model, meta.get(SOURCE_SHA256) or convert.sha256_file(weights)
-    model.load_blobs(load_caffemodel(weights, net))
-    return model, convert.sha256_file(weights)
+    return load_net_and_weights(prototxt, weights)

@@ -17,13 +17,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from port.caffe import CaffeFormatError, load_caffemodel, load_net
+from port.caffe import CaffeFormatError, load_net
 from port.fileio import atomic_open
 from port.run.devices import device_usable
 from port.net.engine import BlobMismatchError, CaffeNet
 from port.net.layers import INPUT_LAYER_TYPES, CaffeGraphError
-from port.models import WeightsError, get_builder, get_model, list_models, load_weights
-from port.models._weights import load_state_strict
+from port.load import load_net_and_weights
+from port.models import WeightsError, get_builder, get_model, list_models
 from port.net.ops import CaffeSemanticsError
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -56,13 +56,8 @@ def _graph_net(prototxt: str, weights: str, arrays: Mapping[str, np.ndarray]) ->
     names = list(dict.fromkeys(list(net.inputs) + input_tops))
     _check_inputs(names, arrays, prototxt)
     shapes = {k: v.shape for k, v in arrays.items() if k in names}
-    graph = CaffeNet(net, "TEST", input_shapes=shapes)
-    if weights.endswith(SAFETENSORS_SUFFIX):
-        state, _ = load_weights(weights)
-        load_state_strict(graph, state, weights)
-    else:
-        graph.load_blobs(load_caffemodel(weights), weights)
-    return graph
+    model, _ = load_net_and_weights(prototxt, weights, input_shapes=shapes)
+    return model
 
 
 def _check_inputs(names: Sequence[str], arrays: Mapping[str, np.ndarray], source: str) -> None:

@@ -1,0 +1,113 @@
+"""Loading a net from its definition and weights: the one loader of ``forward``, ``convert``
+and the evaluation harness.
+
+A net comes from a prototxt (or a caffemodel's own stored definition) and runs in one phase as
+:class:`port.net.engine.CaffeNet`. Caffe learns the shapes of a ``Python`` data layer's tops
+only when the layer runs; here they are sized by :func:`data_input_shapes` (the channels the
+convolution reading a top needs, else the upstream data layers' convention), unless the caller
+knows them (the arrays ``port forward`` is given). Weights are a caffemodel (binary or HDF5,
+filled as Caffe's ``Net::CopyTrainedLayersFrom``, strictly) or a converted ``.safetensors``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from port.caffe import NetDef, load_caffemodel, load_net
+from port.errors import PortError
+from port.models import SOURCE_SHA256, load_state_strict, load_weights
+from port.net.engine import CaffeNet
+
+__all__ = ["PROPAGATION_SIZE", "DATA_LAYER_CHANNELS", "SAFETENSORS_SUFFIX", "data_input_shapes",
+           "build_net", "load_net_and_weights", "sha256_file"]
+
+#: Spatial size given to a data layer's tops whose size Caffe would learn at run time; any size
+#: the net accepts gives the same parameter shapes.
+PROPAGATION_SIZE = 500
+#: Channels of the tops of upstream's Python data layers (voc_layers.py, siftflow_layers.py,
+#: nyud_layers.py, pascalcontext_layers.py): images 3, depth and labels 1.
+DATA_LAYER_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1, "label": 1, "sem": 1, "geo": 1}
+SAFETENSORS_SUFFIX = ".safetensors"
+_HASH_CHUNK = 1 << 22
+
+
+def sha256_file(path: str | os.PathLike, stop: threading.Event | None = None) -> str:
+    """The SHA-256 of a file, read in chunks into one reused buffer (hashlib releases the GIL
+    on large buffers, so this overlaps other work when run in a thread). ``stop`` set: give
+    up early (the partial digest returned is then meaningless)."""
+    digest, buffer = hashlib.sha256(), bytearray(_HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while not (stop is not None and stop.is_set()):
+            count = fh.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
+    return digest.hexdigest()
+
+
+def data_input_shapes(net: NetDef, blobs: Mapping[str, Sequence] | None = None,
+                      size: int = PROPAGATION_SIZE) -> dict[str, tuple[int, ...]]:
+    """``(1, C, size, size)`` for each top of the net's ``Python`` data layers: ``C`` from the
+    weight blob of the convolution reading the top (times its ``group``) when ``blobs`` (a
+    caffemodel's, by layer name) has it, else :data:`DATA_LAYER_CHANNELS` (1 for a name it does
+    not know, e.g. a label)."""
+    blobs = blobs or {}
+    shapes = {}
+    for layer in net.layers:
+        if layer.type != "Python":
+            continue
+        for top in layer.top:
+            channels = DATA_LAYER_CHANNELS.get(top, 1)
+            for reader in net.layers:
+                if (reader.type == "Convolution" and reader.bottom[:1] == [top]
+                        and len(blobs.get(reader.name, ())) > 0):
+                    channels = int(blobs[reader.name][0].shape[1]) * int(reader.convolution_param.group)
+                    break
+            shapes[top] = (1, channels, size, size)
+    return shapes
+
+
+def build_net(net: NetDef, phase: str = "TEST", *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+              blobs: Mapping[str, Sequence] | None = None, meta: bool = False) -> CaffeNet:
+    """:class:`CaffeNet` of ``net`` in ``phase``, its data layers' tops sized by
+    ``input_shapes`` where given, else by :func:`data_input_shapes`. ``meta``: built on the
+    meta device (parameters sized, nothing allocated)."""
+    shapes = data_input_shapes(net.for_phase(phase), blobs)
+    shapes.update({k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()})
+    if meta:
+        with torch.device("meta"):
+            return CaffeNet(net, phase, input_shapes=shapes)
+    return CaffeNet(net, phase, input_shapes=shapes)
+
+
+def load_net_and_weights(prototxt: str | os.PathLike | None, weights: str | os.PathLike, *,
+                         phase: str = "TEST",
+                         input_shapes: Mapping[str, Sequence[int]] | None = None) -> tuple[CaffeNet, str]:
+    """``(CaffeNet of the net in phase with the weights loaded, the weights' source SHA-256)``.
+
+    The net is ``prototxt``'s, or, without one, the definition a binary caffemodel stores.
+    The SHA-256 is that of the caffemodel, or the one a converted file records of its source."""
+    weights = Path(weights)
+    is_safetensors = weights.name.endswith(SAFETENSORS_SUFFIX)
+    if prototxt is not None:
+        net = load_net(prototxt)
+        src = None if is_safetensors else load_caffemodel(weights, net)
+    else:
+        if is_safetensors:
+            raise PortError(f"{weights}: a converted file holds no net definition; give the "
+                            f"prototxt it was converted from")
+        src = load_caffemodel(weights)
+        net = src
+    model = build_net(net, phase, input_shapes=input_shapes, blobs=src.blobs() if src is not None else None)
+    if is_safetensors:
+        state, metadata = load_weights(weights)
+        load_state_strict(model, state, str(weights))
+        return model, metadata.get(SOURCE_SHA256) or sha256_file(weights)
+    model.load_blobs(src, str(weights))
+    return model, sha256_file(weights)
