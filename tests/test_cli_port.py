@@ -115,3 +115,20 @@ def test_convert_error_names_only_the_failing_file(small_net, tmp_path, capsys):
     assert main(["convert", str(prototxt), str(cut), "-o", str(tmp_path / "o.safetensors")]) == 1
     err = capsys.readouterr().err
     assert err.count(str(cut)) == 1 and str(prototxt) not in err
+
+
+@pytest.mark.parametrize("flags, mode", [(["--precision", "strict-fp32-canvas"], "strict-fp32-canvas"),
+                                         (["--tf32"], "fast-tf32"), ([], "cpu-fast")])
+def test_selfcheck_precision_modes(flags, mode, capsys):
+    """--precision names any mode (--tf32 is --precision fast-tf32); on the CPU the default
+    is cpu-fast, checked against strict fp32."""
+    assert main(["selfcheck", "--model", "fcn16s", "--width-divisor", "16", "--size", "40x52",
+                 "--max-error", "1e-4", *flags]) == 0
+    out = capsys.readouterr().out
+    assert f"in {mode} vs strict fp32" in out
+
+
+def test_selfcheck_unknown_precision_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["selfcheck", "--precision", "fast-fp8"])
+    assert info.value.code == 2 and "cpu-fast" in capsys.readouterr().err

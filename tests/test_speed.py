@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from port.net import ops
-from port.run import speed
+from port.run import canvas, speed
 from port.models import get_model
 from port.caffe import load_caffemodel, load_net
 from port.net.engine import CaffeNet
@@ -123,7 +123,6 @@ def test_exact_modes_are_the_fp32_ones():
 
 @pytest.mark.parametrize("mode", list(speed.MODES.values()), ids=list(speed.MODES))
 def test_skip_constant_puts_the_trunk_on_the_canvas_and_strict_stays_plain(mode):
-    from port.run import canvas
     model = speed.prepare_model(tiny(), mode)
     on_canvas = [n for n, m in model.named_children() if isinstance(m, (canvas.CanvasConvolution, canvas.CanvasPooling))]
     assert bool(on_canvas) == mode.skip_constant
@@ -345,3 +344,19 @@ def test_every_mode_runs_a_builder_net_and_a_prototxt_net(mode, source, goldens_
             assert abs(float(got[name]) - float(value)) <= (1e-4 if mode.exact else 0.05) * abs(float(value))
             continue
         assert rel_err(got[name], value) < (1e-5 if mode.exact else 0.1), name
+
+
+def test_runner_is_the_mode_put_together():
+    """Runner = prepare_model + to_input + backend_flags + autocast + inference mode, restoring
+    the flags after each call; names a mode by name too."""
+    model, x = tiny(), data(7)
+    manual = run(speed.prepare_model(tiny(), speed.CPU_FAST), speed.CPU_FAST, x)
+    before = torch.get_float32_matmul_precision()
+    runner = speed.Runner("cpu-fast", model, "cpu")
+    got = runner(x)
+    assert torch.get_float32_matmul_precision() == before
+    assert torch.equal(got, manual) and not got.requires_grad
+    assert isinstance(runner.model.conv1_1, canvas.CanvasConvolution)
+    assert runner(data=x).shape == got.shape  # by input name as well
+    with pytest.raises(speed.UnknownModeError, match="unknown precision mode 'fast-fp8'.*cpu-fast"):
+        speed.Runner("fast-fp8", model)

@@ -1,16 +1,18 @@
-"""``python -m port selfcheck [--device cuda] [--tf32] [--model fcn8s] [--width-divisor N] [--size HxW]``.
+"""``python -m port selfcheck [--device D] [--precision MODE] [--model fcn8s] [--width-divisor N] [--size HxW]``.
 
-Runs a family model with seeded random weights on seeded random inputs twice: once as the
-reference (CPU, float32, contiguous) and once as asked (device, TF32 matmuls/convolutions,
-channels-last memory), and reports per output the max relative error
-``max|candidate - reference| / max|reference|`` and the fraction of pixels whose argmax class
-agrees. It shows what TF32, cuDNN's algorithms or another memory layout do to the numbers. On
-a CPU alone it compares channels-last against contiguous, so it runs anywhere.
+Runs a released net with seeded random weights on seeded random inputs twice: once as the
+reference (strict fp32 on the CPU) and once as asked (a precision mode of
+``port.run.speed.MODES`` on a device, through ``speed.Runner``), and reports per output the max
+relative error ``max|candidate - reference| / max|reference|`` and the fraction of pixels
+whose argmax class agrees. It shows what TF32, bf16, cuDNN's algorithms, another memory layout
+or the CPU fast path do to the numbers. ``--tf32`` is ``--precision fast-tf32``. On a CPU alone
+it checks ``cpu-fast`` against strict fp32, so it runs anywhere.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from port.run import speed
 from port.run.devices import device_usable
 from port.models import get_model
 from port.net.layers import Convolution
@@ -62,10 +65,9 @@ def random_inputs(model: torch.nn.Module, size: tuple[int, int], seed: int) -> d
             for name in model.input_names}
 
 
-def _outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        result = model(**inputs)
-    return {model.meta.outputs[0]: result} if isinstance(result, torch.Tensor) else result
+def _outputs(runner: speed.Runner, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    result = runner(**inputs)
+    return {runner.model.output_names[0]: result} if isinstance(result, torch.Tensor) else result
 
 
 def compare(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> list[OutputCheck]:
@@ -79,28 +81,26 @@ def compare(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tenso
     return checks
 
 
-def selfcheck(model_name: str = "fcn8s", *, device: str = "cpu", tf32: bool = False,
+def default_precision(device: str) -> str:
+    """The mode checked when none is named: ``cpu-fast`` on the CPU (so the check is not of a
+    run with itself), strict fp32 elsewhere."""
+    return speed.CPU_FAST.name if torch.device(device).type == "cpu" else speed.STRICT.name
+
+
+def selfcheck(model_name: str = "fcn8s", *, device: str = "cpu", precision: "str | speed.SpeedMode | None" = None,
               channels_last: bool | None = None, width_divisor: int = 1,
               size: tuple[int, int] = (224, 224), seed: int = 0) -> list[OutputCheck]:
-    """Compare ``model_name`` on ``device`` (TF32 when asked; channels-last by default on the
-    CPU, so the comparison is not of a run with itself) against CPU float32."""
+    """Compare ``model_name`` run in ``precision`` (a mode of ``port.run.speed.MODES``; default
+    :func:`default_precision`) on ``device`` against strict fp32 on the CPU; ``channels_last``
+    overrides the mode's memory format."""
+    mode = speed.mode_named(precision or default_precision(device))
+    if channels_last is not None:
+        mode = dataclasses.replace(mode, channels_last=channels_last)
     reference_model = randomize(get_model(model_name, width_divisor=width_divisor), seed).eval()
     inputs = random_inputs(reference_model, size, seed)
-    reference = _outputs(reference_model, inputs)
-    channels_last = (torch.device(device).type == "cpu") if channels_last is None else channels_last
-    candidate_model = copy.deepcopy(reference_model).to(device)
-    if channels_last:
-        candidate_model = candidate_model.to(memory_format=torch.channels_last)
-    moved = {k: v.to(device) for k, v in inputs.items()}
-    if channels_last:
-        moved = {k: v.contiguous(memory_format=torch.channels_last) for k, v in moved.items()}
-    previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-    try:
-        candidate = _outputs(candidate_model, moved)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
-    return compare(reference, candidate)
+    candidate = speed.Runner(mode, copy.deepcopy(reference_model), device)
+    reference = _outputs(speed.Runner(speed.STRICT, reference_model, "cpu"), inputs)
+    return compare(reference, _outputs(candidate, inputs))
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -117,9 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m port selfcheck", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="fcn8s", help="family model name (default fcn8s)")
     parser.add_argument("--device", default="cpu", help="device to check against CPU fp32")
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions")
+    parser.add_argument("--precision", choices=list(speed.MODES), metavar="MODE",
+                        help=f"precision mode to check: {', '.join(speed.MODES)} (default: "
+                             f"{speed.CPU_FAST.name} on the CPU, {speed.STRICT.name} elsewhere)")
+    parser.add_argument("--tf32", dest="precision", action="store_const", const=speed.FAST_TF32.name,
+                        help=f"the same as --precision {speed.FAST_TF32.name}")
     parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
-                        help="run the candidate channels-last (default on the CPU)")
+                        help="run the candidate channels-last (default: as the mode says)")
     parser.add_argument("--contiguous", dest="channels_last", action="store_false",
                         help="run the candidate in contiguous memory")
     parser.add_argument("--width-divisor", type=int, default=1, help="1: released widths; 16: goldens'")
@@ -130,13 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not device_usable(args.device, "python -m port selfcheck"):
         return 2
     try:
-        checks = selfcheck(args.model, device=args.device, tf32=args.tf32, channels_last=args.channels_last,
-                           width_divisor=args.width_divisor, size=args.size, seed=args.seed)
+        checks = selfcheck(args.model, device=args.device, precision=args.precision,
+                           channels_last=args.channels_last, width_divisor=args.width_divisor,
+                           size=args.size, seed=args.seed)
     except (KeyError, ValueError, RuntimeError) as err:
         print(f"python -m port selfcheck: {err}", file=sys.stderr)
         return 1
     print(f"{args.model} (width / {args.width_divisor}, {args.size[0]}x{args.size[1]}) on {args.device}"
-          f"{' TF32' if args.tf32 else ''} vs CPU float32:")
+          f" in {args.precision or default_precision(args.device)} vs strict fp32 on the CPU:")
     for check in checks:
         print("  " + check.line())
     failed = args.max_error is not None and any(c.max_rel_error > args.max_error for c in checks)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from port.errors import PortError
 from port.net import ops
 from port.net.engine import CaffeNet
 from port.net.layers import Convolution, Identity, ReLU, redress
@@ -37,7 +38,7 @@ __all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAS
            "to_tf32", "SplitTf32Convolution", "split_tf32",
            "PackedConvolution", "set_backend_flags", "backend_flags", "autocast", "to_input",
            "set_threads", "prepack_cpu", "prepare_model", "compile_model", "CompileResult",
-           "count_flops"]
+           "count_flops", "Runner", "mode_named", "UnknownModeError"]
 
 
 @dataclass(frozen=True)
@@ -479,3 +480,65 @@ def count_flops(model: nn.Module, **inputs: torch.Tensor) -> tuple[int, dict[str
         for handle in handles:
             handle.remove()
     return sum(per_layer.values()), per_layer
+
+
+# -- one object for a mode on a net ------------------------------------------------------------
+class UnknownModeError(PortError):
+    """A precision mode name that is not one of :data:`MODES`."""
+
+
+def mode_named(mode: "SpeedMode | str") -> SpeedMode:
+    """``mode`` itself, or the mode of :data:`MODES` called so (PortError listing them)."""
+    if isinstance(mode, SpeedMode):
+        return mode
+    if mode not in MODES:
+        raise UnknownModeError(f"unknown precision mode {mode!r}; modes: {', '.join(MODES)}")
+    return MODES[mode]
+
+
+class Runner:
+    """A precision mode applied to a net on a device: the one object that puts the mode's
+    pieces together, so no caller combines them by hand.
+
+    At construction the net is prepared (:func:`prepare_model`: eval mode, device, memory
+    format, CPU prepacking, the constant canvas, fp32 islands, split TF32 weights; a copy where
+    a piece needs one). Each call moves the inputs to the device in the mode's layout
+    (:func:`to_input`) and runs the net under the mode's backend flags (:func:`backend_flags`,
+    restored after) and autocast, without autograd. :meth:`compile` puts the prepared net
+    through ``torch.compile`` (:func:`compile_model`) for the modes that ask for it.
+
+    >>> runner = Runner("cpu-fast", get_model("fcn8s", weights=...), "cpu")   # doctest: +SKIP
+    >>> score = runner(data)                                                 # doctest: +SKIP
+    """
+
+    def __init__(self, mode: "SpeedMode | str", model: CaffeNet, device: str | torch.device = "cpu"):
+        self.mode = mode_named(mode)
+        self.device = torch.device(device)
+        self.model: Callable[..., Any] = prepare_model(model, self.mode, self.device)
+        self.compiled: CompileResult | None = None
+
+    def place(self, x: Any) -> Any:
+        """An input tensor on the device in the mode's memory format (anything else as is)."""
+        if isinstance(x, torch.Tensor):
+            return to_input(x.to(self.device, non_blocking=True), self.mode)
+        return x
+
+    @contextlib.contextmanager
+    def context(self) -> Iterator[None]:
+        """The mode's backend flags and autocast, no autograd: for a caller that runs the
+        prepared net itself (:attr:`model`) over many inputs."""
+        with backend_flags(self.mode), autocast(self.mode, self.device), torch.inference_mode():
+            yield
+
+    def __call__(self, *args: Any, **inputs: Any) -> Any:
+        with self.context():
+            return self.model(*[self.place(a) for a in args], **{k: self.place(v) for k, v in inputs.items()})
+
+    def compile(self, example: dict[str, torch.Tensor], *, budget_s: float = math.inf) -> CompileResult:
+        """``torch.compile`` the prepared net, warmed up on ``example`` under the mode's flags
+        (eager again when it fails or runs over ``budget_s``)."""
+        with backend_flags(self.mode), autocast(self.mode, self.device):
+            self.compiled = compile_model(self.model, {k: self.place(v) for k, v in example.items()},
+                                          budget_s=budget_s)
+        self.model = self.compiled.model
+        return self.compiled
