@@ -31,6 +31,7 @@ import torch
 
 from port.net import ops
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
+from port.errors import PortError
 from port.fileio import atomic_open
 from port.load import build_net, sha256_file
 from port.net.engine import BlobMismatchError
@@ -56,7 +57,7 @@ _FLOAT32 = np.dtype("<f4")
 _DIGEST_PLACEHOLDER = "0" * hashlib.sha256().digest_size * 2
 
 
-class ConversionError(ValueError):
+class ConversionError(PortError):
     """A caffemodel that does not convert: unreadable, or its blobs do not fill the net
     exactly (``problems`` lists each mismatch: layer, blob index, expected vs found)."""
 
@@ -135,7 +136,11 @@ def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarr
     except BlobMismatchError as err:
         raise ConversionError(source, "blobs do not fill the net's parameters", err.problems) from err
     except (CaffeGraphError, ops.CaffeSemanticsError) as err:
-        raise ConversionError(source, f"cannot build the net: {err}") from err
+        # a mistake in the definition names the file it is in (the prototxt), not the weights
+        where, text = net.path or source, str(err)
+        if text.startswith(f"{where}: "):
+            text = text[len(where) + 2:]
+        raise ConversionError(where, text) from err
     names = {id(param): name for name, param in graph.named_parameters()}
     found = {layer.name: layer.blobs for layer in src.layers if len(layer.blobs)}
     # The blobs are views of the caffemodel; a legacy 4-D blob reshapes to its parameter.

@@ -132,3 +132,71 @@ def test_selfcheck_unknown_precision_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["selfcheck", "--precision", "fast-fp8"])
     assert info.value.code == 2 and "cpu-fast" in capsys.readouterr().err
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("via", ["builder", "prototxt"])
+@pytest.mark.parametrize("shape", [(1, 1, 20, 24), (3, 20, 24)])
+def test_forward_input_of_the_wrong_shape_names_the_input_blob(via, shape, small_net, tmp_path, capsys):
+    """A 1-channel or 3-D image is the input's mistake: one line naming the blob 'data' and the
+    shape expected, not a traceback and not the weights (through a prototxt)."""
+    prototxt, caffemodel = small_net
+    weights = caffemodel
+    if via == "builder":
+        weights = tmp_path / "w.safetensors"
+        assert main(["convert", str(prototxt), str(caffemodel), "-o", str(weights)]) == 0
+        capsys.readouterr()
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, data=np.zeros(shape, np.float32), label=np.zeros((1, 1, 20, 24), np.float32))
+    net = "fcn8s_atonce" if via == "builder" else str(prototxt)
+    assert main(["forward", net, str(weights), "--inputs", str(inputs), "--out", str(tmp_path / "o.npz")]) == 1
+    err = _one_line(capsys)
+    assert "input blob 'data' must be N x 3 x H x W" in err and str(shape) in err
+    assert "blob 0" not in err
+
+
+def test_a_bottom_typo_names_the_prototxt_and_its_line(small_net, tmp_path, capsys):
+    prototxt, caffemodel = small_net
+    text = prototxt.read_text().replace('bottom: "pool1"', 'bottom: "poool1"', 1)
+    typo = tmp_path / "typo.prototxt"
+    typo.write_text(text)
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if '"poool1"' in l)
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, data=np.zeros((1, 3, 20, 24), np.float32), label=np.zeros((1, 1, 20, 24), np.float32))
+    for command in (["convert", str(typo), str(caffemodel), "-o", str(tmp_path / "o.safetensors")],
+                    ["forward", str(typo), str(caffemodel), "--inputs", str(inputs), "--out", str(tmp_path / "o.npz")]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert f"{typo}: " in err and "'poool1'" in err, err
+        # the layer's own line:col, the line of its 'layer {' (at or above the typo's line)
+        found = int(err.split(f"{typo}: ")[1].split(":")[0])
+        assert line - 10 < found <= line
+        assert str(caffemodel) not in err.splitlines()[0]
+
+
+def test_forward_refuses_a_missing_output_folder(small_net, tmp_path, capsys):
+    prototxt, caffemodel = small_net
+    out = tmp_path / "absent" / "o.npz"
+    assert main(["forward", str(prototxt), str(caffemodel), "--inputs", str(tmp_path / "in.npz"),
+                 "--out", str(out)]) == 1
+    assert "does not exist" in _one_line(capsys)
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("name", ["fcn8s-atonce", "FCN8s_AtOnce", "voc-fcn8s-atonce"])
+def test_model_names_in_any_case_with_dashes(name):
+    from port.models import get_meta
+    assert get_meta(name).name == "fcn8s_atonce"
+
+
+def test_an_unknown_model_name_suggests_near_ones(tmp_path, capsys):
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, data=np.zeros((1, 3, 8, 8), np.float32))
+    assert main(["forward", "FCN8", str(tmp_path / "w.safetensors"), "--inputs", str(inputs),
+                 "--out", str(tmp_path / "o.npz")]) == 1
+    assert "did you mean 'fcn8s'" in _one_line(capsys)

@@ -17,19 +17,19 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from port.caffe import CaffeFormatError, load_net
+from port.caffe import load_net
+from port.errors import PortError
 from port.fileio import atomic_open
 from port.run.devices import device_usable
-from port.net.engine import BlobMismatchError, CaffeNet
-from port.net.layers import INPUT_LAYER_TYPES, CaffeGraphError
+from port.net.engine import CaffeNet
+from port.net.layers import INPUT_LAYER_TYPES
 from port.load import load_net_and_weights
-from port.models import WeightsError, get_builder, get_model, list_models
-from port.net.ops import CaffeSemanticsError
+from port.models import get_model
 
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
-class ForwardError(ValueError):
+class ForwardError(PortError):
     """Inputs, net or weights that do not fit together (named in the message)."""
 
 
@@ -42,9 +42,17 @@ def read_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ForwardError(f"{path}: cannot read input arrays ({err})") from err
 
 
+def check_out(path: str | os.PathLike) -> None:
+    """Refuse an output whose folder does not exist (rather than making folders a typo
+    names), before any work is done."""
+    folder = Path(path).absolute().parent
+    if not folder.is_dir():
+        raise ForwardError(f"{path}: folder {folder} does not exist")
+
+
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` to an ``.npz`` atomically (temporary name, then rename)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    check_out(path)
     with atomic_open(path) as fh:
         np.savez(fh, **arrays)
 
@@ -55,8 +63,9 @@ def _graph_net(prototxt: str, weights: str, arrays: Mapping[str, np.ndarray]) ->
     input_tops = [t for layer in net.layers if layer.type in INPUT_LAYER_TYPES for t in layer.top]
     names = list(dict.fromkeys(list(net.inputs) + input_tops))
     _check_inputs(names, arrays, prototxt)
-    shapes = {k: v.shape for k, v in arrays.items() if k in names}
-    model, _ = load_net_and_weights(prototxt, weights, input_shapes=shapes)
+    # Sized by the weights (a data layer's channels from the convolution reading it), not by
+    # the arrays: an input of the wrong shape is then the input's error, named so.
+    model, _ = load_net_and_weights(prototxt, weights)
     return model
 
 
@@ -72,13 +81,11 @@ def run(net: str, weights: str, arrays: Mapping[str, np.ndarray], *, all_blobs: 
     """Run ``net`` with ``weights`` on ``arrays``; the outputs (or every blob) as arrays."""
     if Path(net).is_file():
         model = _graph_net(net, weights, arrays)
-        names = model.input_names
-    elif net in list_models():
-        model = get_model(net, weights=weights)
-        names = model.input_names
+    elif net.endswith(".prototxt"):
+        raise ForwardError(f"{net}: prototxt not found")
     else:
-        get_builder(net)  # raises with the nearest names
-        raise ForwardError(f"{net}: neither a prototxt nor a model name")
+        model = get_model(net, weights=weights)  # an unknown name raises, with the nearest names
+    names = model.input_names
     _check_inputs(names, arrays, net)
     model = model.to(device).eval()
     inputs = {n: torch.from_numpy(np.ascontiguousarray(arrays[n], dtype=np.float32)).to(device)
@@ -104,13 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not device_usable(args.device, "python -m port forward"):
         return 2
     try:
+        check_out(args.out)
         arrays = run(args.net, args.weights, read_inputs(args.inputs), all_blobs=args.blobs == "all",
                      device=args.device)
-    except (ForwardError, WeightsError, CaffeFormatError, CaffeGraphError, BlobMismatchError,
-            CaffeSemanticsError, KeyError, OSError) as err:
+        write_npz(args.out, arrays)
+    except (PortError, OSError) as err:
         print(f"python -m port forward: {err}", file=sys.stderr)
         return 1
-    write_npz(args.out, arrays)
-    print(f"wrote {len(arrays)} arrays to {args.out}: " + ", ".join(
+    print(f"wrote {len(arrays)} array{'s' if len(arrays) != 1 else ''} to {args.out}: " + ", ".join(
         f"{k} {tuple(v.shape)}" for k, v in arrays.items()))
     return 0

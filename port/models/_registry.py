@@ -40,10 +40,21 @@ def register(meta: ModelMeta) -> Callable[[Callable[..., nn.Module]], Callable[.
     return decorate
 
 
+def normalize_name(name: str) -> str:
+    """A model name as registered: any case, dashes or underscores (``FCN8s-atonce``,
+    ``siftflow-fcn8s`` and the upstream folder names ``voc-fcn8s``, ``voc-fcn-alexnet`` name
+    ``fcn8s_atonce``, ``siftflow_fcn8s``, ``fcn8s``, ``fcn_alexnet``)."""
+    key = str(name).strip().lower().replace("-", "_")
+    if key.startswith("voc_") and key[4:] in _BUILDERS:  # the upstream folder of a VOC net
+        key = key[4:]
+    return key
+
+
 def _lookup(name: str) -> str:
-    if name in _BUILDERS:
-        return name
-    near = difflib.get_close_matches(name, list(_BUILDERS), n=3, cutoff=0.5)
+    key = normalize_name(name)
+    if key in _BUILDERS:
+        return key
+    near = difflib.get_close_matches(key, list(_BUILDERS), n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
     raise UnknownModelError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(_BUILDERS))})")
 

@@ -22,6 +22,7 @@ from torch import nn
 from port.errors import PortError
 from port.net import coord_map
 from port.net.layers import INPUT_LAYER_TYPES, LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
+from port.net.ops import CaffeSemanticsError
 
 __all__ = ["CaffeNet", "BlobMismatchError", "InputError"]
 
@@ -63,6 +64,18 @@ def _input_shapes(net: Any, original: Any, overrides: Mapping[str, Sequence[int]
     if unknown:
         raise CaffeGraphError(f"net {net.name!r}: input_shapes names {unknown}, not inputs of the net {names}")
     return shapes
+
+
+def _located(err: Exception, net: Any, layer: Any) -> Exception:
+    """``err`` with the file and place of ``layer`` in front (``net.prototxt: 12:1: layer ...``)
+    when the net was read from a file, so a mistake in a prototxt names the prototxt."""
+    pos = getattr(getattr(layer, "msg", None), "source_pos", None)
+    path = getattr(net, "path", None)
+    where = ": ".join(str(p) for p in (path, pos) if p)
+    if not where or str(err).startswith(where):
+        return err
+    located = type(err)(f"{where}: {err}")
+    return located
 
 
 def _legacy_equal(blob_shape: tuple[int, ...], param_shape: tuple[int, ...]) -> bool:
@@ -118,7 +131,10 @@ class CaffeNet(nn.Module):
         for layer in net.layers:
             if layer.type in INPUT_LAYER_TYPES:
                 continue
-            tops = self._add_layer(layer, shapes)
+            try:
+                tops = self._add_layer(layer, shapes)
+            except (CaffeGraphError, CaffeSemanticsError) as err:
+                raise _located(err, net, layer) from None
             for bottom in layer.bottom:
                 available.pop(bottom, None)
             available.update(dict.fromkeys(tops))
