@@ -262,12 +262,16 @@ def _check_builder(builder: str, shapes: Mapping[str, tuple[int, ...]], source: 
 
 
 # -- writing ---------------------------------------------------------------------------------
-def _bilinear_report(net: NetDef | None, state: Mapping[str, np.ndarray]) -> dict[str, bool]:
-    """For each Deconvolution weight: whether it is the bilinear kernel (``ops.is_bilinear``)."""
-    if net is not None:
-        names = [l.name for l in net.layers if l.type == "Deconvolution"]
-    else:
-        names = [k[:-len(".weight")] for k in state if k.startswith("upscore") and k.endswith(".weight")]
+def _bilinear_report(net: NetDef | None, state: Mapping[str, np.ndarray], builder: str = "",
+                     kwargs: Mapping[str, int] | None = None) -> dict[str, bool]:
+    """For each Deconvolution weight: whether it is the bilinear kernel (``ops.is_bilinear``).
+    The Deconvolutions are those of the net's definition, or, for an HDF5 file without one,
+    of the matched builder's net."""
+    if net is None and builder:
+        net = get_meta(builder).net(deploy=True, **dict(kwargs or {})).netdef()
+    if net is None:
+        return {}
+    names = [l.name for l in net.layers if l.type == "Deconvolution"]
     return {n: ops.is_bilinear(state[f"{n}.weight"]) for n in names if f"{n}.weight" in state}
 
 
@@ -362,7 +366,7 @@ def _convert(weights_path: Path, prototxt: Path | None, out: str | os.PathLike |
         fmt.BUILDER: chosen, fmt.CANDIDATES: ",".join(candidates),
         fmt.BUILDER_KWARGS: json.dumps(kwargs if candidates else {}, sort_keys=True)}, source_sha256)
     return ConversionReport(source, source_sha256(), str(out), net_name, chosen, candidates, kwargs,
-                            shapes, _bilinear_report(net, state))
+                            shapes, _bilinear_report(net, state, chosen or next(iter(candidates), ""), kwargs))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
