@@ -1,4 +1,4 @@
-"""``python -m port {inspect,convert,forward,selfcheck} ...``: the converter's command line.
+"""``python -m port {inspect,convert,forward,selfcheck,prototxt} ...``: the port's command line.
 
 Each subcommand lives beside the code it drives and exposes ``main(argv) -> int``; this file
 only dispatches, importing lazily so ``inspect`` works without torch initialising.
@@ -8,12 +8,24 @@ from __future__ import annotations
 import importlib
 import sys
 
+from port.errors import EXIT_USAGE
+
 COMMANDS = {
     "inspect": ("port.cli.inspect", "list layers, tops and blob shapes of a prototxt, caffemodel or .h5"),
     "convert": ("port.convert", "convert a caffemodel (or .caffemodel.h5) to safetensors"),
     "forward": ("port.cli.forward", "run a net on input arrays and write its outputs or every blob"),
     "selfcheck": ("port.cli.selfcheck", "compare a device/precision against CPU fp32 on random weights"),
+    "prototxt": ("port.cli.prototxt", "write a released net (train, test or deploy) as a Caffe prototxt"),
 }
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+    try:
+        return dist_version("fcn-port")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def usage() -> str:
@@ -24,13 +36,19 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return EXIT_USAGE
+    if argv[0] in ("-h", "--help"):
         print(usage())
-        return 0 if argv else 2
+        return 0
+    if argv[0] == "--version":
+        print(f"fcn-port {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"python -m port: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(rest) or 0)
 

@@ -113,3 +113,53 @@ def test_spec_rules_follow_net_spec():
         n.ReLU("r", "c")
     with pytest.raises(SpecError, match="integer"):
         n.Convolution("e", "data", num_output=2.5)
+
+
+def test_prototxt_command_writes_upstreams_files(tmp_path, capsys):
+    from port.__main__ import main
+    out = tmp_path / "train.prototxt"
+    assert main(["prototxt", "fcn8s", "--phase", "train", "-o", str(out)]) == 0
+    assert out.read_text() == (UPSTREAM / "voc-fcn8s" / "train.prototxt").read_text()
+    capsys.readouterr()
+    assert main(["prototxt", "siftflow-fcn16s"]) == 0  # the test net to stdout, dashed name
+    assert capsys.readouterr().out == (UPSTREAM / "siftflow-fcn16s" / "test.prototxt").read_text()
+    assert main(["prototxt", "fcn8s", "--phase", "deploy", "-o", str(out)]) == 0
+    deploy = read_prototxt(out)
+    assert list(deploy.layer) == list(read_prototxt(UPSTREAM / "voc-fcn8s" / "deploy.prototxt").layer)
+
+
+def test_prototxt_command_bad_input_is_one_line(tmp_path, capsys):
+    from port.__main__ import main
+    assert main(["prototxt", "fcn9s"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean" in err
+    assert main(["prototxt", "fcn8s", "--width-divisor", "3"]) == 1
+    assert "width_divisor" in capsys.readouterr().err
+
+
+def test_train_net_is_upstreams_train_prototxt_in_the_train_phase():
+    """The builder's TRAIN-phase net: data and label in, Caffe's loss out (normalize: false,
+    the sum over pixels), Dropout active in training mode only, the deploy net's parameters."""
+    import torch
+    from port.cli.selfcheck import randomize
+    from port.models import get_model, train_net
+    from port.net import ops
+    net = randomize(train_net("fcn32s", width_divisor=16), seed=1)
+    deploy = get_model("fcn32s", width_divisor=16)
+    assert net.phase == "TRAIN" and net.input_names == ("data", "label") and net.output_names == ("loss",)
+    assert set(net.state_dict()) == set(deploy.state_dict())
+    assert not net.upscore.weight.requires_grad and net.fc6.weight.requires_grad
+    deploy.load_state_dict(net.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randn(1, 3, 37, 45, generator=gen) * 50
+    label = torch.randint(0, 21, (1, 1, 37, 45), generator=gen).float()
+    label[..., :5] = 255
+    net.eval()
+    with torch.no_grad():
+        loss = net(data, label)["loss"]
+        expected = ops.softmax_with_loss(deploy(data), label, 255, ops.loss_normalization(normalize=False))
+        assert torch.allclose(loss, expected, rtol=1e-5)
+        net.train()
+        torch.manual_seed(0)
+        assert not torch.equal(net(data, label, return_blobs=True)["fc7"],
+                               deploy(data, return_blobs=True)["fc7"])  # dropout at work

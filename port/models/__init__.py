@@ -19,14 +19,14 @@ from port.models._weights import (
 )
 from port.models.meta import ModelMeta
 from port.models.zoo import (
-    FCN, fcn8s, fcn8s_atonce, fcn16s, fcn32s, fcn_alexnet, nyud_fcn32s_color, nyud_fcn32s_color_d,
+    FCN, FORMS, net_spec, train_net, fcn8s, fcn8s_atonce, fcn16s, fcn32s, fcn_alexnet, nyud_fcn32s_color, nyud_fcn32s_color_d,
     nyud_fcn32s_color_hha, nyud_fcn32s_hha, pascalcontext_fcn8s, pascalcontext_fcn16s,
     pascalcontext_fcn32s, siftflow_fcn8s, siftflow_fcn16s, siftflow_fcn32s,
 )
 from port.net.engine import InputError
 
 __all__ = [
-    "FCN", "InputError", "DuplicateModelError", "UnknownModelError", "WeightsError",
+    "FCN", "FORMS", "net_spec", "train_net", "InputError", "DuplicateModelError", "UnknownModelError", "WeightsError",
     "get_builder", "get_meta", "get_model", "list_models", "register", "load_weights",
     "read_metadata", "load_state_strict", "SOURCE_SHA256", "SOURCE_NAME", "ModelMeta",
     "fcn8s", "fcn8s_atonce", "fcn16s", "fcn32s", "fcn_alexnet", "nyud_fcn32s_color",

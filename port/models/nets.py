@@ -34,6 +34,10 @@ VGG16_CONVS = (2, 2, 3, 3, 3)
 FC_WIDTH = 4096
 #: The input size of upstream deploy.prototxt's Input layer ("purely for sake of example").
 DEPLOY_SIZE = (500, 500)
+#: Channels of the image tops of upstream's data layers (voc_layers.py, siftflow_layers.py,
+#: nyud_layers.py, pascalcontext_layers.py); label tops (label, sem, geo) have one.
+IMAGE_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1}
+LABEL_CHANNELS = 1
 
 
 def scaled(width: int, divisor: int) -> int:
@@ -65,12 +69,12 @@ def max_pool(n: NetSpec, name: str, bottom: str, ks: int = 2, stride: int = 2) -
 
 
 def data_layer(n: NetSpec, tops: Sequence[str], module: str, layer: str, params: dict,
-               deploy: bool, channels: dict[str, int]) -> None:
+               deploy: bool) -> None:
     """The Python data layer of upstream (``params`` in upstream's key order, written as its
     ``str(dict)``), or for ``deploy`` one ``Input`` layer for the image tops."""
     if deploy:
-        images = [t for t in tops if t in channels]
-        shapes = [dict(dim=[1, channels[t], *DEPLOY_SIZE]) for t in images]
+        images = [t for t in tops if t in IMAGE_CHANNELS]
+        shapes = [dict(dim=[1, IMAGE_CHANNELS[t], *DEPLOY_SIZE]) for t in images]
         n.Input("input", tops=images, ntop=len(images), input_param=dict(shape=shapes))
     else:
         n.Python(tops[0], tops=list(tops), ntop=len(tops),
@@ -157,7 +161,7 @@ def _voc_data(n: NetSpec, split: str, deploy: bool, root: str = "..") -> None:
     else:
         params = dict(voc_dir=f"{root}/data/pascal/VOC2011", seed=1337, split=split, mean=VOC_MEAN)
         layer = "VOCSegDataLayer"
-    data_layer(n, ("data", "label"), "voc_layers", layer, params, deploy, {"data": 3})
+    data_layer(n, ("data", "label"), "voc_layers", layer, params, deploy)
 
 
 def _split(train: bool, deploy: bool, train_split: str, test_split: str) -> str:
@@ -222,8 +226,7 @@ def siftflow_fcn(stride: int, *, train: bool = False, deploy: bool = False, num_
     n = NetSpec()
     params = dict(siftflow_dir="../data/sift-flow", seed=1337,
                   split=_split(train, deploy, "trainval", "test"))
-    data_layer(n, ("data", "sem", "geo"), "siftflow_layers", "SIFTFlowSegDataLayer", params, deploy,
-               {"data": 3})
+    data_layer(n, ("data", "sem", "geo"), "siftflow_layers", "SIFTFlowSegDataLayer", params, deploy)
     fc7 = vgg16_trunk(n, "data", width_divisor, dropout=not deploy)
     for suffix, classes, label, name in (("_sem", num_classes, "sem", "loss"),
                                          ("_geo", num_geo_classes, "geo", "loss_geo")):
@@ -240,7 +243,7 @@ def nyud_fcn32s(modality: str, *, train: bool = False, deploy: bool = False, num
     n = NetSpec()
     params = dict(tops=[modality, "label"], seed=1337, nyud_dir="../data/nyud",
                   split=_split(train, deploy, "trainval", "test"))
-    data_layer(n, ("data", "label"), "nyud_layers", "NYUDSegDataLayer", params, deploy, {"data": 3})
+    data_layer(n, ("data", "label"), "nyud_layers", "NYUDSegDataLayer", params, deploy)
     fc7 = vgg16_trunk(n, "data", width_divisor, dropout=not deploy)
     score = fcn_head(n, fc7, 32, check_classes(num_classes), "data", width_divisor)
     loss(n, "loss", score, "label", deploy)
@@ -254,8 +257,7 @@ def nyud_fcn32s_color_d(*, train: bool = False, deploy: bool = False, num_classe
     n = NetSpec()
     params = dict(tops=["color", "depth", "label"], seed=1337, nyud_dir="../data/nyud",
                   split=_split(train, deploy, "trainval", "test"))
-    data_layer(n, ("color", "depth", "label"), "nyud_layers", "NYUDSegDataLayer", params, deploy,
-               {"color": 3, "depth": 1})
+    data_layer(n, ("color", "depth", "label"), "nyud_layers", "NYUDSegDataLayer", params, deploy)
     data = n.Concat("data", "color", "depth")
     fc7 = vgg16_trunk(n, data, width_divisor, first="conv1_1_bgrd", dropout=not deploy)
     score = fcn_head(n, fc7, 32, check_classes(num_classes), data, width_divisor)
@@ -271,8 +273,7 @@ def nyud_fcn32s_color_hha(*, train: bool = False, deploy: bool = False, num_clas
     n = NetSpec()
     params = dict(tops=["color", "hha", "label"], seed=1337, nyud_dir="../data/nyud",
                   split=_split(train, deploy, "trainval", "test"))
-    data_layer(n, ("color", "hha", "label"), "nyud_layers", "NYUDSegDataLayer", params, deploy,
-               {"color": 3, "hha": 3})
+    data_layer(n, ("color", "hha", "label"), "nyud_layers", "NYUDSegDataLayer", params, deploy)
     classes = check_classes(num_classes)
     scores = [score_conv(n, f"score_fr{m}", vgg16_trunk(n, m, width_divisor, suffix=m, dropout=not deploy), classes)
               for m in ("color", "hha")]
@@ -289,8 +290,7 @@ def pascalcontext_fcn(stride: int, *, train: bool = False, deploy: bool = False,
     n = NetSpec()
     params = dict(context_dir="../../data/pascal-context", seed=1337,
                   split=_split(train, deploy, "train", "val"), voc_dir="../../data/pascal")
-    data_layer(n, ("data", "label"), "pascalcontext_layers", "PASCALContextSegDataLayer", params,
-               deploy, {"data": 3})
+    data_layer(n, ("data", "label"), "pascalcontext_layers", "PASCALContextSegDataLayer", params, deploy)
     fc7 = vgg16_trunk(n, "data", width_divisor, dropout=not deploy)
     score = fcn_head(n, fc7, stride, check_classes(num_classes), "data", width_divisor)
     loss(n, "loss", score, "label", deploy)

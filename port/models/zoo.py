@@ -292,3 +292,53 @@ def pascalcontext_fcn8s(*, weights: PathLike = None, num_classes: int | None = N
                         width_divisor: int | None = None) -> FCN:
     """PASCAL-Context FCN-8s (pascalcontext-fcn8s)."""
     return _build(PASCALCONTEXT_FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
+
+
+# -- every phase of a released net ----------------------------------------------------------
+#: The forms a net is written in: ``train`` (upstream train/trainval.prototxt: the training
+#: split's data layer, the loss; run in Caffe's TRAIN phase, Dropout active), ``test``
+#: (val/test.prototxt: the evaluation split, the loss) and ``deploy`` (deploy.prototxt: an
+#: Input layer, no loss, no Dropout), the form the builders return.
+FORMS = ("train", "test", "deploy")
+
+
+def net_spec(name: str, form: str = "test", **kwargs: Any):
+    """The net of the registered model ``name`` written out in ``form`` (:data:`FORMS`) as a
+    :class:`port.net.spec.NetSpec`; ``kwargs`` are the builder's (``num_classes``,
+    ``width_divisor``, SIFT Flow's ``num_geo_classes``), defaults the released ones."""
+    from port.models._registry import get_meta
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
+    meta = get_meta(name)
+    return meta.net(train=form == "train", deploy=form == "deploy",
+                    **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def train_net(name: str, *, weights: PathLike = None, num_classes: int | None = None,
+              width_divisor: int | None = None, size: tuple[int, int] = nets.DEPLOY_SIZE,
+              **kwargs: Any) -> CaffeNet:
+    """The TRAIN-phase :class:`CaffeNet` of the registered model ``name`` (upstream's
+    ``train.prototxt``: its data layer's tops are the inputs, ``SoftmaxWithLoss`` with the
+    upstream ``loss_param`` gives ``loss``, Dropout is active in training mode). Parameter
+    names are the builder's, so ``weights`` (a ``.safetensors`` of the builder's state, e.g.
+    written by ``python -m port transplant``) loads strictly; without it Caffe's fillers
+    apply and the frozen upsamplings start bilinear (:func:`init_unweighted`). ``size`` sizes
+    the data tops at construction only: any input size runs."""
+    from port.models._registry import get_meta
+    meta = get_meta(name)
+    requested = dict(num_classes=num_classes, width_divisor=width_divisor, **kwargs)
+    defaults = {"num_classes": meta.num_classes[0], "width_divisor": 1}
+    defaults.update({k: v for k, v in _extra_defaults(meta).items() if k in requested})
+    resolved = resolve_kwargs(weights, meta.name, {k: requested.get(k) for k in defaults}, defaults)
+    netdef = meta.net(train=True, **resolved).netdef()
+    tops = [t for layer in netdef.layers if layer.type == "Python" for t in layer.top]
+    shapes = {t: (1, nets.IMAGE_CHANNELS.get(t, nets.LABEL_CHANNELS), *size) for t in tops}
+    with torch.device("meta") if weights is not None else nullcontext():
+        model = CaffeNet(netdef, "TRAIN", input_shapes=shapes)
+    if weights is None:
+        init_unweighted(model)
+    else:
+        state, _ = load_weights(weights)
+        load_state_strict(model, state, str(weights))
+        _check_materialized(model, str(weights))
+    return model
