@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from port.net import ops
+from port.net import coord_map, ops
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
 from port.errors import PortError
 from port.fileio import atomic_open
@@ -82,6 +82,7 @@ class ConversionReport:
     builder_kwargs: dict[str, int]
     shapes: dict[str, tuple[int, ...]]
     bilinear: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def num_parameters(self) -> int:
@@ -95,6 +96,7 @@ class ConversionReport:
                  f"  sha256 {self.source_sha256}", f"  builder: {match} {self.builder_kwargs or ''}"]
         lines += [f"  {layer}: {'bilinear' if ok else 'NOT bilinear'} upsampling kernel"
                   for layer, ok in self.bilinear.items()]
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -147,6 +149,52 @@ def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarr
     return {names[id(param)]: _float32(blob).reshape(param.shape)
             for layer, params in graph.caffe_params().items()
             for param, blob in zip(params, found[layer])}
+
+
+def undeclared_inputs(net: NetDef) -> list[str]:
+    """Bottoms that no earlier layer produces and the net does not declare as an input: what a
+    classifier stored as the ILSVRC caffemodels are lacks (their input shape lives in a deploy
+    prototxt)."""
+    known, missing = set(net.inputs), []
+    for layer in net.for_phase("TEST").layers:
+        missing += [b for b in layer.bottom if b not in known and b not in missing]
+        known.update(layer.top)
+    return missing
+
+
+def _check_layer_blobs(net: NetDef, source: str) -> None:
+    """What a definition allows checking without an input shape: each parameterised layer's
+    blob count and the shapes its own parameters fix (Convolution/Deconvolution: outputs,
+    kernel, group; InnerProduct: outputs; biases: outputs), as the layer's ``LayerSetUp``."""
+    problems = []
+    for layer in net.for_phase("TEST").layers:
+        blobs = layer.blobs
+        if layer.type in ("Convolution", "Deconvolution"):
+            p, geo = layer.convolution_param, coord_map.spatial_params(layer)
+            n, group, bias = int(p.num_output), int(p.group), bool(p.bias_term)
+            kernel = tuple(geo["kernel"]) * (2 // len(geo["kernel"]))
+        elif layer.type == "InnerProduct":
+            p = layer.inner_product_param
+            n, bias, kernel, group = int(p.num_output), bool(p.bias_term), None, 1
+        else:
+            continue
+        if len(blobs) != 1 + bias:
+            problems.append(f"layer {layer.name!r}: {len(blobs)} blobs, expected {1 + bias}")
+            continue
+        w = tuple(blobs[0].shape)
+        if layer.type == "InnerProduct":
+            out = w[1] if layer.inner_product_param.transpose else w[0]
+            ok = len(w) == 2 and out == n
+        else:
+            out = w[1] * group if layer.type == "Deconvolution" else w[0]
+            ok = len(w) == 4 and out == n and w[2:] == kernel
+        if not ok:
+            problems.append(f"layer {layer.name!r} blob 0: shape {w} does not fit num_output {n}"
+                            + (f", kernel {kernel}, group {group}" if kernel else ""))
+        if bias and tuple(blobs[1].shape) != (n,):
+            problems.append(f"layer {layer.name!r} blob 1: shape {tuple(blobs[1].shape)}, expected ({n},)")
+    if problems:
+        raise ConversionError(source, "blobs do not fit the layers' parameters", problems)
 
 
 def _state_from_blobs(src: NetDef) -> dict[str, np.ndarray]:
@@ -350,7 +398,20 @@ def _convert(weights_path: Path, prototxt: Path | None, out: str | os.PathLike |
     """:func:`convert` once the files exist; ``source_sha256()`` waits for the digest."""
     src, net = _read(weights_path, prototxt)
     source = str(weights_path)
-    state = _state_from_net(net, src, source) if net is not None else _state_from_blobs(src)
+    if not any(len(layer.blobs) for layer in src.layers):
+        raise ConversionError(source, f"holds no parameter blobs ({len(src.layers)} layer definitions "
+                              f"only): not trained weights")
+    notes = []
+    missing = undeclared_inputs(net) if net is src else []
+    if missing:
+        # A stored net without its input shape converts: every blob carries its shape.
+        _check_layer_blobs(net, source)
+        notes.append(f"the file's net declares no input for {', '.join(missing)}, so the shapes "
+                     f"between layers were not checked (each layer's own were); --net "
+                     f"deploy.prototxt adds that check")
+        state = _state_from_blobs(src)
+    else:
+        state = _state_from_net(net, src, source) if net is not None else _state_from_blobs(src)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     chosen, candidates, kwargs = match_builders(shapes, weights_path.name)
     if builder is not None:
@@ -365,8 +426,38 @@ def _convert(weights_path: Path, prototxt: Path | None, out: str | os.PathLike |
         fmt.FORMAT_KEY: fmt.FORMAT, fmt.SOURCE_NAME: weights_path.name, fmt.NET_NAME: net_name,
         fmt.BUILDER: chosen, fmt.CANDIDATES: ",".join(candidates),
         fmt.BUILDER_KWARGS: json.dumps(kwargs if candidates else {}, sort_keys=True)}, source_sha256)
+    if not candidates:
+        notes.append(_nearest_builder(shapes))
     return ConversionReport(source, source_sha256(), str(out), net_name, chosen, candidates, kwargs,
-                            shapes, _bilinear_report(net, state, chosen or next(iter(candidates), ""), kwargs))
+                            shapes, _bilinear_report(net, state, chosen or next(iter(candidates), ""), kwargs),
+                            notes)
+
+
+def _nearest_builder(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """What a file no builder fits is nearest to: the smallest released net sharing the most
+    parameterised layers, and what it has that the file lacks (a file cut short at a layer
+    boundary) or what the file has that it lacks (another net)."""
+    layers = {k.rsplit(".", 1)[0] for k in shapes}
+    scored = [(-len(set(_ordered_layers(n)) & layers), len(_ordered_layers(n)), n) for n in list_models()]
+    overlap, _, best = min(scored)
+    overlap = -overlap
+    if overlap < len(layers) / 2:
+        return "its layers match no released FCN net (not an FCN, or a net of your own)"
+    lacking = [l for l in _ordered_layers(best) if l not in layers]
+    extra = sorted(layers - set(_ordered_layers(best)))
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:6]) + (f" ... ({len(names)} layers)" if len(names) > 6 else "")
+    if extra:
+        return (f"its layers match no released FCN net: it has {listed(extra)}, which "
+                f"{best} (the nearest) has not" + (f", and lacks {best}'s {listed(lacking)}" if lacking else ""))
+    return (f"its layers match no released FCN net; nearest: {best}, whose {listed(lacking)} the "
+            f"file lacks: was it cut short at a layer boundary?")
+
+
+def _ordered_layers(builder: str) -> list[str]:
+    """The parameterised layers of a builder's net, in net order."""
+    return list(dict.fromkeys(k.rsplit(".", 1)[0] for k in _meta_shapes(builder)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

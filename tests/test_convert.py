@@ -180,3 +180,62 @@ def test_default_output_name_keeps_dots_before_the_caffemodel_suffix():
     assert _stem("fcn8s-heavy-pascal.caffemodel") == "fcn8s-heavy-pascal"
     assert _stem("run.v2.caffemodel") == "run.v2"
     assert _stem("run.v2.caffemodel.h5") == "run.v2"
+
+
+# -- files a user brings that are not a released FCN (issue 13, items 6, 9, 9b) --------------------
+def test_legacy_classifier_without_its_prototxt_converts_every_blob_as_caffe_loads_it(goldens_dir, tmp_path):
+    """The ILSVRC classifiers store layers and blobs but no input shape: converting needs none
+    (every blob has its shape); the report says what was and was not checked."""
+    folder = goldens_dir / "vgg16-v1"
+    report = convert(folder / "weights.caffemodel", out=tmp_path / "vgg.safetensors")
+    expected = json.loads((folder / "params.json").read_text())["layers"]
+    state, _ = load_weights(report.out)
+    for layer, blobs in expected.items():
+        for name, blob in zip(fmt.BLOB_NAMES, blobs):
+            tensor = state[f"{layer}.{name}"].numpy()
+            assert list(tensor.shape) == blob["shape"], (layer, name)
+            assert hashlib.sha256(np.ascontiguousarray(tensor, "<f4").tobytes()).hexdigest() == blob["sha256"]
+    assert len(state) == sum(len(b) for b in expected.values())
+    notes = " ".join(report.notes)
+    assert "declares no input for data" in notes and "--net deploy.prototxt" in notes
+    assert "fc8" in notes and report.builder == ""
+
+
+def test_legacy_classifier_blob_that_does_not_fit_its_layer_is_refused(goldens_dir, tmp_path):
+    from port.caffe import load_caffemodel
+    from port.caffe.writer import blob_message
+    src = load_caffemodel(goldens_dir / "vgg16-v1" / "weights.caffemodel")
+    msg = src.msg.copy()
+    conv = next(l for l in msg.layer if l.name == "conv2_1")
+    conv.blobs[0] = blob_message(np.zeros((5, 4, 3, 3), np.float32))  # num_output is 8
+    bad = tmp_path / "bad.caffemodel"
+    write_caffemodel(bad, msg)
+    with pytest.raises(ConversionError, match=r"conv2_1.*blob 0: shape \(5, 4, 3, 3\) does not fit num_output 8"):
+        convert(bad, out=tmp_path / "o.safetensors")
+
+
+def test_a_file_cut_short_at_a_layer_boundary_says_so(goldens_dir, tmp_path):
+    from port.caffe import load_caffemodel
+    msg = load_caffemodel(goldens_dir / "voc-fcn8s" / "weights.caffemodel").msg.copy()
+    msg.set("layer", list(msg.layer)[:-6])  # up to fuse_pool3: score_pool3c... upscore8 gone
+    cut = tmp_path / "cut.caffemodel"
+    write_caffemodel(cut, msg)
+    report = convert(cut, out=tmp_path / "cut.safetensors")
+    assert report.builder == "" and not report.candidates
+    assert any("nearest: fcn8s" in n and "upscore8" in n and "cut short" in n for n in report.notes)
+    assert "note: its layers match no released FCN net" in report.summary()
+
+
+def test_a_caffemodel_without_any_blob_is_refused(goldens_dir, tmp_path):
+    from port.caffe import load_caffemodel
+    msg = load_caffemodel(goldens_dir / "voc-fcn8s" / "weights.caffemodel").msg.copy()
+    for layer in msg.layer:
+        layer.clear("blobs")
+    empty = tmp_path / "definitions.caffemodel"
+    write_caffemodel(empty, msg)
+    with pytest.raises(ConversionError, match="holds no parameter blobs"):
+        convert(empty, out=tmp_path / "o.safetensors")
+    assert not (tmp_path / "o.safetensors").exists()
+    (tmp_path / "zero.caffemodel").write_bytes(b"")
+    with pytest.raises(ConversionError, match="no layers"):
+        convert(tmp_path / "zero.caffemodel", out=tmp_path / "o.safetensors")
