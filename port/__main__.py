@@ -12,7 +12,7 @@ from port.errors import EXIT_USAGE
 
 COMMANDS = {
     "inspect": ("port.cli.inspect", "list layers, tops and blob shapes of a prototxt, caffemodel or .h5"),
-    "convert": ("port.convert", "convert a caffemodel (or .caffemodel.h5) to safetensors"),
+    "convert": ("port.cli.convert", "convert a caffemodel (or .caffemodel.h5) to safetensors"),
     "forward": ("port.cli.forward", "run a net on input arrays and write its outputs or every blob"),
     "selfcheck": ("port.cli.selfcheck", "compare a device/precision against CPU fp32 on random weights"),
     "prototxt": ("port.cli.prototxt", "write a released net (train, test or deploy) as a Caffe prototxt"),

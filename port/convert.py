@@ -1,4 +1,4 @@
-"""Caffemodel -> safetensors, strictly: ``python -m port convert [NET.prototxt] WEIGHTS -o OUT``.
+"""Caffemodel -> safetensors, strictly (the command line: ``python -m port convert WEIGHTS [--net NET.prototxt]``).
 
 The net comes from the prototxt or, without one, from the layer definitions a binary
 caffemodel stores (an HDF5 caffemodel stores none: it needs a prototxt or a matching family
@@ -40,7 +40,7 @@ from port.models import _weights as fmt
 from port.models import get_builder, get_meta, list_models
 from port.models._weights import load_weights
 
-__all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "match_builders", "main",
+__all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "match_builders",
            "safetensors_header", "sha256_file", "write_safetensors"]
 
 #: The layers whose output count is a builder's class argument, by argument.
@@ -458,22 +458,3 @@ def _nearest_builder(shapes: Mapping[str, tuple[int, ...]]) -> str:
 def _ordered_layers(builder: str) -> list[str]:
     """The parameterised layers of a builder's net, in net order."""
     return list(dict.fromkeys(k.rsplit(".", 1)[0] for k in _meta_shapes(builder)))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m port convert [NET.prototxt] WEIGHTS.caffemodel|.h5 -o OUT.safetensors``."""
-    parser = argparse.ArgumentParser(prog="python -m port convert", description=__doc__.split("\n")[0])
-    parser.add_argument("files", nargs="+", metavar="FILE", help="[NET.prototxt] WEIGHTS.caffemodel|.h5")
-    parser.add_argument("-o", "--out", help="output .safetensors (default: beside the caffemodel)")
-    parser.add_argument("--builder", help="family builder the weights must fit (e.g. fcn8s)")
-    args = parser.parse_args(argv)
-    if len(args.files) > 2:
-        parser.error("give at most a prototxt and a caffemodel")
-    prototxt, weights = (args.files if len(args.files) == 2 else (None, args.files[0]))
-    try:
-        report = convert(weights, prototxt, args.out, args.builder)
-    except (ConversionError, KeyError, ValueError) as err:
-        print(f"python -m port convert: {err}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0

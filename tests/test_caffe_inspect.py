@@ -193,3 +193,15 @@ def test_h5_layers_the_net_lacks_are_named(tmp_path, capsys):
     lines = out.splitlines()
     assert rc == 0 and lines[1].startswith("note: no layer of --net") and lines[1].endswith(": old_score")
     assert lines[2].split()[:3] == ["conv", "Convolution", "x"] and "[2x1x1x1]" in lines[2]
+
+
+def test_columns_line_up_with_long_layer_names(tmp_path, capsys):
+    long = "conv1_1_split_with_a_very_long_generated_name"
+    path = tmp_path / "long.prototxt"
+    path.write_text('input: "x" input_dim: 1 input_dim: 1 input_dim: 4 input_dim: 4\n'
+                    f'layer {{ name: "{long}" type: "ReLU" bottom: "x" top: "x" }}\n'
+                    'layer { name: "r" type: "ReLU" bottom: "x" top: "x" }\n')
+    rc, out, _ = _run(capsys, str(path))
+    rows = [l for l in out.splitlines() if l.split()[:2] in ([long, "ReLU"], ["r", "ReLU"])]
+    assert rc == 0 and len(rows) == 2
+    assert rows[0].index("ReLU") == rows[1].index("ReLU") > len(long)

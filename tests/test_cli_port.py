@@ -27,13 +27,13 @@ def small_net(goldens_dir, tmp_path):
 def test_convert_then_forward_graph_and_builder_agree(small_net, goldens_dir, tmp_path, capsys):
     prototxt, caffemodel = small_net
     weights = tmp_path / "net.safetensors"
-    assert main(["convert", str(prototxt), str(caffemodel), "-o", str(weights)]) == 0
+    assert main(["convert", str(caffemodel), "--net", str(prototxt), "-o", str(weights)]) == 0
     assert "builder: fcn8s_atonce" in capsys.readouterr().out
     inputs = goldens_dir / NET / "blobs-48x64.npz"
     graph_out, family_out = tmp_path / "graph.npz", tmp_path / "family.npz"
-    assert main(["forward", str(prototxt), str(caffemodel), "--inputs", str(inputs),
+    assert main(["forward", str(caffemodel), "--net", str(prototxt), "--inputs", str(inputs),
                  "--out", str(graph_out), "--blobs", "all"]) == 0
-    assert main(["forward", "fcn8s_atonce", str(weights), "--inputs", str(inputs),
+    assert main(["forward", str(weights), "--model", "fcn8s_atonce", "--inputs", str(inputs),
                  "--out", str(family_out), "--blobs", "all"]) == 0
     graph, family = np.load(graph_out), np.load(family_out)
     assert set(family.files) <= set(graph.files) and "score" in family.files and "loss" in graph.files
@@ -45,7 +45,7 @@ def test_convert_then_forward_graph_and_builder_agree(small_net, goldens_dir, tm
 def test_forward_writes_only_outputs_by_default(goldens_dir, tmp_path):
     folder = goldens_dir / "voc-fcn8s"
     out = tmp_path / "out.npz"
-    assert main(["forward", str(folder / "net.prototxt"), str(folder / "weights.caffemodel"),
+    assert main(["forward", str(folder / "weights.caffemodel"), "--net", str(folder / "net.prototxt"),
                  "--inputs", str(folder / "outputs-97x131.npz"), "--out", str(out)]) == 0
     result, caffe = np.load(out), np.load(folder / "outputs-97x131.npz")
     assert result.files == ["score"]
@@ -56,7 +56,7 @@ def test_forward_reports_missing_inputs(small_net, tmp_path, capsys):
     prototxt, caffemodel = small_net
     inputs = tmp_path / "in.npz"
     np.savez(inputs, label=np.zeros((1, 1, 8, 8), np.float32))
-    assert main(["forward", str(prototxt), str(caffemodel), "--inputs", str(inputs),
+    assert main(["forward", str(caffemodel), "--net", str(prototxt), "--inputs", str(inputs),
                  "--out", str(tmp_path / "o.npz")]) == 1
     assert "data" in capsys.readouterr().err
     assert not (tmp_path / "o.npz").exists()
@@ -82,23 +82,24 @@ def test_selfcheck_rejects_bad_size():
 def test_module_entry_point(small_net, tmp_path):
     prototxt, caffemodel = small_net
     out = tmp_path / "cli.safetensors"
-    result = subprocess.run([sys.executable, "-m", "port", "convert", str(prototxt), str(caffemodel),
+    result = subprocess.run([sys.executable, "-m", "port", "convert", str(caffemodel), "--net", str(prototxt),
                              "-o", str(out)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert out.is_file() and "converted" in result.stdout
 
 
 @pytest.mark.parametrize("command", [["selfcheck", "--model", "fcn32s", "--width-divisor", "16"],
-                                     ["forward", "fcn32s", "absent.safetensors", "--inputs", "absent.npz",
+                                     ["forward", "absent.safetensors", "--model", "fcn32s", "--inputs", "absent.npz",
                                       "--out", "never.npz"]])
-def test_unavailable_device_is_one_line_exit_2(command, tmp_path, capsys, monkeypatch):
+def test_unavailable_device_is_one_line_exit_1(command, tmp_path, capsys, monkeypatch):
+    """A device this machine lacks is bad input (exit 1, one line), as every bad input is."""
     import torch
     monkeypatch.chdir(tmp_path)
     device = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"  # one past the last
-    assert main([*command, "--device", device]) == 2
+    assert main([*command, "--device", device]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"device {device!r}" in err and "available: cpu" in err
-    assert main([*command, "--device", "nonsense"]) == 2
+    assert main([*command, "--device", "nonsense"]) == 1
     assert "is not a torch device name" in capsys.readouterr().err
     assert not (tmp_path / "never.npz").exists()
 
@@ -107,12 +108,12 @@ def test_convert_error_names_only_the_failing_file(small_net, tmp_path, capsys):
     prototxt, caffemodel = small_net
     bad = tmp_path / "bad.prototxt"
     bad.write_text("layer { name: \n")
-    assert main(["convert", str(bad), str(caffemodel), "-o", str(tmp_path / "o.safetensors")]) == 1
+    assert main(["convert", str(caffemodel), "--net", str(bad), "-o", str(tmp_path / "o.safetensors")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"python -m port convert: {bad}: cannot read: ") and str(caffemodel) not in err
     cut = tmp_path / "cut.caffemodel"
     cut.write_bytes(caffemodel.read_bytes()[:1000])
-    assert main(["convert", str(prototxt), str(cut), "-o", str(tmp_path / "o.safetensors")]) == 1
+    assert main(["convert", str(cut), "--net", str(prototxt), "-o", str(tmp_path / "o.safetensors")]) == 1
     err = capsys.readouterr().err
     assert err.count(str(cut)) == 1 and str(prototxt) not in err
 
@@ -149,12 +150,12 @@ def test_forward_input_of_the_wrong_shape_names_the_input_blob(via, shape, small
     weights = caffemodel
     if via == "builder":
         weights = tmp_path / "w.safetensors"
-        assert main(["convert", str(prototxt), str(caffemodel), "-o", str(weights)]) == 0
+        assert main(["convert", str(caffemodel), "--net", str(prototxt), "-o", str(weights)]) == 0
         capsys.readouterr()
     inputs = tmp_path / "in.npz"
     np.savez(inputs, data=np.zeros(shape, np.float32), label=np.zeros((1, 1, 20, 24), np.float32))
-    net = "fcn8s_atonce" if via == "builder" else str(prototxt)
-    assert main(["forward", net, str(weights), "--inputs", str(inputs), "--out", str(tmp_path / "o.npz")]) == 1
+    net = ["--model", "fcn8s_atonce"] if via == "builder" else ["--net", str(prototxt)]
+    assert main(["forward", str(weights), *net, "--inputs", str(inputs), "--out", str(tmp_path / "o.npz")]) == 1
     err = _one_line(capsys)
     assert "input blob 'data' must be N x 3 x H x W" in err and str(shape) in err
     assert "blob 0" not in err
@@ -168,8 +169,8 @@ def test_a_bottom_typo_names_the_prototxt_and_its_line(small_net, tmp_path, caps
     line = next(i for i, l in enumerate(text.splitlines(), 1) if '"poool1"' in l)
     inputs = tmp_path / "in.npz"
     np.savez(inputs, data=np.zeros((1, 3, 20, 24), np.float32), label=np.zeros((1, 1, 20, 24), np.float32))
-    for command in (["convert", str(typo), str(caffemodel), "-o", str(tmp_path / "o.safetensors")],
-                    ["forward", str(typo), str(caffemodel), "--inputs", str(inputs), "--out", str(tmp_path / "o.npz")]):
+    for command in (["convert", str(caffemodel), "--net", str(typo), "-o", str(tmp_path / "o.safetensors")],
+                    ["forward", str(caffemodel), "--net", str(typo), "--inputs", str(inputs), "--out", str(tmp_path / "o.npz")]):
         assert main(command) == 1
         err = capsys.readouterr().err
         assert f"{typo}: " in err and "'poool1'" in err, err
@@ -182,7 +183,7 @@ def test_a_bottom_typo_names_the_prototxt_and_its_line(small_net, tmp_path, caps
 def test_forward_refuses_a_missing_output_folder(small_net, tmp_path, capsys):
     prototxt, caffemodel = small_net
     out = tmp_path / "absent" / "o.npz"
-    assert main(["forward", str(prototxt), str(caffemodel), "--inputs", str(tmp_path / "in.npz"),
+    assert main(["forward", str(caffemodel), "--net", str(prototxt), "--inputs", str(tmp_path / "in.npz"),
                  "--out", str(out)]) == 1
     assert "does not exist" in _one_line(capsys)
     assert not out.parent.exists()
@@ -197,6 +198,28 @@ def test_model_names_in_any_case_with_dashes(name):
 def test_an_unknown_model_name_suggests_near_ones(tmp_path, capsys):
     inputs = tmp_path / "in.npz"
     np.savez(inputs, data=np.zeros((1, 3, 8, 8), np.float32))
-    assert main(["forward", "FCN8", str(tmp_path / "w.safetensors"), "--inputs", str(inputs),
+    assert main(["forward", str(tmp_path / "w.safetensors"), "--model", "FCN8", "--inputs", str(inputs),
                  "--out", str(tmp_path / "o.npz")]) == 1
     assert "did you mean 'fcn8s'" in _one_line(capsys)
+
+
+def test_the_old_convert_order_gets_the_new_one_in_its_message(small_net, capsys):
+    prototxt, caffemodel = small_net
+    with pytest.raises(SystemExit) as info:
+        main(["convert", str(prototxt), str(caffemodel)])
+    assert info.value.code == 2 and f"--net {prototxt}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["convert", "forward", "selfcheck", "prototxt", "inspect"])
+def test_help_is_plain_text(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "``" not in out and "python -m port" in out
+
+
+def test_no_command_prints_usage_to_stderr_and_version(capsys):
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert "usage: python -m port" in captured.err and captured.out == ""
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("fcn-port ")

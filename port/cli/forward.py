@@ -1,10 +1,10 @@
-"""``python -m port forward NET WEIGHTS --inputs IN.npz --out OUT.npz [--blobs all] [--device D]``.
+"""``python -m port forward WEIGHTS --net NET.prototxt|--model NAME --inputs IN.npz --out OUT.npz [--blobs all]``.
 
 Runs a net on given input arrays and writes its outputs (or every named blob, as Caffe holds
 it after ``Net::Forward``) to an ``.npz``: a user's tool for checking the port against their
-own Caffe. ``NET`` is a prototxt (built generically by :class:`port.net.engine.CaffeNet`) or a
-family model name (``fcn8s``, see ``port.models.list_models()``); ``WEIGHTS`` is a caffemodel
-(binary or HDF5) or a converted ``.safetensors``.
+own Caffe. The net is a prototxt (``--net``, run by :class:`port.net.engine.CaffeNet`) or a
+released net by name (``--model fcn8s``, see ``port.models.list_models()``); ``WEIGHTS`` is a
+caffemodel (binary or HDF5) or a converted ``.safetensors``.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from port.cli import describe
+from port.errors import EXIT_BAD_INPUT
 from port.caffe import load_net
 from port.errors import PortError
 from port.fileio import atomic_open
@@ -99,21 +101,25 @@ def run(net: str, weights: str, arrays: Mapping[str, np.ndarray], *, all_blobs: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of :func:`run`."""
-    parser = argparse.ArgumentParser(prog="python -m port forward", description=__doc__.split("\n")[0])
-    parser.add_argument("net", help="NET.prototxt or a family model name (e.g. fcn8s)")
-    parser.add_argument("weights", help="WEIGHTS.caffemodel, .caffemodel.h5 or .safetensors")
+    parser = argparse.ArgumentParser(prog="python -m port forward", description=describe(__doc__))
+    parser.add_argument("weights", metavar="WEIGHTS", help="WEIGHTS.caffemodel, .caffemodel.h5 or .safetensors")
+    net = parser.add_mutually_exclusive_group(required=True)
+    net.add_argument("--net", metavar="NET.prototxt", help="the net definition to run")
+    net.add_argument("--model", metavar="NAME", help="a released net by name (e.g. fcn8s), for its builder")
     parser.add_argument("--inputs", required=True, help=".npz with one array per input blob")
     parser.add_argument("--out", required=True, help=".npz to write")
     parser.add_argument("--blobs", choices=("outputs", "all"), default="outputs",
                         help="write the outputs (default) or every named blob")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...; default cpu)")
     args = parser.parse_args(argv)
     if not device_usable(args.device, "python -m port forward"):
-        return 2
+        return EXIT_BAD_INPUT
     try:
         check_out(args.out)
-        arrays = run(args.net, args.weights, read_inputs(args.inputs), all_blobs=args.blobs == "all",
-                     device=args.device)
+        if args.net is not None and not Path(args.net).is_file():
+            raise ForwardError(f"{args.net}: prototxt not found")
+        arrays = run(args.net or args.model, args.weights, read_inputs(args.inputs),
+                     all_blobs=args.blobs == "all", device=args.device)
         write_npz(args.out, arrays)
     except (PortError, OSError) as err:
         print(f"python -m port forward: {err}", file=sys.stderr)

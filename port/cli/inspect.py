@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from port.cli import describe
 from port.caffe import CaffeFormatError, LayerDef, is_hdf5, load_net
 from port.caffe.inspect import Annotator, summary
 
@@ -39,8 +40,8 @@ def bilinear_annotator() -> Annotator:
     return annotate
 
 
-def _fmt_line(r: dict[str, Any]) -> str:
-    line = (f"{r['name']:<24} {r['type'] or '?':<16} "
+def _fmt_line(r: dict[str, Any], name_width: int = 24, type_width: int = 16) -> str:
+    line = (f"{r['name']:<{name_width}} {r['type'] or '?':<{type_width}} "
             f"{','.join(r['bottom']) or '-'} -> {','.join(r['top']) or '-'}")
     if r["blobs"]:
         shapes = " ".join("x".join(map(str, s)) or "scalar" for s in r["blobs"])
@@ -59,7 +60,10 @@ def render(s: dict[str, Any]) -> Iterable[str]:
         yield f"note: no layer of --net for the file's layers: {', '.join(s['unmatched'])}"
     for k, v in s["inputs"].items():
         yield f"input {k}: {'x'.join(map(str, v)) or '?'}"
-    yield from (_fmt_line(r) for r in s["layers"])
+    # columns as wide as the longest name and type (auto-generated names run long)
+    name_width = max([24] + [len(r["name"]) for r in s["layers"]])
+    type_width = max([16] + [len(r["type"] or "?") for r in s["layers"]])
+    yield from (_fmt_line(r, name_width, type_width) for r in s["layers"])
     yield (f"total: {s['params']:,} parameters, {s['bytes']:,} bytes "
            f"({s['bytes'] / 2**20:.1f} MiB)")
 
@@ -79,7 +83,7 @@ def _print_lines(lines: Iterable[str]) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=describe(__doc__))
     parser.add_argument("file", help="a .prototxt, .caffemodel or .caffemodel.h5")
     parser.add_argument("--net", metavar="NET.prototxt",
                         help="layer definitions for an HDF5 caffemodel (it stores only blobs)")

@@ -13,13 +13,14 @@ import argparse
 import sys
 from typing import Sequence
 
+from port.cli import describe
 from port.caffe.text_writer import format_text, write_prototxt
 from port.errors import EXIT_BAD_INPUT, PortError
 from port.models import FORMS, list_models, net_spec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m port prototxt", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m port prototxt", description=describe(__doc__))
     parser.add_argument("model", help=f"a released net: {', '.join(list_models())}")
     parser.add_argument("--phase", choices=FORMS, default="test",
                         help="train (upstream train.prototxt), test (val/test.prototxt, the default) "

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import torch
 
+from port.cli import describe
+from port.errors import EXIT_BAD_INPUT
 from port.run import speed
 from port.run.devices import device_usable
 from port.models import get_model
@@ -114,7 +116,7 @@ def _size(text: str) -> tuple[int, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of :func:`selfcheck`; exit status 1 when ``--max-error`` is exceeded, 2 for
     a device that cannot run here."""
-    parser = argparse.ArgumentParser(prog="python -m port selfcheck", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m port selfcheck", description=describe(__doc__))
     parser.add_argument("--model", default="fcn8s", help="family model name (default fcn8s)")
     parser.add_argument("--device", default="cpu", help="device to check against CPU fp32")
     parser.add_argument("--precision", choices=list(speed.MODES), metavar="MODE",
@@ -132,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-error", type=float, help="fail when a max relative error exceeds this")
     args = parser.parse_args(argv)
     if not device_usable(args.device, "python -m port selfcheck"):
-        return 2
+        return EXIT_BAD_INPUT
     try:
         checks = selfcheck(args.model, device=args.device, precision=args.precision,
                            channels_last=args.channels_last, width_divisor=args.width_divisor,

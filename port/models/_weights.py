@@ -102,7 +102,8 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
                  if k in expected and tuple(v.shape) != expected[k]]
     if problems:
         raise WeightsError(f"{source}: weights do not fit {type(model).__name__} "
-                           f"({len(problems)} problems):\n" + "\n".join(problems))
+                           f"({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n"
+                           + "\n".join(problems))
     # assign: the parameters become the given tensors (for a file, views of its mapping)
     # instead of copies, so the weights are in memory once; requires_grad stays the model's.
     current = model.state_dict(keep_vars=True)
