@@ -38,7 +38,10 @@ def parser() -> argparse.ArgumentParser:
                    "(default: ./data, downloading the dataset there when absent)")
     p.add_argument("--weights", help=".safetensors, .caffemodel or .caffemodel.h5 (default: "
                    "the released caffemodel, fetched, verified and converted once)")
-    p.add_argument("--split", help="split name (default: the papers' evaluation split)")
+    p.add_argument("--split", metavar="NAME|FILE",
+                   help="a split name (seg11valid, val, test) or a list file of image ids, one "
+                        "a line (default: the papers' evaluation split; seg11valid, SIFT Flow's "
+                        "and NYUDv2's test lists ship with fcn-port)")
     p.add_argument("--dataset", help="dataset reader (default: the model's; voc for --net)")
     p.add_argument("--device", choices=("cuda", "cpu"),
                    default="cuda" if torch.cuda.is_available() else "cpu")
@@ -231,9 +234,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from reproduce.datasets import DatasetError
     from reproduce.download import DownloadError
     from reproduce.registry import NoReleasedWeightsError, UnknownArtifactError
+    from reproduce.splits import SplitError
     return (H.ResolveError, CheckpointError, CaffeFormatError, ConversionError, CaffeGraphError,
             UnknownModelError, WeightsError, DatasetError, DownloadError,
-            NoReleasedWeightsError, UnknownArtifactError)
+            NoReleasedWeightsError, UnknownArtifactError, SplitError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -570,9 +570,6 @@ ENV_UPSTREAM = "FCN_PORT_UPSTREAM"
 #: Registry dataset archives to fetch for each dataset reader, when no data is given.
 DATASET_ARCHIVES = {"voc": ("voc2012-trainval",), "sbd": ("sbd",), "siftflow": ("siftflow",),
                     "nyud": ("nyud",), "pascalcontext": ("pascal-context", "voc2010-trainval")}
-#: Upstream split files the VOC folders do not ship (path in the upstream repo, registry name).
-UPSTREAM_SPLITS = {("voc", "seg11valid"): ("data/pascal/seg11valid.txt",
-                                           "split/pascal/seg11valid")}
 
 
 class ResolveError(PortError):
@@ -705,24 +702,27 @@ def _fetch_dataset(name: str, root: Path) -> None:
         download.extract(download.fetch(artifact, root / "archives"), root)
 
 
-def _split_options(name: str, root: Path, split: str) -> dict[str, Any]:
-    """``split_file=`` for a split the dataset folder does not ship (VOC's seg11valid)."""
-    if (name, split) not in UPSTREAM_SPLITS:
-        return {}
+def _split_options(name: str, root: Path, choice: Any) -> dict[str, Any]:
+    """``split_file=`` for a list file given with ``--split PATH``, or for a split the dataset
+    folder does not ship (VOC's seg11valid: the list shipped in the package,
+    ``reproduce.splits``)."""
+    from reproduce import splits
     from reproduce.datasets import locate
-    folder = locate(name, root, split).path
-    if (folder / "ImageSets" / "Segmentation" / f"{split}.txt").is_file():
+    path = splits.split_file_for(name, locate(name, root, choice.name).path, choice)
+    if path is None:
         return {}
-    return {"split_file": upstream_file(*UPSTREAM_SPLITS[(name, split)])}
+    _note(f"split {choice.name}: reading the list {path}")
+    return {"split_file": path}
 
 
 def find_dataset(name: str, root: Path, split: str | None, *, download: bool = False) -> None:
     """Make sure dataset ``name`` is at or under ``root``: fetched there if ``download`` and
     absent, else ``DatasetNotFoundError`` naming ``root``. Cheap; the command line calls it
     before anything slow (a weights download, loading a caffemodel)."""
+    from reproduce import splits
     from reproduce.datasets import DatasetNotFoundError, locate
     try:
-        locate(name, root, split)
+        locate(name, root, splits.choose(name, split).name)
     except DatasetNotFoundError:
         if not download:
             raise
@@ -732,11 +732,14 @@ def find_dataset(name: str, root: Path, split: str | None, *, download: bool = F
 def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
                  **options: Any) -> Any:
     """The reader of dataset ``name`` at or under ``root`` (fetched first if ``download`` and
-    absent); says which folder it found."""
+    absent); says which folder it found. ``split``: a name, a list file's path, or None for
+    the papers' evaluation split (``reproduce.splits.choose``)."""
+    from reproduce import splits
     from reproduce.datasets import MissingFileError, get_dataset
     find_dataset(name, root, split, download=download)
-    if split is not None:
-        options = {**_split_options(name, root, split), **options}
+    choice = splits.choose(name, split)
+    split = choice.name
+    options = {**_split_options(name, root, choice), **options}
     try:
         dataset = get_dataset(name, root, split, **options)
     except MissingFileError as exc:

@@ -1,0 +1,174 @@
+"""The project as a new user meets it (issue 13): the main command on a dataset exactly as it
+is downloaded, and the verdict on what was compared.
+
+The VOC tree here is what VOC2012 ships: JPEGImages, SegmentationClass and
+ImageSets/Segmentation with VOC's own lists, and no list of FCN's (no seg11valid.txt). Its
+images carry the 736 ids of the packaged seg11valid list, tiny (a few pixels a side) so that
+the whole split runs in seconds through a 1/16-width FCN-8s of random weights saved as a
+converted file would be. Nothing here reads ../shared or the network.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reproduce import registry, splits
+from reproduce.__main__ import main
+
+
+def _ids_of(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+SEG11VALID = _ids_of(splits.DATA_DIR / "pascal" / "seg11valid.txt")
+
+
+def write_voc_as_shipped(root: Path, ids: list[str], seed: int = 0) -> Path:
+    """VOCdevkit/VOC2012 as VOC ships it, holding tiny images for ``ids``; the year folder."""
+    from PIL import Image
+    from reproduce.palette import voc_palette
+    rng = np.random.default_rng(seed)
+    voc = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "Annotations"):
+        (voc / sub).mkdir(parents=True, exist_ok=True)
+    palette = voc_palette().ravel().tolist()
+    for n, image_id in enumerate(ids):
+        h, w = 4 + n % 3, 5 + n % 4
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            voc / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        label = rng.integers(0, 21, (h, w), dtype=np.uint8)
+        label[0, 0] = 255
+        png = Image.fromarray(label, mode="P")
+        png.putpalette(palette)
+        png.save(voc / "SegmentationClass" / f"{image_id}.png")
+    for name in ("train.txt", "val.txt", "trainval.txt"):   # VOC's own lists, never FCN's
+        (voc / "ImageSets" / "Segmentation" / name).write_text("\n".join(ids) + "\n")
+    return voc
+
+
+def write_small_fcn8s(path: Path, seed: int = 0) -> Path:
+    """A 1/16-width FCN-8s of seeded random weights, saved as ``port convert`` saves one."""
+    import torch
+    from safetensors.torch import save_file
+    from port.cli.selfcheck import randomize
+    from port.models import _weights as fmt, get_model
+    model = randomize(get_model("fcn8s", width_divisor=16), seed=seed)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    assert all(v.dtype == torch.float32 for v in state.values())
+    save_file(state, str(path), {fmt.BUILDER: "fcn8s", fmt.CANDIDATES: "fcn8s",
+                                 fmt.BUILDER_KWARGS: json.dumps({"num_classes": 21,
+                                                                 "width_divisor": 16})})
+    return path
+
+
+@pytest.fixture(scope="module")
+def shipped_voc(tmp_path_factory) -> Path:
+    """A folder holding VOCdevkit/ as VOC ships it, with images for every seg11valid id."""
+    root = tmp_path_factory.mktemp("voc-as-shipped")
+    write_voc_as_shipped(root, SEG11VALID)
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_fcn8s(tmp_path_factory) -> Path:
+    return write_small_fcn8s(tmp_path_factory.mktemp("w") / "fcn8s-w16.safetensors")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network and no local copy of the upstream repository: a fetch fails the test."""
+    from reproduce import download, harness
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError(f"tried to fetch {args}")
+    monkeypatch.setattr(download, "fetch", no_fetch)
+    monkeypatch.setattr(harness, "upstream_dir", lambda: None)
+    monkeypatch.delenv("FCN_PORT_UPSTREAM", raising=False)
+
+
+def _run(argv: list[str]) -> int:
+    return main([*argv, "--device", "cpu", "--quiet", "--workers", "0", "--overlays", "0"])
+
+
+# ------------------------------------------------------------------ item 1: the shipped split
+@pytest.mark.parametrize("key", sorted(splits.PACKAGED))
+def test_packaged_lists_are_the_registrys(key):
+    """Each shipped list is the registry's file byte for byte, and its ids are the count and
+    digest the registry records."""
+    entry = splits.PACKAGED[key]
+    artifact = registry.get(entry.artifact)
+    path = splits.packaged_file(*key)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact.known[0].sha256
+    ids = _ids_of(path)
+    assert len(ids) == artifact.ids and registry.split_digest(ids) == artifact.ids_sha256
+    assert splits.default_split(key[0]) == key[1]      # the shipped lists are the defaults
+
+
+def test_the_packaged_lists_are_declared_package_data():
+    """``pip install .`` ships reproduce/data: setup.cfg's package_data covers every list."""
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    patterns = cfg["options.package_data"]["reproduce"].split()
+    package = Path(splits.__file__).parent
+    for entry in splits.PACKAGED.values():
+        rel = (splits.DATA_DIR / entry.packaged).relative_to(package)
+        assert any(rel.match(p) for p in patterns), (rel, patterns)
+    assert (splits.DATA_DIR / "README.md").is_file()
+
+
+def test_an_altered_packaged_list_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "pascal").mkdir()
+    (tmp_path / "pascal" / "seg11valid.txt").write_text("\n".join(SEG11VALID[:5]) + "\n")
+    monkeypatch.setattr(splits, "DATA_DIR", tmp_path)
+    with pytest.raises(splits.SplitError, match="altered.*reinstall"):
+        splits.packaged_file("voc", "seg11valid")
+
+
+def test_split_is_a_name_or_a_list_file(tmp_path):
+    assert splits.choose("voc", None) == splits.SplitChoice("seg11valid")
+    assert splits.choose("voc", "val") == splits.SplitChoice("val")
+    mine = tmp_path / "mine.txt"
+    mine.write_text("a\nb\n")
+    assert splits.choose("voc", str(mine)) == splits.SplitChoice("mine", mine)
+    with pytest.raises(splits.SplitError, match="no such split list file"):
+        splits.choose("voc", str(tmp_path / "absent.txt"))
+
+
+def test_the_main_command_runs_on_voc_as_shipped(shipped_voc, small_fcn8s, tmp_path, offline,
+                                                  capsys):
+    """``python -m reproduce fcn8s --data DIR``, no --split, on a VOC tree without any FCN
+    split file and without a network: the paper's 736-image seg11valid, evaluated whole."""
+    voc = shipped_voc / "VOCdevkit" / "VOC2012"
+    assert not list(shipped_voc.rglob("seg11valid*"))
+    out = tmp_path / "out"
+    assert _run(["fcn8s", "--data", str(shipped_voc), "--weights", str(small_fcn8s),
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"] == "seg11valid" and report["dataset_path"] == str(voc)
+    assert report["split_size"] == report["images"] == len(SEG11VALID) == 736
+    assert not report["partial"] and report["skipped"] == []
+    assert "seg11valid.txt" in capsys.readouterr().out      # it says which list it read
+
+
+def test_split_file_path_is_not_given_a_second_txt(shipped_voc, small_fcn8s, tmp_path, offline):
+    """``--split PATH``: the list file itself (the split named after it), not PATH + '.txt'."""
+    mine = tmp_path / "lists" / "first-three.txt"
+    mine.parent.mkdir()
+    mine.write_text("\n".join(SEG11VALID[:3]) + "\n")
+    out = tmp_path / "out"
+    assert _run(["fcn8s", "--data", str(shipped_voc), "--weights", str(small_fcn8s),
+                 "--split", str(mine), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"] == "first-three" and report["images"] == report["split_size"] == 3
+
+
+def test_a_missing_split_file_is_one_line(shipped_voc, small_fcn8s, tmp_path, offline, capsys):
+    code = _run(["fcn8s", "--data", str(shipped_voc), "--weights", str(small_fcn8s),
+                 "--split", str(tmp_path / "absent.txt"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "absent.txt" in err, err
