@@ -194,6 +194,8 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
     targets = (R.published_targets(table_model, spec.identity.split,
                                    [t.output for t in spec.tasks]) if table_model else [])
     rows = R.compare(result.scores, targets)
+    from reproduce.splits import check_split
+    split_check = check_split(spec.identity.dataset, spec.identity.split, spec.dataset.ids)
     info = R.RunInfo(model=spec.identity.model, dataset=spec.identity.dataset,
                      dataset_path=str(spec.dataset.root), split=spec.identity.split,
                      weights=extra.pop("weights"), weights_sha256=spec.identity.weights_sha256,
@@ -202,13 +204,14 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
                      precision_description=config.precision.description,
                      world_size=ctx.world_size, limit=args.limit,
                      split_size=len(spec.dataset.ids),
-                     extra={**extra, "precision_mode": asdict(config.precision)})
+                     extra={**extra, "precision_mode": asdict(config.precision)},
+                     split_check=split_check.as_dict())
     paths = R.write_report(config.out, result, info, spec.tasks, rows)
     print(f"\n{spec.identity.model} on {spec.identity.dataset} {spec.identity.split}: "
           f"{R.coverage_text(info, result)}, {result.seconds:.1f} s, "
           f"{config.precision.name} on {info.device_name}")
-    if R.is_partial(info, result):
-        print(R.partial_warning(info, result))
+    for reason in R.not_a_reproduction(info, result, rows):
+        print(reason)
     print(R.format_table(rows))
     print(f"report: {paths['json']}  {paths['md']}  {paths['plot']}")
 

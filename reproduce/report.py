@@ -11,7 +11,11 @@ the metrics, as a number (not percent); nobody published it, so it has no target
 The published numbers are over whole splits. A run that scored fewer images than its split
 holds (``--limit``, or bad items skipped) is marked *partial* in the console, ``report.json``
 (``partial: true``, ``reproduction: false``, ``all_within_tolerance: null``) and ``report.md``:
-its rows still show the published values, but they are not a reproduction of them.
+its rows still show the published values, but they are not a reproduction of them. The same
+holds for a whole list that is not the split the numbers were published for: its identity
+(``reproduce.splits.SplitCheck``: the count and digest of its ids against the registry's) is
+recorded as ``split_check``, and when it differs the run is *not like for like*
+(``like_for_like: false``). ``not_a_reproduction`` lists every reason, one line each.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
 
 __all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare",
-           "format_table", "is_partial", "coverage_text", "partial_warning", "build_report",
+           "format_table", "is_partial", "coverage_text", "partial_warning", "like_for_like",
+           "not_a_reproduction", "build_report",
            "write_report", "versions", "FLOAT_ORDER_SLACK"]
 
 #: score.py's four numbers: (Scores attribute, label as the papers' tables print it).
@@ -105,6 +110,8 @@ class RunInfo:
     split_size: int | None = None      # images in the whole split (None: not known)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``reproduce.splits.SplitCheck.as_dict()`` of the evaluated list (None: not checked)
+    split_check: dict[str, Any] | None = None
 
 
 def _table_task(output: str) -> str:
@@ -201,6 +208,27 @@ def partial_warning(info: RunInfo, result: EvalResult) -> str:
             f"are for the whole split, so this comparison is not a reproduction")
 
 
+def like_for_like(info: RunInfo) -> bool | None:
+    """Whether the evaluated list is the split of the published numbers: True (same ids as the
+    registry's), False (other ids), None (no record of the split to check it against)."""
+    return None if info.split_check is None else info.split_check.get("matches")
+
+
+def not_a_reproduction(info: RunInfo, result: EvalResult,
+                       rows: Sequence[Comparison]) -> list[str]:
+    """Every reason the comparison is no reproduction of the published numbers, one line
+    each; empty when it is one."""
+    reasons = []
+    if like_for_like(info) is False:
+        reasons.append(f"NOT LIKE FOR LIKE: {info.split_check['description']}")
+    if is_partial(info, result):
+        reasons.append(partial_warning(info, result))
+    if not any(r.published is not None for r in rows):
+        reasons.append(f"no published numbers for {info.model} on {info.split}: nothing to "
+                       f"compare with")
+    return reasons
+
+
 def versions() -> dict[str, str | None]:
     """Versions of what computed the numbers."""
     import torch
@@ -230,18 +258,20 @@ def build_report(result: EvalResult, info: RunInfo, tasks: Sequence[Task],
     info_d = asdict(info)
     extra = info_d.pop("extra")
     partial = is_partial(info, result)
+    reasons = not_a_reproduction(info, result, rows)
     return {
         "format": "fcn-port-report/1", **info_d, **extra,
         "images": result.images, "images_evaluated": result.images, "skipped": result.skipped,
-        "partial": partial, "reproduction": not partial,
+        "partial": partial, "like_for_like": like_for_like(info),
+        "reproduction": not reasons, "not_a_reproduction": reasons,
         "resumed_from_images": result.resumed_from,
         "seconds": result.seconds,
         "images_per_second": result.images / result.seconds if result.seconds > 0 else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(), "outputs": outputs,
         "comparison": [r.as_dict() for r in rows],
-        # a partial run is not judged against whole-split numbers
-        "all_within_tolerance": None if partial else _all_within(rows),
+        # a partial run, or another list, is not judged against whole-split numbers
+        "all_within_tolerance": None if reasons else _all_within(rows),
     }
 
 
@@ -283,12 +313,23 @@ def _loss_md(report: dict[str, Any]) -> list[str]:
 
 
 def _partial_md(report: dict[str, Any]) -> list[str]:
-    if not report["partial"]:
-        return []
-    of = "" if report["split_size"] is None else f" of the {report['split_size']}"
-    return [f"**Partial: {report['images_evaluated']}{of} images of {report['split']} "
-            f"evaluated. The published numbers are for the whole split: this comparison is "
-            f"not a reproduction.**", ""]
+    """Why the table is no reproduction, in bold above it (nothing when it is one)."""
+    lines = []
+    check = report.get("split_check") or {}
+    if report.get("like_for_like") is False:
+        lines += [f"**Not like for like: {check['description']}. The published numbers are "
+                  f"for the papers' list: this comparison is not a reproduction.**", ""]
+    if report["partial"]:
+        of = "" if report["split_size"] is None else f" of the {report['split_size']}"
+        lines += [f"**Partial: {report['images_evaluated']}{of} images of {report['split']} "
+                  f"evaluated. The published numbers are for the whole split: this comparison "
+                  f"is not a reproduction.**", ""]
+    return lines
+
+
+def _split_md(report: dict[str, Any]) -> list[str]:
+    check = report.get("split_check")
+    return [] if not check else [f"- {check['description']}"]
 
 
 def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
@@ -301,6 +342,7 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
              f"- images evaluated: {report['images_evaluated']}{of} "
              f"(skipped: {len(report['skipped'])}{limit})",
              f"- data: `{report['dataset_path']}`",
+             *_split_md(report),
              f"- weights: `{report['weights']}` (SHA-256 `{report['weights_sha256']}`)",
              f"- device: {report['device']} ({report['device_name']}), "
              f"{report['world_size']} process(es)",

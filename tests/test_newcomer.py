@@ -153,6 +153,10 @@ def test_the_main_command_runs_on_voc_as_shipped(shipped_voc, small_fcn8s, tmp_p
     assert report["split_size"] == report["images"] == len(SEG11VALID) == 736
     assert not report["partial"] and report["skipped"] == []
     assert "seg11valid.txt" in capsys.readouterr().out      # it says which list it read
+    # the papers' list, whole: a like-for-like comparison with the published numbers
+    assert report["split_check"]["matches"] and report["like_for_like"] is True
+    assert report["reproduction"] and report["not_a_reproduction"] == []
+    assert any(r["published"] is not None for r in report["comparison"])
 
 
 def test_split_file_path_is_not_given_a_second_txt(shipped_voc, small_fcn8s, tmp_path, offline):
@@ -172,3 +176,39 @@ def test_a_missing_split_file_is_one_line(shipped_voc, small_fcn8s, tmp_path, of
                  "--split", str(tmp_path / "absent.txt"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "absent.txt" in err, err
+
+
+# ------------------------------------------------- item 2: the verdict knows the split's identity
+def test_a_five_id_seg11valid_is_not_called_a_reproduction(small_fcn8s, tmp_path, offline,
+                                                           capsys):
+    """A seg11valid.txt of 5 ids in the VOC folder: evaluated whole, so not partial, but it is
+    not the papers' 736-image list; the report and the console say so."""
+    ids = SEG11VALID[:5]
+    voc = write_voc_as_shipped(tmp_path / "data", ids)
+    (voc / "ImageSets" / "Segmentation" / "seg11valid.txt").write_text("\n".join(ids) + "\n")
+    out = tmp_path / "out"
+    assert _run(["fcn8s", "--data", str(tmp_path / "data"), "--weights", str(small_fcn8s),
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"] == "seg11valid" and report["images"] == report["split_size"] == 5
+    assert not report["partial"]                          # the whole list was evaluated ...
+    assert report["like_for_like"] is False and not report["reproduction"]   # ... not the split
+    assert report["all_within_tolerance"] is None
+    check = report["split_check"]
+    assert (check["images"], check["expected_images"]) == (5, 736)
+    assert check["ids_sha256"] == registry.split_digest(ids) != check["expected_ids_sha256"]
+    assert any("NOT LIKE FOR LIKE" in r for r in report["not_a_reproduction"])
+    assert any(r["published"] is not None for r in report["comparison"])  # still shown beside
+    md = (out / "report.md").read_text()
+    assert "Not like for like" in md and "not a reproduction" in md and "736" in md
+    console = capsys.readouterr().out
+    assert "NOT LIKE FOR LIKE" in console and "736" in console
+
+
+def test_split_check_of_unknown_and_known_lists():
+    assert splits.check_split("voc", "val", ["a"]).matches is None       # no record: unchecked
+    same = splits.check_split("voc", "seg11valid", SEG11VALID)
+    assert same.matches and "same ids" in same.describe()
+    reordered = splits.check_split("voc", "seg11valid", SEG11VALID[::-1])
+    assert reordered.matches is False                     # same count, other list: refused
+    assert "NOT like for like" in reordered.describe()
