@@ -2,8 +2,10 @@
 
 Resolve (model, weights, data), evaluate (``reproduce.harness``), report (``reproduce.report``).
 Under ``torchrun`` every rank runs this same command; rank 0 prints and writes the report.
-Exit status: 0 done, 1 a bad item stopped the run, 2 bad arguments or files, 128 + N when
-signal N stopped it (after a checkpoint: rerun with ``--resume``).
+Exit status (``port.errors``, the same in ``python -m port``): 0 done; 1 bad input (a file,
+name or value that does not fit, or a dataset item that cannot be read), said in one line; 2 a
+usage error (argparse: unknown option, missing argument); 128 + N when signal N stopped it
+(after a checkpoint: rerun with ``--resume``).
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from reproduce import distributed as dist_
 from reproduce import harness as H
 from reproduce.checkpoint import CheckpointError, RunIdentity
 
-EXIT_BAD_ITEM, EXIT_USAGE, EXIT_SIGNAL_BASE = 1, 2, 128
+from port.errors import EXIT_BAD_INPUT, EXIT_USAGE, PortError
+
+EXIT_BAD_ITEM, EXIT_SIGNAL_BASE = EXIT_BAD_INPUT, 128
 DEFAULT_OVERLAYS = 4
 MAX_DEFAULT_WORKERS = 4
 
@@ -229,18 +233,10 @@ def _run(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's input (files, names), reported in one line, not a traceback."""
-    from port.caffe import CaffeFormatError
+    """Errors that are the user's input (files, names, values), reported in one line, not a
+    traceback: every ``PortError``, and conversion errors."""
     from port.convert import ConversionError
-    from port.net.layers import CaffeGraphError
-    from port.models import UnknownModelError, WeightsError
-    from reproduce.datasets import DatasetError
-    from reproduce.download import DownloadError
-    from reproduce.registry import NoReleasedWeightsError, UnknownArtifactError
-    from reproduce.splits import SplitError
-    return (H.ResolveError, CheckpointError, CaffeFormatError, ConversionError, CaffeGraphError,
-            UnknownModelError, WeightsError, DatasetError, DownloadError,
-            NoReleasedWeightsError, UnknownArtifactError, SplitError)
+    return (PortError, ConversionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -251,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo.main(argv[1:])
         except _expected_errors() as exc:
             print(f"python -m reproduce demo: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return EXIT_BAD_INPUT
     args = parser().parse_args(argv)
     if (args.model is None) == (args.net is None):
         parser().error("give a MODEL name or --net NET.prototxt (one of them)")
@@ -266,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_ITEM
     except _expected_errors() as exc:
         print(f"python -m reproduce: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_BAD_INPUT
     finally:
         dist_.teardown(ctx)
 

@@ -22,7 +22,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from port.errors import PortError
 from port.fileio import atomic_open
@@ -368,22 +368,51 @@ def candidate_urls(artifact: Artifact, mirrors: Sequence[str] | None = None) -> 
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, on_wait: Callable[[Path], None] | None = None) -> Iterator[None]:
-    """An exclusive fcntl.flock on `path` (created if missing, never deleted: unlinking a lock
-    file another process has open would let a third one lock a new inode) for the duration.
-    `on_wait(path)` is called once when another holder makes us wait."""
+def file_lock(path: Path, on_wait: Callable[[Path], None] | None = None, *,
+              remove_on_error: bool = False) -> Iterator[None]:
+    """An exclusive fcntl.flock on `path` (created if missing) for the duration. `on_wait(path)`
+    is called once when another holder makes us wait.
+
+    With `remove_on_error`, a body that raises removes the lock file (while still holding it),
+    so a failed download leaves nothing behind. That is safe because a lock is only held once
+    the path still names the very file locked: a process that waited on a file removed meanwhile
+    opens the path again (the classic check of fstat against stat)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
+    waited = False
+    while True:
+        handle = open(path, "a+b")
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait(path)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None and not waited:
+                    on_wait(path)
+                waited = True
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            if _same_file(handle, path):
+                break
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()   # removed by its last holder while we waited: lock the new one
+    with handle:
         try:
             yield
+        except BaseException:
+            if remove_on_error:
+                path.unlink(missing_ok=True)
+            raise
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 class HashStore:

@@ -298,7 +298,7 @@ def test_a_missing_data_folder_is_named_before_any_weights_are_touched(
     code = main([*what, "--data", str(data), "--out", str(tmp_path / "out"), "--device", "cpu",
                  "--quiet", "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err
-    assert code == 2 and str(data) in err and "absent.caffemodel" not in err, err
+    assert code == 1 and str(data) in err and "absent.caffemodel" not in err, err
 
 
 def _corrupt_copy(root: Path, ids: list[str], dest: Path) -> Path:
@@ -352,6 +352,6 @@ def test_device_cuda_without_cuda_is_named_before_any_work(voc_tree, tmp_path, m
     code = main(["fcn8s", "--data", str(voc_tree[0]), "--out", str(tmp_path / "out"), "--device", "cuda",
                  "--quiet", "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
+    assert code == 1 and len(err.splitlines()) == 1, err
     assert "--device cuda: device 'cuda:0'" in err and "available: cpu" in err, err
     assert not (tmp_path / "out").exists()

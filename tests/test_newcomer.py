@@ -212,3 +212,53 @@ def test_split_check_of_unknown_and_known_lists():
     reordered = splits.check_split("voc", "seg11valid", SEG11VALID[::-1])
     assert reordered.matches is False                     # same count, other list: refused
     assert "NOT like for like" in reordered.describe()
+
+
+# --------------------------------------------- item 3: offline, one line and nothing left behind
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """No host resolves (nothing leaves this machine), no local upstream copy, the download
+    cache in tmp_path/cache."""
+    import socket
+    from reproduce import harness
+
+    def offline(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    monkeypatch.setattr(harness, "upstream_dir", lambda: None)
+    monkeypatch.delenv("FCN_PORT_UPSTREAM", raising=False)
+    monkeypatch.delenv("FCN_PORT_MIRRORS", raising=False)
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err and "HTTPConnectionPool" not in err, err
+    return err
+
+
+def test_offline_demo_says_what_to_download_and_where(no_network, small_fcn8s, tmp_path, capsys):
+    code = main(["demo", "--weights", str(small_fcn8s), "--out", str(tmp_path / "demo"),
+                 "--device", "cpu", "--cache", str(no_network)])
+    err = _one_line_error(capsys)
+    assert code == 1
+    assert "image.jpg: no URL gave the file" in err and "raw.githubusercontent.com" in err
+    assert f"put it at {no_network / 'image.jpg'}" in err and "FCN_PORT_UPSTREAM" in err
+    assert not list(no_network.glob(".*.lock")) and not list(no_network.glob("*.part"))
+
+
+def test_offline_released_weights_say_weights(no_network, tmp_path, capsys):
+    ids = SEG11VALID[:2]
+    write_voc_as_shipped(tmp_path / "data", ids)
+    split = tmp_path / "two.txt"
+    split.write_text("\n".join(ids) + "\n")
+    code = _run(["fcn8s", "--data", str(tmp_path / "data"), "--split", str(split),
+                 "--out", str(tmp_path / "out"), "--cache", str(no_network)])
+    err = _one_line_error(capsys)
+    assert code == 1
+    assert "fcn8s-heavy-pascal.caffemodel: no URL gave the file" in err
+    assert "dl.caffe.berkeleyvision.org" in err and "web.archive.org" in err
+    assert "--weights FILE (make: WEIGHTS=FILE)" in err
+    assert not list(no_network.glob(".*.lock"))
