@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +22,7 @@ from port.run import speed
 from port.run.devices import DeviceError, check_device, device_name
 from reproduce import distributed as dist_
 from reproduce import harness as H
-from reproduce.checkpoint import CheckpointError, RunIdentity
+from reproduce.checkpoint import CHECKPOINT_NAME, RunIdentity
 
 from port.errors import EXIT_BAD_INPUT, EXIT_USAGE, PortError
 
@@ -217,18 +218,32 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
     for reason in R.not_a_reproduction(info, result, rows):
         print(reason)
     print(R.format_table(rows))
-    print(f"report: {paths['json']}  {paths['md']}  {paths['plot']}")
+    print(R.LEGEND)
+    if paths["plot"] is None:
+        print(R.NO_PLOT_NOTE)
+    print("report: " + "  ".join(str(p) for p in (paths["json"], paths["md"], paths["plot"])
+                                 if p is not None))
+    print(f"checkpoint: {config.out / CHECKPOINT_NAME} stays: it holds the finished run, from "
+          f"which --resume rewrites the report without evaluating again; delete it freely")
+
+
+def _out(args: argparse.Namespace) -> Path:
+    """The report folder: --out, else reports/<model>."""
+    name = args.model or (args.net.stem if args.net else "")
+    return args.out or H.REPO_ROOT / "reports" / name.replace("_", "-")
 
 
 def _run(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
     device = _device(args, ctx)
-    name = args.model or (args.net.stem if args.net else "")
-    out = args.out or H.REPO_ROOT / "reports" / name.replace("_", "-")
-    config = _config(args, device, out)
+    config = _config(args, device, _out(args))
     spec, extra, table_model = (_net if args.net else _named)(args, config)
     result = H.evaluate(spec, config, ctx)
     if result is not None:
-        _report(args, spec, result, config, ctx, extra, table_model)
+        try:
+            _report(args, spec, result, config, ctx, extra, table_model)
+        except KeyboardInterrupt:   # the counts are safe in the final checkpoint
+            raise H.Interrupted(signal.SIGINT, config.out / CHECKPOINT_NAME,
+                                during="writing the report") from None
     return 0
 
 
@@ -248,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except _expected_errors() as exc:
             print(f"python -m reproduce demo: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("python -m reproduce demo: interrupted", file=sys.stderr)
+            return EXIT_SIGNAL_BASE + signal.SIGINT
     args = parser().parse_args(argv)
     if (args.model is None) == (args.net is None):
         parser().error("give a MODEL name or --net NET.prototxt (one of them)")
@@ -263,6 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _expected_errors() as exc:
         print(f"python -m reproduce: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:       # outside the loop, which turns SIGINT into a checkpoint
+        ckpt = _out(args) / CHECKPOINT_NAME
+        then = (f"continue from the checkpoint {ckpt} with --resume" if ckpt.is_file()
+                else "nothing was evaluated")
+        print(f"python -m reproduce: interrupted; {then}", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + signal.SIGINT
     finally:
         dist_.teardown(ctx)
 

@@ -201,11 +201,16 @@ class BadItemError(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """A signal stopped the run after a checkpoint; exit with ``128 + signum``."""
+    """A signal stopped the run after a checkpoint; exit with ``128 + signum``. ``during``
+    says what was stopped when it was not the evaluation (e.g. writing the report)."""
 
-    def __init__(self, signum: int, checkpoint: Path | None):
-        super().__init__(f"stopped by signal {signum}; checkpoint {checkpoint} "
-                         f"(continue with --resume)")
+    def __init__(self, signum: int, checkpoint: Path | None, during: str | None = None):
+        if during is None:
+            text = f"stopped by signal {signum}; checkpoint {checkpoint} (continue with --resume)"
+        else:
+            text = (f"stopped by signal {signum} while {during}; every image is counted in the "
+                    f"checkpoint {checkpoint}: rerun with --resume to write the report")
+        super().__init__(text)
         self.signum, self.checkpoint = signum, checkpoint
 
 
@@ -470,7 +475,7 @@ class _Progress:
         if not self.bar.disable and now - self.last >= _POSTFIX_INTERVAL_S:
             self.last = now
             miu = self.cm.compute().mean_iu
-            self.bar.set_postfix_str(f"{self.label}={100 * miu:.2f}" if miu == miu else "")
+            self.bar.set_postfix_str(f"{self.label}={100 * miu:.2f}%" if miu == miu else "")
 
     def close(self) -> None:
         self.bar.close()
@@ -527,6 +532,27 @@ def _loop(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State
         progress.close()
 
 
+def _redo_overlays(spec: EvalSpec, config: EvalConfig, st: _State) -> None:
+    """The overlays of images a resumed run's checkpoint had already counted: a checkpoint
+    holds counts, not pictures, so those few images (at most ``config.overlays``) are forwarded
+    again here, outside the counts, exactly as ``_score_item`` draws them."""
+    done = set(st.prior.done) if st.prior else set()
+    skipped = {s["id"] for s in st.prior.skipped} if st.prior else set()
+    for item_id in spec.ids[:config.overlays]:
+        if item_id not in done or item_id in skipped or item_id in st.overlays:
+            continue
+        try:
+            got_id, inputs, labels = spec.load(spec.dataset, item_id)
+        except _bad_item_errors():
+            continue          # unreadable now: the report lists what it could draw
+        task = spec.tasks[0]
+        with torch.inference_mode(), speed.autocast(config.precision, config.device):
+            outputs = spec.predict(_to_device(_as_tensors(inputs), config))
+        pred = outputs[task.output][0].argmax(0).cpu().numpy()
+        label = np.asarray(_label_for(task, labels))
+        _keep_overlay(spec, st, {"id": got_id, "inputs": _as_tensors(inputs)}, pred, label)
+
+
 def _mean_loss(summed: tuple[float, int] | None) -> float | None:
     """``score.py``'s ``loss / len(dataset)``: the mean per-image loss (None: no loss)."""
     if summed is None or summed[1] == 0:
@@ -548,6 +574,8 @@ def evaluate(spec: EvalSpec, config: EvalConfig,
     started = time.perf_counter()
     with speed.backend_flags(config.precision):
         _loop(spec, config, ctx, st, started)
+        if ctx.is_main:
+            _redo_overlays(spec, config, st)
     seconds = time.perf_counter() - started
     merged = _merge(spec, ctx, st)
     _save(spec, config, ctx, st, seconds, merged)  # the final, complete checkpoint

@@ -36,7 +36,7 @@ from reproduce.metrics import Scores
 
 __all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare",
            "format_table", "is_partial", "coverage_text", "partial_warning", "like_for_like",
-           "not_a_reproduction", "build_report",
+           "not_a_reproduction", "LEGEND", "NO_PLOT_NOTE", "has_matplotlib", "build_report",
            "write_report", "versions", "FLOAT_ORDER_SLACK"]
 
 #: score.py's four numbers: (Scores attribute, label as the papers' tables print it).
@@ -49,6 +49,15 @@ PERCENT = 100.0
 #: Caffe's BLAS in summation order, which flips the argmax of a few near-tied pixels.
 FLOAT_ORDER_SLACK = 0.02
 _SIDE_BY_SIDE_OVERLAYS = "overlays"
+#: The one legend line under every comparison table (console and report.md).
+LEGEND = (f"legend: (checked) = read in the cited source, (recalled) = from a secondary "
+          f"citation, not yet read in the source itself; tol. = the largest |delta| that counts "
+          f"as agreeing (half a unit of the published value's last printed decimal + "
+          f"{FLOAT_ORDER_SLACK} points for float summation order); within = |delta| <= tol.; "
+          f"numbers in percent, loss per image")
+#: Said instead of drawing per_class_iu.png where matplotlib (the ``plot`` extra) is missing.
+NO_PLOT_NOTE = ("per_class_iu.png not drawn: matplotlib is not installed (pip install "
+                "'fcn-port[plot]' to draw it); report.json and report.md hold every number")
 
 
 @dataclass(frozen=True)
@@ -352,13 +361,15 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
              *_loss_md(report),
              "", "## Ours and published (percent; loss per image)", "",
              *_partial_md(report),
-             format_table(rows, markdown=True)]
+             format_table(rows, markdown=True), "", LEGEND[0].upper() + LEGEND[1:] + "."]
     lines += _per_class_md(report)
     if report["skipped"]:
         lines += ["", "## Skipped bad items (--skip-bad)", ""]
         lines += [f"- `{s['id']}` `{s.get('path')}`: {s['error']}" for s in report["skipped"]]
     if plot:
         lines += ["", "## Per-class IU", "", f"![per-class IU]({plot})"]
+    else:
+        lines += ["", "## Per-class IU", "", NO_PLOT_NOTE + "."]
     if overlays:
         lines += ["", "## Overlays (image | ground truth | prediction)", ""]
         lines += [f"![{Path(o).stem}]({o})" for o in overlays]
@@ -416,16 +427,31 @@ def write_overlays(out_dir: Path, overlays: dict[str, np.ndarray]) -> list[str]:
 def write_report(out_dir: str | Path, result: EvalResult, info: RunInfo, tasks: Sequence[Task],
                  rows: Sequence[Comparison],
                  published_per_class: dict[str, float] | None = None) -> dict[str, Path]:
-    """Write report.json, report.md, the per-class IU plot and the overlays; their paths."""
+    """Write report.json, report.md, the per-class IU plot (skipped, with ``NO_PLOT_NOTE``, where
+    matplotlib is not installed: it is the optional ``plot`` extra) and the overlays; their
+    paths (``plot``: None when skipped)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(result, info, tasks, rows)
-    plot = out / "per_class_iu.png"
-    plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class)
+    plot: Path | None = out / "per_class_iu.png"
+    if has_matplotlib():
+        plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class)
+    else:
+        plot = None
     overlays = write_overlays(out, result.overlays)
-    report["files"] = {"plot": plot.name, "overlays": overlays}
+    report["files"] = {"plot": plot.name if plot else None, "overlays": overlays}
     paths = {"json": out / "report.json", "md": out / "report.md", "plot": plot}
     write_text_atomic(paths["json"], json.dumps(_json_safe(report), indent=1, allow_nan=False)
                       + "\n")
-    write_text_atomic(paths["md"], format_markdown(report, rows, plot.name, overlays))
+    write_text_atomic(paths["md"], format_markdown(report, rows, plot.name if plot else None,
+                                                   overlays))
     return paths
+
+
+def has_matplotlib() -> bool:
+    """Whether the optional plot dependency (``pip install 'fcn-port[plot]'``) is there."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -262,3 +262,81 @@ def test_offline_released_weights_say_weights(no_network, tmp_path, capsys):
     assert "dl.caffe.berkeleyvision.org" in err and "web.archive.org" in err
     assert "--weights FILE (make: WEIGHTS=FILE)" in err
     assert not list(no_network.glob(".*.lock"))
+
+
+# ------------------------------------------------ item 10: a stop at any point is one clear line
+def test_ctrl_c_while_the_report_is_written_stops_cleanly(shipped_voc, small_fcn8s, tmp_path,
+                                                           offline, monkeypatch, capsys):
+    """Ctrl-C while the report is written: one line naming the checkpoint, exit 130, and
+    --resume then writes the report from it without evaluating again."""
+    from reproduce import report as R
+    split = tmp_path / "three.txt"
+    split.write_text("\n".join(SEG11VALID[:3]) + "\n")
+    out = tmp_path / "out"
+    argv = ["fcn8s", "--data", str(shipped_voc), "--weights", str(small_fcn8s),
+            "--split", str(split), "--out", str(out)]
+    written = R.write_report
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(R, "write_report", interrupted)
+    assert _run(argv) == 130
+    err = _one_line_error(capsys)
+    assert "while writing the report" in err and str(out / "checkpoint.json") in err
+    assert "--resume" in err and not (out / "report.json").exists()
+    monkeypatch.setattr(R, "write_report", written)
+    assert _run([*argv, "--resume"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 3 and report["resumed_from_images"] == 3
+
+
+def test_selfcheck_size_must_be_positive(capsys):
+    from port.cli.selfcheck import main as selfcheck
+    with pytest.raises(SystemExit) as info:
+        selfcheck(["--size", "0x10"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and "at least 1x1" in err[-1] and "0x10" in err[-1]
+
+
+# --------------------------------------------- item 16: no matplotlib, still a complete report
+def test_without_matplotlib_the_run_completes_with_a_note(shipped_voc, small_fcn8s, tmp_path,
+                                                          offline, monkeypatch, capsys):
+    """Only the declared dependencies (no 'plot' extra): importing matplotlib fails, the run
+    ends normally, says in one line that the plot was not drawn, and writes everything else."""
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # import matplotlib -> ImportError
+    split = tmp_path / "two.txt"
+    split.write_text("\n".join(SEG11VALID[:2]) + "\n")
+    out = tmp_path / "out"
+    assert _run(["fcn8s", "--data", str(shipped_voc), "--weights", str(small_fcn8s),
+                 "--split", str(split), "--out", str(out)]) == 0
+    console = capsys.readouterr().out
+    assert [line for line in console.splitlines() if "not installed" in line] == [
+        "per_class_iu.png not drawn: matplotlib is not installed (pip install 'fcn-port[plot]' "
+        "to draw it); report.json and report.md hold every number"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["files"]["plot"] is None and not (out / "per_class_iu.png").exists()
+    assert "matplotlib is not installed" in (out / "report.md").read_text()
+
+
+# ------------------------------------------------------ item 14: what the report says of itself
+def test_progress_shows_the_unit_and_the_report_its_legend(shipped_voc, small_fcn8s, tmp_path,
+                                                           offline, capsys):
+    split = tmp_path / "two.txt"
+    split.write_text("\n".join(SEG11VALID[:2]) + "\n")
+    out = tmp_path / "out"
+    assert main(["fcn8s", "--data", str(shipped_voc), "--weights", str(small_fcn8s),
+                 "--split", str(split), "--out", str(out), "--device", "cpu", "--workers", "0",
+                 "--overlays", "0"]) == 0
+    captured = capsys.readouterr()
+    import re
+    shown = re.findall(r"mIU=([0-9.]+)(%?)", captured.err)
+    assert shown and all(unit == "%" for _, unit in shown), captured.err[-500:]
+    lines = [line for line in (out / "report.md").read_text().splitlines() if line]
+    legend = [n for n, line in enumerate(lines) if line.startswith("Legend:")]
+    assert len(legend) == 1 and lines[legend[0] - 1].startswith("|")   # right under the table
+    assert all(w in lines[legend[0]] for w in ("(checked)", "(recalled)", "tol.", "within"))
+    assert "legend:" in captured.out
+    # the finished run's checkpoint stays, and the console says why
+    assert (out / "checkpoint.json").is_file()
+    assert "checkpoint.json stays" in captured.out and "--resume rewrites" in captured.out
