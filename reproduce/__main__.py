@@ -32,13 +32,24 @@ MAX_DEFAULT_WORKERS = 4
 
 
 def parser() -> argparse.ArgumentParser:
+    import port
+    from port.models import list_models
+    models = ", ".join(m.replace("_", "-") for m in list_models())
+    import textwrap
+    fill = lambda text: textwrap.fill(text, 79, break_on_hyphens=False)  # noqa: E731
     p = argparse.ArgumentParser(
-        prog="python -m reproduce",
-        description="Evaluate a released FCN (or any Caffe segmentation net) as upstream "
-                    "score.py does and compare with the published numbers. "
-                    "`python -m reproduce demo` runs FCN-8s on the upstream demo image.")
-    p.add_argument("model", nargs="?", help="a port.models name (fcn8s, fcn8s-atonce, "
-                   "siftflow-fcn16s, ...); omit with --net")
+        prog="python -m reproduce", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=fill("Evaluate a released FCN (or any Caffe segmentation net) as upstream "
+                         "score.py does and compare with the published numbers. 'python -m "
+                         "reproduce demo' runs FCN-8s on the upstream demo image ('python -m "
+                         "reproduce demo --help')."),
+        epilog=fill(f"models: {models} (dashes or underscores).") + "\n\n" + fill(
+            "exit status: 0 done, 1 bad input (a file, name or value; said in one line), 2 "
+            "usage error, 128+N stopped by signal N after a checkpoint (continue with "
+            "--resume)."))
+    p.add_argument("--version", action="version", version=f"%(prog)s {port.__version__}")
+    p.add_argument("model", nargs="?", help="the model to evaluate, one of those listed below "
+                   "(e.g. fcn8s, fcn8s-atonce, siftflow-fcn16s); omit with --net")
     p.add_argument("--data", type=Path, help="the dataset folder or any folder above it "
                    "(default: ./data, downloading the dataset there when absent)")
     p.add_argument("--weights", help=".safetensors, .caffemodel or .caffemodel.h5 (default: "
@@ -49,9 +60,11 @@ def parser() -> argparse.ArgumentParser:
                         "and NYUDv2's test lists ship with fcn-port)")
     p.add_argument("--dataset", help="dataset reader (default: the model's; voc for --net)")
     p.add_argument("--device", choices=("cuda", "cpu"),
-                   default="cuda" if torch.cuda.is_available() else "cpu")
+                   default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the net runs (default: cuda when a GPU is visible, else cpu)")
     p.add_argument("--out", type=Path, help="report folder (default: reports/<model>)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images of "
+                   "the split (default: all; a partial run is no reproduction)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fast", action="store_true",
                            help=f"the measured fast mode, {H.FAST.name} ({H.FAST.description}); "
@@ -59,26 +72,32 @@ def parser() -> argparse.ArgumentParser:
     precision.add_argument("--precision", choices=list(H.PRECISION_MODES),
                            help=f"a named precision mode of port.run.speed (default "
                                 f"{speed.STRICT.name})")
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.json")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.json "
+                   "(default: start afresh)")
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
-                   help="write a checkpoint every N images (0: only on a signal and at the end)")
+                   help="write a checkpoint every N images (default 100; 0: only on a signal "
+                        "and at the end)")
     p.add_argument("--skip-bad", action="store_true", help="record unreadable images or labels "
                    "in the report and go on (default: stop, naming the item)")
     p.add_argument("--save-predictions", type=Path, metavar="DIR",
-                   help="write every prediction as a VOC palette PNG named by image id")
+                   help="write every prediction as a VOC palette PNG named by image id "
+                        "(default: none written)")
     p.add_argument("--overlays", type=int, default=DEFAULT_OVERLAYS, metavar="N",
-                   help="colour overlays of the first N images in the report")
+                   help=f"colour overlays of the first N images in the report (default "
+                        f"{DEFAULT_OVERLAYS})")
     p.add_argument("--workers", type=int, help="data loading processes "
                    "(default: 0 on CPU, up to 4 on CUDA)")
-    p.add_argument("--net", type=Path, help="evaluate this Caffe prototxt through the generic "
-                   "graph instead of a named model (--weights required)")
+    p.add_argument("--net", type=Path, metavar="NET.prototxt", help="evaluate this Caffe "
+                   "prototxt through the generic graph instead of a named model (--weights "
+                   "required; default: the named model)")
     p.add_argument("--score-blob", action="append", metavar="NAME",
                    help="scored output blob(s) of --net (default: score; SIFT Flow: "
                         "score_sem and score_geo)")
     p.add_argument("--compare", metavar="MODEL", help="compare a --net run with this model's "
-                   "published numbers")
+                   "published numbers (default: none)")
     p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: a tqdm bar "
+                   "with the running mean IU and images/s)")
     return p
 
 

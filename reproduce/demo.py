@@ -105,7 +105,9 @@ def write_demo(out: Path, rgb: np.ndarray, result: DemoResult, info: dict) -> No
 
 
 def _parser() -> argparse.ArgumentParser:
+    import port
     p = argparse.ArgumentParser(prog="python -m reproduce demo", description=DESCRIPTION)
+    p.add_argument("--version", action="version", version=f"%(prog)s {port.__version__}")
     p.add_argument("--weights", help="fcn8s weights: .safetensors, .caffemodel or "
                    ".caffemodel.h5 (default: the released fcn8s-heavy-pascal.caffemodel, "
                    "fetched, verified and converted once)")

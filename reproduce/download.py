@@ -322,7 +322,8 @@ def _download_with_retries(http: requests.Session, url: str, part: Path, policy:
             return _download_once(http, url, part, policy)
         except _Retryable as err:
             if attempt == policy.retries:
-                raise _Unavailable(f"{err} (gave up after {attempt + 1} attempts)") from err
+                tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
+                raise _Unavailable(f"{err} (gave up after {tries})") from err
             delay = policy.backoff * 2 ** attempt
             log.warning("%s; retrying in %.3g s", err, delay)
             policy.sleep(delay)

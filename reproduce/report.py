@@ -208,7 +208,14 @@ def coverage_text(info: RunInfo, result: EvalResult) -> str:
     """``"4 of 736 images of the split evaluated (--limit 4), 0 skipped"``."""
     of = "" if info.split_size is None else f" of {info.split_size}"
     limit = "" if info.limit is None else f" (--limit {info.limit})"
-    return f"{result.images}{of} images of the split evaluated{limit}, {len(result.skipped)} skipped"
+    total = info.split_size if info.split_size is not None else result.images
+    return (f"{result.images}{of} {plural(total, 'image')} of the split evaluated{limit}, "
+            f"{len(result.skipped)} skipped")
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """``noun`` for one, else its plural (``many``, or ``noun + 's'``)."""
+    return noun if n == 1 else (many or noun + "s")
 
 
 def partial_warning(info: RunInfo, result: EvalResult) -> str:
@@ -330,7 +337,9 @@ def _partial_md(report: dict[str, Any]) -> list[str]:
                   f"for the papers' list: this comparison is not a reproduction.**", ""]
     if report["partial"]:
         of = "" if report["split_size"] is None else f" of the {report['split_size']}"
-        lines += [f"**Partial: {report['images_evaluated']}{of} images of {report['split']} "
+        total = report["split_size"] or report["images_evaluated"]
+        lines += [f"**Partial: {report['images_evaluated']}{of} {plural(total, 'image')} of "
+                  f"{report['split']} "
                   f"evaluated. The published numbers are for the whole split: this comparison "
                   f"is not a reproduction.**", ""]
     return lines
@@ -354,7 +363,7 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
              *_split_md(report),
              f"- weights: `{report['weights']}` (SHA-256 `{report['weights_sha256']}`)",
              f"- device: {report['device']} ({report['device_name']}), "
-             f"{report['world_size']} process(es)",
+             f"{report['world_size']} {plural(report['world_size'], 'process', 'processes')}",
              f"- precision: {report['precision']} ({report['precision_description']})",
              f"- time: {report['seconds']:.1f} s" + (f", {rate:.2f} img/s" if rate else ""),
              f"- torch {report['versions']['torch']}, fcn-port {report['versions']['fcn-port']}",

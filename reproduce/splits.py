@@ -147,13 +147,13 @@ class SplitCheck:
     def describe(self) -> str:
         """One line saying what the list is."""
         if self.matches is None:
-            return (f"split {self.split!r}: {self.images} images (ids SHA-256 "
+            return (f"split {self.split!r}: {_images(self.images)} (ids SHA-256 "
                     f"{self.sha256[:12]}); no record of this split to check it against")
         if self.matches:
-            return (f"split {self.split!r}: {self.images} images, the same ids as "
+            return (f"split {self.split!r}: {_images(self.images)}, the same ids as "
                     f"{self.reference}")
-        return (f"split {self.split!r}: {self.images} images (ids SHA-256 {self.sha256[:12]}) "
-                f"but the papers' {self.split} is {self.expected_images} images (ids SHA-256 "
+        return (f"split {self.split!r}: {_images(self.images)} (ids SHA-256 {self.sha256[:12]}) "
+                f"but the papers' {self.split} is {_images(self.expected_images)} (ids SHA-256 "
                 f"{(self.expected_sha256 or '')[:12]}, {self.reference}): NOT like for like "
                 f"with the published numbers")
 
@@ -162,6 +162,10 @@ class SplitCheck:
                 "ids_sha256": self.sha256, "expected_images": self.expected_images,
                 "expected_ids_sha256": self.expected_sha256, "reference": self.reference,
                 "matches": self.matches, "description": self.describe()}
+
+
+def _images(n: int | None) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
 
 
 def check_split(dataset: str, split: str, ids: Sequence[str]) -> SplitCheck:

@@ -340,3 +340,51 @@ def test_progress_shows_the_unit_and_the_report_its_legend(shipped_voc, small_fc
     # the finished run's checkpoint stays, and the console says why
     assert (out / "checkpoint.json").is_file()
     assert "checkpoint.json stays" in captured.out and "--resume rewrites" in captured.out
+
+
+# ------------------------------------------ item 13 (reproduce side): exit codes, help, version
+def test_help_is_plain_text_lists_the_models_and_every_option_says_its_default(capsys):
+    from port.models import list_models
+    from reproduce.__main__ import parser
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "`" not in text                                    # no reStructuredText markup
+    listed = text.split("models:", 1)[1].split("(dashes", 1)[0].replace("\n", " ")
+    assert {m.strip() for m in listed.split(",")} == {m.replace("_", "-") for m in list_models()}
+    for action in parser()._actions:
+        if action.dest in ("help", "version"):
+            continue
+        assert action.help, action.dest
+        if action.option_strings and action.nargs != 0 and not action.required:
+            assert "default" in action.help, action.dest     # every value option its default
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["demo", "--version"]])
+def test_version(argv, capsys):
+    import port
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0 and port.__version__ in capsys.readouterr().out
+
+
+def test_exit_codes_bad_input_1_usage_2(tmp_path, capsys):
+    from port.errors import EXIT_BAD_INPUT, EXIT_USAGE
+    with pytest.raises(SystemExit) as info:
+        main(["fcn8s", "--no-such-option"])                  # usage: argparse's own code
+    assert info.value.code == EXIT_USAGE
+    capsys.readouterr()
+    code = main(["fcn8s", "--data", str(tmp_path / "absent"), "--device", "cpu", "--quiet"])
+    assert code == EXIT_BAD_INPUT                            # a value that does not fit
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_counts_are_written_with_their_plurals():
+    from reproduce.harness import EvalResult
+    from reproduce.metrics import scores_from_matrix
+    from reproduce.report import RunInfo, coverage_text
+    one = EvalResult({"score": scores_from_matrix(np.eye(2, dtype=np.int64))}, 1, [], 1.0, 0)
+    info = RunInfo("m", "voc", "/d", "val", "w", "0" * 64, "cpu", "cpu", "strict-fp32", "fp32")
+    assert coverage_text(info, one).startswith("1 image of the split")
+    assert "1 image " in splits.check_split("voc", "seg11valid", SEG11VALID[:1]).describe()
