@@ -640,7 +640,8 @@ def resolve_weights(builder: str, weights: str | Path | None,
     from port.models import SOURCE_NAME, SOURCE_SHA256, read_metadata
     from reproduce import download, registry
     if weights is None:
-        source, origin = download.fetch(registry.caffemodel_for(builder)), "released"
+        source = download.fetch(registry.caffemodel_for(builder), registry.cache_dir(cache))
+        origin = "released"
     else:
         source, origin = Path(weights), "given"
         if not source.is_file():

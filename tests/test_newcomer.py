@@ -10,6 +10,7 @@ converted file would be. Nothing here reads ../shared or the network.
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from pathlib import Path
 
@@ -254,14 +255,16 @@ def test_offline_released_weights_say_weights(no_network, tmp_path, capsys):
     write_voc_as_shipped(tmp_path / "data", ids)
     split = tmp_path / "two.txt"
     split.write_text("\n".join(ids) + "\n")
+    cache = tmp_path / "my-cache"             # --cache, not $FCN_PORT_CACHE: where it goes
     code = _run(["fcn8s", "--data", str(tmp_path / "data"), "--split", str(split),
-                 "--out", str(tmp_path / "out"), "--cache", str(no_network)])
+                 "--out", str(tmp_path / "out"), "--cache", str(cache)])
     err = _one_line_error(capsys)
     assert code == 1
     assert "fcn8s-heavy-pascal.caffemodel: no URL gave the file" in err
     assert "dl.caffe.berkeleyvision.org" in err and "web.archive.org" in err
+    assert f"put it at {cache / 'fcn8s-heavy-pascal.caffemodel'}" in err
     assert "--weights FILE (make: WEIGHTS=FILE)" in err
-    assert not list(no_network.glob(".*.lock"))
+    assert not cache.exists() and not no_network.exists()   # no lock file, no empty folder
 
 
 # ------------------------------------------------ item 10: a stop at any point is one clear line
@@ -388,3 +391,37 @@ def test_counts_are_written_with_their_plurals():
     info = RunInfo("m", "voc", "/d", "val", "w", "0" * 64, "cpu", "cpu", "strict-fp32", "fp32")
     assert coverage_text(info, one).startswith("1 image of the split")
     assert "1 image " in splits.check_split("voc", "seg11valid", SEG11VALID[:1]).describe()
+
+
+# ------------------------------------------------------ item 5: the README's examples still parse
+def _readme_commands(prefix: str) -> list[list[str]]:
+    import shlex
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = readme.split("```sh")[1:]
+    lines = [line for block in blocks for line in block.split("```")[0].splitlines()]
+    return [shlex.split(line.split("  #")[0]) for line in lines if line.startswith(prefix)]
+
+
+def test_the_readmes_reproduce_commands_are_valid_command_lines():
+    from reproduce.__main__ import parser
+    from reproduce.demo import _parser as demo_parser
+    commands = _readme_commands("python -m reproduce")
+    assert len(commands) >= 5
+    for argv in commands:
+        argv = argv[3:]
+        if argv[:1] == ["demo"]:
+            demo_parser().parse_args(argv[1:])
+        elif argv != ["--help"]:
+            args = parser().parse_args(argv)
+            assert (args.model is None) != (args.net is None), argv
+
+
+def test_the_readmes_make_targets_exist():
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    models = makefile.split("REPRODUCE_VOC :=")[1].split("\n")[0].split()
+    targets = set(re.findall(r"^([\w-]+):", makefile, re.M)) | {f"reproduce-{m}" for m in models}
+    commands = _readme_commands("make ")
+    assert commands
+    for argv in commands:
+        assert argv[1] in targets, argv
+        assert all("=" in a for a in argv[2:]), argv            # VARIABLE=value only
