@@ -726,8 +726,7 @@ def _to_rgb(chw: Any, mean_bgr: np.ndarray) -> np.ndarray:
 def _fetch_dataset(name: str, root: Path) -> None:
     """Download and unpack the dataset's archives into ``root`` (each once, verified)."""
     from reproduce import download
-    root.mkdir(parents=True, exist_ok=True)
-    for artifact in DATASET_ARCHIVES[name]:
+    for artifact in DATASET_ARCHIVES[name]:   # fetch makes root/archives (and removes it on failure)
         download.extract(download.fetch(artifact, root / "archives"), root)
 
 

@@ -425,3 +425,17 @@ def test_the_readmes_make_targets_exist():
     for argv in commands:
         assert argv[1] in targets, argv
         assert all("=" in a for a in argv[2:]), argv            # VARIABLE=value only
+
+
+def test_offline_dataset_download_says_data_and_leaves_no_folder(no_network, small_fcn8s,
+                                                                 tmp_path, monkeypatch, capsys):
+    """No --data: the dataset would be downloaded into <repo>/data (here a tmp folder); offline
+    that is one line naming the archive, its hosts and DATA=, and no empty data/ is left."""
+    from reproduce import harness
+    monkeypatch.setattr(harness, "REPO_ROOT", tmp_path / "repo")
+    code = _run(["fcn8s", "--weights", str(small_fcn8s), "--out", str(tmp_path / "out")])
+    err = _one_line_error(capsys)
+    assert code == 1 and "VOCtrainval_11-May-2012.tar: no URL gave the file" in err
+    assert "host.robots.ox.ac.uk" in err and "--data DIR (make: DATA=DIR)" in err
+    assert f"put it at {tmp_path / 'repo' / 'data' / 'archives'}" in err
+    assert not (tmp_path / "repo").exists()
