@@ -176,7 +176,7 @@ class EvalResult:
     skipped: list[dict]
     seconds: float
     resumed_from: int
-    overlays: dict[str, np.ndarray] = field(default_factory=dict)  # id -> side-by-side RGB
+    overlays: dict[str, Any] = field(default_factory=dict)  # id -> parts of its overlay
 
 
 def _describe_bad(item_id: str, path: str | None, reason: str, rank: int | None) -> str:
@@ -285,7 +285,7 @@ class _State:
     prior: Checkpoint | None = None
     processed: int = 0                # items of this rank's shard done (scored or skipped)
     skipped: list[dict] = field(default_factory=list)
-    overlays: dict[str, np.ndarray] = field(default_factory=dict)
+    overlays: dict[str, Any] = field(default_factory=dict)
 
 
 def _resume_from(spec: EvalSpec, config: EvalConfig) -> Checkpoint | None:
@@ -388,13 +388,13 @@ def _prediction_path(config: EvalConfig, spec: EvalSpec, task: Task, item_id: st
 
 def _keep_overlay(spec: EvalSpec, st: _State, item: dict, pred: np.ndarray,
                   label: np.ndarray) -> None:
-    from reproduce.palette import VOID_LABEL, overlay
+    from reproduce.palette import VOID_LABEL
     rgb = spec.rgb_of(item["inputs"])
     if rgb is None:
         return
-    shown = np.where(label < spec.tasks[0].num_classes, label, VOID_LABEL)
-    st.overlays[item["id"]] = np.concatenate(
-        [rgb, overlay(rgb, shown), overlay(rgb, pred)], axis=1)
+    shown = np.where(label < spec.tasks[0].num_classes, label, VOID_LABEL).astype(np.uint8)
+    # the parts; reproduce.report.compose_overlay draws them with captions and a legend
+    st.overlays[item["id"]] = {"image": rgb, "truth": shown, "prediction": pred.astype(np.uint8)}
 
 
 def _score_item(spec: EvalSpec, config: EvalConfig, st: _State, item: dict,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import textwrap
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -380,7 +381,8 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
     else:
         lines += ["", "## Per-class IU", "", NO_PLOT_NOTE + "."]
     if overlays:
-        lines += ["", "## Overlays (image | ground truth | prediction)", ""]
+        lines += ["", "## Overlays (image | ground truth | prediction, classes in the legend "
+                  "below each)", ""]
         lines += [f"![{Path(o).stem}]({o})" for o in overlays]
     return "\n".join(lines) + "\n"
 
@@ -405,30 +407,102 @@ def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Compar
     for row in rows:
         if row.output == task.output and row.metric == "mean_iu" and row.published is not None:
             ax.axhline(row.published, color="C3", linestyle="--",
-                       label=f"published mean IU ({row.source})")
+                       label=textwrap.fill(f"published mean IU ({row.source})", 34))
             break
     ax.set_xticks(x, task.class_names, rotation=90)
     ax.set_ylabel("IU (%)")
     ax.set_ylim(0, PERCENT)
     ax.set_title(f"per-class IU, {task.output}")
-    # Below the class names, outside the axes: a trained net's bars reach the top wherever a
-    # legend inside would sit. savefig's tight bounding box takes it in.
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.42), frameon=False)
+    # Right of the axes: a trained net's bars reach the top wherever a legend inside would sit,
+    # and below the class names it left an empty band whose height depends on the longest
+    # name. savefig's tight bounding box takes it in.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as handle:
         fig.savefig(handle, format="png", bbox_inches="tight")
     return path
 
 
-def write_overlays(out_dir: Path, overlays: dict[str, np.ndarray]) -> list[str]:
-    """Side-by-side overlays as PNGs under ``out_dir/overlays``; their relative paths."""
+#: Tiny images are enlarged (nearest neighbour, whole pixels) until their shorter side is at
+#: least this many pixels, so that a 20-pixel test image or a small crop can be looked at.
+MIN_OVERLAY_SIDE = 160
+OVERLAY_CAPTIONS = ("image", "ground truth", "prediction")
+
+
+def _font(size: int = 14) -> Any:
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)      # Pillow >= 10.1 with FreeType
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def compose_overlay(parts: dict[str, np.ndarray], class_names: Sequence[str]) -> np.ndarray:
+    """One picture of an evaluated image: the image, the ground truth and the prediction
+    blended with the VOC palette side by side (``harness`` keeps the three as ``parts``),
+    enlarged to ``MIN_OVERLAY_SIDE``, a caption over each panel and a legend of the classes
+    shown (their palette colour and name; void is left uncoloured: it is not scored)."""
+    from PIL import Image, ImageDraw
+    from reproduce.palette import VOID_LABEL, overlay, voc_palette
+    rgb = np.asarray(parts["image"], dtype=np.uint8)
+    truth, pred = np.asarray(parts["truth"]), np.asarray(parts["prediction"])
+    h, w = truth.shape
+    k = max(1, math.ceil(MIN_OVERLAY_SIDE / max(1, min(h, w))))
+    panels = [rgb, overlay(rgb, truth), overlay(rgb, pred)]
+    body = np.concatenate([np.repeat(np.repeat(p, k, 0), k, 1) for p in panels], axis=1)
+    font, width = _font(), body.shape[1]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = int(probe.textbbox((0, 0), "Ag", font=font)[3]) + 8
+    present = sorted(set(np.unique(truth).tolist()) | set(np.unique(pred).tolist()))
+    palette = voc_palette()
+    entries = [(tuple(int(v) for v in palette[c]),
+                class_names[c] if c < len(class_names) else f"class {c}")
+               for c in present if c != VOID_LABEL]
+    if VOID_LABEL in present:
+        entries.append((None, "void (not scored, left uncoloured)"))
+    # lay the legend out in rows that fit the width
+    rows, x = [[]], 4
+    for colour, name in entries:
+        size = line - 8 + 4 + int(probe.textlength(name, font=font)) + 14
+        if x + size > width and rows[-1]:
+            rows.append([])
+            x = 4
+        rows[-1].append((x, colour, name))
+        x += size
+    canvas = Image.new("RGB", (width, line + body.shape[0] + line * len(rows) + 4), "white")
+    canvas.paste(Image.fromarray(body), (0, line))
+    draw = ImageDraw.Draw(canvas)
+    panel = w * k
+    for i, caption in enumerate(OVERLAY_CAPTIONS):
+        text_w = probe.textlength(caption, font=font)
+        draw.text((i * panel + max(0.0, (panel - text_w) / 2), 3), caption, fill="black", font=font)
+    top = line + body.shape[0] + 4
+    swatch = line - 8
+    for r, row in enumerate(rows):
+        y = top + r * line
+        for x, colour, name in row:
+            box = (x, y, x + swatch, y + swatch)
+            if colour is None:
+                draw.rectangle(box, outline="black")
+            else:
+                draw.rectangle(box, fill=colour, outline="black")
+            draw.text((x + swatch + 4, y - 1), name, fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def write_overlays(out_dir: Path, overlays: dict[str, Any],
+                   class_names: Sequence[str] = ()) -> list[str]:
+    """The overlays as PNGs under ``out_dir/overlays``; their relative paths. A value is
+    either the parts ``compose_overlay`` draws or an RGB array written as it is."""
     from PIL import Image
     written = []
     for item_id in sorted(overlays):
+        value = overlays[item_id]
+        picture = compose_overlay(value, class_names) if isinstance(value, dict) else value
         rel = f"{_SIDE_BY_SIDE_OVERLAYS}/{item_id.replace('/', '__')}.png"
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(out_dir / rel) as handle:
-            Image.fromarray(overlays[item_id]).save(handle, format="PNG")
+            Image.fromarray(picture).save(handle, format="PNG")
         written.append(rel)
     return written
 
@@ -447,7 +521,7 @@ def write_report(out_dir: str | Path, result: EvalResult, info: RunInfo, tasks: 
         plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class)
     else:
         plot = None
-    overlays = write_overlays(out, result.overlays)
+    overlays = write_overlays(out, result.overlays, tasks[0].class_names)
     report["files"] = {"plot": plot.name if plot else None, "overlays": overlays}
     paths = {"json": out / "report.json", "md": out / "report.md", "plot": plot}
     write_text_atomic(paths["json"], json.dumps(_json_safe(report), indent=1, allow_nan=False)
