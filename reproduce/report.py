@@ -173,11 +173,15 @@ def _cell(value: float | None, fmt: str) -> str:
 
 def _rows_as_text(rows: Sequence[Comparison], several: bool) -> list[list[str]]:
     labels = dict(METRICS + (LOSS,))
-    out = []
+    out, previous = [], None
     for r in rows:
         name = f"{r.output} {labels[r.metric]}" if several else labels[r.metric]
         ok = "" if r.within is None else ("yes" if r.within else "NO")
-        out.append([name, _cell(r.ours, ".4f"), _cell(r.published, ".4f"), _cell(r.delta, "+.4f"),
+        # each metric once: a second published value of it goes on the next line, beside it
+        first = (r.output, r.metric) != previous
+        previous = (r.output, r.metric)
+        out.append([name if first else "", _cell(r.ours, ".4f") if first else "",
+                    _cell(r.published, ".4f"), _cell(r.delta, "+.4f"),
                     _cell(r.tolerance, ".3f"), ok, r.source])
     return out
 

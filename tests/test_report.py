@@ -166,3 +166,16 @@ def test_overlays_are_enlarged_captioned_and_carry_a_class_legend():
         assert tuple(palette[c]) in colours, c
     for c in (1, 3, 15):
         assert tuple(palette[c]) not in colours, c
+
+
+def test_each_metric_is_shown_once_with_its_published_values_beside_it():
+    hist = np.array([[90, 10], [5, 95]])
+    scores = {"score": scores_from_matrix(hist)}
+    targets = [Target("score", "mean_iu", 65.5, 1, "paper A"),
+               Target("score", "mean_iu", 65.5126, 4, "paper B")]
+    for markdown in (False, True):
+        text = format_table(compare(scores, targets), markdown=markdown)
+        assert text.count("mean IU") == 1 and "paper A" in text and "paper B" in text
+        line_a, line_b = [line for line in text.splitlines() if "paper" in line]
+        assert f"{100 * scores['score'].mean_iu:.4f}" in line_a
+        assert f"{100 * scores['score'].mean_iu:.4f}" not in line_b and "65.5126" in line_b
