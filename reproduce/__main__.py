@@ -2,13 +2,16 @@
 
 Resolve (model, weights, data), evaluate (``reproduce.harness``), report (``reproduce.report``).
 Under ``torchrun`` every rank runs this same command; rank 0 prints and writes the report.
-Exit status: 0 done, 1 a bad item stopped the run, 2 bad arguments or files, 128 + N when
-signal N stopped it (after a checkpoint: rerun with ``--resume``).
+Exit status (``port.errors``, the same in ``python -m port``): 0 done; 1 bad input (a file,
+name or value that does not fit, or a dataset item that cannot be read), said in one line; 2 a
+usage error (argparse: unknown option, missing argument); 128 + N when signal N stopped it
+(after a checkpoint: rerun with ``--resume``).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,31 +22,49 @@ from port.run import speed
 from port.run.devices import DeviceError, check_device, device_name
 from reproduce import distributed as dist_
 from reproduce import harness as H
-from reproduce.checkpoint import CheckpointError, RunIdentity
+from reproduce.checkpoint import CHECKPOINT_NAME, RunIdentity
 
-EXIT_BAD_ITEM, EXIT_USAGE, EXIT_SIGNAL_BASE = 1, 2, 128
+from port.errors import EXIT_BAD_INPUT, EXIT_USAGE, PortError
+
+EXIT_BAD_ITEM, EXIT_SIGNAL_BASE = EXIT_BAD_INPUT, 128
 DEFAULT_OVERLAYS = 4
 MAX_DEFAULT_WORKERS = 4
 
 
 def parser() -> argparse.ArgumentParser:
+    import port
+    from port.models import list_models
+    models = ", ".join(m.replace("_", "-") for m in list_models())
+    import textwrap
+    fill = lambda text: textwrap.fill(text, 79, break_on_hyphens=False)  # noqa: E731
     p = argparse.ArgumentParser(
-        prog="python -m reproduce",
-        description="Evaluate a released FCN (or any Caffe segmentation net) as upstream "
-                    "score.py does and compare with the published numbers. "
-                    "`python -m reproduce demo` runs FCN-8s on the upstream demo image.")
-    p.add_argument("model", nargs="?", help="a port.models name (fcn8s, fcn8s-atonce, "
-                   "siftflow-fcn16s, ...); omit with --net")
+        prog="python -m reproduce", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=fill("Evaluate a released FCN (or any Caffe segmentation net) as upstream "
+                         "score.py does and compare with the published numbers. 'python -m "
+                         "reproduce demo' runs FCN-8s on the upstream demo image ('python -m "
+                         "reproduce demo --help')."),
+        epilog=fill(f"models: {models} (dashes or underscores).") + "\n\n" + fill(
+            "exit status: 0 done, 1 bad input (a file, name or value; said in one line), 2 "
+            "usage error, 128+N stopped by signal N after a checkpoint (continue with "
+            "--resume)."))
+    p.add_argument("--version", action="version", version=f"%(prog)s {port.__version__}")
+    p.add_argument("model", nargs="?", help="the model to evaluate, one of those listed below "
+                   "(e.g. fcn8s, fcn8s-atonce, siftflow-fcn16s); omit with --net")
     p.add_argument("--data", type=Path, help="the dataset folder or any folder above it "
                    "(default: ./data, downloading the dataset there when absent)")
     p.add_argument("--weights", help=".safetensors, .caffemodel or .caffemodel.h5 (default: "
                    "the released caffemodel, fetched, verified and converted once)")
-    p.add_argument("--split", help="split name (default: the papers' evaluation split)")
+    p.add_argument("--split", metavar="NAME|FILE",
+                   help="a split name (seg11valid, val, test) or a list file of image ids, one "
+                        "a line (default: the papers' evaluation split; seg11valid, SIFT Flow's "
+                        "and NYUDv2's test lists ship with fcn-port)")
     p.add_argument("--dataset", help="dataset reader (default: the model's; voc for --net)")
     p.add_argument("--device", choices=("cuda", "cpu"),
-                   default="cuda" if torch.cuda.is_available() else "cpu")
+                   default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the net runs (default: cuda when a GPU is visible, else cpu)")
     p.add_argument("--out", type=Path, help="report folder (default: reports/<model>)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images of "
+                   "the split (default: all; a partial run is no reproduction)")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fast", action="store_true",
                            help=f"the measured fast mode, {H.FAST.name} ({H.FAST.description}); "
@@ -51,26 +72,32 @@ def parser() -> argparse.ArgumentParser:
     precision.add_argument("--precision", choices=list(H.PRECISION_MODES),
                            help=f"a named precision mode of port.run.speed (default "
                                 f"{speed.STRICT.name})")
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.json")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.json "
+                   "(default: start afresh)")
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
-                   help="write a checkpoint every N images (0: only on a signal and at the end)")
+                   help="write a checkpoint every N images (default 100; 0: only on a signal "
+                        "and at the end)")
     p.add_argument("--skip-bad", action="store_true", help="record unreadable images or labels "
                    "in the report and go on (default: stop, naming the item)")
     p.add_argument("--save-predictions", type=Path, metavar="DIR",
-                   help="write every prediction as a VOC palette PNG named by image id")
+                   help="write every prediction as a VOC palette PNG named by image id "
+                        "(default: none written)")
     p.add_argument("--overlays", type=int, default=DEFAULT_OVERLAYS, metavar="N",
-                   help="colour overlays of the first N images in the report")
+                   help=f"colour overlays of the first N images in the report (default "
+                        f"{DEFAULT_OVERLAYS})")
     p.add_argument("--workers", type=int, help="data loading processes "
                    "(default: 0 on CPU, up to 4 on CUDA)")
-    p.add_argument("--net", type=Path, help="evaluate this Caffe prototxt through the generic "
-                   "graph instead of a named model (--weights required)")
+    p.add_argument("--net", type=Path, metavar="NET.prototxt", help="evaluate this Caffe "
+                   "prototxt through the generic graph instead of a named model (--weights "
+                   "required; default: the named model)")
     p.add_argument("--score-blob", action="append", metavar="NAME",
                    help="scored output blob(s) of --net (default: score; SIFT Flow: "
                         "score_sem and score_geo)")
     p.add_argument("--compare", metavar="MODEL", help="compare a --net run with this model's "
-                   "published numbers")
+                   "published numbers (default: none)")
     p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: a tqdm bar "
+                   "with the running mean IU and images/s)")
     return p
 
 
@@ -191,6 +218,8 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
     targets = (R.published_targets(table_model, spec.identity.split,
                                    [t.output for t in spec.tasks]) if table_model else [])
     rows = R.compare(result.scores, targets)
+    from reproduce.splits import check_split
+    split_check = check_split(spec.identity.dataset, spec.identity.split, spec.dataset.ids)
     info = R.RunInfo(model=spec.identity.model, dataset=spec.identity.dataset,
                      dataset_path=str(spec.dataset.root), split=spec.identity.split,
                      weights=extra.pop("weights"), weights_sha256=spec.identity.weights_sha256,
@@ -199,41 +228,49 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
                      precision_description=config.precision.description,
                      world_size=ctx.world_size, limit=args.limit,
                      split_size=len(spec.dataset.ids),
-                     extra={**extra, "precision_mode": asdict(config.precision)})
+                     extra={**extra, "precision_mode": asdict(config.precision)},
+                     split_check=split_check.as_dict())
     paths = R.write_report(config.out, result, info, spec.tasks, rows)
     print(f"\n{spec.identity.model} on {spec.identity.dataset} {spec.identity.split}: "
           f"{R.coverage_text(info, result)}, {result.seconds:.1f} s, "
           f"{config.precision.name} on {info.device_name}")
-    if R.is_partial(info, result):
-        print(R.partial_warning(info, result))
+    for reason in R.not_a_reproduction(info, result, rows):
+        print(reason)
     print(R.format_table(rows))
-    print(f"report: {paths['json']}  {paths['md']}  {paths['plot']}")
+    print(R.LEGEND)
+    if paths["plot"] is None:
+        print(R.NO_PLOT_NOTE)
+    print("report: " + "  ".join(str(p) for p in (paths["json"], paths["md"], paths["plot"])
+                                 if p is not None))
+    print(f"checkpoint: {config.out / CHECKPOINT_NAME} stays: it holds the finished run, from "
+          f"which --resume rewrites the report without evaluating again; delete it freely")
+
+
+def _out(args: argparse.Namespace) -> Path:
+    """The report folder: --out, else reports/<model>."""
+    name = args.model or (args.net.stem if args.net else "")
+    return args.out or H.REPO_ROOT / "reports" / name.replace("_", "-")
 
 
 def _run(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
     device = _device(args, ctx)
-    name = args.model or (args.net.stem if args.net else "")
-    out = args.out or H.REPO_ROOT / "reports" / name.replace("_", "-")
-    config = _config(args, device, out)
+    config = _config(args, device, _out(args))
     spec, extra, table_model = (_net if args.net else _named)(args, config)
     result = H.evaluate(spec, config, ctx)
     if result is not None:
-        _report(args, spec, result, config, ctx, extra, table_model)
+        try:
+            _report(args, spec, result, config, ctx, extra, table_model)
+        except KeyboardInterrupt:   # the counts are safe in the final checkpoint
+            raise H.Interrupted(signal.SIGINT, config.out / CHECKPOINT_NAME,
+                                during="writing the report") from None
     return 0
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's input (files, names), reported in one line, not a traceback."""
-    from port.caffe import CaffeFormatError
+    """Errors that are the user's input (files, names, values), reported in one line, not a
+    traceback: every ``PortError``, and conversion errors."""
     from port.convert import ConversionError
-    from port.net.layers import CaffeGraphError
-    from port.models import UnknownModelError, WeightsError
-    from reproduce.datasets import DatasetError
-    from reproduce.download import DownloadError
-    from reproduce.registry import NoReleasedWeightsError, UnknownArtifactError
-    return (H.ResolveError, CheckpointError, CaffeFormatError, ConversionError, CaffeGraphError,
-            UnknownModelError, WeightsError, DatasetError, DownloadError,
-            NoReleasedWeightsError, UnknownArtifactError)
+    return (PortError, ConversionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,7 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo.main(argv[1:])
         except _expected_errors() as exc:
             print(f"python -m reproduce demo: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("python -m reproduce demo: interrupted", file=sys.stderr)
+            return EXIT_SIGNAL_BASE + signal.SIGINT
     args = parser().parse_args(argv)
     if (args.model is None) == (args.net is None):
         parser().error("give a MODEL name or --net NET.prototxt (one of them)")
@@ -259,7 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_ITEM
     except _expected_errors() as exc:
         print(f"python -m reproduce: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:       # outside the loop, which turns SIGINT into a checkpoint
+        ckpt = _out(args) / CHECKPOINT_NAME
+        then = (f"continue from the checkpoint {ckpt} with --resume" if ckpt.is_file()
+                else "nothing was evaluated")
+        print(f"python -m reproduce: interrupted; {then}", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + signal.SIGINT
     finally:
         dist_.teardown(ctx)
 

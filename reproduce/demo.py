@@ -9,6 +9,17 @@ with the released one (decoded back to class indices through the palette).
 
 The image and output come from a local copy of the upstream repository (``$FCN_PORT_UPSTREAM``
 or ``../shared/upstream``) or are fetched, checksum-verified, from commit 1305c73.
+
+What the released weights give: ``demo/output.png`` *is* their prediction (Caffe, infer.py), so
+in Caffe they agree with it on 100% of the pixels. A faithful port with the same weights
+differs only where two classes' scores are tied to float rounding (another BLAS summation
+order) or where another libjpeg decodes a few pixels of the JPEG differently: a handful of
+boundary pixels. The command therefore requires ``MIN_AGREEMENT`` = 99% (``--min-agreement``)
+and exits 1 below it. For scale: the released prediction agrees with the image's ground truth
+(``demo/label.png``) on 84.3% of its non-void pixels, and FCN-8s nets of random weights agree
+with it on 0% to 5% (0.000% for a 1/16-width one of seed 0, 4.868% in issue 13). The released
+caffemodel cannot be fetched on the machines this was written on, so the port's own figure
+with it is not measured here: run the command where it can.
 """
 from __future__ import annotations
 
@@ -41,6 +52,9 @@ DESCRIPTION = (
     "agreement, the differing pixels, the classes of each) into --out.")
 
 DEMO_FILES = {"image": ("demo/image.jpg", "demo/image"), "output": ("demo/output.png", "demo/output")}
+#: The least agreement with demo/output.png the released weights must give through the port
+#: (percent; module docstring: 100% in Caffe, minus near-tied pixels and JPEG decoding).
+MIN_AGREEMENT = 99.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,9 @@ def write_demo(out: Path, rgb: np.ndarray, result: DemoResult, info: dict) -> No
 
 
 def _parser() -> argparse.ArgumentParser:
+    import port
     p = argparse.ArgumentParser(prog="python -m reproduce demo", description=DESCRIPTION)
+    p.add_argument("--version", action="version", version=f"%(prog)s {port.__version__}")
     p.add_argument("--weights", help="fcn8s weights: .safetensors, .caffemodel or "
                    ".caffemodel.h5 (default: the released fcn8s-heavy-pascal.caffemodel, "
                    "fetched, verified and converted once)")
@@ -102,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder for prediction.png, overlay.png and demo.json "
                         "(default: reports/demo)")
     p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
+    p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, metavar="PERCENT",
+                   help=f"exit 1 when fewer pixels than this agree with the released output "
+                        f"(default {MIN_AGREEMENT:g}: the released weights give 100%% in Caffe; "
+                        f"0 for weights of your own)")
     return p
 
 
@@ -118,12 +138,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         prediction = predict_image(H.ModelPredictor(model, meta.inputs, meta.outputs),
                                    meta.preprocess[0], rgb, device)
     result = compare_with_reference(prediction, np.array(Image.open(paths["output"]).convert("RGB")))
+    percent = 100 * result.agreement
+    passed = percent >= args.min_agreement
     write_demo(args.out, rgb, result, {"image": str(paths["image"]), "released_output":
-                                       str(paths["output"]), "weights_sha256": weights.sha256})
-    print(f"FCN-8s on {paths['image']}: {100 * result.agreement:.3f}% of pixels agree with the "
-          f"released {paths['output']} ({result.as_dict()['differing_pixels']} differ); "
-          f"written to {args.out}")
-    return 0
+                                       str(paths["output"]), "weights_sha256": weights.sha256,
+                                       "min_agreement_percent": args.min_agreement,
+                                       "passed": passed})
+    print(f"FCN-8s on {paths['image']}: {percent:.3f}% of pixels agree with the released "
+          f"{paths['output']} ({result.as_dict()['differing_pixels']} differ); written to "
+          f"{args.out}")
+    if passed:
+        print(f"OK: at least the {args.min_agreement:g}% the released weights give through an "
+              f"exact port (100% in Caffe)")
+        return 0
+    print(f"python -m reproduce demo: {percent:.3f}% agreement is below the "
+          f"{args.min_agreement:g}% the released weights give (100% in Caffe): these are not "
+          f"the released FCN-8s weights, or the port computes something else "
+          f"(--min-agreement 0 for weights of your own)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ answers 200), retries transient failures (timeouts, 5xx, connections cut mid-way
 exponential backoff, moves on to the next mirror at once on a 404 or when the host cannot be
 reached at all (its name does not resolve, the connection is refused), and checks md5/sha1/sha256 before the final `os.replace`: a file that fails never
 appears under its final name. An fcntl lock beside the file keeps two processes from
-downloading it at once; a verified file already there is returned without a request.
+downloading it at once; a verified file already there is returned without a request. A
+fetch that fails removes the lock file (and the folders) it made, keeps a non-empty `.part`
+for a later resume, and says in one line which hosts it tried and what to do instead.
 
 `extract` unpacks a tar (any compression) or zip archive into a temporary folder beside the
 destination, refusing members that would land outside it, then renames the folder into place.
@@ -54,7 +56,23 @@ _HASH_BLOCK = 1 << 20
 
 
 class DownloadError(PortError, RuntimeError):
-    """No URL gave the file; the message lists each URL tried and why it failed."""
+    """No URL gave the file. The message is one line: the file, each host tried and why it
+    failed, and what to do instead (the URL to download by hand, where to put the file, the
+    option that takes a local copy); ``failures`` keeps each URL's full reason."""
+
+    def __init__(self, message: str, failures: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
+
+
+#: What a user can do instead of the download, by registry kind (after "put it at DEST").
+INSTEAD = {
+    "caffemodel": "or pass your copy with --weights FILE (make: WEIGHTS=FILE)",
+    "dataset": "or pass the folder of the unpacked dataset with --data DIR (make: DATA=DIR)",
+    "split": "or pass your copy of the list with --split FILE",
+    "demo": f"or set FCN_PORT_UPSTREAM to a copy of the upstream repository "
+            f"({registry.UPSTREAM_REPO})",
+}
 
 
 class ChecksumMismatchError(DownloadError):
@@ -92,6 +110,7 @@ class _Target:
     filename: str
     urls: tuple[str, ...]
     constraints: tuple[tuple[Digests, ...], ...]
+    kind: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +153,7 @@ def _resolve(item: Artifact | str, mirrors: Sequence[str] | None,
     artifact = item if isinstance(item, Artifact) else registry.get(item)
     constraints = ((artifact.known,) if artifact.known else ()) + _as_digests(expected)
     return _Target(artifact.name, filename or artifact.filename,
-                   registry.candidate_urls(artifact, mirrors), constraints)
+                   registry.candidate_urls(artifact, mirrors), constraints, artifact.kind)
 
 
 def hash_file(path: Path, algorithms: Sequence[str]) -> dict[str, str]:
@@ -262,6 +281,16 @@ def _causes(err: BaseException) -> Iterator[BaseException]:
         stack += [e for e in linked if isinstance(e, BaseException)]
 
 
+def _why_unreachable(err: BaseException) -> str:
+    """A few words on why a host could not be reached, instead of urllib3's nested repr."""
+    causes = list(_causes(err))
+    if any(isinstance(e, socket.gaierror) for e in causes):
+        return "its name does not resolve: no network or no DNS?"
+    if any(isinstance(e, ConnectionRefusedError) for e in causes):
+        return "connection refused"
+    return type(err).__name__
+
+
 def _unreachable(err: BaseException) -> bool:
     """True when the host could not be reached at all (no such name, connection refused):
     another attempt at the same URL would fail the same way, so go to the next mirror now."""
@@ -280,9 +309,9 @@ def _download_once(http: requests.Session, url: str, part: Path, policy: _Policy
                 _stream_body(response, part, offset, policy)
     except TRANSFER_ERRORS as err:
         if _unreachable(err):
-            raise _Unavailable(f"{url}: cannot reach the host ({type(err).__name__}: {err}); "
+            raise _Unavailable(f"{url}: cannot reach the host ({_why_unreachable(err)}), "
                                f"not retried") from err
-        raise _Retryable(f"{url}: {type(err).__name__}: {err}") from err
+        raise _Retryable(f"{url}: {type(err).__name__}") from err
 
 
 def _download_with_retries(http: requests.Session, url: str, part: Path, policy: _Policy) -> None:
@@ -293,7 +322,8 @@ def _download_with_retries(http: requests.Session, url: str, part: Path, policy:
             return _download_once(http, url, part, policy)
         except _Retryable as err:
             if attempt == policy.retries:
-                raise _Unavailable(f"{err} (gave up after {attempt + 1} attempts)") from err
+                tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
+                raise _Unavailable(f"{err} (gave up after {tries})") from err
             delay = policy.backoff * 2 ** attempt
             log.warning("%s; retrying in %.3g s", err, delay)
             policy.sleep(delay)
@@ -349,7 +379,18 @@ def _download_any(http: requests.Session, target: _Target, dest: Path,
         others = [f for f in failures if f != str(first)]
         raise ChecksumMismatchError(first.where, first.algorithm, first.expected, first.actual,
                                     f"; other URLs: {' | '.join(others)}" if others else "")
-    raise DownloadError(f"{dest.name}: no URL gave the file:\n  " + "\n  ".join(failures))
+    raise DownloadError(_failed_message(target, dest, failures), failures)
+
+
+def _failed_message(target: _Target, dest: Path, failures: Sequence[str]) -> str:
+    """One line: the file, each host tried and why it failed, what to do instead."""
+    tried = []
+    for url, failure in zip(target.urls, failures):
+        reason = failure.removeprefix(f"{url}: ")
+        tried.append(f"{urlsplit(url).netloc or url} ({reason})")
+    instead = INSTEAD.get(target.kind or "", "")
+    return (f"{dest.name}: no URL gave the file, tried {'; '.join(tried)}. Download "
+            f"{target.urls[0]} by hand and put it at {dest}" + (f", {instead}" if instead else ""))
 
 
 def fetch(artifact_or_url: Artifact | str, dest_dir: str | os.PathLike[str] | None = None, *,
@@ -375,15 +416,40 @@ def fetch(artifact_or_url: Artifact | str, dest_dir: str | os.PathLike[str] | No
     target = _resolve(artifact_or_url, mirrors, expected, filename)
     folder = Path(dest_dir) if dest_dir is not None else registry.cache_dir()
     dest = folder / target.filename
-    with registry.file_lock(folder / f".{target.filename}.lock", on_wait=_log_wait):
-        if dest.exists():
-            _verify_existing(dest, target, store)
-            return dest
-        policy = _Policy(retries, backoff, sleep, timeout, chunk_size, progress)
-        with _session(session) as http:
-            sha256, url = _download_any(http, _with_record(target, store), dest, policy)
-        _remember(store, target, dest, sha256, url)
+    made = _missing_parents(folder)
+    try:
+        with registry.file_lock(folder / f".{target.filename}.lock", on_wait=_log_wait,
+                                remove_on_error=True):
+            if dest.exists():
+                _verify_existing(dest, target, store)
+                return dest
+            policy = _Policy(retries, backoff, sleep, timeout, chunk_size, progress)
+            with _session(session) as http:
+                sha256, url = _download_any(http, _with_record(target, store), dest, policy)
+            _remember(store, target, dest, sha256, url)
+    except BaseException:
+        _remove_empty(made)   # a failed fetch leaves no folder it made for nothing
+        raise
     return dest
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each folder (deepest first) if it is empty; stop at the first that is not."""
+    for path in folders:
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 def _log_wait(lock: Path) -> None:

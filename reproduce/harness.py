@@ -176,7 +176,7 @@ class EvalResult:
     skipped: list[dict]
     seconds: float
     resumed_from: int
-    overlays: dict[str, np.ndarray] = field(default_factory=dict)  # id -> side-by-side RGB
+    overlays: dict[str, Any] = field(default_factory=dict)  # id -> parts of its overlay
 
 
 def _describe_bad(item_id: str, path: str | None, reason: str, rank: int | None) -> str:
@@ -201,11 +201,16 @@ class BadItemError(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """A signal stopped the run after a checkpoint; exit with ``128 + signum``."""
+    """A signal stopped the run after a checkpoint; exit with ``128 + signum``. ``during``
+    says what was stopped when it was not the evaluation (e.g. writing the report)."""
 
-    def __init__(self, signum: int, checkpoint: Path | None):
-        super().__init__(f"stopped by signal {signum}; checkpoint {checkpoint} "
-                         f"(continue with --resume)")
+    def __init__(self, signum: int, checkpoint: Path | None, during: str | None = None):
+        if during is None:
+            text = f"stopped by signal {signum}; checkpoint {checkpoint} (continue with --resume)"
+        else:
+            text = (f"stopped by signal {signum} while {during}; every image is counted in the "
+                    f"checkpoint {checkpoint}: rerun with --resume to write the report")
+        super().__init__(text)
         self.signum, self.checkpoint = signum, checkpoint
 
 
@@ -280,7 +285,7 @@ class _State:
     prior: Checkpoint | None = None
     processed: int = 0                # items of this rank's shard done (scored or skipped)
     skipped: list[dict] = field(default_factory=list)
-    overlays: dict[str, np.ndarray] = field(default_factory=dict)
+    overlays: dict[str, Any] = field(default_factory=dict)
 
 
 def _resume_from(spec: EvalSpec, config: EvalConfig) -> Checkpoint | None:
@@ -383,13 +388,13 @@ def _prediction_path(config: EvalConfig, spec: EvalSpec, task: Task, item_id: st
 
 def _keep_overlay(spec: EvalSpec, st: _State, item: dict, pred: np.ndarray,
                   label: np.ndarray) -> None:
-    from reproduce.palette import VOID_LABEL, overlay
+    from reproduce.palette import VOID_LABEL
     rgb = spec.rgb_of(item["inputs"])
     if rgb is None:
         return
-    shown = np.where(label < spec.tasks[0].num_classes, label, VOID_LABEL)
-    st.overlays[item["id"]] = np.concatenate(
-        [rgb, overlay(rgb, shown), overlay(rgb, pred)], axis=1)
+    shown = np.where(label < spec.tasks[0].num_classes, label, VOID_LABEL).astype(np.uint8)
+    # the parts; reproduce.report.compose_overlay draws them with captions and a legend
+    st.overlays[item["id"]] = {"image": rgb, "truth": shown, "prediction": pred.astype(np.uint8)}
 
 
 def _score_item(spec: EvalSpec, config: EvalConfig, st: _State, item: dict,
@@ -470,7 +475,7 @@ class _Progress:
         if not self.bar.disable and now - self.last >= _POSTFIX_INTERVAL_S:
             self.last = now
             miu = self.cm.compute().mean_iu
-            self.bar.set_postfix_str(f"{self.label}={100 * miu:.2f}" if miu == miu else "")
+            self.bar.set_postfix_str(f"{self.label}={100 * miu:.2f}%" if miu == miu else "")
 
     def close(self) -> None:
         self.bar.close()
@@ -527,6 +532,27 @@ def _loop(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State
         progress.close()
 
 
+def _redo_overlays(spec: EvalSpec, config: EvalConfig, st: _State) -> None:
+    """The overlays of images a resumed run's checkpoint had already counted: a checkpoint
+    holds counts, not pictures, so those few images (at most ``config.overlays``) are forwarded
+    again here, outside the counts, exactly as ``_score_item`` draws them."""
+    done = set(st.prior.done) if st.prior else set()
+    skipped = {s["id"] for s in st.prior.skipped} if st.prior else set()
+    for item_id in spec.ids[:config.overlays]:
+        if item_id not in done or item_id in skipped or item_id in st.overlays:
+            continue
+        try:
+            got_id, inputs, labels = spec.load(spec.dataset, item_id)
+        except _bad_item_errors():
+            continue          # unreadable now: the report lists what it could draw
+        task = spec.tasks[0]
+        with torch.inference_mode(), speed.autocast(config.precision, config.device):
+            outputs = spec.predict(_to_device(_as_tensors(inputs), config))
+        pred = outputs[task.output][0].argmax(0).cpu().numpy()
+        label = np.asarray(_label_for(task, labels))
+        _keep_overlay(spec, st, {"id": got_id, "inputs": _as_tensors(inputs)}, pred, label)
+
+
 def _mean_loss(summed: tuple[float, int] | None) -> float | None:
     """``score.py``'s ``loss / len(dataset)``: the mean per-image loss (None: no loss)."""
     if summed is None or summed[1] == 0:
@@ -548,6 +574,8 @@ def evaluate(spec: EvalSpec, config: EvalConfig,
     started = time.perf_counter()
     with speed.backend_flags(config.precision):
         _loop(spec, config, ctx, st, started)
+        if ctx.is_main:
+            _redo_overlays(spec, config, st)
     seconds = time.perf_counter() - started
     merged = _merge(spec, ctx, st)
     _save(spec, config, ctx, st, seconds, merged)  # the final, complete checkpoint
@@ -570,9 +598,6 @@ ENV_UPSTREAM = "FCN_PORT_UPSTREAM"
 #: Registry dataset archives to fetch for each dataset reader, when no data is given.
 DATASET_ARCHIVES = {"voc": ("voc2012-trainval",), "sbd": ("sbd",), "siftflow": ("siftflow",),
                     "nyud": ("nyud",), "pascalcontext": ("pascal-context", "voc2010-trainval")}
-#: Upstream split files the VOC folders do not ship (path in the upstream repo, registry name).
-UPSTREAM_SPLITS = {("voc", "seg11valid"): ("data/pascal/seg11valid.txt",
-                                           "split/pascal/seg11valid")}
 
 
 class ResolveError(PortError):
@@ -615,7 +640,8 @@ def resolve_weights(builder: str, weights: str | Path | None,
     from port.models import SOURCE_NAME, SOURCE_SHA256, read_metadata
     from reproduce import download, registry
     if weights is None:
-        source, origin = download.fetch(registry.caffemodel_for(builder)), "released"
+        source = download.fetch(registry.caffemodel_for(builder), registry.cache_dir(cache))
+        origin = "released"
     else:
         source, origin = Path(weights), "given"
         if not source.is_file():
@@ -700,29 +726,31 @@ def _to_rgb(chw: Any, mean_bgr: np.ndarray) -> np.ndarray:
 def _fetch_dataset(name: str, root: Path) -> None:
     """Download and unpack the dataset's archives into ``root`` (each once, verified)."""
     from reproduce import download
-    root.mkdir(parents=True, exist_ok=True)
-    for artifact in DATASET_ARCHIVES[name]:
+    for artifact in DATASET_ARCHIVES[name]:   # fetch makes root/archives (and removes it on failure)
         download.extract(download.fetch(artifact, root / "archives"), root)
 
 
-def _split_options(name: str, root: Path, split: str) -> dict[str, Any]:
-    """``split_file=`` for a split the dataset folder does not ship (VOC's seg11valid)."""
-    if (name, split) not in UPSTREAM_SPLITS:
-        return {}
+def _split_options(name: str, root: Path, choice: Any) -> dict[str, Any]:
+    """``split_file=`` for a list file given with ``--split PATH``, or for a split the dataset
+    folder does not ship (VOC's seg11valid: the list shipped in the package,
+    ``reproduce.splits``)."""
+    from reproduce import splits
     from reproduce.datasets import locate
-    folder = locate(name, root, split).path
-    if (folder / "ImageSets" / "Segmentation" / f"{split}.txt").is_file():
+    path = splits.split_file_for(name, locate(name, root, choice.name).path, choice)
+    if path is None:
         return {}
-    return {"split_file": upstream_file(*UPSTREAM_SPLITS[(name, split)])}
+    _note(f"split {choice.name}: reading the list {path}")
+    return {"split_file": path}
 
 
 def find_dataset(name: str, root: Path, split: str | None, *, download: bool = False) -> None:
     """Make sure dataset ``name`` is at or under ``root``: fetched there if ``download`` and
     absent, else ``DatasetNotFoundError`` naming ``root``. Cheap; the command line calls it
     before anything slow (a weights download, loading a caffemodel)."""
+    from reproduce import splits
     from reproduce.datasets import DatasetNotFoundError, locate
     try:
-        locate(name, root, split)
+        locate(name, root, splits.choose(name, split).name)
     except DatasetNotFoundError:
         if not download:
             raise
@@ -732,11 +760,14 @@ def find_dataset(name: str, root: Path, split: str | None, *, download: bool = F
 def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
                  **options: Any) -> Any:
     """The reader of dataset ``name`` at or under ``root`` (fetched first if ``download`` and
-    absent); says which folder it found."""
+    absent); says which folder it found. ``split``: a name, a list file's path, or None for
+    the papers' evaluation split (``reproduce.splits.choose``)."""
+    from reproduce import splits
     from reproduce.datasets import MissingFileError, get_dataset
     find_dataset(name, root, split, download=download)
-    if split is not None:
-        options = {**_split_options(name, root, split), **options}
+    choice = splits.choose(name, split)
+    split = choice.name
+    options = {**_split_options(name, root, choice), **options}
     try:
         dataset = get_dataset(name, root, split, **options)
     except MissingFileError as exc:

@@ -22,7 +22,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from port.errors import PortError
 from port.fileio import atomic_open
@@ -99,6 +99,11 @@ class Artifact:
     builder: str | None = None
     description: str = ""
     source: str = ""
+    #: For an evaluation split list: how many image ids it holds and the SHA-256 of those ids
+    #: written one a line with a final newline (``split_digest``), so that a list with other
+    #: line endings or spacing is still recognised, and a list of other ids is not.
+    ids: int | None = None
+    ids_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -123,9 +128,17 @@ def _caffemodel(builder: str, filename: str, upstream_dir: str, *known: Digests)
         source=f"{UPSTREAM_REPO}@{UPSTREAM_COMMIT[:7]} {upstream_dir}/caffemodel-url")
 
 
-def _upstream_file(name: str, kind: str, path: str, sha256: str, description: str) -> Artifact:
+def split_digest(ids: Sequence[str]) -> str:
+    """The SHA-256 of a split's image ids, one a line, each line ending in a newline: what
+    ``Artifact.ids_sha256`` records and what a run's report compares against it."""
+    return hashlib.sha256("".join(f"{i}\n" for i in ids).encode("utf-8")).hexdigest()
+
+
+def _upstream_file(name: str, kind: str, path: str, sha256: str, description: str,
+                   ids: int | None = None, ids_sha256: str | None = None) -> Artifact:
     """A file of the reference repository at UPSTREAM_COMMIT; its SHA-256 is that of the copy
-    in ../shared/upstream (tests/test_registry.py checks they agree)."""
+    in ../shared/upstream (tests/test_registry.py checks they agree, and the id counts and
+    digests of the evaluation splits)."""
     urls = (
         f"https://raw.githubusercontent.com/{UPSTREAM_REPO}/{UPSTREAM_COMMIT}/{path}",
         f"https://github.com/{UPSTREAM_REPO}/raw/{UPSTREAM_COMMIT}/{path}",
@@ -133,7 +146,8 @@ def _upstream_file(name: str, kind: str, path: str, sha256: str, description: st
     )
     return Artifact(name=name, kind=kind, filename=path.rsplit("/", 1)[-1], urls=urls,
                     known=(Digests(sha256=sha256, source=f"{UPSTREAM_REPO}@{UPSTREAM_COMMIT[:7]}"),),
-                    description=description, source=f"{UPSTREAM_REPO}@{UPSTREAM_COMMIT[:7]} {path}")
+                    description=description, source=f"{UPSTREAM_REPO}@{UPSTREAM_COMMIT[:7]} {path}",
+                    ids=ids, ids_sha256=ids_sha256)
 
 
 _FCN8S_DIGESTS = Digests(
@@ -229,13 +243,15 @@ DATASETS: tuple[Artifact, ...] = (
 SPLITS: tuple[Artifact, ...] = (
     _upstream_file("split/pascal/seg11valid", "split", "data/pascal/seg11valid.txt",
                    "4ca991bd72c251fd2485eaa9e29536502ea3800d1b1c17c151fd6a04bcfbc2cc",
-                   "the 736 VOC2011 val images not in SBD train"),
+                   "the 736 VOC2011 val images not in SBD train", 736,
+                   "4ca991bd72c251fd2485eaa9e29536502ea3800d1b1c17c151fd6a04bcfbc2cc"),
     _upstream_file("split/pascal/classes", "split", "data/pascal/classes.txt",
                    "7337a2b06728385fb3e1106416c67bfddf69628598b1f2f0db6a63cd63fb6b1e",
                    "PASCAL VOC classes in model output order"),
     _upstream_file("split/sift-flow/test", "split", "data/sift-flow/test.txt",
                    "d9d024d06b1ed2139b0e1bdbc78ede9897c3389cd588cd5c37268a931c1d36ae",
-                   "SIFT Flow test split (200 images)"),
+                   "SIFT Flow test split (200 images)", 200,
+                   "866d9c2a8c8e27de69651f8a2938a3851165559345a5deb162e031af215f78be"),
     _upstream_file("split/sift-flow/trainval", "split", "data/sift-flow/trainval.txt",
                    "4321de2b164556875661a66c64e6b5ebe1493a6e3dfa51d93700e3d17dbedfe7",
                    "SIFT Flow trainval split"),
@@ -244,7 +260,8 @@ SPLITS: tuple[Artifact, ...] = (
                    "SIFT Flow semantic and geometric classes"),
     _upstream_file("split/nyud/test", "split", "data/nyud/test.txt",
                    "f717536bdff71424f6f7cd0674cf6ac4381b2cffaaf942230b962a9f40671e7a",
-                   "NYUDv2 test split (654 images)"),
+                   "NYUDv2 test split (654 images)", 654,
+                   "656d092d45f280de393c7beab6185f6d8bbbec2f01c5b2becd478cfd5505ec74"),
     _upstream_file("split/nyud/train", "split", "data/nyud/train.txt",
                    "8db94b4a9b33494c20319c6e79073aa7b842a683e6d263c3873d6ee95cebf759",
                    "NYUDv2 train split"),
@@ -351,22 +368,51 @@ def candidate_urls(artifact: Artifact, mirrors: Sequence[str] | None = None) -> 
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, on_wait: Callable[[Path], None] | None = None) -> Iterator[None]:
-    """An exclusive fcntl.flock on `path` (created if missing, never deleted: unlinking a lock
-    file another process has open would let a third one lock a new inode) for the duration.
-    `on_wait(path)` is called once when another holder makes us wait."""
+def file_lock(path: Path, on_wait: Callable[[Path], None] | None = None, *,
+              remove_on_error: bool = False) -> Iterator[None]:
+    """An exclusive fcntl.flock on `path` (created if missing) for the duration. `on_wait(path)`
+    is called once when another holder makes us wait.
+
+    With `remove_on_error`, a body that raises removes the lock file (while still holding it),
+    so a failed download leaves nothing behind. That is safe because a lock is only held once
+    the path still names the very file locked: a process that waited on a file removed meanwhile
+    opens the path again (the classic check of fstat against stat)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
+    waited = False
+    while True:
+        handle = open(path, "a+b")
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait(path)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None and not waited:
+                    on_wait(path)
+                waited = True
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            if _same_file(handle, path):
+                break
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()   # removed by its last holder while we waited: lock the new one
+    with handle:
         try:
             yield
+        except BaseException:
+            if remove_on_error:
+                path.unlink(missing_ok=True)
+            raise
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
 class HashStore:

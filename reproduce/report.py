@@ -11,13 +11,18 @@ the metrics, as a number (not percent); nobody published it, so it has no target
 The published numbers are over whole splits. A run that scored fewer images than its split
 holds (``--limit``, or bad items skipped) is marked *partial* in the console, ``report.json``
 (``partial: true``, ``reproduction: false``, ``all_within_tolerance: null``) and ``report.md``:
-its rows still show the published values, but they are not a reproduction of them.
+its rows still show the published values, but they are not a reproduction of them. The same
+holds for a whole list that is not the split the numbers were published for: its identity
+(``reproduce.splits.SplitCheck``: the count and digest of its ids against the registry's) is
+recorded as ``split_check``, and when it differs the run is *not like for like*
+(``like_for_like: false``). ``not_a_reproduction`` lists every reason, one line each.
 """
 from __future__ import annotations
 
 import json
 import math
 import platform
+import textwrap
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +36,8 @@ from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
 
 __all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare",
-           "format_table", "is_partial", "coverage_text", "partial_warning", "build_report",
+           "format_table", "is_partial", "coverage_text", "partial_warning", "like_for_like",
+           "not_a_reproduction", "LEGEND", "NO_PLOT_NOTE", "has_matplotlib", "build_report",
            "write_report", "versions", "FLOAT_ORDER_SLACK"]
 
 #: score.py's four numbers: (Scores attribute, label as the papers' tables print it).
@@ -44,6 +50,15 @@ PERCENT = 100.0
 #: Caffe's BLAS in summation order, which flips the argmax of a few near-tied pixels.
 FLOAT_ORDER_SLACK = 0.02
 _SIDE_BY_SIDE_OVERLAYS = "overlays"
+#: The one legend line under every comparison table (console and report.md).
+LEGEND = (f"legend: (checked) = read in the cited source, (recalled) = from a secondary "
+          f"citation, not yet read in the source itself; tol. = the largest |delta| that counts "
+          f"as agreeing (half a unit of the published value's last printed decimal + "
+          f"{FLOAT_ORDER_SLACK} points for float summation order); within = |delta| <= tol.; "
+          f"numbers in percent, loss per image")
+#: Said instead of drawing per_class_iu.png where matplotlib (the ``plot`` extra) is missing.
+NO_PLOT_NOTE = ("per_class_iu.png not drawn: matplotlib is not installed (pip install "
+                "'fcn-port[plot]' to draw it); report.json and report.md hold every number")
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,8 @@ class RunInfo:
     split_size: int | None = None      # images in the whole split (None: not known)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``reproduce.splits.SplitCheck.as_dict()`` of the evaluated list (None: not checked)
+    split_check: dict[str, Any] | None = None
 
 
 def _table_task(output: str) -> str:
@@ -156,11 +173,15 @@ def _cell(value: float | None, fmt: str) -> str:
 
 def _rows_as_text(rows: Sequence[Comparison], several: bool) -> list[list[str]]:
     labels = dict(METRICS + (LOSS,))
-    out = []
+    out, previous = [], None
     for r in rows:
         name = f"{r.output} {labels[r.metric]}" if several else labels[r.metric]
         ok = "" if r.within is None else ("yes" if r.within else "NO")
-        out.append([name, _cell(r.ours, ".4f"), _cell(r.published, ".4f"), _cell(r.delta, "+.4f"),
+        # each metric once: a second published value of it goes on the next line, beside it
+        first = (r.output, r.metric) != previous
+        previous = (r.output, r.metric)
+        out.append([name if first else "", _cell(r.ours, ".4f") if first else "",
+                    _cell(r.published, ".4f"), _cell(r.delta, "+.4f"),
                     _cell(r.tolerance, ".3f"), ok, r.source])
     return out
 
@@ -192,13 +213,41 @@ def coverage_text(info: RunInfo, result: EvalResult) -> str:
     """``"4 of 736 images of the split evaluated (--limit 4), 0 skipped"``."""
     of = "" if info.split_size is None else f" of {info.split_size}"
     limit = "" if info.limit is None else f" (--limit {info.limit})"
-    return f"{result.images}{of} images of the split evaluated{limit}, {len(result.skipped)} skipped"
+    total = info.split_size if info.split_size is not None else result.images
+    return (f"{result.images}{of} {plural(total, 'image')} of the split evaluated{limit}, "
+            f"{len(result.skipped)} skipped")
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """``noun`` for one, else its plural (``many``, or ``noun + 's'``)."""
+    return noun if n == 1 else (many or noun + "s")
 
 
 def partial_warning(info: RunInfo, result: EvalResult) -> str:
     """The line saying that a partial run is not a reproduction of the published numbers."""
     return (f"PARTIAL: {coverage_text(info, result)} of {info.split}; the published numbers "
             f"are for the whole split, so this comparison is not a reproduction")
+
+
+def like_for_like(info: RunInfo) -> bool | None:
+    """Whether the evaluated list is the split of the published numbers: True (same ids as the
+    registry's), False (other ids), None (no record of the split to check it against)."""
+    return None if info.split_check is None else info.split_check.get("matches")
+
+
+def not_a_reproduction(info: RunInfo, result: EvalResult,
+                       rows: Sequence[Comparison]) -> list[str]:
+    """Every reason the comparison is no reproduction of the published numbers, one line
+    each; empty when it is one."""
+    reasons = []
+    if like_for_like(info) is False:
+        reasons.append(f"NOT LIKE FOR LIKE: {info.split_check['description']}")
+    if is_partial(info, result):
+        reasons.append(partial_warning(info, result))
+    if not any(r.published is not None for r in rows):
+        reasons.append(f"no published numbers for {info.model} on {info.split}: nothing to "
+                       f"compare with")
+    return reasons
 
 
 def versions() -> dict[str, str | None]:
@@ -230,18 +279,20 @@ def build_report(result: EvalResult, info: RunInfo, tasks: Sequence[Task],
     info_d = asdict(info)
     extra = info_d.pop("extra")
     partial = is_partial(info, result)
+    reasons = not_a_reproduction(info, result, rows)
     return {
         "format": "fcn-port-report/1", **info_d, **extra,
         "images": result.images, "images_evaluated": result.images, "skipped": result.skipped,
-        "partial": partial, "reproduction": not partial,
+        "partial": partial, "like_for_like": like_for_like(info),
+        "reproduction": not reasons, "not_a_reproduction": reasons,
         "resumed_from_images": result.resumed_from,
         "seconds": result.seconds,
         "images_per_second": result.images / result.seconds if result.seconds > 0 else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": versions(), "outputs": outputs,
         "comparison": [r.as_dict() for r in rows],
-        # a partial run is not judged against whole-split numbers
-        "all_within_tolerance": None if partial else _all_within(rows),
+        # a partial run, or another list, is not judged against whole-split numbers
+        "all_within_tolerance": None if reasons else _all_within(rows),
     }
 
 
@@ -283,12 +334,25 @@ def _loss_md(report: dict[str, Any]) -> list[str]:
 
 
 def _partial_md(report: dict[str, Any]) -> list[str]:
-    if not report["partial"]:
-        return []
-    of = "" if report["split_size"] is None else f" of the {report['split_size']}"
-    return [f"**Partial: {report['images_evaluated']}{of} images of {report['split']} "
-            f"evaluated. The published numbers are for the whole split: this comparison is "
-            f"not a reproduction.**", ""]
+    """Why the table is no reproduction, in bold above it (nothing when it is one)."""
+    lines = []
+    check = report.get("split_check") or {}
+    if report.get("like_for_like") is False:
+        lines += [f"**Not like for like: {check['description']}. The published numbers are "
+                  f"for the papers' list: this comparison is not a reproduction.**", ""]
+    if report["partial"]:
+        of = "" if report["split_size"] is None else f" of the {report['split_size']}"
+        total = report["split_size"] or report["images_evaluated"]
+        lines += [f"**Partial: {report['images_evaluated']}{of} {plural(total, 'image')} of "
+                  f"{report['split']} "
+                  f"evaluated. The published numbers are for the whole split: this comparison "
+                  f"is not a reproduction.**", ""]
+    return lines
+
+
+def _split_md(report: dict[str, Any]) -> list[str]:
+    check = report.get("split_check")
+    return [] if not check else [f"- {check['description']}"]
 
 
 def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
@@ -301,24 +365,28 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
              f"- images evaluated: {report['images_evaluated']}{of} "
              f"(skipped: {len(report['skipped'])}{limit})",
              f"- data: `{report['dataset_path']}`",
+             *_split_md(report),
              f"- weights: `{report['weights']}` (SHA-256 `{report['weights_sha256']}`)",
              f"- device: {report['device']} ({report['device_name']}), "
-             f"{report['world_size']} process(es)",
+             f"{report['world_size']} {plural(report['world_size'], 'process', 'processes')}",
              f"- precision: {report['precision']} ({report['precision_description']})",
              f"- time: {report['seconds']:.1f} s" + (f", {rate:.2f} img/s" if rate else ""),
              f"- torch {report['versions']['torch']}, fcn-port {report['versions']['fcn-port']}",
              *_loss_md(report),
              "", "## Ours and published (percent; loss per image)", "",
              *_partial_md(report),
-             format_table(rows, markdown=True)]
+             format_table(rows, markdown=True), "", LEGEND[0].upper() + LEGEND[1:] + "."]
     lines += _per_class_md(report)
     if report["skipped"]:
         lines += ["", "## Skipped bad items (--skip-bad)", ""]
         lines += [f"- `{s['id']}` `{s.get('path')}`: {s['error']}" for s in report["skipped"]]
     if plot:
         lines += ["", "## Per-class IU", "", f"![per-class IU]({plot})"]
+    else:
+        lines += ["", "## Per-class IU", "", NO_PLOT_NOTE + "."]
     if overlays:
-        lines += ["", "## Overlays (image | ground truth | prediction)", ""]
+        lines += ["", "## Overlays (image | ground truth | prediction, classes in the legend "
+                  "below each)", ""]
         lines += [f"![{Path(o).stem}]({o})" for o in overlays]
     return "\n".join(lines) + "\n"
 
@@ -343,30 +411,102 @@ def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Compar
     for row in rows:
         if row.output == task.output and row.metric == "mean_iu" and row.published is not None:
             ax.axhline(row.published, color="C3", linestyle="--",
-                       label=f"published mean IU ({row.source})")
+                       label=textwrap.fill(f"published mean IU ({row.source})", 34))
             break
     ax.set_xticks(x, task.class_names, rotation=90)
     ax.set_ylabel("IU (%)")
     ax.set_ylim(0, PERCENT)
     ax.set_title(f"per-class IU, {task.output}")
-    # Below the class names, outside the axes: a trained net's bars reach the top wherever a
-    # legend inside would sit. savefig's tight bounding box takes it in.
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.42), frameon=False)
+    # Right of the axes: a trained net's bars reach the top wherever a legend inside would sit,
+    # and below the class names it left an empty band whose height depends on the longest
+    # name. savefig's tight bounding box takes it in.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as handle:
         fig.savefig(handle, format="png", bbox_inches="tight")
     return path
 
 
-def write_overlays(out_dir: Path, overlays: dict[str, np.ndarray]) -> list[str]:
-    """Side-by-side overlays as PNGs under ``out_dir/overlays``; their relative paths."""
+#: Tiny images are enlarged (nearest neighbour, whole pixels) until their shorter side is at
+#: least this many pixels, so that a 20-pixel test image or a small crop can be looked at.
+MIN_OVERLAY_SIDE = 160
+OVERLAY_CAPTIONS = ("image", "ground truth", "prediction")
+
+
+def _font(size: int = 14) -> Any:
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)      # Pillow >= 10.1 with FreeType
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def compose_overlay(parts: dict[str, np.ndarray], class_names: Sequence[str]) -> np.ndarray:
+    """One picture of an evaluated image: the image, the ground truth and the prediction
+    blended with the VOC palette side by side (``harness`` keeps the three as ``parts``),
+    enlarged to ``MIN_OVERLAY_SIDE``, a caption over each panel and a legend of the classes
+    shown (their palette colour and name; void is left uncoloured: it is not scored)."""
+    from PIL import Image, ImageDraw
+    from reproduce.palette import VOID_LABEL, overlay, voc_palette
+    rgb = np.asarray(parts["image"], dtype=np.uint8)
+    truth, pred = np.asarray(parts["truth"]), np.asarray(parts["prediction"])
+    h, w = truth.shape
+    k = max(1, math.ceil(MIN_OVERLAY_SIDE / max(1, min(h, w))))
+    panels = [rgb, overlay(rgb, truth), overlay(rgb, pred)]
+    body = np.concatenate([np.repeat(np.repeat(p, k, 0), k, 1) for p in panels], axis=1)
+    font, width = _font(), body.shape[1]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = int(probe.textbbox((0, 0), "Ag", font=font)[3]) + 8
+    present = sorted(set(np.unique(truth).tolist()) | set(np.unique(pred).tolist()))
+    palette = voc_palette()
+    entries = [(tuple(int(v) for v in palette[c]),
+                class_names[c] if c < len(class_names) else f"class {c}")
+               for c in present if c != VOID_LABEL]
+    if VOID_LABEL in present:
+        entries.append((None, "void (not scored, left uncoloured)"))
+    # lay the legend out in rows that fit the width
+    rows, x = [[]], 4
+    for colour, name in entries:
+        size = line - 8 + 4 + int(probe.textlength(name, font=font)) + 14
+        if x + size > width and rows[-1]:
+            rows.append([])
+            x = 4
+        rows[-1].append((x, colour, name))
+        x += size
+    canvas = Image.new("RGB", (width, line + body.shape[0] + line * len(rows) + 4), "white")
+    canvas.paste(Image.fromarray(body), (0, line))
+    draw = ImageDraw.Draw(canvas)
+    panel = w * k
+    for i, caption in enumerate(OVERLAY_CAPTIONS):
+        text_w = probe.textlength(caption, font=font)
+        draw.text((i * panel + max(0.0, (panel - text_w) / 2), 3), caption, fill="black", font=font)
+    top = line + body.shape[0] + 4
+    swatch = line - 8
+    for r, row in enumerate(rows):
+        y = top + r * line
+        for x, colour, name in row:
+            box = (x, y, x + swatch, y + swatch)
+            if colour is None:
+                draw.rectangle(box, outline="black")
+            else:
+                draw.rectangle(box, fill=colour, outline="black")
+            draw.text((x + swatch + 4, y - 1), name, fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def write_overlays(out_dir: Path, overlays: dict[str, Any],
+                   class_names: Sequence[str] = ()) -> list[str]:
+    """The overlays as PNGs under ``out_dir/overlays``; their relative paths. A value is
+    either the parts ``compose_overlay`` draws or an RGB array written as it is."""
     from PIL import Image
     written = []
     for item_id in sorted(overlays):
+        value = overlays[item_id]
+        picture = compose_overlay(value, class_names) if isinstance(value, dict) else value
         rel = f"{_SIDE_BY_SIDE_OVERLAYS}/{item_id.replace('/', '__')}.png"
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(out_dir / rel) as handle:
-            Image.fromarray(overlays[item_id]).save(handle, format="PNG")
+            Image.fromarray(picture).save(handle, format="PNG")
         written.append(rel)
     return written
 
@@ -374,16 +514,31 @@ def write_overlays(out_dir: Path, overlays: dict[str, np.ndarray]) -> list[str]:
 def write_report(out_dir: str | Path, result: EvalResult, info: RunInfo, tasks: Sequence[Task],
                  rows: Sequence[Comparison],
                  published_per_class: dict[str, float] | None = None) -> dict[str, Path]:
-    """Write report.json, report.md, the per-class IU plot and the overlays; their paths."""
+    """Write report.json, report.md, the per-class IU plot (skipped, with ``NO_PLOT_NOTE``, where
+    matplotlib is not installed: it is the optional ``plot`` extra) and the overlays; their
+    paths (``plot``: None when skipped)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(result, info, tasks, rows)
-    plot = out / "per_class_iu.png"
-    plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class)
-    overlays = write_overlays(out, result.overlays)
-    report["files"] = {"plot": plot.name, "overlays": overlays}
+    plot: Path | None = out / "per_class_iu.png"
+    if has_matplotlib():
+        plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class)
+    else:
+        plot = None
+    overlays = write_overlays(out, result.overlays, tasks[0].class_names)
+    report["files"] = {"plot": plot.name if plot else None, "overlays": overlays}
     paths = {"json": out / "report.json", "md": out / "report.md", "plot": plot}
     write_text_atomic(paths["json"], json.dumps(_json_safe(report), indent=1, allow_nan=False)
                       + "\n")
-    write_text_atomic(paths["md"], format_markdown(report, rows, plot.name, overlays))
+    write_text_atomic(paths["md"], format_markdown(report, rows, plot.name if plot else None,
+                                                   overlays))
     return paths
+
+
+def has_matplotlib() -> bool:
+    """Whether the optional plot dependency (``pip install 'fcn-port[plot]'``) is there."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -46,6 +46,8 @@ def upstream_dir(shared_dir: Path) -> Path:
 # evaluation of the whole split with its predictions saved.
 SYNTH_IMAGES = 13
 SYNTH_NET = "voc-fcn16s"
+#: The list file of the synthetic split, beside VOCdevkit/ (the split is named "synthetic").
+SYNTH_SPLIT = "synthetic.txt"
 
 
 def _write_voc_image(voc: Path, image_id: str, index: int, rng, n_classes: int) -> None:
@@ -67,7 +69,10 @@ def _write_voc_image(voc: Path, image_id: str, index: int, rng, n_classes: int) 
 
 
 def _make_voc_tree(root: Path, n: int = SYNTH_IMAGES, seed: int = 0) -> list[str]:
-    """VOCdevkit/VOC2012 with JPEGImages, SegmentationClass and a seg11valid split; the ids."""
+    """VOCdevkit/VOC2012 as VOC ships it (JPEGImages, SegmentationClass, ImageSets/Segmentation
+    with VOC's own val/trainval lists and no list of FCN's: no seg11valid.txt), and the split
+    the tests evaluate as a list file beside it, ``root/SYNTH_SPLIT`` (``--split FILE``, as a
+    user passes a list of their own); the ids."""
     import numpy as np
     from port.models.classes import VOC_CLASSES
     rng = np.random.default_rng(seed)
@@ -77,7 +82,9 @@ def _make_voc_tree(root: Path, n: int = SYNTH_IMAGES, seed: int = 0) -> list[str
     ids = [f"2011_{i:06d}" for i in range(n)]
     for i, image_id in enumerate(ids):
         _write_voc_image(voc, image_id, i, rng, len(VOC_CLASSES))
-    (voc / "ImageSets" / "Segmentation" / "seg11valid.txt").write_text("\n".join(ids) + "\n")
+    for name in ("val.txt", "trainval.txt"):
+        (voc / "ImageSets" / "Segmentation" / name).write_text("\n".join(ids) + "\n")
+    (root / SYNTH_SPLIT).write_text("\n".join(ids) + "\n")
     return ids
 
 
@@ -102,9 +109,11 @@ def make_caffemodel(goldens_dir: Path):
 @pytest.fixture(scope="session")
 def net_argv(synthetic_prototxt: Path):
     """``net_argv(weights, data, out, *extra)``: the `python -m reproduce --net` command line
-    of the synthetic evaluation, on the CPU, quiet, loading in-process."""
+    of the synthetic evaluation, on the CPU, quiet, loading in-process; the split is the list
+    file ``data/SYNTH_SPLIT``."""
     def argv(weights: Path, data: Path, out: Path, *extra: str) -> list[str]:
         return ["--net", str(synthetic_prototxt), "--weights", str(weights), "--data", str(data),
+                "--split", str(Path(data) / SYNTH_SPLIT),
                 "--out", str(out), "--device", "cpu", "--quiet", "--workers", "0", *extra]
     return argv
 
@@ -114,6 +123,12 @@ def voc_tree(tmp_path_factory) -> tuple[Path, list[str]]:
     """(root holding VOCdevkit/, the split's ids) of the synthetic VOC tree."""
     root = tmp_path_factory.mktemp("voc")
     return root, _make_voc_tree(root)
+
+
+@pytest.fixture(scope="session")
+def synthetic_split(voc_tree) -> Path:
+    """The list file of the synthetic split (``--split FILE``)."""
+    return voc_tree[0] / SYNTH_SPLIT
 
 
 @pytest.fixture(scope="session")

@@ -161,4 +161,32 @@ def test_resume_refuses_other_weights(net_argv, make_caffemodel, voc_tree, caffe
     assert main(first) == 0
     other = make_caffemodel(tmp_path / "other.caffemodel", seed=2)
     code = main(net_argv(other, voc_tree[0], out, "--limit", "1", "--resume"))
-    assert code == 2 and "weights_sha256" in capsys.readouterr().err
+    assert code == 1 and "weights_sha256" in capsys.readouterr().err
+
+
+def test_resume_keeps_the_overlays_of_images_done_before_the_stop(net_argv, voc_tree, caffemodel,
+                                                                   net_run, tmp_path):
+    """A run stopped after 6 images (a corrupt 7th), fixed and resumed: the report has the
+    overlays of all the first N images, those before the stop drawn again from the same
+    weights, equal to a run that never stopped."""
+    import shutil
+    from PIL import Image
+    from reproduce.__main__ import main
+    root, ids = voc_tree
+    data, out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(root, data)
+    bad = data / "VOCdevkit" / "VOC2012" / "JPEGImages" / f"{ids[BAD_INDEX]}.jpg"
+    good = bad.read_bytes()
+    bad.write_bytes(b"not a jpeg")
+    argv = net_argv(caffemodel, data, out, "--overlays", "8", "--checkpoint-every", "0")
+    assert main(argv) == 1
+    assert json.loads((out / "checkpoint.json").read_text())["done"] == ids[:BAD_INDEX]
+    bad.write_bytes(good)
+    assert main(argv + ["--resume"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["resumed_from_images"] == BAD_INDEX
+    assert sorted(report["files"]["overlays"]) == sorted(f"overlays/{i}.png" for i in ids[:8])
+    whole = json.loads((net_run / "report" / "report.json").read_text())
+    for rel in whole["files"]["overlays"]:   # the uninterrupted run drew the first 2
+        np.testing.assert_array_equal(np.array(Image.open(out / rel)),
+                                      np.array(Image.open(net_run / "report" / rel)))

@@ -106,7 +106,7 @@ def test_voc_prefers_the_splits_year(tmp_path):
 
 def test_voc_split_file_override(tmp_path):
     make_voc(tmp_path, sizes=ODD_SIZES[:4], splits=())
-    with pytest.raises(ds.MissingFileError, match="seg11valid.txt.*split_file"):
+    with pytest.raises(ds.MissingFileError, match="seg11valid.txt.*--split FILE"):
         ds.VOC(tmp_path)
     split = tmp_path / "mine.txt"
     split.write_text("2007_000002\n2007_000000\n")

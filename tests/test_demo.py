@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reproduce.demo import compare_with_reference
+from reproduce.demo import MIN_AGREEMENT, compare_with_reference
 from reproduce.palette import voc_palette
 
 
@@ -34,14 +34,22 @@ def test_compare_with_reference_counts_equal_pixels():
     assert compare_with_reference(pred, reference).unknown_colours == 1
 
 
-def test_demo_runs_on_the_upstream_image(make_caffemodel, upstream_dir, tmp_path, monkeypatch):
+def test_demo_runs_on_the_upstream_image(make_caffemodel, upstream_dir, tmp_path, monkeypatch,
+                                        capsys):
     from port.models import get_model
     from reproduce.__main__ import main
     monkeypatch.setenv("FCN_PORT_UPSTREAM", str(upstream_dir))
     weights = make_caffemodel(tmp_path / "fcn8s-w16.caffemodel", net="voc-fcn8s")
     out = tmp_path / "demo"
+    # random weights: far below what the released ones give, so the command fails ...
     assert main(["demo", "--weights", str(weights), "--out", str(out), "--device", "cpu",
-                 "--cache", str(tmp_path / "cache")]) == 0
+                 "--cache", str(tmp_path / "cache")]) == 1
+    report = json.loads((out / "demo.json").read_text())
+    assert report["passed"] is False and report["min_agreement_percent"] == MIN_AGREEMENT
+    assert "below the 99%" in capsys.readouterr().err
+    # ... unless told that these are weights of the user's own
+    assert main(["demo", "--weights", str(weights), "--out", str(out), "--device", "cpu",
+                 "--cache", str(tmp_path / "cache"), "--min-agreement", "0"]) == 0
     report = json.loads((out / "demo.json").read_text())
     # the same net and image, run here by hand as upstream infer.py does
     model = get_model("fcn8s", weights=next((tmp_path / "cache").glob("*.safetensors"))).eval()
@@ -67,3 +75,19 @@ def test_demo_help_describes_the_command_in_whole_sentences(capsys):
     assert DESCRIPTION.rstrip().endswith(".") and "output.png" in DESCRIPTION
     from reproduce.demo import _parser
     assert all(action.help for action in _parser()._actions)  # every option says what it is
+
+
+def test_the_released_prediction_passes_the_demo(make_caffemodel, upstream_dir, tmp_path,
+                                                 monkeypatch, capsys):
+    """A net whose prediction is the released one (the predictor replaced by output.png's
+    labels) passes with 100% and exits 0: the threshold is met by what the released weights
+    give."""
+    from reproduce import demo
+    from reproduce.__main__ import main
+    monkeypatch.setenv("FCN_PORT_UPSTREAM", str(upstream_dir))
+    released = _decode(np.array(Image.open(upstream_dir / "demo" / "output.png").convert("RGB")))
+    monkeypatch.setattr(demo, "predict_image", lambda *args, **kwargs: released)
+    weights = make_caffemodel(tmp_path / "fcn8s-w16.caffemodel", net="voc-fcn8s")
+    assert main(["demo", "--weights", str(weights), "--out", str(tmp_path / "demo"),
+                 "--device", "cpu", "--cache", str(tmp_path / "cache")]) == 0
+    assert "100.000% of pixels agree" in capsys.readouterr().out

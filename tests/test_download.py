@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import logging
+import os
 import random
 import re
 import socket
@@ -525,3 +526,74 @@ def test_timeouts_and_cut_connections_are_still_retried():
         urllib3.exceptions.ProtocolError("cut", ConnectionResetError(104, "reset")))
     assert not download._unreachable(timeout) and not download._unreachable(reset)
     assert not download._unreachable(requests.exceptions.ReadTimeout("read timed out"))
+
+
+# ------------------------------------------------- offline: one line, nothing left behind (#13)
+@pytest.fixture
+def no_dns(monkeypatch):
+    """Name resolution fails for every host but 127.0.0.1, as on a machine without a network:
+    nothing leaves this machine. Returns the hosts asked for."""
+    resolve = socket.getaddrinfo
+    asked: list[str] = []
+
+    def offline(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost"):
+            asked.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return resolve(host, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    return asked
+
+
+def test_a_failed_fetch_says_in_one_line_what_to_do_and_leaves_no_lock(tmp_path, no_dns):
+    """A caffemodel whose hosts cannot be reached (one refuses on 127.0.0.1, one does not
+    resolve): one line naming the file, each host and why, the URL to download by hand, where
+    to put the file and the option that takes a local copy; no lock file, no folder made."""
+    refused = _refusing_url("net.caffemodel")
+    art = Artifact(name="net", kind="caffemodel", filename="net.caffemodel",
+                   urls=(refused, "http://dl.example.invalid/net.caffemodel"))
+    cache = tmp_path / "weights" / "cache"
+    with pytest.raises(DownloadError) as info:
+        fetch(art, cache, retries=2, **_opts(tmp_path))
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith("net.caffemodel: no URL gave the file")
+    assert f"127.0.0.1:{refused.split(':')[2].split('/')[0]} (cannot reach the host " \
+           f"(connection refused)" in message
+    assert "dl.example.invalid (cannot reach the host (its name does not resolve" in message
+    assert f"Download {refused} by hand and put it at {cache / 'net.caffemodel'}" in message
+    assert "--weights FILE (make: WEIGHTS=FILE)" in message
+    assert "NewConnectionError" not in message and "HTTPConnectionPool" not in message
+    assert no_dns == ["dl.example.invalid"]
+    assert not (tmp_path / "weights").exists()         # no lock file, no empty folders
+    assert len(info.value.failures) == 2
+
+
+def test_a_failed_dataset_fetch_names_data_and_keeps_the_existing_folder(tmp_path, no_dns):
+    folder = tmp_path / "archives"
+    folder.mkdir()
+    (folder / "other.tar").write_bytes(b"x")
+    art = Artifact(name="voc", kind="dataset", filename="voc.tar",
+                   urls=("http://host.example.invalid/voc.tar",))
+    with pytest.raises(DownloadError, match=r"--data DIR \(make: DATA=DIR\)"):
+        fetch(art, folder, **_opts(tmp_path))
+    assert sorted(p.name for p in folder.iterdir()) == ["other.tar"]   # the lock is gone
+
+
+def test_the_lock_of_a_failed_fetch_is_not_taken_twice(tmp_path):
+    """A waiter on a lock file that its holder removed locks the file now at that path, so two
+    processes never both hold 'the' lock."""
+    lock = tmp_path / ".x.lock"
+    entered, holders = threading.Event(), []
+
+    def second() -> None:
+        with registry.file_lock(lock):
+            holders.append(os.stat(lock).st_ino)
+    with pytest.raises(RuntimeError):
+        with registry.file_lock(lock, remove_on_error=True):
+            thread = threading.Thread(target=second)
+            thread.start()
+            entered.wait(0.2)         # the second one is now blocked on the first inode
+            raise RuntimeError("download failed")
+    thread.join(WAIT_S)
+    assert len(holders) == 1 and lock.exists()   # it locked the file at the path, a new one

@@ -109,7 +109,11 @@ def test_predictions_and_metrics_match_an_independent_evaluation(
     assert report["images"] == len(ids) and report["skipped"] == []
     assert report["precision"] == "strict-fp32"
     assert report["limit"] is None and report["split_size"] == report["images_evaluated"] == len(ids)
-    assert not report["partial"] and report["reproduction"]
+    # the whole list, but a list of the tests' own with no published numbers: nothing reproduced
+    assert not report["partial"] and report["like_for_like"] is None and not report["reproduction"]
+    assert report["split_check"]["images"] == len(ids)
+    assert report["not_a_reproduction"] == ["no published numbers for net:fcn on synthetic: "
+                                            "nothing to compare with"]
     assert report["weights_sha256"] == __import__("hashlib").sha256(caffemodel.read_bytes()).hexdigest()
 
 
@@ -132,7 +136,7 @@ def test_loss_is_the_mean_of_the_nets_own_loss_blob(voc_tree, net_run, independe
 def test_report_files_are_written(net_run):
     folder = net_run / "report"
     report = json.loads((folder / "report.json").read_text())
-    assert (folder / "report.md").read_text().startswith("# net:fcn on voc seg11valid")
+    assert (folder / "report.md").read_text().startswith("# net:fcn on voc synthetic")
     assert (folder / "per_class_iu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(report["files"]["overlays"]) == 2
     for rel in report["files"]["overlays"]:
@@ -142,9 +146,13 @@ def test_report_files_are_written(net_run):
 
 
 def test_named_model_converts_once_and_agrees_with_the_generic_graph(
-        voc_tree, caffemodel, net_run, independent, tmp_path, capsys):
+        voc_tree, synthetic_split, caffemodel, net_run, independent, tmp_path, capsys):
     out, cache = tmp_path / "named", tmp_path / "cache"
+    # the synthetic ids in a list named seg11valid: the split fcn16s has published numbers for
+    own_list = tmp_path / "seg11valid.txt"
+    own_list.write_text(synthetic_split.read_text())
     argv = ["fcn16s", "--weights", str(caffemodel), "--data", str(voc_tree[0]), "--out", str(out),
+            "--split", str(own_list),
             "--device", "cpu", "--quiet", "--cache", str(cache), "--limit", "4", "--overlays", "0"]
     assert main(argv) == 0
     converted = list(cache.glob("*.safetensors"))
@@ -162,6 +170,7 @@ def test_named_model_converts_once_and_agrees_with_the_generic_graph(
     split = len(voc_tree[1])
     assert (named["limit"], named["split_size"], named["images_evaluated"]) == (4, split, 4)
     assert named["partial"] and not named["reproduction"] and named["all_within_tolerance"] is None
+    assert named["like_for_like"] is False   # 13 ids named seg11valid: not the papers' 736
     console = capsys.readouterr().out
     assert f"4 of {split} images" in console and "PARTIAL" in console
     assert "not a reproduction" in (out / "report.md").read_text()
@@ -170,11 +179,13 @@ def test_named_model_converts_once_and_agrees_with_the_generic_graph(
     assert named["outputs"]["score"]["loss"] == pytest.approx(expected, rel=1e-9)
 
 
-def test_cpu_fast_named_run_scores_like_the_generic_graph(voc_tree, caffemodel, net_run, tmp_path):
+def test_cpu_fast_named_run_scores_like_the_generic_graph(voc_tree, synthetic_split, caffemodel,
+                                                         net_run, tmp_path):
     """--precision cpu-fast (prepacked oneDNN, fused ReLU, constant canvas: fp32 arithmetic,
     other summation order) gives the generic graph's predictions on the synthetic split."""
     out = tmp_path / "fast"
     argv = ["fcn16s", "--weights", str(caffemodel), "--data", str(voc_tree[0]), "--out", str(out),
+            "--split", str(synthetic_split),
             "--device", "cpu", "--quiet", "--cache", str(tmp_path / "cache"), "--limit", "4",
             "--overlays", "0", "--precision", "cpu-fast"]
     assert main(argv) == 0
@@ -187,14 +198,14 @@ def test_cpu_fast_named_run_scores_like_the_generic_graph(voc_tree, caffemodel, 
     assert "cpu-fast" in json.dumps(report["precision"])
 
 
-def test_a_net_without_a_loss_layer_reports_no_loss(goldens_dir, voc_tree, make_caffemodel,
-                                                    tmp_path):
+def test_a_net_without_a_loss_layer_reports_no_loss(goldens_dir, voc_tree, synthetic_split,
+                                                    make_caffemodel, tmp_path):
     deploy = "voc-fcn8s"   # the goldens' deploy net: no label input, no SoftmaxWithLoss
     weights = make_caffemodel(tmp_path / "deploy.caffemodel", net=deploy)
     out = tmp_path / "out"
     assert main(["--net", str(goldens_dir / deploy / "net.prototxt"), "--weights", str(weights),
                  "--data", str(voc_tree[0]), "--out", str(out), "--device", "cpu", "--quiet",
-                 "--limit", "1", "--overlays", "0"]) == 0
+                 "--split", str(synthetic_split), "--limit", "1", "--overlays", "0"]) == 0
     report = json.loads((out / "report.json").read_text())
     part = report["outputs"]["score"]
     assert part["loss"] is None and part["loss_layer"] is None and report["images"] == 1
@@ -287,7 +298,7 @@ def test_a_missing_data_folder_is_named_before_any_weights_are_touched(
     code = main([*what, "--data", str(data), "--out", str(tmp_path / "out"), "--device", "cpu",
                  "--quiet", "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err
-    assert code == 2 and str(data) in err and "absent.caffemodel" not in err, err
+    assert code == 1 and str(data) in err and "absent.caffemodel" not in err, err
 
 
 def _corrupt_copy(root: Path, ids: list[str], dest: Path) -> Path:
@@ -341,6 +352,6 @@ def test_device_cuda_without_cuda_is_named_before_any_work(voc_tree, tmp_path, m
     code = main(["fcn8s", "--data", str(voc_tree[0]), "--out", str(tmp_path / "out"), "--device", "cuda",
                  "--quiet", "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
+    assert code == 1 and len(err.splitlines()) == 1, err
     assert "--device cuda: device 'cuda:0'" in err and "available: cpu" in err, err
     assert not (tmp_path / "out").exists()

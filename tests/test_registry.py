@@ -95,6 +95,11 @@ def test_split_and_demo_digests_match_the_upstream_copies(upstream_dir):
         assert all(registry.UPSTREAM_COMMIT in url for url in artifact.urls)
         data = (upstream_dir / path).read_bytes()
         assert artifact.known[0].sha256 == hashlib.sha256(data).hexdigest(), path
+        if artifact.ids is not None:   # an evaluation split: its ids, counted and digested
+            ids = [line.strip() for line in data.decode().splitlines() if line.strip()]
+            assert (artifact.ids, artifact.ids_sha256) == (len(ids), registry.split_digest(ids))
+    assert {a.name: a.ids for a in files if a.ids} == {
+        "split/pascal/seg11valid": 736, "split/sift-flow/test": 200, "split/nyud/test": 654}
 
 
 def test_every_artifact_has_a_fallback_url_naming_its_file():

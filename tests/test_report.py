@@ -139,3 +139,43 @@ def test_a_whole_split_is_a_reproduction_and_skipped_items_make_it_partial(tmp_p
     bad = [{"id": "y", "path": "/p/y.jpg", "error": "OSError"}]
     skipped, _ = _small_run(4, bad)
     assert is_partial(_info(split_size=5), skipped)
+
+
+def test_overlays_are_enlarged_captioned_and_carry_a_class_legend():
+    """A 4x5 image: enlarged to the minimum side, three captioned panels, and a legend whose
+    swatches are the palette colours of exactly the classes shown (plus void's empty box)."""
+    from reproduce.report import MIN_OVERLAY_SIDE, compose_overlay
+    rng = np.random.default_rng(0)
+    truth = np.array([[0, 0, 2, 2, 255]] * 4, np.uint8)
+    pred = np.array([[0, 2, 2, 7, 7]] * 4, np.uint8)
+    parts = {"image": rng.integers(0, 256, (4, 5, 3), dtype=np.uint8), "truth": truth,
+             "prediction": pred}
+    names = tuple(f"c{i}" for i in range(21))
+    picture = compose_overlay(parts, names)
+    k = -(-MIN_OVERLAY_SIDE // 4)
+    assert picture.shape[1] == 3 * 5 * k and picture.shape[0] > 4 * k   # + caption, legend
+    caption_band = picture[:10]
+    assert (caption_band != 255).any()                                    # captions drawn
+    white = (picture == 255).all(axis=2).mean(axis=1)
+    body_rows = np.flatnonzero(white < 0.5)                # the enlarged panels fill their rows
+    assert len(body_rows) == 4 * k
+    legend = picture[body_rows[-1] + 1:].reshape(-1, 3)
+    colours = {tuple(c) for c in np.unique(legend, axis=0)}
+    palette = voc_palette()
+    for c in (2, 7):                                       # (0 is black, as the text is)
+        assert tuple(palette[c]) in colours, c
+    for c in (1, 3, 15):
+        assert tuple(palette[c]) not in colours, c
+
+
+def test_each_metric_is_shown_once_with_its_published_values_beside_it():
+    hist = np.array([[90, 10], [5, 95]])
+    scores = {"score": scores_from_matrix(hist)}
+    targets = [Target("score", "mean_iu", 65.5, 1, "paper A"),
+               Target("score", "mean_iu", 65.5126, 4, "paper B")]
+    for markdown in (False, True):
+        text = format_table(compare(scores, targets), markdown=markdown)
+        assert text.count("mean IU") == 1 and "paper A" in text and "paper B" in text
+        line_a, line_b = [line for line in text.splitlines() if "paper" in line]
+        assert f"{100 * scores['score'].mean_iu:.4f}" in line_a
+        assert f"{100 * scores['score'].mean_iu:.4f}" not in line_b and "65.5126" in line_b

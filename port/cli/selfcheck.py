@@ -110,6 +110,8 @@ def _size(text: str) -> tuple[int, int]:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must read HxW (e.g. 224x224), got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"size must be at least 1x1 (e.g. 224x224), got {text!r}")
     return height, width
 
 

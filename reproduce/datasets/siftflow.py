@@ -51,7 +51,7 @@ class SIFTFlow(SegmentationDataset):
         folder = self.located.path
         super().__init__(folder, split, split_ids(
             split_file, folder / f"{split}.txt",
-            hint=" (pass split_file=..., e.g. the upstream data/sift-flow/test.txt)"))
+            hint=" (give a list of image ids with --split FILE, or split_file= in Python)"))
 
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:

@@ -45,7 +45,7 @@ class VOC(SegmentationDataset):
         folder = self.located.path
         super().__init__(folder, split, split_ids(
             split_file, folder / "ImageSets" / "Segmentation" / f"{split}.txt",
-            hint=" (pass split_file=..., e.g. the upstream data/pascal/seg11valid.txt)"))
+            hint=" (give a list of image ids with --split FILE, or split_file= in Python)"))
 
     @classmethod
     def locate(cls, root, split: str = "seg11valid") -> Located:
