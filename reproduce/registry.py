@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from port.errors import PortError
 from port.fileio import atomic_open
+from port.models import get_meta, list_models
+from port.models.meta import HASH_ALGORITHMS, WAYBACK, Digests, ModelMeta
 
 ENV_CACHE = "FCN_PORT_CACHE"
 ENV_MIRRORS = "FCN_PORT_MIRRORS"
@@ -37,11 +39,6 @@ HASHES_FILENAME = "recorded-sha256.json"
 UPSTREAM_REPO = "shelhamer/fcn.berkeleyvision.org"
 UPSTREAM_COMMIT = "1305c7378a9f0ab44b2c936f4d60e4687e3d8743"
 CAFFE_DL = "http://dl.caffe.berkeleyvision.org/"
-# The Internet Archive serves a raw capture at web/<timestamp>id_/<url>, redirecting to the
-# capture nearest the timestamp; a fallback for hosts that have been down for long spells.
-WAYBACK = "https://web.archive.org/web/2018id_/"
-
-HASH_ALGORITHMS = ("md5", "sha1", "sha256")
 KINDS = ("caffemodel", "dataset", "split", "demo")
 
 
@@ -55,34 +52,6 @@ class NoReleasedWeightsError(PortError, LookupError):
 
 class HashStoreError(PortError):
     """The recorded-hashes file exists but is not what this module writes."""
-
-
-def _hex_length(algorithm: str) -> int:
-    return hashlib.new(algorithm).digest_size * 2
-
-
-@dataclasses.dataclass(frozen=True)
-class Digests:
-    """Published digests of one exact byte sequence, with where they were published."""
-
-    md5: str | None = None
-    sha1: str | None = None
-    sha256: str | None = None
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        present = self.as_dict()
-        if not present:
-            raise ValueError(f"Digests({self.source!r}): give at least one of {HASH_ALGORITHMS}")
-        for algorithm, value in present.items():
-            if not re.fullmatch(f"[0-9a-f]{{{_hex_length(algorithm)}}}", value):
-                raise ValueError(
-                    f"Digests({self.source!r}): {algorithm} must be {_hex_length(algorithm)} "
-                    f"lowercase hex digits, got {value!r}")
-
-    def as_dict(self) -> dict[str, str]:
-        """The digests that are set, as {algorithm: hexdigest}."""
-        return {a: getattr(self, a) for a in HASH_ALGORITHMS if getattr(self, a) is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,11 +88,13 @@ def _wayback(url: str) -> str:
     return WAYBACK + url
 
 
-def _caffemodel(builder: str, filename: str, upstream_dir: str, *known: Digests) -> Artifact:
-    url = CAFFE_DL + filename
+def _caffemodel(meta: ModelMeta) -> Artifact:
+    """The download record of a released net's caffemodel, from its ``ModelMeta`` (where the
+    file name, addresses and published digests are kept)."""
+    upstream_dir = meta.upstream_prototxt.split("/")[0]
     return Artifact(
-        name=filename.removesuffix(".caffemodel"), kind="caffemodel", filename=filename,
-        urls=(url, _wayback(url)), known=known, builder=builder,
+        name=meta.caffemodel.removesuffix(".caffemodel"), kind="caffemodel", filename=meta.caffemodel,
+        urls=meta.caffemodel_urls, known=meta.caffemodel_digests, builder=meta.name,
         description=f"released weights of {upstream_dir}",
         source=f"{UPSTREAM_REPO}@{UPSTREAM_COMMIT[:7]} {upstream_dir}/caffemodel-url")
 
@@ -150,30 +121,9 @@ def _upstream_file(name: str, kind: str, path: str, sha256: str, description: st
                     ids=ids, ids_sha256=ids_sha256)
 
 
-_FCN8S_DIGESTS = Digests(
-    md5="c03b2953ebd846c270da1a8e8f200c09", sha1="c449ea74dd7d83751d1357d6a8c323fcf4038962",
-    source="opencv_extra testdata/dnn/download_models.py (sha1) and the published md5")
-
-CAFFEMODELS: tuple[Artifact, ...] = (
-    _caffemodel("fcn32s", "fcn32s-heavy-pascal.caffemodel", "voc-fcn32s"),
-    _caffemodel("fcn16s", "fcn16s-heavy-pascal.caffemodel", "voc-fcn16s"),
-    _caffemodel("fcn8s", "fcn8s-heavy-pascal.caffemodel", "voc-fcn8s", _FCN8S_DIGESTS),
-    _caffemodel("fcn8s_atonce", "fcn8s-atonce-pascal.caffemodel", "voc-fcn8s-atonce"),
-    _caffemodel("fcn_alexnet", "fcn-alexnet-pascal.caffemodel", "voc-fcn-alexnet"),
-    _caffemodel("siftflow_fcn32s", "siftflow-fcn32s-heavy.caffemodel", "siftflow-fcn32s"),
-    _caffemodel("siftflow_fcn16s", "siftflow-fcn16s-heavy.caffemodel", "siftflow-fcn16s"),
-    _caffemodel("siftflow_fcn8s", "siftflow-fcn8s-heavy.caffemodel", "siftflow-fcn8s"),
-    _caffemodel("nyud_fcn32s_color", "nyud-fcn32s-color-heavy.caffemodel", "nyud-fcn32s-color"),
-    _caffemodel("nyud_fcn32s_hha", "nyud-fcn32s-hha-heavy.caffemodel", "nyud-fcn32s-hha"),
-    _caffemodel("nyud_fcn32s_color_hha", "nyud-fcn32s-color-hha-heavy.caffemodel",
-                "nyud-fcn32s-color-hha"),
-    _caffemodel("pascalcontext_fcn32s", "pascalcontext-fcn32s-heavy.caffemodel",
-                "pascalcontext-fcn32s"),
-    _caffemodel("pascalcontext_fcn16s", "pascalcontext-fcn16s-heavy.caffemodel",
-                "pascalcontext-fcn16s"),
-    _caffemodel("pascalcontext_fcn8s", "pascalcontext-fcn8s-heavy.caffemodel",
-                "pascalcontext-fcn8s"),
-)
+#: The released caffemodels, one per released net that has one (records in port.models).
+CAFFEMODELS: tuple[Artifact, ...] = tuple(_caffemodel(get_meta(name)) for name in list_models()
+                                          if get_meta(name).caffemodel)
 
 # Builders of port.models whose net the reference release ships without weights.
 UNRELEASED_BUILDERS = {

@@ -222,3 +222,16 @@ def test_hash_store_names_a_corrupt_file(tmp_path):
     path.write_text(json.dumps({"files": {"a": {"sha256": "short"}}}))
     with pytest.raises(HashStoreError, match="'a'"):
         HashStore(path).get("a")
+
+
+def test_released_weights_are_recorded_once_beside_the_model_metadata():
+    """The registry's caffemodel records are made from each ModelMeta (file name, addresses,
+    published digests), so nothing about the released weights is kept twice."""
+    from port.models import get_meta, list_models
+    released = [n for n in list_models() if get_meta(n).caffemodel]
+    assert [a.builder for a in registry.CAFFEMODELS] == released
+    for artifact in registry.CAFFEMODELS:
+        meta = get_meta(artifact.builder)
+        assert artifact.filename == meta.caffemodel and artifact.urls == meta.caffemodel_urls
+        assert artifact.urls[0] == meta.caffemodel_url and artifact.known == meta.caffemodel_digests
+    assert get_meta("fcn8s").caffemodel_digests[0].md5 == "c03b2953ebd846c270da1a8e8f200c09"

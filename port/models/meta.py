@@ -1,4 +1,5 @@
-"""``ModelMeta``: the typed record that travels with each released FCN model.
+"""``ModelMeta``: the typed record that travels with each released FCN model, and the record of
+its released weights (file name, addresses, published digests) in one place.
 
 Like timm's ``pretrained_cfg`` and torchvision's weight metadata: where the model comes from
 (upstream prototxt, released caffemodel), what it expects (input blobs, their preprocessing:
@@ -7,6 +8,8 @@ their class names, the loss settings of the net's ``SoftmaxWithLoss`` layers).
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -14,6 +17,34 @@ import numpy as np
 
 #: Where every released caffemodel lives (the ``caffemodel-url`` files upstream).
 CAFFEMODEL_HOST = "http://dl.caffe.berkeleyvision.org/"
+#: The Internet Archive serves a raw capture at web/<timestamp>id_/<url>, redirecting to the
+#: capture nearest the timestamp: the mirror of hosts that have been down for long spells.
+WAYBACK = "https://web.archive.org/web/2018id_/"
+HASH_ALGORITHMS = ("md5", "sha1", "sha256")
+
+
+@dataclass(frozen=True)
+class Digests:
+    """Published digests of one exact byte sequence, with where they were published."""
+
+    md5: str | None = None
+    sha1: str | None = None
+    sha256: str | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        present = self.as_dict()
+        if not present:
+            raise ValueError(f"Digests({self.source!r}): give at least one of {HASH_ALGORITHMS}")
+        for algorithm, value in present.items():
+            length = hashlib.new(algorithm).digest_size * 2
+            if not re.fullmatch(f"[0-9a-f]{{{length}}}", value):
+                raise ValueError(f"Digests({self.source!r}): {algorithm} must be {length} "
+                                 f"lowercase hex digits, got {value!r}")
+
+    def as_dict(self) -> dict[str, str]:
+        """The digests that are set, as {algorithm: hexdigest}."""
+        return {a: getattr(self, a) for a in HASH_ALGORITHMS if getattr(self, a) is not None}
 
 #: ``loss_param { ignore_label: 255 }`` of every upstream SoftmaxWithLoss: void pixels.
 IGNORE_LABEL = 255
@@ -43,6 +74,9 @@ class ModelMeta:
     #: The net written out (a :mod:`port.models.nets` function: ``net(train=, deploy=,
     #: num_classes=, width_divisor=)`` -> ``NetSpec``), as upstream's ``net.py`` of the folder.
     net: Callable[..., Any] | None = None
+    #: Published digests of the released caffemodel (none published: the downloader records
+    #: a SHA-256 on the first verified download and checks it after).
+    caffemodel_digests: tuple[Digests, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.preprocess):
@@ -62,3 +96,9 @@ class ModelMeta:
         """The released caffemodel's download address (upstream ``caffemodel-url``), or None
         for a net released without weights (``caffemodel`` empty)."""
         return CAFFEMODEL_HOST + self.caffemodel if self.caffemodel else None
+
+    @property
+    def caffemodel_urls(self) -> tuple[str, ...]:
+        """Every address of the released caffemodel, in order: upstream's, then its mirror."""
+        url = self.caffemodel_url
+        return (url, WAYBACK + url) if url else ()

@@ -21,7 +21,7 @@ from port.models import classes, nets
 from port.models import preprocess as pre
 from port.models._registry import register
 from port.models._weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
-from port.models.meta import ModelMeta
+from port.models.meta import Digests, ModelMeta
 from port.net import ops
 from port.net.engine import CaffeNet
 
@@ -51,10 +51,12 @@ class FCN(CaffeNet):
 
 def _meta(name: str, dataset: str, prototxt: str, caffemodel: str, *, inputs=("data",),
           preprocess=(pre.preprocess_voc,), outputs=("score",), classes_=(classes.VOC_CLASSES,),
-          loss=SUM_OVER_BATCH, description: str = "", net: Callable[..., Any]) -> ModelMeta:
+          loss=SUM_OVER_BATCH, description: str = "", net: Callable[..., Any],
+          digests: tuple[Digests, ...] = ()) -> ModelMeta:
     return ModelMeta(name=name, dataset=dataset, inputs=tuple(inputs), preprocess=tuple(preprocess),
                      outputs=tuple(outputs), classes=tuple(classes_), upstream_prototxt=prototxt,
-                     caffemodel=caffemodel, loss_normalization=loss, description=description, net=net)
+                     caffemodel=caffemodel, loss_normalization=loss, description=description, net=net,
+                     caffemodel_digests=tuple(digests))
 
 
 @functools.lru_cache(maxsize=128)
@@ -128,7 +130,11 @@ FCN32S = _meta("fcn32s", "voc", "voc-fcn32s/val.prototxt", "fcn32s-heavy-pascal.
 FCN16S = _meta("fcn16s", "voc", "voc-fcn16s/val.prototxt", "fcn16s-heavy-pascal.caffemodel",
                description="FCN-16s, VGG16, PASCAL VOC, pool4 skip", net=_VOC16)
 FCN8S = _meta("fcn8s", "voc", "voc-fcn8s/val.prototxt", "fcn8s-heavy-pascal.caffemodel",
-              description="FCN-8s, VGG16, PASCAL VOC, pool4 and pool3 skips", net=_VOC8)
+              description="FCN-8s, VGG16, PASCAL VOC, pool4 and pool3 skips", net=_VOC8,
+              digests=(Digests(md5="c03b2953ebd846c270da1a8e8f200c09",
+                               sha1="c449ea74dd7d83751d1357d6a8c323fcf4038962",
+                               source="opencv_extra testdata/dnn/download_models.py (sha1) and "
+                                      "the published md5"),))
 FCN8S_ATONCE = _meta("fcn8s_atonce", "voc", "voc-fcn8s-atonce/val.prototxt",
                      "fcn8s-atonce-pascal.caffemodel",
                      description="FCN-8s trained all at once, skips scaled by fixed Scale layers",
