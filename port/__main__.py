@@ -13,6 +13,8 @@ COMMANDS = {
     "convert": ("port.convert", "convert a caffemodel (or .caffemodel.h5) to safetensors"),
     "forward": ("port.cli.forward", "run a net on input arrays and write its outputs or every blob"),
     "selfcheck": ("port.cli.selfcheck", "compare a device/precision against CPU fp32 on random weights"),
+    "solve": ("port.cli.solve", "replay Caffe's SGD solver: K iterations, weights and losses per iteration"),
+    "transplant": ("port.cli.transplant", "surgery: a caffemodel's weights into a train net (+ interp)"),
 }
 
 
