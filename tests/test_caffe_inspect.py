@@ -193,3 +193,21 @@ def test_h5_layers_the_net_lacks_are_named(tmp_path, capsys):
     lines = out.splitlines()
     assert rc == 0 and lines[1].startswith("note: no layer of --net") and lines[1].endswith(": old_score")
     assert lines[2].split()[:3] == ["conv", "Convolution", "x"] and "[2x1x1x1]" in lines[2]
+
+
+def test_training_layer_imports_only_earlier_stages():
+    """port/training sits after port.caffe, port.net and port.models and beside port.convert:
+    it imports none of port.convert, port.run, port.cli (ARCHITECTURE's pipeline); the training
+    command lines (port.cli.solve, port.cli.transplant) sit above it."""
+    import port.training
+    earlier = ("port.caffe", "port.net", "port.models", "port.training", "port.errors", "port.fileio")
+    for source in Path(port.training.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                if name.split(".")[0] == "port":
+                    assert name.startswith(earlier), f"port/training/{source.name} imports {name}"
+    cli = Path(port.training.__file__).parents[1] / "cli"
+    for name in ("solve.py", "transplant.py"):
+        assert "port.training" in (cli / name).read_text()
