@@ -318,3 +318,18 @@ def test_a_net_without_loss_is_refused():
     net = CaffeNet(netdef_from_message(parse_text(text)), "TRAIN")
     with pytest.raises(SolverError, match="no loss"):
         Solver(solver_param(base_lr=0.1, lr_policy="fixed"), feed_of(), net=net)
+
+
+def test_smoothed_loss_is_caffes_running_mean_and_random_seed_seeds_dropout():
+    param = solver_param(base_lr=0.0, lr_policy="fixed", average_loss=3, random_seed=4)
+    solver = Solver(param, feed_of(), net=tiny_net())
+    losses = [Solver.iteration_loss(p) for p in solver.step(5)]
+    assert solver.smoothed_loss == pytest.approx(np.mean(losses[-3:]), rel=1e-6)
+    text = TINY.replace('layer { name: "frozen"', 'layer { name: "drop" type: "Dropout" bottom: "conv" '
+                        'top: "conv" dropout_param { dropout_ratio: 0.5 } }\nlayer { name: "frozen"')
+    seeded = solver_param(base_lr=0.01, lr_policy="fixed", random_seed=4)
+    runs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # replaced by the solver's random_seed
+        runs.append(Solver(seeded, feed_of(), net=tiny_net(text)).step(2))
+    assert runs[0] == runs[1]

@@ -440,6 +440,8 @@ class Solver:
         from port.net.engine import CaffeNet
         param.check()
         self.param, self.feed = param, feed
+        if param.random_seed >= 0:  # Solver::Init: Caffe::set_random_seed (Dropout's masks)
+            torch.manual_seed(param.random_seed)
         if net is None:
             netdef = netdef if netdef is not None else param.load_train_netdef()
             if input_shapes is None and feed is not None:
@@ -458,6 +460,7 @@ class Solver:
         if not self.losses:
             raise SolverError(f"net {self.net.net_name!r}: no loss (no *Loss layer and no loss_weight)")
         self.passes = 0
+        self.smoothed_loss = 0.0  # Caffe's smoothed_loss_ over average_loss iterations of a step()
         self._scales = _scale_layers(self.net)
         self._scale_bottoms: dict[str, tuple[int, ...]] = {}
         for module in self._scales:
@@ -492,12 +495,22 @@ class Solver:
         if feed is None:
             raise SolverError("Solver.step needs a feed: a callable giving the inputs of pass k")
         out = []
+        start_iter, average, window = self.iter, max(1, self.param.average_loss), []
+        self.smoothed_loss = 0.0
         for _ in range(int(iters)):
             self.optimizer.zero_grad(set_to_none=True)  # Net::ClearParamDiffs
             passes = []
             for _ in range(self.param.iter_size):
                 passes.append(self.forward_backward(feed(self.passes)))
                 self.passes += 1
+            loss = self.iteration_loss(passes)
+            if len(window) < average:  # Solver::UpdateSmoothedLoss
+                window.append(loss)
+                self.smoothed_loss = (self.smoothed_loss * (len(window) - 1) + loss) / len(window)
+            else:
+                index = (self.iter - start_iter) % average
+                self.smoothed_loss += (loss - window[index]) / average
+                window[index] = loss
             self.optimizer.step()
             out.append(passes)
         return out
