@@ -255,7 +255,8 @@ class CaffeSGD(torch.optim.Optimizer):
     (defaults 1, 1, ""); groups with ``lr_mult == 0`` never move and take no part in clipping.
     Call ``zero_grad()``, run the ``iter_size`` backward passes (gradients accumulate in
     ``.grad`` as Caffe's diffs do), then ``step()``. After ``step()`` each ``.grad`` holds the
-    update value, as Caffe's diff does. :attr:`iter` counts the updates (Caffe's ``iter_``);
+    clipped, normalised, regularised diff (Caffe goes on to copy the update into it; nothing
+    reads it before the next ``ClearParamDiffs``, so the copy is skipped). :attr:`iter` counts the updates (Caffe's ``iter_``);
     :attr:`current_step` is Caffe's ``current_step_``; both are in :meth:`state_dict`.
     """
 
@@ -355,15 +356,14 @@ class CaffeSGD(torch.optim.Optimizer):
             if "history" not in state:
                 state["history"] = torch.zeros_like(p)
             history = state["history"]
-            if h["nesterov"]:
-                old = history.clone()
+            if h["nesterov"]:  # update_ = history_ saved; history_ updated; (1+m) h - m update_
+                update = history.clone()
                 history.mul_(float(momentum)).add_(diff, alpha=local_rate)
-                update = history.mul(float(f32(1) + momentum)).add_(old, alpha=-float(momentum))
-                diff.copy_(update)
-            else:
+                update.mul_(-float(momentum)).add_(history, alpha=float(f32(1) + momentum))
+            else:  # caffe_cpu_axpby(local_rate, diff, momentum, history); the update is history
                 history.mul_(float(momentum)).add_(diff, alpha=local_rate)
-                diff.copy_(history)
-            p.sub_(diff)  # Net::Update: data -= diff
+                update = history
+            p.sub_(update)  # Net::Update: data -= diff (Caffe copies the update into the diff first)
         self.iter += 1
         return loss
 
