@@ -30,6 +30,7 @@ import torch
 
 from port.errors import PortError
 from port.net import ops
+from port.net.engine import CaffeNet
 from port.training.fillers import fill_net
 
 __all__ = ["SurgeryError", "TransplantReport", "transplant", "interp", "frozen_deconvolutions",
@@ -199,7 +200,6 @@ def init_from(dst_netdef: Any, src_netdef: Any | None = None, seed: int = 0, do_
     """Upstream ``solve.py``'s starting point: the TRAIN-phase ``CaffeNet`` of ``dst_netdef``,
     every parameter from its Caffe filler (seeded by ``seed``), ``src_netdef``'s blobs
     transplanted, and, with ``do_interp``, :func:`interp` on the frozen Deconvolutions."""
-    from port.net.engine import CaffeNet
     shapes = data_shapes(dst_netdef.for_phase("TRAIN"), src_netdef, input_shapes)
     net = CaffeNet(dst_netdef, "TRAIN", input_shapes=shapes)
     fill_net(net, seed)
