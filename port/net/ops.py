@@ -467,10 +467,16 @@ def eltwise(inputs: Sequence[torch.Tensor], operation: str = "SUM",
         for c, t in zip(coeff[1:], inputs[1:]):
             out = out + (t if c == 1 else c * t)
         return out
-    op = torch.mul if operation == "PROD" else torch.maximum  # the check leaves PROD or MAX
     out = inputs[0]
-    for t in inputs[1:]:
-        out = op(out, t)
+    if operation == "MAX":
+        # Forward_cpu replaces the max only where a later bottom is strictly greater, and
+        # Backward_cpu routes to that mask: a tie's gradient goes to the first bottom
+        # (torch.maximum would split it in halves).
+        for t in inputs[1:]:
+            out = torch.where(t > out, t, out)
+        return out
+    for t in inputs[1:]:  # the check leaves PROD
+        out = torch.mul(out, t)
     return out
 
 
