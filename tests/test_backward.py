@@ -130,6 +130,20 @@ def test_eltwise_sum_with_coeff_gradient():
     assert gradcheck(lambda *t: ops.eltwise(t, "MAX"), (a, b))
 
 
+def test_eltwise_max_routes_a_tie_to_the_first_bottom():
+    """eltwise_layer.cpp MAX: `if (bottom_data_b[idx] > top_data[idx])` keeps the first of
+    equal maxima in the mask; Backward_cpu sends the whole diff there."""
+    a = torch.tensor([1.0, 2.0, 3.0, 5.0], requires_grad=True)
+    b = torch.tensor([1.0, 4.0, 3.0, 0.0], requires_grad=True)
+    c = torch.tensor([1.0, 4.0, 3.0, 6.0], requires_grad=True)
+    y = ops.eltwise([a, b, c], "MAX")
+    assert torch.equal(y, torch.tensor([1.0, 4.0, 3.0, 6.0]))
+    y.backward(torch.tensor([10.0, 20.0, 30.0, 40.0]))
+    assert torch.equal(a.grad, torch.tensor([10.0, 0.0, 30.0, 0.0]))
+    assert torch.equal(b.grad, torch.tensor([0.0, 20.0, 0.0, 0.0]))
+    assert torch.equal(c.grad, torch.tensor([0.0, 0.0, 0.0, 40.0]))
+
+
 def test_scale_gradient_with_bias_and_as_second_bottom():
     x = _rand(2, 3, 4, 5, seed=15)
     w, b = _rand(3, seed=16), _rand(3, seed=17)
