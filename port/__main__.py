@@ -16,6 +16,8 @@ COMMANDS = {
     "forward": ("port.cli.forward", "run a net on input arrays and write its outputs or every blob"),
     "selfcheck": ("port.cli.selfcheck", "compare a device/precision against CPU fp32 on random weights"),
     "prototxt": ("port.cli.prototxt", "write a released net (train, test or deploy) as a Caffe prototxt"),
+    "solve": ("port.cli.solve", "replay Caffe's SGD solver: K iterations, weights and losses per iteration"),
+    "transplant": ("port.cli.transplant", "surgery: a caffemodel's weights into a train net (+ interp)"),
 }
 
 

@@ -205,3 +205,21 @@ def test_columns_line_up_with_long_layer_names(tmp_path, capsys):
     rows = [l for l in out.splitlines() if l.split()[:2] in ([long, "ReLU"], ["r", "ReLU"])]
     assert rc == 0 and len(rows) == 2
     assert rows[0].index("ReLU") == rows[1].index("ReLU") > len(long)
+
+
+def test_training_layer_imports_only_earlier_stages():
+    """port/training sits after port.caffe, port.net and port.models and beside port.convert:
+    it imports none of port.convert, port.run, port.cli (ARCHITECTURE's pipeline); the training
+    command lines (port.cli.solve, port.cli.transplant) sit above it."""
+    import port.training
+    earlier = ("port.caffe", "port.net", "port.models", "port.training", "port.errors", "port.fileio")
+    for source in Path(port.training.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                if name.split(".")[0] == "port":
+                    assert name.startswith(earlier), f"port/training/{source.name} imports {name}"
+    cli = Path(port.training.__file__).parents[1] / "cli"
+    for name in ("solve.py", "transplant.py"):
+        assert "port.training" in (cli / name).read_text()

@@ -467,10 +467,16 @@ def eltwise(inputs: Sequence[torch.Tensor], operation: str = "SUM",
         for c, t in zip(coeff[1:], inputs[1:]):
             out = out + (t if c == 1 else c * t)
         return out
-    op = torch.mul if operation == "PROD" else torch.maximum  # the check leaves PROD or MAX
     out = inputs[0]
-    for t in inputs[1:]:
-        out = op(out, t)
+    if operation == "MAX":
+        # Forward_cpu replaces the max only where a later bottom is strictly greater, and
+        # Backward_cpu routes to that mask: a tie's gradient goes to the first bottom
+        # (torch.maximum would split it in halves).
+        for t in inputs[1:]:
+            out = torch.where(t > out, t, out)
+        return out
+    for t in inputs[1:]:  # the check leaves PROD
+        out = torch.mul(out, t)
     return out
 
 
@@ -551,7 +557,9 @@ def softmax_with_loss(score: torch.Tensor, label: torch.Tensor, ignore_label: in
     """Caffe SoftmaxWithLoss forward (softmax_loss_layer.cpp ``Forward_cpu``):
     ``-sum log(max(prob[label], FLT_MIN)) / normalizer`` over positions whose label is not
     ``ignore_label``; the normalizer is FULL: all positions, VALID: non-ignored positions,
-    BATCH_SIZE: the outer count, NONE: 1, and never below 1. Returns a 0-d tensor."""
+    BATCH_SIZE: the outer count, NONE: 1, and never below 1. Returns a 0-d tensor. Its
+    gradient is ``Backward_cpu``'s: ``(prob - onehot) / normalizer`` at non-ignored positions
+    (also where the clamp bit), 0 at ignored ones."""
     mode = loss_normalization(normalization)
     axis = axis + score.dim() if axis < 0 else axis
     labels = _labels(score, label, axis, "SoftmaxWithLoss", layer)
@@ -560,6 +568,11 @@ def softmax_with_loss(score: torch.Tensor, label: torch.Tensor, ignore_label: in
     prob = torch.softmax(score, dim=axis)
     picked = torch.gather(prob, axis, safe.unsqueeze(axis)).squeeze(axis)
     nll = -torch.log(torch.clamp(picked, min=FLT_MIN))
+    if torch.is_grad_enabled() and score.requires_grad:
+        # Backward_cpu's gradient is prob - onehot even where the forward clamped at FLT_MIN
+        # (where the clamp's own gradient would be 0): the value stays the clamped one.
+        exact = -torch.gather(torch.log_softmax(score, dim=axis), axis, safe.unsqueeze(axis)).squeeze(axis)
+        nll = nll.detach() + (exact - exact.detach())
     total = torch.where(valid, nll, torch.zeros_like(nll)).sum()
     outer = math.prod(score.shape[:axis])
     if mode == "VALID":

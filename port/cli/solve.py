@@ -1,0 +1,175 @@
+"""``python -m port solve SOLVER.prototxt --weights INIT.caffemodel|.safetensors --inputs SEQ.npz
+--iters K --out DIR [--net TRAIN.prototxt] [--device D]``: replay Caffe's solver (the
+``forward`` of training) for a user to check the port against their own Caffe.
+
+Runs K iterations of :class:`port.training.solver.Solver` (Caffe's ``Solver::Step`` with
+``SGDSolver``/``NesterovSolver``) on the solver's train net (or ``--net``), TRAIN phase, from
+INIT, feeding the net's data-layer tops (``Python`` or ``Input`` layers) from SEQ.npz in order:
+the k-th forward pass of the run takes the arrays ``<top><k>`` (``data0``, ``label0``,
+``data1``, ...). Writes ``DIR/params-iter<i>.npz`` after each iteration i (keys
+``<layer>.<blob index>``, float32, Caffe's blob shapes) and ``DIR/losses.json``
+(``{"passes": [[...], ...]}``: per iteration, the loss of each of its ``iter_size`` passes,
+``Net::ForwardBackward``'s value), the layout of the caffe-goldens training folders.
+``--snapshot FILE`` saves the solver state after the last iteration, ``--restore FILE`` starts
+from one (weights, history, iteration, RNG: the run continues bit-identically on the CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from port.errors import PortError
+from port.fileio import atomic_open, write_text_atomic
+
+PROG = "python -m port solve"
+
+
+class SolveError(PortError):
+    """Inputs, weights or options of ``port solve`` that do not fit (named in the message)."""
+
+
+def one_line(err: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
+def read_sequence(path: str) -> dict[str, np.ndarray]:
+    """SEQ.npz's arrays (never unpickled)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as err:
+        raise SolveError(f"{path}: cannot read input arrays ({one_line(err)})") from None
+
+
+def make_feed(arrays: Mapping[str, np.ndarray], tops: Sequence[str], passes: int, source: str):
+    """``feed(k) -> {top: arrays[f"{top}{k}"]}``, every pass of the run checked up front."""
+    missing = [f"{t}{k}" for k in range(passes) for t in tops if f"{t}{k}" not in arrays]
+    if missing:
+        raise SolveError(f"{source}: the run makes {passes} forward passes over inputs {list(tops)}; "
+                         f"missing {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+    return lambda k: {t: arrays[f"{t}{k}"] for t in tops}
+
+
+def data_tops(netdef: Any) -> list[str]:
+    """The TRAIN net's forward inputs: net-level inputs, then Input/Python layers' tops."""
+    net = netdef.for_phase("TRAIN")
+    tops = [t for layer in net.layers if layer.type in ("Input", "Python") for t in layer.top]
+    return list(dict.fromkeys(list(net.inputs) + tops))
+
+
+def load_weights_into(net: Any, path: str) -> None:
+    """INIT into the net: a caffemodel by layer name and blob index (strict), or a
+    ``.safetensors`` of the net's state-dict names (``<layer>.weight``, ``<layer>.bias``)."""
+    if not Path(path).is_file():
+        raise SolveError(f"{path}: weights file not found")
+    if not path.endswith(".safetensors"):
+        from port.caffe import load_caffemodel
+        net.load_blobs(load_caffemodel(path), path)
+        return
+    from safetensors.torch import load_file
+    try:
+        state = load_file(path)
+    except Exception as err:  # safetensors raises its own error types for a bad header
+        raise SolveError(f"{path}: not a safetensors file ({one_line(err)})") from None
+    expected = {k: v for k, v in net.state_dict().items()}
+    problems = [f"{k}: missing" for k in expected if k not in state]
+    problems += [f"{k}: not a parameter of the net" for k in state if k not in expected]
+    problems += [f"{k}: shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if problems:
+        raise SolveError(f"{path}: weights do not fit net {net.net_name!r}: " + "; ".join(problems[:5])
+                         + (f"; ... ({len(problems)} problems)" if len(problems) > 5 else ""))
+    with torch.no_grad():
+        for key, value in expected.items():
+            value.copy_(state[key].to(value.dtype))
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    with atomic_open(path) as fh:
+        np.savez(fh, **arrays)
+
+
+def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_path: str | None = None,
+        device: str = "cpu", snapshot: str | None = None, restore: str | None = None,
+        log=print) -> list[list[float]]:
+    """The command's work; returns the per-pass losses of the run."""
+    from port.caffe import load_net
+    from port.training.solver import Solver, SolverParameter
+    if iters < 1:
+        raise SolveError(f"--iters {iters}: give at least 1 iteration")
+    if not Path(solver_path).is_file():
+        raise SolveError(f"{solver_path}: solver file not found")
+    param = SolverParameter.read(solver_path)
+    param.check()
+    if net_path is not None and not Path(net_path).is_file():
+        raise SolveError(f"{net_path}: net file not found")
+    netdef = load_net(net_path) if net_path else param.load_train_netdef()
+    arrays = read_sequence(inputs)
+    tops = data_tops(netdef)
+    first = 0
+    if restore:
+        from safetensors import safe_open
+        try:
+            with safe_open(restore, "pt") as fh:
+                first = int(json.loads((fh.metadata() or {})["solver"])["passes"])
+        except Exception as err:
+            raise SolveError(f"{restore}: not a solver snapshot ({one_line(err)})") from None
+    feed = make_feed(arrays, tops, first + iters * param.iter_size, inputs)
+    declared = netdef.for_phase("TRAIN").inputs
+    shapes = {t: tuple(arrays[f"{t}{first}"].shape) for t in tops if t not in declared}
+    from port.net.engine import CaffeNet
+    net = CaffeNet(netdef, "TRAIN", input_shapes=shapes)
+    load_weights_into(net, weights)
+    solver = Solver(param, feed, net=net, device=device)
+    if restore:
+        solver.restore(restore)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    losses: list[list[float]] = []
+    for _ in range(iters):
+        passes = solver.step(1)[0]
+        losses.append(passes)
+        write_npz(folder / f"params-iter{solver.iter}.npz", solver.blobs())
+        write_text_atomic(folder / "losses.json", json.dumps({"passes": losses}, indent=1) + "\n")
+        log(f"iteration {solver.iter}: lr = {solver.optimizer.last_rate:.6g}, "
+            f"loss = {Solver.iteration_loss(passes):.6g} (passes: {', '.join(f'{p:.6g}' for p in passes)})")
+    if snapshot:
+        solver.snapshot(snapshot)
+    return losses
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser.add_argument("solver", help="SOLVER.prototxt (relative paths in it resolve in its folder)")
+    parser.add_argument("--weights", required=True, help="INIT.caffemodel (or .h5) or .safetensors")
+    parser.add_argument("--inputs", required=True, help="SEQ.npz: <top><k> for the k-th forward pass")
+    parser.add_argument("--iters", required=True, type=int, help="iterations to run")
+    parser.add_argument("--out", required=True, help="folder for params-iter<i>.npz and losses.json")
+    parser.add_argument("--net", help="TRAIN.prototxt instead of the solver's train net")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--snapshot", help="write the solver state here after the last iteration")
+    parser.add_argument("--restore", help="start from this solver state (written by --snapshot)")
+    args = parser.parse_args(argv)
+    from port.run.devices import device_usable
+    if not device_usable(args.device, PROG):
+        return 2
+    try:
+        run(args.solver, args.weights, args.inputs, args.iters, args.out, args.net, args.device,
+            args.snapshot, args.restore)
+    except PortError as err:
+        print(f"{PROG}: {one_line(err)}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Net surgery as upstream FCN does it (fcn.berkeleyvision.org 1305c73 ``surgery.py``).
+
+:func:`transplant` copies a source net's parameters into a destination net by layer name
+(``surgery.transplant``): equal shapes are copied; equal element counts with different shapes
+are *coerced* by a flat copy in C order (``new.data.flat = old.data.flat``: fc6 ``4096 x 25088``
+-> ``4096 x 512 x 7 x 7``); different counts are refused (upstream's flat assignment would
+repeat or truncate silently) with an error naming layer, blob and both shapes; source layers
+the destination lacks are dropped, as are source blobs past the destination layer's count;
+destination parameters the source lacks keep what they hold (fill them first with
+:func:`port.training.fillers.fill_net`, as Caffe's ``LayerSetUp`` fills a fresh net).
+
+:func:`interp` sets Deconvolution weights to the bilinear kernel of ``surgery.upsample_filt``
+on the class diagonal (``weight[range(m), range(k)] = filt``), with upstream's checks (square
+kernels; as many inputs as outputs per group, or one output). Upstream's ``solve.py`` picks the
+layers by ``'up' in name``; here, by default, by structure: every Deconvolution whose weight
+has ``lr_mult: 0`` (the frozen upsampling layers).
+
+:func:`init_from` is upstream ``solve.py``'s initialisation in one call: a TRAIN-phase
+:class:`port.net.engine.CaffeNet` of the destination, Caffe's fillers (seeded), the
+transplant, and optionally the interp.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from port.errors import PortError
+from port.net import ops
+from port.net.engine import CaffeNet
+from port.training.fillers import fill_net
+
+__all__ = ["SurgeryError", "TransplantReport", "transplant", "interp", "frozen_deconvolutions",
+           "data_shapes", "init_from", "DATA_LAYER_CHANNELS", "PROPAGATION_SIZE"]
+
+#: Channels of the upstream Python data layers' tops (voc/siftflow/nyud/pascalcontext_layers.py)
+#: when no transplanted convolution reads them: images 3, depth and label maps 1.
+DATA_LAYER_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1, "label": 1, "sem": 1, "geo": 1}
+#: The spatial size a net is built at when its data layer declares none (any size that passes
+#: the net's geometry: parameters do not depend on it in a fully convolutional net).
+PROPAGATION_SIZE = 500
+
+
+class SurgeryError(PortError):
+    """A transplant or interp the nets do not allow, named by layer, blob and shapes."""
+
+
+@dataclass
+class TransplantReport:
+    """What happened to each blob: ``entries["<layer>.<index>"]`` is ``"copied"``,
+    ``"coerced (src shape) -> (dst shape)"``, ``"dropped"`` (a source blob past the
+    destination's count) or ``"filled"`` (kept its filler); ``entries["<layer>"] = "dropped"``
+    for a source layer the destination lacks. :func:`interp` appends ``" + interp"``."""
+
+    entries: dict[str, str] = field(default_factory=dict)
+
+    def by_kind(self) -> dict[str, list[str]]:
+        """Blob keys per first word of their entry (copied, coerced, dropped, filled)."""
+        out: dict[str, list[str]] = {"copied": [], "coerced": [], "dropped": [], "filled": []}
+        for key, what in self.entries.items():
+            out.setdefault(what.split()[0], []).append(key)
+        return out
+
+    def mark_interp(self, layers: Iterable[str]) -> None:
+        for name in layers:
+            key = f"{name}.0"
+            self.entries[key] = self.entries.get(key, "filled") + " + interp"
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.entries)
+
+    def lines(self) -> list[str]:
+        width = max((len(k) for k in self.entries), default=0)
+        return [f"{key:<{width}}  {what}" for key, what in self.entries.items()]
+
+
+def _params(net: Any) -> dict[str, list[torch.nn.Parameter]]:
+    return net.caffe_params()
+
+
+def transplant(dst_net: Any, src_netdef: Any, suffix: str = "") -> TransplantReport:
+    """Copy ``src_netdef``'s blobs (a ``NetDef`` from ``port.caffe.load_caffemodel``) into
+    ``dst_net`` (a ``CaffeNet``) by layer name (``name + suffix`` in the destination), as
+    upstream ``surgery.transplant``; returns the :class:`TransplantReport`. Checks everything
+    before changing anything: a count mismatch leaves ``dst_net`` as it was."""
+    dst = _params(dst_net)
+    report: dict[str, str] = {}
+    copies: list[tuple[torch.nn.Parameter, np.ndarray]] = []
+    source = str(getattr(src_netdef, "path", None) or "source")
+    seen = set()
+    for layer in src_netdef.layers:
+        if not len(layer.blobs):
+            continue
+        target = layer.name + suffix
+        if target not in dst:
+            report[layer.name] = "dropped"
+            continue
+        seen.add(target)
+        params = dst[target]
+        for index, blob in enumerate(layer.blobs):
+            if index >= len(params):
+                report[f"{layer.name}.{index}"] = "dropped"
+                break  # upstream: print 'dropping', p, i; break
+            want, got = tuple(params[index].shape), tuple(np.shape(blob))
+            if math.prod(want) != math.prod(got):
+                raise SurgeryError(
+                    f"{source}: layer {layer.name!r} blob {index}: source shape {got} "
+                    f"({math.prod(got)} values) cannot fill {target!r} blob {index} of shape "
+                    f"{want} ({math.prod(want)} values)")
+            report[f"{target}.{index}"] = "copied" if want == got else f"coerced {got} -> {want}"
+            copies.append((params[index], np.asarray(blob, dtype=np.float32)))
+    for name, params in dst.items():
+        for index in range(len(params)):
+            key = f"{name}.{index}"
+            if key not in report:
+                report[key] = "filled"
+    with torch.no_grad():
+        for param, blob in copies:
+            flat = torch.from_numpy(np.ascontiguousarray(blob).reshape(-1))
+            param.copy_(flat.reshape(param.shape).to(param.device))
+    # destination order for the filled and copied blobs, source layers dropped at their place
+    ordered = {k: report[k] for name in dst for k in [f"{name}.{i}" for i in range(len(dst[name]))]}
+    ordered.update({k: v for k, v in report.items() if k not in ordered})
+    return TransplantReport(ordered)
+
+
+def frozen_deconvolutions(net: Any) -> list[str]:
+    """The Deconvolution layers whose weight has ``lr_mult: 0`` (upstream's interp layers,
+    found by structure rather than by ``'up' in name``)."""
+    names = []
+    for name, module in net.caffe_layers().items():
+        specs = module.layer.params
+        if module.caffe_type == "Deconvolution" and specs and float(specs[0].lr_mult) == 0:
+            names.append(name)
+    return names
+
+
+def interp(net: Any, layers: Sequence[str] | None = None) -> list[str]:
+    """Set each layer's weight ``(m, k, h, w)`` to upstream ``upsample_filt(h)`` at
+    ``[range(m), range(k)]`` (the diagonal when ``m == k``, every ``[i, 0]`` when ``k == 1``),
+    leaving the other values as they are; ``layers`` defaults to
+    :func:`frozen_deconvolutions`. Returns the layers set."""
+    params = _params(net)
+    names = frozen_deconvolutions(net) if layers is None else list(layers)
+    checked = []
+    for name in names:
+        if name not in params:
+            raise SurgeryError(f"interp: no parameterised layer {name!r} in the net")
+        weight = params[name][0]
+        if weight.dim() != 4:
+            raise SurgeryError(f"interp: layer {name!r} weight {tuple(weight.shape)} is not 4-D")
+        m, k, h, w = (int(s) for s in weight.shape)
+        if m != k and k != 1:
+            raise SurgeryError(f"interp: layer {name!r} weight {tuple(weight.shape)}: input and "
+                               f"output channels need to be the same or |output| == 1")
+        if h != w:
+            raise SurgeryError(f"interp: layer {name!r} weight {tuple(weight.shape)}: filters "
+                               f"need to be square")
+        checked.append((weight, m, k, h))
+    with torch.no_grad():
+        for weight, m, k, h in checked:
+            filt = ops.bilinear_kernel(h).to(weight.device, weight.dtype)  # float64 -> float32
+            rows = torch.arange(m)
+            cols = torch.arange(k).expand(m) if k == 1 else torch.arange(k)
+            weight[rows, cols] = filt
+    return names
+
+
+def data_shapes(netdef: Any, src_netdef: Any | None = None,
+                overrides: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Shapes for the tops of ``Python`` data layers (Caffe learns them only at run time), so
+    a net can be built: ``overrides`` first; else ``1 x C x 500 x 500`` with ``C`` from the
+    source's convolution reading the top (its weight's input channels times ``group``), else
+    the upstream data layers' convention (:data:`DATA_LAYER_CHANNELS`, 1 for other names)."""
+    overrides = dict(overrides or {})
+    blobs = src_netdef.blobs() if src_netdef is not None else {}
+    shapes = {}
+    for layer in netdef.layers:
+        if layer.type != "Python":
+            continue
+        for top in layer.top:
+            if top in overrides:
+                shapes[top] = tuple(int(s) for s in overrides[top])
+                continue
+            channels = DATA_LAYER_CHANNELS.get(top, 1)
+            for reader in netdef.layers:
+                if reader.type == "Convolution" and reader.bottom[:1] == [top] and reader.name in blobs:
+                    channels = int(blobs[reader.name][0].shape[1]) * int(reader.convolution_param.group)
+                    break
+            shapes[top] = (1, channels, PROPAGATION_SIZE, PROPAGATION_SIZE)
+    return shapes
+
+
+def init_from(dst_netdef: Any, src_netdef: Any | None = None, seed: int = 0, do_interp: bool = False,
+              input_shapes: Mapping[str, Sequence[int]] | None = None
+              ) -> tuple[Any, TransplantReport]:
+    """Upstream ``solve.py``'s starting point: the TRAIN-phase ``CaffeNet`` of ``dst_netdef``,
+    every parameter from its Caffe filler (seeded by ``seed``), ``src_netdef``'s blobs
+    transplanted, and, with ``do_interp``, :func:`interp` on the frozen Deconvolutions."""
+    shapes = data_shapes(dst_netdef.for_phase("TRAIN"), src_netdef, input_shapes)
+    net = CaffeNet(dst_netdef, "TRAIN", input_shapes=shapes)
+    fill_net(net, seed)
+    if src_netdef is not None:
+        report = transplant(net, src_netdef)
+    else:
+        report = TransplantReport({f"{n}.{i}": "filled" for n, ps in net.caffe_params().items()
+                                   for i in range(len(ps))})
+    if do_interp:
+        report.mark_interp(interp(net))
+    return net, report
