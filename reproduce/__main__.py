@@ -22,6 +22,7 @@ from port.run import speed
 from port.run.devices import DeviceError, check_device, device_name
 from reproduce import distributed as dist_
 from reproduce import harness as H
+from reproduce import resolve as R
 from reproduce.checkpoint import CHECKPOINT_NAME, RunIdentity
 
 from port.errors import EXIT_BAD_INPUT, EXIT_USAGE, PortError
@@ -117,7 +118,7 @@ def _device(args: argparse.Namespace, ctx: dist_.DistContext) -> torch.device:
     try:
         device = check_device(f"cuda:{ctx.local_rank}" if args.device == "cuda" else "cpu")
     except DeviceError as err:
-        raise H.ResolveError(f"--device {args.device}: {err}") from err
+        raise R.ResolveError(f"--device {args.device}: {err}") from err
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
@@ -125,7 +126,7 @@ def _device(args: argparse.Namespace, ctx: dist_.DistContext) -> torch.device:
 
 def _data_root(args: argparse.Namespace) -> tuple[Path, bool]:
     """(where to look for the dataset, whether it may be downloaded there)."""
-    return (args.data, False) if args.data is not None else (H.REPO_ROOT / "data", True)
+    return (args.data, False) if args.data is not None else (R.REPO_ROOT / "data", True)
 
 
 def _label_key(dataset: Any, output: str) -> str:
@@ -137,13 +138,13 @@ def _label_key(dataset: Any, output: str) -> str:
 
 def _loader(dataset: Any, wants_label_blob: bool) -> Any:
     if getattr(dataset, "name", "") == "siftflow":
-        return H.load_siftflow_item
-    return H.load_item_with_label_blob if wants_label_blob else H.load_item
+        return R.load_siftflow_item
+    return R.load_item_with_label_blob if wants_label_blob else R.load_item
 
 
 def _ids(dataset: Any, limit: int | None) -> list[str]:
     if limit is not None and limit < 1:
-        raise H.ResolveError(f"--limit must be at least 1, got {limit}")
+        raise R.ResolveError(f"--limit must be at least 1, got {limit}")
     return list(dataset.ids[:limit] if limit else dataset.ids)
 
 
@@ -156,17 +157,17 @@ def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, 
     options = {"inputs": meta.inputs} if name == "nyud" else {}
     root, download = _data_root(args)
     # the data first: a wrong --data must not wait for (or fail on) a weights download
-    dataset = H.open_dataset(name, root, args.split, download=download, **options)
-    weights = H.resolve_weights(builder, args.weights, args.cache)
+    dataset = R.open_dataset(name, root, args.split, download=download, **options)
+    weights = R.resolve_weights(builder, args.weights, args.cache)
     model = H.prepare_model(get_model(builder, weights=weights.path), config)
     tasks = tuple(H.Task(o, _label_key(dataset, o), tuple(c), H.meta_loss_spec(meta, o))
                   for o, c in zip(meta.outputs, meta.classes))
     identity = RunIdentity(builder, name, dataset.split, weights.sha256,
-                           H.preprocessing_identity(name, meta.preprocess), config.precision.name,
+                           R.preprocessing_identity(name, meta.preprocess), config.precision.name,
                            tuple((t.output, t.num_classes) for t in tasks))
     spec = H.EvalSpec(H.ModelPredictor(model, meta.inputs, meta.outputs), dataset,
                       _ids(dataset, args.limit), tasks, identity, _loader(dataset, False),
-                      H.colour_inverse(dict(zip(meta.inputs, meta.preprocess))))
+                      R.colour_inverse(dict(zip(meta.inputs, meta.preprocess))))
     return spec, {"weights": f"{weights.path} ({weights.origin})"}, builder
 
 
@@ -181,16 +182,16 @@ def _net_preprocess(name: str, inputs: Sequence[str]) -> dict[str, Any]:
 def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str | None]:
     """Any Caffe segmentation net: the prototxt through port.net.engine, weights from --weights."""
     if args.weights is None:
-        raise H.ResolveError("--net needs --weights (a .caffemodel, .caffemodel.h5 or converted "
+        raise R.ResolveError("--net needs --weights (a .caffemodel, .caffemodel.h5 or converted "
                              ".safetensors)")
     name = args.dataset or "voc"
     root, download = _data_root(args)
-    H.find_dataset(name, root, args.split, download=download)  # before loading the weights
-    model, sha = H.caffenet_from_files(args.net, Path(args.weights))
-    model = H.prepare_model(model, config)
+    R.find_dataset(name, root, args.split, download=download)  # before loading the weights
+    model, sha = R.caffenet_from_files(args.net, Path(args.weights))
+    runner = H.prepare_model(model, config)
     preprocess = _net_preprocess(name, model.input_names)
     options = {"inputs": tuple(preprocess)} if name == "nyud" else {}
-    dataset = H.open_dataset(name, root, args.split, download=download, **options)
+    dataset = R.open_dataset(name, root, args.split, download=download, **options)
     blobs = args.score_blob or (["score_sem", "score_geo"] if name == "siftflow" else ["score"])
     classes = {"sem": dataset.class_names, "geo": dataset.class_names}
     if name == "siftflow":
@@ -202,11 +203,11 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
                          tuple(classes.get(key, dataset.class_names)), losses.get(b))
                   for b in blobs)
     identity = RunIdentity(f"net:{model.net_name}", name, dataset.split, sha,
-                           H.preprocessing_identity(name, list(preprocess.values())),
+                           R.preprocessing_identity(name, list(preprocess.values())),
                            config.precision.name, tuple((t.output, t.num_classes) for t in tasks))
     wants_label = "label" in model.input_names
-    spec = H.EvalSpec(H.CaffeNetPredictor(model, blobs), dataset, _ids(dataset, args.limit), tasks,
-                      identity, _loader(dataset, wants_label), H.colour_inverse(preprocess))
+    spec = H.EvalSpec(H.CaffeNetPredictor(runner, blobs), dataset, _ids(dataset, args.limit), tasks,
+                      identity, _loader(dataset, wants_label), R.colour_inverse(preprocess))
     return spec, {"weights": str(args.weights), "net": str(args.net)}, args.compare
 
 
@@ -249,7 +250,7 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
 def _out(args: argparse.Namespace) -> Path:
     """The report folder: --out, else reports/<model>."""
     name = args.model or (args.net.stem if args.net else "")
-    return args.out or H.REPO_ROOT / "reports" / name.replace("_", "-")
+    return args.out or R.REPO_ROOT / "reports" / name.replace("_", "-")
 
 
 def _run(args: argparse.Namespace, ctx: dist_.DistContext) -> int:

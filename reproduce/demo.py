@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from reproduce import harness as H
+from reproduce import resolve as R
 from port.run import speed
 from port.fileio import atomic_open, write_text_atomic
 from reproduce.palette import colour_to_label, overlay, save_label_png
@@ -114,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cuda", "cpu"),
                    default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where the net runs (default: cuda when available)")
-    p.add_argument("--out", type=Path, default=H.REPO_ROOT / "reports" / "demo",
+    p.add_argument("--out", type=Path, default=R.REPO_ROOT / "reports" / "demo",
                    help="folder for prediction.png, overlay.png and demo.json "
                         "(default: reports/demo)")
     p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
@@ -129,14 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from port.models import get_meta, get_model
     args = _parser().parse_args(argv)
     device = torch.device(args.device)
-    paths = {k: H.upstream_file(*v) for k, v in DEMO_FILES.items()}
-    weights = H.resolve_weights("fcn8s", args.weights, args.cache)
+    paths = {k: R.upstream_file(*v) for k, v in DEMO_FILES.items()}
+    weights = R.resolve_weights("fcn8s", args.weights, args.cache)
     meta = get_meta("fcn8s")
-    model = H.prepare_model(get_model("fcn8s", weights=weights.path), H.EvalConfig(device=device))
+    # infer.py's numbers: IEEE fp32, no TF32 (the Runner of strict fp32)
+    runner = H.prepare_model(get_model("fcn8s", weights=weights.path),
+                             H.EvalConfig(device=device, precision=speed.STRICT))
     rgb = np.array(Image.open(paths["image"]).convert("RGB"))
-    with speed.backend_flags(speed.STRICT):  # infer.py's numbers: IEEE fp32, no TF32
-        prediction = predict_image(H.ModelPredictor(model, meta.inputs, meta.outputs),
-                                   meta.preprocess[0], rgb, device)
+    prediction = predict_image(H.ModelPredictor(runner, meta.inputs, meta.outputs),
+                               meta.preprocess[0], rgb, device)
     result = compare_with_reference(prediction, np.array(Image.open(paths["output"]).convert("RGB")))
     percent = 100 * result.agreement
     passed = percent >= args.min_agreement

@@ -37,6 +37,7 @@ import urllib3
 from tqdm import tqdm
 
 from port.errors import PortError
+from port.models.meta import HASH_ALGORITHMS
 
 from . import registry
 from .registry import Artifact, Digests, HashStore
@@ -129,10 +130,10 @@ def _as_digests(expected: Digests | Mapping[str, str] | None) -> tuple[tuple[Dig
     if isinstance(expected, Digests):
         return ((expected,),)
     given = {k.lower(): v.lower() for k, v in expected.items()}
-    unknown = sorted(set(given) - set(registry.HASH_ALGORITHMS))
+    unknown = sorted(set(given) - set(HASH_ALGORITHMS))
     if unknown:
         raise ValueError(f"expected: unknown hash algorithm(s) {unknown}; "
-                         f"use {registry.HASH_ALGORITHMS}")
+                         f"use {HASH_ALGORITHMS}")
     return ((Digests(**given, source="argument"),),)
 
 

@@ -17,9 +17,8 @@ long run needs around it:
 - bad items (an unreadable image, a label outside the classes): stop naming the id and path,
   or with ``skip_bad`` record them and go on — never dropped silently.
 
-Files and the console table belong to ``reproduce.report``. The last section resolves what
-the command line names: weights (converted once into the cache), the dataset (located under
-any parent folder, or downloaded), the generic graph of a user's prototxt.
+Files and the console table belong to ``reproduce.report``; resolving what the command line
+names (weights, datasets, upstream files, a user's prototxt) to ``reproduce.resolve``.
 """
 from __future__ import annotations
 
@@ -33,7 +32,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from port.errors import PortError
 from port.run import speed
 from reproduce import distributed as dist_
 from reproduce.checkpoint import (
@@ -366,9 +364,9 @@ def _save(spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State
 
 # ------------------------------------------------------------------------------ one image
 def _to_device(inputs: Mapping[str, torch.Tensor], config: EvalConfig) -> dict[str, torch.Tensor]:
-    """The inputs as a batch of one on the device, in the mode's memory format."""
-    return {name: speed.to_input(value.to(config.device, non_blocking=True)[None], config.precision)
-            for name, value in inputs.items()}
+    """The inputs as a batch of one on the device (the predictor's ``speed.Runner`` puts them
+    in the mode's memory format)."""
+    return {name: value.to(config.device, non_blocking=True)[None] for name, value in inputs.items()}
 
 
 def _label_for(task: Task, labels: Any) -> torch.Tensor:
@@ -400,7 +398,7 @@ def _keep_overlay(spec: EvalSpec, st: _State, item: dict, pred: np.ndarray,
 def _score_item(spec: EvalSpec, config: EvalConfig, st: _State, item: dict,
                 overlay_ids: set[str]) -> None:
     """Forward one image, argmax each scored blob (first maximum, as numpy), count it."""
-    with torch.inference_mode(), speed.autocast(config.precision, config.device):
+    with torch.inference_mode():  # the predictor's Runner applies the mode (flags, autocast)
         outputs = spec.predict(_to_device(item["inputs"], config))
     for n, task in enumerate(spec.tasks):
         if task.output not in outputs:
@@ -564,18 +562,17 @@ def evaluate(spec: EvalSpec, config: EvalConfig,
              ctx: dist_.DistContext | None = None) -> EvalResult | None:
     """Evaluate ``spec`` under ``config``; the summed result on rank 0, None on other ranks.
 
-    Runs under the backend flags of ``config.precision`` (``port.run.speed.backend_flags``; the
-    previous flags are restored after). Raises :class:`BadItemError` (on every rank, naming the
+    The precision mode is applied by the predictor's ``port.run.speed.Runner``
+    (:func:`prepare_model`): each forward under the mode's flags, restored after. Raises :class:`BadItemError` (on every rank, naming the
     item whichever rank met it) or :class:`Interrupted` after writing a checkpoint (when
     ``config.out`` is set).
     """
     ctx = ctx or dist_.DistContext()
     st = _start(spec, config, ctx)
     started = time.perf_counter()
-    with speed.backend_flags(config.precision):
-        _loop(spec, config, ctx, st, started)
-        if ctx.is_main:
-            _redo_overlays(spec, config, st)
+    _loop(spec, config, ctx, st, started)
+    if ctx.is_main:
+        _redo_overlays(spec, config, st)
     seconds = time.perf_counter() - started
     merged = _merge(spec, ctx, st)
     _save(spec, config, ctx, st, seconds, merged)  # the final, complete checkpoint
@@ -589,197 +586,6 @@ def evaluate(spec: EvalSpec, config: EvalConfig,
     prior_s = st.prior.elapsed_s if st.prior else 0.0
     return EvalResult(scores, images, merged.skipped, prior_s + seconds,
                       len(st.prior.done) if st.prior else 0, overlays)
-
-
-# ------------------------------------------------- resolving the net, its weights and the data
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Where upstream split files and the demo are looked for before downloading them.
-ENV_UPSTREAM = "FCN_PORT_UPSTREAM"
-#: Registry dataset archives to fetch for each dataset reader, when no data is given.
-DATASET_ARCHIVES = {"voc": ("voc2012-trainval",), "sbd": ("sbd",), "siftflow": ("siftflow",),
-                    "nyud": ("nyud",), "pascalcontext": ("pascal-context", "voc2010-trainval")}
-
-
-class ResolveError(PortError):
-    """A model, weights file or dataset the command line names that cannot be used."""
-
-
-def upstream_dir() -> Path | None:
-    """A local copy of the upstream repository: $FCN_PORT_UPSTREAM, else ../shared/upstream."""
-    import os
-    env = os.environ.get(ENV_UPSTREAM)
-    for candidate in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "upstream"]:
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def upstream_file(relpath: str, artifact: str) -> Path:
-    """An upstream file from the local copy, else fetched (verified) through the registry."""
-    local = upstream_dir()
-    if local is not None and (local / relpath).is_file():
-        return local / relpath
-    from reproduce import download
-    return download.fetch(artifact)
-
-
-@dataclass(frozen=True)
-class Weights:
-    """The weights a run uses: the file loaded, and the SHA-256 of the caffemodel behind it."""
-
-    path: Path
-    sha256: str
-    origin: str
-
-
-def resolve_weights(builder: str, weights: str | Path | None,
-                    cache: Path | None = None) -> Weights:
-    """A converted ``.safetensors`` as is; a ``.caffemodel``/``.h5`` converted once into the
-    cache; nothing: the registry's released caffemodel, fetched, verified and converted."""
-    from port import convert
-    from port.models import SOURCE_NAME, SOURCE_SHA256, read_metadata
-    from reproduce import download, registry
-    if weights is None:
-        source = download.fetch(registry.caffemodel_for(builder), registry.cache_dir(cache))
-        origin = "released"
-    else:
-        source, origin = Path(weights), "given"
-        if not source.is_file():
-            raise ResolveError(f"{source}: weights file not found")
-        if source.suffix == ".safetensors":
-            meta = read_metadata(source)
-            sha = meta.get(SOURCE_SHA256) or convert.sha256_file(source)
-            return Weights(source, sha, f"converted file ({meta.get(SOURCE_NAME, '?')})")
-    sha = convert.sha256_file(source)
-    folder = registry.cache_dir(cache)
-    cached = folder / f"{source.name.split('.')[0]}-{builder}-{sha[:16]}.safetensors"
-    if not cached.is_file():
-        convert.convert(source, out=cached, builder=builder)
-    return Weights(cached, sha, f"{origin} caffemodel {source}")
-
-
-def load_item(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
-    """A reader's item as ``(id, inputs, label)`` (``SegmentationDataset.item``)."""
-    item = dataset.item(item_id)
-    return item.id, item.inputs, item.label
-
-
-def load_siftflow_item(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
-    """A SIFT Flow item with both label maps, ``{"sem": ..., "geo": ...}``, for both heads."""
-    item = dataset.item(item_id)
-    other = "geo" if dataset.task == "sem" else "sem"
-    return item.id, item.inputs, {dataset.task: item.label,
-                                  other: dataset.load_task_label(item_id, other)}
-
-
-def load_item_with_label_blob(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
-    """An item whose label also feeds the net's ``label`` input (1 x H x W float, as Caffe's
-    data layer gives it to a SoftmaxWithLoss)."""
-    item_id, inputs, label = load_item(dataset, item_id)
-    return item_id, {**inputs, "label": label[None].astype(np.float32)}, label
-
-
-_PROBE_SIZE = (2, 3)
-
-
-def _probe(fn: Callable[..., np.ndarray]) -> np.ndarray:
-    """``fn`` on a fixed small image: a colour one, else (depth) a one-channel integer map."""
-    ramp = np.arange(math.prod(_PROBE_SIZE) * 3, dtype=np.uint8)
-    try:
-        return fn(ramp.reshape(*_PROBE_SIZE, 3))
-    except ValueError:
-        return fn(ramp[:math.prod(_PROBE_SIZE)].reshape(_PROBE_SIZE).astype(np.uint16) + 1)
-
-
-def preprocessing_identity(dataset: str, functions: Sequence[Callable[..., np.ndarray]]) -> str:
-    """Names and a digest of what the preprocessing does to a probe image: a changed mean,
-    channel order or scale changes it, so ``--resume`` can refuse a checkpoint made with it."""
-    import hashlib
-    digest = hashlib.sha256()
-    for fn in functions:
-        digest.update(np.ascontiguousarray(_probe(fn), dtype=np.float32).tobytes())
-    names = ",".join(f"{fn.__module__}.{fn.__name__}" for fn in functions)
-    return f"{dataset}:{names}:sha256={digest.hexdigest()[:16]}"
-
-
-def colour_inverse(functions: Mapping[str, Callable[..., np.ndarray]]
-                   ) -> Callable[[dict], np.ndarray | None]:
-    """Recover the RGB image from the first BGR-minus-mean colour input, for overlays.
-
-    The mean is read off the preprocessing itself (what it makes of a black image)."""
-    for blob, fn in functions.items():
-        if blob in ("data", "color"):
-            mean = -_probe_black(fn)
-            return lambda inputs, blob=blob, mean=mean: _to_rgb(inputs[blob], mean)
-    return lambda inputs: None
-
-
-def _probe_black(fn: Callable[..., np.ndarray]) -> np.ndarray:
-    return fn(np.zeros((1, 1, 3), dtype=np.uint8))[:, 0, 0]
-
-
-def _to_rgb(chw: Any, mean_bgr: np.ndarray) -> np.ndarray:
-    bgr = np.asarray(chw, dtype=np.float32).transpose(1, 2, 0) + mean_bgr
-    return np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
-
-
-def _fetch_dataset(name: str, root: Path) -> None:
-    """Download and unpack the dataset's archives into ``root`` (each once, verified)."""
-    from reproduce import download
-    for artifact in DATASET_ARCHIVES[name]:   # fetch makes root/archives (and removes it on failure)
-        download.extract(download.fetch(artifact, root / "archives"), root)
-
-
-def _split_options(name: str, root: Path, choice: Any) -> dict[str, Any]:
-    """``split_file=`` for a list file given with ``--split PATH``, or for a split the dataset
-    folder does not ship (VOC's seg11valid: the list shipped in the package,
-    ``reproduce.splits``)."""
-    from reproduce import splits
-    from reproduce.datasets import locate
-    path = splits.split_file_for(name, locate(name, root, choice.name).path, choice)
-    if path is None:
-        return {}
-    _note(f"split {choice.name}: reading the list {path}")
-    return {"split_file": path}
-
-
-def find_dataset(name: str, root: Path, split: str | None, *, download: bool = False) -> None:
-    """Make sure dataset ``name`` is at or under ``root``: fetched there if ``download`` and
-    absent, else ``DatasetNotFoundError`` naming ``root``. Cheap; the command line calls it
-    before anything slow (a weights download, loading a caffemodel)."""
-    from reproduce import splits
-    from reproduce.datasets import DatasetNotFoundError, locate
-    try:
-        locate(name, root, splits.choose(name, split).name)
-    except DatasetNotFoundError:
-        if not download:
-            raise
-        _fetch_dataset(name, root)
-
-
-def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
-                 **options: Any) -> Any:
-    """The reader of dataset ``name`` at or under ``root`` (fetched first if ``download`` and
-    absent); says which folder it found. ``split``: a name, a list file's path, or None for
-    the papers' evaluation split (``reproduce.splits.choose``)."""
-    from reproduce import splits
-    from reproduce.datasets import MissingFileError, get_dataset
-    find_dataset(name, root, split, download=download)
-    choice = splits.choose(name, split)
-    split = choice.name
-    options = {**_split_options(name, root, choice), **options}
-    try:
-        dataset = get_dataset(name, root, split, **options)
-    except MissingFileError as exc:
-        local = upstream_dir()
-        if name != "pascalcontext" or local is None or "class_lists" in options:
-            raise
-        _note(f"{exc}; using the class lists of {local / 'data' / 'pascal-context'}")
-        dataset = get_dataset(name, root, split, class_lists=local / "data" / "pascal-context",
-                              **options)
-    located = getattr(dataset, "located", None)
-    _note(located.message if located is not None else f"reading {dataset!r}")
-    return dataset
 
 
 def _normalise_outputs(out: Any, names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -801,30 +607,22 @@ class ModelPredictor:
         return _normalise_outputs(self.model(**{n: batch[n] for n in self.inputs}), self.outputs)
 
 
-def prepare_model(model: torch.nn.Module, config: EvalConfig) -> torch.nn.Module:
-    """The model in eval mode on the device, laid out for the precision mode
-    (``port.run.speed.prepare_model``: the memory format and CPU prepacking the mode names)."""
-    return speed.prepare_model(model, config.precision, config.device)
+def prepare_model(model: torch.nn.Module, config: EvalConfig) -> speed.Runner:
+    """The net run in the config's precision mode on its device: a ``port.run.speed.Runner``
+    (prepared once: memory format, prepacking, canvas; each call under the mode's flags and
+    autocast, inputs in its layout)."""
+    return speed.Runner(config.precision, model, config.device)
 
 
 class CaffeNetPredictor:
-    """``predict`` of a generic :class:`port.net.engine.CaffeNet`: every input blob it declares."""
+    """``predict`` of a net read from a prototxt, run by a ``speed.Runner``: every input blob
+    the net declares."""
 
-    def __init__(self, model: torch.nn.Module, scored: Sequence[str] = ()):
-        self.model = model
+    def __init__(self, runner: speed.Runner, scored: Sequence[str] = ()):
+        self.runner = runner
         # A scored blob a loss layer consumes is no net output: ask for every blob then.
-        self.all_blobs = any(b not in model.output_names for b in scored)
+        self.all_blobs = any(b not in runner.model.output_names for b in scored)
 
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        inputs = {n: batch[n] for n in self.model.input_names}
-        return self.model(return_blobs=self.all_blobs, **inputs)
-
-
-def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module, str]:
-    """``(CaffeNet of the prototxt's TEST phase with the weights loaded, the weights' source
-    SHA-256)``; weights: a binary or HDF5 caffemodel, or a converted safetensors file
-    (``port.load.load_net_and_weights``, the loader ``port forward`` and ``convert`` use)."""
-    from port.load import load_net_and_weights
-    if not weights.is_file():
-        raise ResolveError(f"{weights}: weights file not found")
-    return load_net_and_weights(prototxt, weights)
+        inputs = {n: batch[n] for n in self.runner.model.input_names}
+        return self.runner(return_blobs=self.all_blobs, **inputs)

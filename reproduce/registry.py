@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from port.errors import PortError
 from port.fileio import atomic_open
 from port.models import get_meta, list_models
-from port.models.meta import HASH_ALGORITHMS, WAYBACK, Digests, ModelMeta
+from port.models.meta import WAYBACK, Digests, ModelMeta
 
 ENV_CACHE = "FCN_PORT_CACHE"
 ENV_MIRRORS = "FCN_PORT_MIRRORS"

@@ -99,17 +99,17 @@ def test_checkpoint_file_mode_follows_the_umask(tmp_path, umask):
 DRIVER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from reproduce import harness as H
+    from reproduce import resolve as R
     from reproduce.__main__ import main
     gate, marker, release = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    original = H.load_item
+    original = R.load_item
     def gated(dataset, item_id):
         if item_id == gate:          # hold this image until the test has sent its signal
             marker.write_text("reached")
             while not release.exists():
                 time.sleep(0.02)
         return original(dataset, item_id)
-    H.load_item = gated
+    R.load_item = gated
     sys.exit(main(sys.argv[4:]))
 """)
 

@@ -248,31 +248,39 @@ def test_the_command_line_precision_names_are_port_speeds_modes():
         mode("--fast", "--precision", "strict-fp32")
 
 
-def _flag_spec(seen: list[dict]) -> H.EvalSpec:
-    """Two tiny items; the predictor records the backend state it runs under."""
+def _flag_spec(seen: list[dict], config: H.EvalConfig) -> H.EvalSpec:
+    """Two tiny items through a real builder net prepared by H.prepare_model (a speed.Runner);
+    a hook on its first layer records the backend state and input layout it runs under."""
+    from port.models import get_model
     from reproduce.checkpoint import RunIdentity
 
-    def predict(batch):
+    model = get_model("fcn32s", width_divisor=16, num_classes=2)
+
+    def record(module, args):
         seen.append({"tf32": (torch.backends.cudnn.allow_tf32,
                               torch.backends.cuda.matmul.allow_tf32),
                      "benchmark": torch.backends.cudnn.benchmark,
                      "autocast": torch.is_autocast_enabled("cpu"),
-                     "nhwc": batch["data"].is_contiguous(memory_format=torch.channels_last)})
-        return {"score": torch.zeros(1, 2, 3, 4)}
-    item = lambda ds, i: (i, {"data": np.zeros((3, 3, 4), np.float32)},  # noqa: E731
-                          np.zeros((3, 4), np.uint8))
+                     "nhwc": args[0].is_contiguous(memory_format=torch.channels_last)})
+    runner = H.prepare_model(model, config)
+    runner.model.conv1_1.register_forward_pre_hook(record)
+    item = lambda ds, i: (i, {"data": np.zeros((3, 6, 8), np.float32)},  # noqa: E731
+                          np.zeros((6, 8), np.uint8))
     identity = RunIdentity("m", "voc", "val", "0" * 64, "p", "x", (("score", 2),))
-    return H.EvalSpec(predict, None, ["a", "b"], (H.Task("score", "label", ("x", "y")),),
-                      identity, item)
+    return H.EvalSpec(H.ModelPredictor(runner, ("data",), ("score",)), None, ["a", "b"],
+                      (H.Task("score", "label", ("x", "y")),), identity, item)
 
 
 @pytest.mark.parametrize("name", ["strict-fp32", "fast-tf32", "fast-bf16"])
 def test_evaluation_runs_under_the_modes_settings_and_restores_the_flags(name):
+    """The predictor's speed.Runner runs the net under the mode's flags, autocast and input
+    layout; the caller's flags are back after the run."""
     from port.run import speed
     mode, other = H.PRECISION_MODES[name], (speed.FAST_TF32 if name == "strict-fp32" else speed.STRICT)
     seen: list[dict] = []
+    config = H.EvalConfig(precision=mode, progress=False)
     with speed.backend_flags(other):
-        result = H.evaluate(_flag_spec(seen), H.EvalConfig(precision=mode, progress=False))
+        result = H.evaluate(_flag_spec(seen, config), config)
         after = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     assert result.images == 2 and len(seen) == 2
     assert all(s == {"tf32": (mode.tf32, mode.tf32), "benchmark": mode.cudnn_benchmark,

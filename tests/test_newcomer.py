@@ -82,12 +82,12 @@ def small_fcn8s(tmp_path_factory) -> Path:
 @pytest.fixture
 def offline(monkeypatch):
     """No network and no local copy of the upstream repository: a fetch fails the test."""
-    from reproduce import download, harness
+    from reproduce import download, resolve
 
     def no_fetch(*args, **kwargs):
         raise AssertionError(f"tried to fetch {args}")
     monkeypatch.setattr(download, "fetch", no_fetch)
-    monkeypatch.setattr(harness, "upstream_dir", lambda: None)
+    monkeypatch.setattr(resolve, "upstream_dir", lambda: None)
     monkeypatch.delenv("FCN_PORT_UPSTREAM", raising=False)
 
 
@@ -221,12 +221,12 @@ def no_network(monkeypatch, tmp_path):
     """No host resolves (nothing leaves this machine), no local upstream copy, the download
     cache in tmp_path/cache."""
     import socket
-    from reproduce import harness
+    from reproduce import resolve
 
     def offline(host, *args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     monkeypatch.setattr(socket, "getaddrinfo", offline)
-    monkeypatch.setattr(harness, "upstream_dir", lambda: None)
+    monkeypatch.setattr(resolve, "upstream_dir", lambda: None)
     monkeypatch.delenv("FCN_PORT_UPSTREAM", raising=False)
     monkeypatch.delenv("FCN_PORT_MIRRORS", raising=False)
     monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "cache"))
@@ -431,8 +431,8 @@ def test_offline_dataset_download_says_data_and_leaves_no_folder(no_network, sma
                                                                  tmp_path, monkeypatch, capsys):
     """No --data: the dataset would be downloaded into <repo>/data (here a tmp folder); offline
     that is one line naming the archive, its hosts and DATA=, and no empty data/ is left."""
-    from reproduce import harness
-    monkeypatch.setattr(harness, "REPO_ROOT", tmp_path / "repo")
+    from reproduce import resolve
+    monkeypatch.setattr(resolve, "REPO_ROOT", tmp_path / "repo")
     code = _run(["fcn8s", "--weights", str(small_fcn8s), "--out", str(tmp_path / "out")])
     err = _one_line_error(capsys)
     assert code == 1 and "VOCtrainval_11-May-2012.tar: no URL gave the file" in err
