@@ -39,7 +39,9 @@ class FCN(CaffeNet):
     ``model(data, return_blobs=True)`` every named blob as Caffe holds it."""
 
     def __init__(self, netdef: NetDef, meta: ModelMeta):
-        super().__init__(netdef, "TEST")
+        # The net's crop offsets were derived by coord_map as it was written (NetSpec.crop):
+        # checking them again against the same derivation would only cost time.
+        super().__init__(netdef, "TEST", check_crops=False)
         self.meta = meta
 
     def forward(self, *args: Any, return_blobs: bool = False, **inputs: Any):
