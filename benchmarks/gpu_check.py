@@ -244,7 +244,7 @@ def section_selfcheck(cfg: Config, deadline: Deadline) -> dict:
     """``python -m port selfcheck`` strict and with --tf32, each in a child under a timeout."""
     out = {}
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for label, extra in (("strict fp32", ()), ("tf32", ("--tf32",))):
+    for label, extra in (("strict fp32", ("--precision", "strict-fp32")), ("tf32", ("--precision", "fast-tf32"))):
         if cfg.device != "cuda" and not cfg.quick:
             out[label] = {"skipped": "no CUDA device"}
             continue
