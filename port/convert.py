@@ -36,9 +36,9 @@ from port.fileio import atomic_open
 from port.load import build_net, sha256_file
 from port.net.engine import BlobMismatchError
 from port.net.layers import CaffeGraphError
-from port.models import _weights as fmt
+from port.models import weights as fmt
 from port.models import get_builder, get_meta, list_models
-from port.models._weights import load_weights
+from port.models.weights import load_weights
 
 __all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "match_builders",
            "safetensors_header", "sha256_file", "write_safetensors"]

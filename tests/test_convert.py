@@ -12,7 +12,7 @@ import torch
 
 from port.caffe import load_net, write_caffemodel, write_caffemodel_h5
 from port.convert import ConversionError, convert, load_weights
-from port.models import _weights as fmt
+from port.models import weights as fmt
 from port.models import get_model, list_models
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import save
 
 from port.caffe import load_caffemodel
 from port.convert import ConversionError, convert, safetensors_header, sha256_file, write_safetensors
-from port.models import _weights as fmt
+from port.models import weights as fmt
 from port.models import get_model, load_state_strict, load_weights
 
 

@@ -17,7 +17,7 @@ from port.models import (
     DuplicateModelError, InputError, UnknownModelError, WeightsError, get_meta, get_model,
     list_models, register,
 )
-from port.models import _weights as fmt
+from port.models import weights as fmt
 
 #: Registered name -> upstream prototxt (the TEST/val net of each released model).
 UPSTREAM = {

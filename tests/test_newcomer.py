@@ -56,7 +56,7 @@ def write_small_fcn8s(path: Path, seed: int = 0) -> Path:
     import torch
     from safetensors.torch import save_file
     from port.cli.selfcheck import randomize
-    from port.models import _weights as fmt, get_model
+    from port.models import weights as fmt, get_model
     model = randomize(get_model("fcn8s", width_divisor=16), seed=seed)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     assert all(v.dtype == torch.float32 for v in state.values())

@@ -19,8 +19,8 @@ import torch
 from port.caffe import NetDef
 from port.models import classes, nets
 from port.models import preprocess as pre
-from port.models._registry import register
-from port.models._weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
+from port.models._registry import get_meta, register
+from port.models.weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
 from port.models.meta import Digests, ModelMeta
 from port.net import ops
 from port.net.engine import CaffeNet
@@ -314,7 +314,6 @@ def net_spec(name: str, form: str = "test", **kwargs: Any):
     """The net of the registered model ``name`` written out in ``form`` (:data:`FORMS`) as a
     :class:`port.net.spec.NetSpec`; ``kwargs`` are the builder's (``num_classes``,
     ``width_divisor``, SIFT Flow's ``num_geo_classes``), defaults the released ones."""
-    from port.models._registry import get_meta
     if form not in FORMS:
         raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
     meta = get_meta(name)
@@ -332,7 +331,6 @@ def train_net(name: str, *, weights: PathLike = None, num_classes: int | None = 
     written by ``python -m port transplant``) loads strictly; without it Caffe's fillers
     apply and the frozen upsamplings start bilinear (:func:`init_unweighted`). ``size`` sizes
     the data tops at construction only: any input size runs."""
-    from port.models._registry import get_meta
     meta = get_meta(name)
     requested = dict(num_classes=num_classes, width_divisor=width_divisor, **kwargs)
     defaults = {"num_classes": meta.num_classes[0], "width_divisor": 1}
