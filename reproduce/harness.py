@@ -32,12 +32,14 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from port.net.ops import loss_normalization, softmax_with_loss
 from port.run import speed
 from reproduce import distributed as dist_
 from reproduce.checkpoint import (
     CHECKPOINT_NAME, Checkpoint, RunIdentity, StopRequest, load_checkpoint, save_checkpoint,
 )
 from reproduce.metrics import ConfusionMatrix, Scores, scores_from_matrix
+from reproduce.palette import VOID_LABEL, save_label_png
 
 __all__ = [
     "PRECISION_MODES", "FAST", "LossSpec", "Task", "net_loss_specs", "meta_loss_spec",
@@ -92,7 +94,6 @@ class Task:
 def net_loss_specs(netdef: Any, scored: Sequence[str]) -> dict[str, LossSpec]:
     """The ``SoftmaxWithLoss`` layer of each scored blob in ``netdef``'s TEST phase, read as
     Caffe's ``SoftmaxWithLossLayer::LayerSetUp`` reads its ``loss_param``/``softmax_param``."""
-    from port.net.ops import loss_normalization
     specs: dict[str, LossSpec] = {}
     for layer in netdef.for_phase("TEST").layers:
         if layer.type != "SoftmaxWithLoss" or not layer.bottom or layer.bottom[0] not in scored:
@@ -120,7 +121,6 @@ def image_loss(task: Task, scores: torch.Tensor, label: torch.Tensor, item_id: s
     in fp32 as Caffe's float blobs), for ``score.py``'s ``loss += net.blobs['loss'].data``.
     Returned as a tensor on the scores' device, so the loop never waits for it; the labels
     are checked on ``label_host`` (the loader's CPU copy) when given, for the same reason."""
-    from port.net.ops import softmax_with_loss
     spec = task.loss
     checked = (label if label_host is None else label_host).long()
     counted = checked[checked != spec.ignore_label] if spec.ignore_label is not None else checked
@@ -386,7 +386,6 @@ def _prediction_path(config: EvalConfig, spec: EvalSpec, task: Task, item_id: st
 
 def _keep_overlay(spec: EvalSpec, st: _State, item: dict, pred: np.ndarray,
                   label: np.ndarray) -> None:
-    from reproduce.palette import VOID_LABEL
     rgb = spec.rgb_of(item["inputs"])
     if rgb is None:
         return
@@ -417,7 +416,6 @@ def _score_item(spec: EvalSpec, config: EvalConfig, st: _State, item: dict,
         if config.save_predictions is not None or (n == 0 and item["id"] in overlay_ids):
             pred_np = pred.cpu().numpy()
             if config.save_predictions is not None:
-                from reproduce.palette import save_label_png
                 save_label_png(pred_np, _prediction_path(config, spec, task, item["id"]))
             if n == 0 and item["id"] in overlay_ids:
                 _keep_overlay(spec, st, item, pred_np, label.cpu().numpy())

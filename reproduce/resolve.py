@@ -8,6 +8,7 @@ The evaluation loop itself is :mod:`reproduce.harness`; this module only finds t
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -15,7 +16,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from port import convert
 from port.errors import PortError
+from port.load import load_net_and_weights
+from port.models import SOURCE_NAME, SOURCE_SHA256, read_metadata
+from reproduce import download, registry, splits
+from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_dataset, locate
 
 
 def _note(message: str) -> None:
@@ -37,7 +43,6 @@ class ResolveError(PortError):
 
 def upstream_dir() -> Path | None:
     """A local copy of the upstream repository: $FCN_PORT_UPSTREAM, else ../shared/upstream."""
-    import os
     env = os.environ.get(ENV_UPSTREAM)
     for candidate in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "upstream"]:
         if candidate.is_dir():
@@ -50,7 +55,6 @@ def upstream_file(relpath: str, artifact: str) -> Path:
     local = upstream_dir()
     if local is not None and (local / relpath).is_file():
         return local / relpath
-    from reproduce import download
     return download.fetch(artifact)
 
 
@@ -67,9 +71,6 @@ def resolve_weights(builder: str, weights: str | Path | None,
                     cache: Path | None = None) -> Weights:
     """A converted ``.safetensors`` as is; a ``.caffemodel``/``.h5`` converted once into the
     cache; nothing: the registry's released caffemodel, fetched, verified and converted."""
-    from port import convert
-    from port.models import SOURCE_NAME, SOURCE_SHA256, read_metadata
-    from reproduce import download, registry
     if weights is None:
         source = download.fetch(registry.caffemodel_for(builder), registry.cache_dir(cache))
         origin = "released"
@@ -156,7 +157,6 @@ def _to_rgb(chw: Any, mean_bgr: np.ndarray) -> np.ndarray:
 
 def _fetch_dataset(name: str, root: Path) -> None:
     """Download and unpack the dataset's archives into ``root`` (each once, verified)."""
-    from reproduce import download
     for artifact in DATASET_ARCHIVES[name]:   # fetch makes root/archives (and removes it on failure)
         download.extract(download.fetch(artifact, root / "archives"), root)
 
@@ -165,8 +165,6 @@ def _split_options(name: str, root: Path, choice: Any) -> dict[str, Any]:
     """``split_file=`` for a list file given with ``--split PATH``, or for a split the dataset
     folder does not ship (VOC's seg11valid: the list shipped in the package,
     ``reproduce.splits``)."""
-    from reproduce import splits
-    from reproduce.datasets import locate
     path = splits.split_file_for(name, locate(name, root, choice.name).path, choice)
     if path is None:
         return {}
@@ -178,8 +176,6 @@ def find_dataset(name: str, root: Path, split: str | None, *, download: bool = F
     """Make sure dataset ``name`` is at or under ``root``: fetched there if ``download`` and
     absent, else ``DatasetNotFoundError`` naming ``root``. Cheap; the command line calls it
     before anything slow (a weights download, loading a caffemodel)."""
-    from reproduce import splits
-    from reproduce.datasets import DatasetNotFoundError, locate
     try:
         locate(name, root, splits.choose(name, split).name)
     except DatasetNotFoundError:
@@ -193,8 +189,6 @@ def open_dataset(name: str, root: Path, split: str | None, *, download: bool = F
     """The reader of dataset ``name`` at or under ``root`` (fetched first if ``download`` and
     absent); says which folder it found. ``split``: a name, a list file's path, or None for
     the papers' evaluation split (``reproduce.splits.choose``)."""
-    from reproduce import splits
-    from reproduce.datasets import MissingFileError, get_dataset
     find_dataset(name, root, split, download=download)
     choice = splits.choose(name, split)
     split = choice.name
@@ -217,7 +211,6 @@ def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module,
     """``(CaffeNet of the prototxt's TEST phase with the weights loaded, the weights' source
     SHA-256)``; weights: a binary or HDF5 caffemodel, or a converted safetensors file
     (``port.load.load_net_and_weights``, the loader ``port forward`` and ``convert`` use)."""
-    from port.load import load_net_and_weights
     if not weights.is_file():
         raise ResolveError(f"{weights}: weights file not found")
     return load_net_and_weights(prototxt, weights)
