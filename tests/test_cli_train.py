@@ -127,3 +127,17 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         port_main(["solve", "x.prototxt"])
     assert info.value.code == 2
+
+
+def test_bench_train_quick_runs_and_checks_the_losses_agree(upstream_dir, capsys):
+    """benchmarks/bench_train.py --quick (widths / 16, 64 x 80, one round): the script itself
+    fails if the port's step and the straightforward step disagree on the loss."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("port Solver") == 2 and out.count("straightforward nn.Conv2d") == 2

@@ -333,3 +333,18 @@ def test_smoothed_loss_is_caffes_running_mean_and_random_seed_seeds_dropout():
         torch.manual_seed(seed)  # replaced by the solver's random_seed
         runs.append(Solver(seeded, feed_of(), net=tiny_net(text)).step(2))
     assert runs[0] == runs[1]
+
+
+def test_the_solver_trains_the_train_phase_of_the_net():
+    """include/exclude by phase (Net::FilterNet): a TEST-only layer is absent from training,
+    a TRAIN-only one present."""
+    text = TINY + ('layer { name: "acc" type: "Accuracy" bottom: "score" bottom: "label" top: "acc" '
+                   'include { phase: TEST } }\n'
+                   'layer { name: "extra" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" '
+                   'top: "extra" loss_weight: 0.5 include { phase: TRAIN } }\n')
+    netdef = netdef_from_message(parse_text(text))
+    solver = Solver(solver_param(base_lr=0.01, lr_policy="fixed"), feed_of(), netdef=netdef)
+    names = [name for name, _, _ in solver.net.steps]
+    assert "acc" not in names and "extra" in names
+    assert loss_weights(solver.net) == [("loss", 1.0), ("extra", 0.5)]
+    assert solver.net.netdef.for_phase("TRAIN").layers[-1].name == "extra"

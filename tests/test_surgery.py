@@ -152,3 +152,22 @@ class _Narrow:
 
 def test_bilinear_filler_and_interp_agree_on_the_diagonal():
     assert torch.equal(fill((1, 1, 4, 4), {"type": "bilinear"})[0, 0], ops.bilinear_kernel(4))
+
+
+def test_vgg16_into_the_upstream_fcn8s_train_net(goldens_dir, upstream_dir):
+    """Any upstream train net (here voc-fcn8s at widths / 16): the classifier coerced, the
+    skips filled, the three frozen upsamplings bilinear, chosen by structure."""
+    from port.caffe.synth import divide_width
+    dst = divide_width(load_net(upstream_dir / "voc-fcn8s" / "train.prototxt"), 16)
+    src = load_caffemodel(goldens_dir / "vgg16-v1-224" / "weights.caffemodel")
+    net, report = init_from(dst, src, seed=1, do_interp=True)
+    assert net.phase == "TRAIN" and net.input_names == ("data", "label")
+    kinds = report.by_kind()
+    assert kinds["coerced"] == ["fc6.0", "fc7.0"] and kinds["dropped"] == ["fc8"]
+    assert {k.split(".")[0] for k in kinds["filled"] if report.entries[k] == "filled"} == \
+        {"score_fr", "score_pool4", "score_pool3"}
+    assert [k for k, v in report.entries.items() if v.endswith("interp")] == \
+        ["upscore2.0", "upscore_pool4.0", "upscore8.0"]
+    for name in ("upscore2", "upscore_pool4", "upscore8"):
+        assert ops.is_bilinear(getattr(net, name).weight)
+    assert np.array_equal(net.fc7.weight.detach().numpy().reshape(256, 256), src.layer("fc7").blobs[0])

@@ -552,6 +552,34 @@ def _labels(score: torch.Tensor, label: torch.Tensor, axis: int, what: str, laye
     return label.reshape(target).to(torch.int64)
 
 
+def _clamped_nll(score: torch.Tensor, safe: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prob, -log(max(prob[label], FLT_MIN)) per position) as softmax_loss_layer.cpp's forward."""
+    prob = torch.softmax(score, dim=axis)
+    picked = torch.gather(prob, axis, safe.unsqueeze(axis)).squeeze(axis)
+    return prob, -torch.log(torch.clamp(picked, min=FLT_MIN))
+
+
+class _ClampedNLL(torch.autograd.Function):
+    """The per-position loss of :func:`_clamped_nll` with ``Backward_cpu``'s gradient:
+    ``prob - onehot`` times the position's incoming gradient, also where the forward clamped
+    at ``FLT_MIN`` (the clamp's own gradient would be 0 there), from the saved probabilities."""
+
+    @staticmethod
+    def forward(ctx, score: torch.Tensor, safe: torch.Tensor, axis: int) -> torch.Tensor:
+        prob, nll = _clamped_nll(score, safe, axis)
+        ctx.save_for_backward(prob, safe)
+        ctx.axis = axis
+        return nll
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        prob, safe = ctx.saved_tensors
+        grad = grad.unsqueeze(ctx.axis)
+        out = prob * grad
+        out.scatter_add_(ctx.axis, safe.unsqueeze(ctx.axis), -grad)
+        return out, None, None
+
+
 def softmax_with_loss(score: torch.Tensor, label: torch.Tensor, ignore_label: int | None = None,
                       normalization: str = "VALID", axis: int = 1, layer: str = "") -> torch.Tensor:
     """Caffe SoftmaxWithLoss forward (softmax_loss_layer.cpp ``Forward_cpu``):
@@ -565,14 +593,10 @@ def softmax_with_loss(score: torch.Tensor, label: torch.Tensor, ignore_label: in
     labels = _labels(score, label, axis, "SoftmaxWithLoss", layer)
     valid = labels != ignore_label if ignore_label is not None else torch.ones_like(labels, dtype=torch.bool)
     safe = torch.where(valid, labels, torch.zeros_like(labels))
-    prob = torch.softmax(score, dim=axis)
-    picked = torch.gather(prob, axis, safe.unsqueeze(axis)).squeeze(axis)
-    nll = -torch.log(torch.clamp(picked, min=FLT_MIN))
     if torch.is_grad_enabled() and score.requires_grad:
-        # Backward_cpu's gradient is prob - onehot even where the forward clamped at FLT_MIN
-        # (where the clamp's own gradient would be 0): the value stays the clamped one.
-        exact = -torch.gather(torch.log_softmax(score, dim=axis), axis, safe.unsqueeze(axis)).squeeze(axis)
-        nll = nll.detach() + (exact - exact.detach())
+        nll = _ClampedNLL.apply(score, safe, axis)
+    else:
+        nll = _clamped_nll(score, safe, axis)[1]
     total = torch.where(valid, nll, torch.zeros_like(nll)).sum()
     outer = math.prod(score.shape[:axis])
     if mode == "VALID":
