@@ -71,3 +71,30 @@ def test_classifiers_in_the_registry():
     assert vgg.urls[0].startswith("http://www.robots.ox.ac.uk/~vgg/") and not vgg.known
     caffenet = registry.get("classifier/bvlc-reference-caffenet")
     assert caffenet.known[0].sha1 == "4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46"
+
+
+def _make_n(target, tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    repo = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    (venv).mkdir(exist_ok=True)
+    (venv / ".installed").touch()  # an installed venv: make -n prints only the training
+    proc = subprocess.run(["make", "-s", "-n", "-C", str(repo), target, f"VENV={venv}",
+                           f"RUNS={tmp_path / 'runs'}", "DATA=/d"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return [line.split(" train ", 1)[1].split()[0] for line in proc.stdout.splitlines()
+            if " -m reproduce train " in line]
+
+
+def test_make_targets_run_the_staged_chains(tmp_path):
+    for model in RECIPES:
+        dashed = model.replace("_", "-")
+        assert _make_n(f"train-{dashed}", tmp_path)[-1] == dashed
+    assert _make_n("train-fcn8s", tmp_path) == ["fcn32s", "fcn16s", "fcn8s"]
+    assert _make_n("train-fcn8s-atonce", tmp_path) == ["fcn8s-atonce"]
+    assert _make_n("train-nyud-fcn32s-color-hha", tmp_path) == [
+        "nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-hha"]
