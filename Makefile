@@ -11,6 +11,7 @@ PYTEST_WORKERS ?= 2
 help:
 	@echo "make test               create/refresh $(VENV) and run the test suite"
 	@echo "make reproduce-fcn8s    fetch, convert and evaluate FCN-8s on seg11valid (see README)"
+	@echo "make train-fcn8s        train FCN-32s -> 16s -> 8s by upstream's recipe (DATA=, DEVICE=; README Training)"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,3 +60,32 @@ reproduce-all: $(addprefix reproduce-,$(REPRODUCE_MODELS))
 
 reproduce-demo: $(VENV)/.installed
 	$(PY) -m reproduce demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(DEVICE),--device $(DEVICE))
+
+# --- train the released nets by upstream's recipes (python -m reproduce train) ------------------
+# make train-fcn32s DATA=/path/above/SBD-and-VOC [DEVICE=cuda] [RUNS=runs] [TRAIN_ARGS="--iters 100"]
+# Runs go to $(RUNS)/<model>/ (train_log.jsonl, snapshots/, final.safetensors, report.md,
+# curves.png). A later stage starts from the previous stage's $(RUNS)/<stage>/final.safetensors
+# (upstream voc-fcn16s/solve.py, voc-fcn8s/solve.py), so make train-fcn8s runs FCN-32s ->
+# FCN-16s -> FCN-8s, each stage once. Interrupted (SIGTERM/Ctrl-C)? Rerun with
+# TRAIN_ARGS=--resume. Several GPUs: torchrun --nproc_per_node=N -m reproduce train MODEL ...
+RUNS ?= runs
+TRAIN_ARGS ?=
+TRAIN_MODELS := $(REPRODUCE_MODELS)
+TRAIN_FLAGS = --data $(or $(DATA),data) $(if $(DEVICE),--device $(DEVICE)) $(TRAIN_ARGS)
+
+.PHONY: $(addprefix train-,$(TRAIN_MODELS))
+
+$(addprefix train-,$(TRAIN_MODELS)): train-%: $(RUNS)/%/final.safetensors
+
+$(RUNS)/%/final.safetensors: | $(VENV)/.installed
+	$(PY) -m reproduce train $* --out $(RUNS)/$* $(TRAIN_FLAGS)
+
+# the staged chains: each stage from the previous stage's final weights
+$(RUNS)/fcn16s/final.safetensors: $(RUNS)/fcn32s/final.safetensors
+$(RUNS)/fcn8s/final.safetensors: $(RUNS)/fcn16s/final.safetensors
+$(RUNS)/siftflow-fcn16s/final.safetensors: $(RUNS)/siftflow-fcn32s/final.safetensors
+$(RUNS)/siftflow-fcn8s/final.safetensors: $(RUNS)/siftflow-fcn16s/final.safetensors
+$(RUNS)/pascalcontext-fcn16s/final.safetensors: $(RUNS)/pascalcontext-fcn32s/final.safetensors
+$(RUNS)/pascalcontext-fcn8s/final.safetensors: $(RUNS)/pascalcontext-fcn16s/final.safetensors
+$(RUNS)/nyud-fcn32s-color-hha/final.safetensors: $(RUNS)/nyud-fcn32s-color/final.safetensors \
+	$(RUNS)/nyud-fcn32s-hha/final.safetensors

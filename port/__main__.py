@@ -18,6 +18,7 @@ COMMANDS = {
     "prototxt": ("port.cli.prototxt", "write a released net (train, test or deploy) as a Caffe prototxt"),
     "solve": ("port.cli.solve", "replay Caffe's SGD solver: K iterations, weights and losses per iteration"),
     "transplant": ("port.cli.transplant", "surgery: a caffemodel's weights into a train net (+ interp)"),
+    "export": ("port.cli.export", "safetensors weights as a caffemodel Caffe loads (inverse of convert)"),
 }
 
 

@@ -276,6 +276,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from reproduce.training import cli as train_cli
+        try:
+            return train_cli.main(argv[1:])
+        except KeyboardInterrupt:
+            print("python -m reproduce train: interrupted", file=sys.stderr)
+            return EXIT_SIGNAL_BASE + signal.SIGINT
     if argv[:1] == ["demo"]:
         from reproduce import demo
         try:

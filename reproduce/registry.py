@@ -242,7 +242,31 @@ DEMO: tuple[Artifact, ...] = (
                    "the demo image's ground truth"),
 )
 
-ARTIFACTS: tuple[Artifact, ...] = CAFFEMODELS + DATASETS + SPLITS + DEMO
+#: The ILSVRC classifiers upstream FCN training starts from (upstream ``ilsvrc-nets/README.md``:
+#: VGG16 from the authors' gist 211839e770f7b538e2d8, CaffeNet from BVLC/caffe
+#: ``models/bvlc_reference_caffenet``); ``reproduce train --init auto`` transplants them.
+#: VGG16's publishers give no digest: its SHA-256 is recorded on the first verified download.
+_VGG16_URL = "http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/VGG_ILSVRC_16_layers.caffemodel"
+CLASSIFIERS: tuple[Artifact, ...] = (
+    Artifact(
+        "classifier/vgg16-ilsvrc-2014", "caffemodel", "VGG_ILSVRC_16_layers.caffemodel",
+        (_VGG16_URL, "https://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/"
+                     "VGG_ILSVRC_16_layers.caffemodel", _wayback(_VGG16_URL)),
+        description="VGG16 (ILSVRC 2014, legacy V1 layers, ~528 MB): the trunk of every VGG FCN",
+        source="gist ksimonyan/211839e770f7b538e2d8 readme.md caffemodel_url "
+               "(upstream ilsvrc-nets/README.md)"),
+    Artifact(
+        "classifier/bvlc-reference-caffenet", "caffemodel", "bvlc_reference_caffenet.caffemodel",
+        (CAFFE_DL + "bvlc_reference_caffenet.caffemodel",
+         _wayback(CAFFE_DL + "bvlc_reference_caffenet.caffemodel")),
+        (Digests(sha1="4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46",
+                 source="BVLC/caffe models/bvlc_reference_caffenet/readme.md (sha1)"),),
+        description="CaffeNet (BVLC reference AlexNet variant, ~233 MB): FCN-AlexNet's trunk",
+        source="BVLC/caffe models/bvlc_reference_caffenet/readme.md caffemodel_url "
+               "(upstream ilsvrc-nets/README.md)"),
+)
+
+ARTIFACTS: tuple[Artifact, ...] = CAFFEMODELS + DATASETS + SPLITS + DEMO + CLASSIFIERS
 
 
 def _index(artifacts: Sequence[Artifact], field: str) -> dict[str, Artifact]:

@@ -1,0 +1,72 @@
+"""``python -m reproduce train MODEL --data DIR --out DIR [--init FILE|auto] ...``: train a
+released net by upstream's recipe (``reproduce.training.run``). Under ``torchrun`` every rank
+runs this command (gloo on CPUs, NCCL on GPUs); rank 0 writes the files. Exit status: 0 done,
+1 bad input (one line), 2 usage, 128+N stopped by signal N after a snapshot (``--resume``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from port.errors import EXIT_BAD_INPUT, PortError
+
+PROG = "python -m reproduce train"
+EXIT_SIGNAL_BASE = 128
+
+
+def parser() -> argparse.ArgumentParser:
+    from reproduce.training.recipes import recipe_names
+    models = ", ".join(n.replace("_", "-") for n in recipe_names())
+    p = argparse.ArgumentParser(prog=PROG, description="Train a released FCN as upstream "
+                                "solve.py does (its solver.prototxt, data layer, init, schedule).",
+                                epilog=f"models: {models}")
+    p.add_argument("model", help="the net to train (dashes or underscores)")
+    p.add_argument("--data", type=Path, required=True, help="a folder at or above every dataset "
+                   "the recipe needs (training and validation)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (train_log.jsonl, "
+                   "snapshots/, final.safetensors, report.md, curves.png)")
+    p.add_argument("--init", default="auto", help="auto (the recipe's: ILSVRC classifier "
+                   "transplanted, or the previous stage's OUT/../<stage>/final.safetensors), or "
+                   "a .caffemodel/.h5/.safetensors copied/transplanted by layer name (default auto)")
+    p.add_argument("--width-divisor", type=int, default=1, help="train net widths / N (default 1)")
+    p.add_argument("--iters", type=int, help="iterations (default: the recipe's rounds x step)")
+    p.add_argument("--snapshot", type=int, help="snapshot every N iterations (default: solver.prototxt's)")
+    p.add_argument("--test-interval", type=int, help="validate every N iterations (default: "
+                   "solve.py's step); 0: only at the end")
+    p.add_argument("--iter-size", type=int, help="passes per iteration per process (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="the data layer's seed (default 1337, upstream's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--resume", action="store_true", help="continue from the last snapshot in OUT")
+    p.add_argument("--cache", type=Path, help="download cache (default weights/cache)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from reproduce import distributed as dist_
+    from reproduce.training.run import TrainOptions, TrainStopped, train
+    args = parser().parse_args(argv)
+    opts = TrainOptions(model=args.model, data=args.data, out=args.out, init=args.init,
+                        width_divisor=args.width_divisor, iters=args.iters,
+                        snapshot=args.snapshot, test_interval=args.test_interval,
+                        iter_size=args.iter_size, seed=args.seed, device=args.device,
+                        resume=args.resume, cache=args.cache, progress=not args.quiet)
+    ctx = dist_.setup("cuda" if args.device.startswith("cuda") else "cpu")
+    try:
+        summary = train(opts, ctx)
+    except TrainStopped as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + int(exc.signum)
+    except (PortError, OSError) as exc:
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"{PROG}: {text}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        dist_.teardown(ctx)
+    if ctx.is_main:
+        print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f} s: "
+              f"{summary.get('final')}")
+        if summary.get("report"):
+            print(f"final mean IU {100 * summary['mean_iu']:.2f}; report: {summary['report']}")
+    return 0

@@ -1,0 +1,231 @@
+"""Each released net's training recipe, as upstream ran it, recorded once as typed data.
+
+Source: shelhamer/fcn.berkeleyvision.org at 1305c73, ``<model>/solver.prototxt`` (the solver
+settings), ``<model>/solve.py`` (the initial weights, ``surgery.interp`` of the ``'up'`` layers,
+and the schedule: ``for _ in range(R): solver.step(S); score.seg_tests(...)``), and the data
+layer's ``param_str`` of ``<model>/train.prototxt`` / ``trainval.prototxt`` (training split,
+``seed: 1337``). The values are written here as data (the package must run without a copy of
+upstream); ``tests/test_train_recipes.py`` checks every one against the shipped
+``solver.prototxt`` files.
+
+Notes on what upstream does that a recipe records rather than changes:
+
+- ``solve.py`` never lets the solver test (``test_interval: 999999999``): it validates every
+  ``step`` iterations itself. ``max_iter`` is not what stops a run either: ``Solver::Step(n)``
+  runs n iterations whatever ``max_iter`` says, so a run is ``rounds * step`` iterations
+  (SIFT Flow and NYUD: 50 x 2000 = 100,000 though ``max_iter`` reads 300,000; Context 50 x 8000
+  = 400,000).
+- The NYUD ``solve.py`` files score the undefined name ``val`` (they load ``test``): upstream's
+  own script stops with a NameError at the first validation. The recipe validates on the
+  ``test`` list it loaded, the papers' NYUD evaluation split.
+- ``nyud-fcn32s-color-hha`` starts from two trained single-stream nets transplanted with the
+  suffixes ``color`` and ``hha`` (upstream used its own 28k/60k-iteration snapshots); ``auto``
+  here takes the final weights of this package's own ``nyud-fcn32s-color`` and
+  ``nyud-fcn32s-hha`` runs.
+- ``auto`` for FCN-32s-style nets is the ILSVRC classifier transplanted (``surgery.transplant``:
+  fc6/fc7 coerced into convolutions, fc8 dropped), which is what upstream's
+  ``vgg16-fcn.caffemodel`` / ``alexnet-fcn.caffemodel`` (the classifiers already cast into
+  fully convolutional form, ``ilsvrc-nets/README.md``) hold; ``copy_from`` of those and this
+  transplant give the same blobs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from port.errors import PortError
+
+__all__ = ["RecipeError", "SolverSettings", "Init", "Recipe", "RECIPES", "get_recipe",
+           "recipe_names", "STAGED_CHAINS", "UPSTREAM_SEED"]
+
+UPSTREAM = "shelhamer/fcn.berkeleyvision.org@1305c73"
+#: ``'seed': 1337`` in every upstream training data layer's param_str.
+UPSTREAM_SEED = 1337
+
+
+class RecipeError(PortError):
+    """A model without a recipe, or an override that does not fit one."""
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """The fields of an upstream ``solver.prototxt`` (caffe.proto ``SolverParameter``)."""
+
+    base_lr: float
+    momentum: float
+    iter_size: int
+    max_iter: int
+    snapshot: int
+    test_iter: int
+    lr_policy: str = "fixed"
+    weight_decay: float = 0.0005
+    display: int = 20
+    average_loss: int = 20
+    test_interval: int = 999999999
+    test_initialization: bool = False
+    type: str = "SGD"
+
+
+@dataclass(frozen=True)
+class Init:
+    """Where a run's weights start. ``kind``: ``"classifier"`` (a registry classifier caffemodel
+    transplanted by layer name, ``surgery.transplant``), ``"stage"`` (the final weights of the
+    recipes in ``sources``, copied by layer name as ``Net::copy_from``), or ``"fusion"`` (each
+    source's final weights transplanted with its suffix, ``surgery.transplant(..., suffix=)``).
+    ``upstream`` is the file upstream's ``solve.py`` names."""
+
+    kind: str
+    sources: tuple[str, ...]
+    upstream: str
+    suffixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One released net's training as upstream ``<upstream_dir>/solve.py`` runs it."""
+
+    model: str                       # port.models builder name
+    upstream_dir: str
+    solver: SolverSettings
+    step: int                        # solver.step(step) between validations
+    rounds: int                      # for _ in range(rounds)
+    train_dataset: str               # reproduce.datasets reader
+    train_split: str
+    val_dataset: str
+    val_split: str
+    init: Init
+    interp: bool = True              # surgery.interp of the 'up' (frozen Deconvolution) layers
+    seed: int = UPSTREAM_SEED
+    source: str = ""
+
+    @property
+    def iterations(self) -> int:
+        """The iterations upstream's ``solve.py`` runs: ``rounds * step``."""
+        return self.rounds * self.step
+
+    def identity(self) -> dict[str, Any]:
+        """What a snapshot must share with the run resuming it."""
+        s = self.solver
+        return {"model": self.model, "base_lr": s.base_lr, "momentum": s.momentum,
+                "weight_decay": s.weight_decay, "lr_policy": s.lr_policy, "type": s.type,
+                "train": f"{self.train_dataset}/{self.train_split}", "seed": self.seed}
+
+
+def _solver(upstream_dir: str, base_lr: float, momentum: float = 0.99, iter_size: int = 1,
+            max_iter: int = 100000, snapshot: int = 4000, test_iter: int = 736) -> SolverSettings:
+    return SolverSettings(base_lr=base_lr, momentum=momentum, iter_size=iter_size,
+                          max_iter=max_iter, snapshot=snapshot, test_iter=test_iter)
+
+
+VGG16 = "classifier/vgg16-ilsvrc-2014"
+CAFFENET = "classifier/bvlc-reference-caffenet"
+_VGG_INIT = Init("classifier", (VGG16,), "../ilsvrc-nets/vgg16-fcn.caffemodel")
+
+
+def _recipe(model: str, upstream_dir: str, solver: SolverSettings, step: int, rounds: int,
+            train: tuple[str, str], val: tuple[str, str], init: Init) -> Recipe:
+    return Recipe(model, upstream_dir, solver, step, rounds, train[0], train[1], val[0], val[1],
+                  init, source=f"{UPSTREAM} {upstream_dir}/solver.prototxt, {upstream_dir}/solve.py")
+
+
+_SBD_TRAIN, _SEG11 = ("sbd", "train"), ("voc", "seg11valid")
+_SIFT_TRAIN, _SIFT_TEST = ("siftflow", "trainval"), ("siftflow", "test")
+_NYUD_TRAIN, _NYUD_TEST = ("nyud", "trainval"), ("nyud", "test")
+_CTX_TRAIN, _CTX_VAL = ("pascalcontext", "train"), ("pascalcontext", "val")
+
+
+def _stage(prev: str, upstream: str) -> Init:
+    return Init("stage", (prev,), upstream)
+
+
+RECIPES: dict[str, Recipe] = {r.model: r for r in (
+    _recipe("fcn32s", "voc-fcn32s", _solver("voc-fcn32s", 1e-10), 4000, 25, _SBD_TRAIN, _SEG11,
+            _VGG_INIT),
+    _recipe("fcn16s", "voc-fcn16s", _solver("voc-fcn16s", 1e-12), 4000, 25, _SBD_TRAIN, _SEG11,
+            _stage("fcn32s", "../voc-fcn32s/voc-fcn32s.caffemodel")),
+    _recipe("fcn8s", "voc-fcn8s", _solver("voc-fcn8s", 1e-14), 4000, 25, _SBD_TRAIN, _SEG11,
+            _stage("fcn16s", "../voc-fcn16s/voc-fcn16s.caffemodel")),
+    _recipe("fcn8s_atonce", "voc-fcn8s-atonce", _solver("voc-fcn8s-atonce", 1e-10, max_iter=300000),
+            4000, 75, _SBD_TRAIN, _SEG11, _VGG_INIT),
+    _recipe("fcn_alexnet", "voc-fcn-alexnet",
+            _solver("voc-fcn-alexnet", 1e-4, momentum=0.9, iter_size=20), 4000, 25,
+            _SBD_TRAIN, _SEG11,
+            Init("classifier", (CAFFENET,), "../ilsvrc-nets/alexnet-fcn.caffemodel")),
+    _recipe("siftflow_fcn32s", "siftflow-fcn32s",
+            _solver("siftflow-fcn32s", 1e-10, max_iter=300000, snapshot=0, test_iter=200),
+            2000, 50, _SIFT_TRAIN, _SIFT_TEST, _VGG_INIT),
+    _recipe("siftflow_fcn16s", "siftflow-fcn16s",
+            _solver("siftflow-fcn16s", 1e-12, max_iter=300000, snapshot=0, test_iter=200),
+            2000, 50, _SIFT_TRAIN, _SIFT_TEST,
+            _stage("siftflow_fcn32s", "../siftflow-fcn32s/siftflow-fcn32s.caffemodel")),
+    _recipe("siftflow_fcn8s", "siftflow-fcn8s",
+            _solver("siftflow-fcn8s", 1e-12, max_iter=300000, snapshot=0, test_iter=200),
+            2000, 50, _SIFT_TRAIN, _SIFT_TEST,
+            _stage("siftflow_fcn16s", "../siftflow-fcn16s/siftflow-fcn16s.caffemodel")),
+    _recipe("nyud_fcn32s_color", "nyud-fcn32s-color",
+            _solver("nyud-fcn32s-color", 1e-10, max_iter=300000, snapshot=2000, test_iter=654),
+            2000, 50, _NYUD_TRAIN, _NYUD_TEST, _VGG_INIT),
+    _recipe("nyud_fcn32s_hha", "nyud-fcn32s-hha",
+            _solver("nyud-fcn32s-hha", 1e-10, max_iter=300000, snapshot=2000, test_iter=654),
+            2000, 50, _NYUD_TRAIN, _NYUD_TEST, _VGG_INIT),
+    _recipe("nyud_fcn32s_color_hha", "nyud-fcn32s-color-hha",
+            _solver("nyud-fcn32s-color-hha", 1e-12, max_iter=300000, snapshot=2000, test_iter=654),
+            2000, 50, _NYUD_TRAIN, _NYUD_TEST,
+            Init("fusion", ("nyud_fcn32s_color", "nyud_fcn32s_hha"),
+                 "../nyud-rgb-32s/nyud-rgb-32s-28k.caffemodel, ../nyud-hha-32s/nyud-hha-32s-60k.caffemodel",
+                 suffixes=("color", "hha"))),
+    _recipe("pascalcontext_fcn32s", "pascalcontext-fcn32s",
+            _solver("pascalcontext-fcn32s", 1e-10, max_iter=300000, test_iter=5105),
+            8000, 50, _CTX_TRAIN, _CTX_VAL, _VGG_INIT),
+    _recipe("pascalcontext_fcn16s", "pascalcontext-fcn16s",
+            _solver("pascalcontext-fcn16s", 1e-12, max_iter=300000, test_iter=5105),
+            8000, 50, _CTX_TRAIN, _CTX_VAL,
+            _stage("pascalcontext_fcn32s", "../pascalcontext-fcn32s/pascalcontext-fcn32s.caffemodel")),
+    _recipe("pascalcontext_fcn8s", "pascalcontext-fcn8s",
+            _solver("pascalcontext-fcn8s", 1e-14, max_iter=300000, test_iter=5105),
+            8000, 50, _CTX_TRAIN, _CTX_VAL,
+            _stage("pascalcontext_fcn16s", "../pascalcontext-fcn16s/pascalcontext-fcn16s.caffemodel")),
+)}
+
+#: The staged chains ``make train-<last>`` runs, first stage first.
+STAGED_CHAINS: dict[str, tuple[str, ...]] = {
+    "fcn8s": ("fcn32s", "fcn16s", "fcn8s"),
+    "siftflow_fcn8s": ("siftflow_fcn32s", "siftflow_fcn16s", "siftflow_fcn8s"),
+    "pascalcontext_fcn8s": ("pascalcontext_fcn32s", "pascalcontext_fcn16s", "pascalcontext_fcn8s"),
+    "nyud_fcn32s_color_hha": ("nyud_fcn32s_color", "nyud_fcn32s_hha", "nyud_fcn32s_color_hha"),
+}
+
+
+def recipe_names() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(model: str) -> Recipe:
+    """The recipe of a released net, by builder name (dashes or underscores)."""
+    key = model.replace("-", "_").lower()
+    if key not in RECIPES:
+        known = ", ".join(n.replace("_", "-") for n in recipe_names())
+        raise RecipeError(f"model {model!r} has no training recipe (upstream released none for "
+                          f"it); recipes: {known}")
+    return RECIPES[key]
+
+
+def with_overrides(recipe: Recipe, *, iter_size: int | None = None) -> Recipe:
+    """The recipe with the command line's solver overrides."""
+    if iter_size is None:
+        return recipe
+    if iter_size < 1:
+        raise RecipeError(f"--iter-size must be at least 1, got {iter_size}")
+    return replace(recipe, solver=replace(recipe.solver, iter_size=int(iter_size)))
+
+
+def solver_parameter(recipe: Recipe) -> Any:
+    """The recipe's settings as ``port.training.solver.SolverParameter``."""
+    from port.training.solver import SolverParameter
+    s = recipe.solver
+    return SolverParameter(path=f"{recipe.upstream_dir}/solver.prototxt", base_lr=s.base_lr,
+                           lr_policy=s.lr_policy, max_iter=s.max_iter, momentum=s.momentum,
+                           weight_decay=s.weight_decay, iter_size=s.iter_size, type=s.type,
+                           average_loss=s.average_loss, display=s.display, snapshot=s.snapshot,
+                           test_iter=(s.test_iter,), test_interval=s.test_interval,
+                           test_initialization=s.test_initialization)

@@ -1,0 +1,45 @@
+"""``torchrun`` training: 2 gloo CPU processes with iter_size 1 take the steps of one process
+with iter_size 2 over the same sample sequence; rank 0 alone writes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file
+
+from reproduce.__main__ import main as reproduce_main
+
+from train_trees import make_sbd_voc, random_init
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_two_processes_equal_one_with_twice_the_iter_size(tmp_path):
+    root = make_sbd_voc(tmp_path / "data")
+    init = random_init("fcn32s", tmp_path / "init.safetensors")
+    common = ["fcn32s", "--data", str(root), "--init", str(init), "--width-divisor", "16",
+              "--iters", "2", "--test-interval", "2", "--snapshot", "0", "--quiet"]
+    single = tmp_path / "single"
+    assert reproduce_main(["train", *common, "--out", str(single), "--iter-size", "2"]) == 0
+    multi = tmp_path / "multi"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", "-m", "reproduce", "train", *common,
+                           "--out", str(multi), "--iter-size", "1"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    a, b = load_file(single / "final.safetensors"), load_file(multi / "final.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:  # equal up to the order of the fp32 sums of the two passes' diffs
+        np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-7, err_msg=key)
+    la = [json.loads(l) for l in (single / "train_log.jsonl").read_text().splitlines()]
+    lb = [json.loads(l) for l in (multi / "train_log.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in la] == [r["samples"] for r in lb] and len(lb[0]["samples"]) == 2
+    np.testing.assert_allclose([r["loss"] for r in lb], [r["loss"] for r in la], rtol=1e-6)
+    assert lb[-1]["val"]["images"] == la[-1]["val"]["images"] == 3
+    assert json.loads((multi / "report.json").read_text())["world_size"] == 2

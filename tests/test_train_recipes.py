@@ -1,0 +1,100 @@
+"""The recorded recipes equal upstream's solver.prototxt files and data layers' param_str."""
+from __future__ import annotations
+
+import ast
+import re
+
+import numpy as np
+import pytest
+
+from port.caffe import load_net
+from port.training.solver import SolverParameter
+from reproduce import registry
+from reproduce.training.recipes import RECIPES, RecipeError, get_recipe, solver_parameter
+
+RELEASED = {"fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce", "fcn_alexnet", "siftflow_fcn32s",
+            "siftflow_fcn16s", "siftflow_fcn8s", "nyud_fcn32s_color", "nyud_fcn32s_hha",
+            "nyud_fcn32s_color_hha", "pascalcontext_fcn32s", "pascalcontext_fcn16s",
+            "pascalcontext_fcn8s"}
+FIELDS = ("base_lr", "momentum", "iter_size", "max_iter", "snapshot", "lr_policy", "weight_decay",
+          "display", "average_loss", "test_interval", "test_initialization", "type")
+
+
+def test_one_recipe_per_released_net():
+    assert set(RECIPES) == RELEASED
+    assert get_recipe("voc-fcn32s".removeprefix("voc-")) is RECIPES["fcn32s"]
+    with pytest.raises(RecipeError, match="no training recipe"):
+        get_recipe("nyud-fcn32s-color-d")
+
+
+@pytest.mark.parametrize("model", sorted(RELEASED))
+def test_solver_settings_are_upstreams(model, upstream_dir):
+    recipe = RECIPES[model]
+    shipped = SolverParameter.read(upstream_dir / recipe.upstream_dir / "solver.prototxt")
+    ours = solver_parameter(recipe)
+    for name in FIELDS:  # float fields are caffe.proto floats: compared as float32
+        a, b = getattr(ours, name), getattr(shipped, name)
+        assert (np.float32(a) == np.float32(b)) if isinstance(a, float) else a == b, name
+    assert ours.test_iter == shipped.test_iter
+
+
+@pytest.mark.parametrize("model", sorted(RELEASED))
+def test_training_split_and_seed_are_the_data_layers(model, upstream_dir):
+    recipe = RECIPES[model]
+    folder = upstream_dir / recipe.upstream_dir
+    train = next(p for p in (folder / "train.prototxt", folder / "trainval.prototxt") if p.is_file())
+    layer = next(l for l in load_net(train).layers if l.type == "Python")
+    params = ast.literal_eval(layer.python_param.param_str)
+    assert params["seed"] == recipe.seed == 1337
+    assert params["split"] == recipe.train_split
+
+
+def test_schedule_and_inits():
+    assert RECIPES["fcn32s"].iterations == 100000 == RECIPES["fcn32s"].solver.max_iter
+    assert RECIPES["fcn8s_atonce"].iterations == 300000
+    assert RECIPES["siftflow_fcn32s"].step == RECIPES["nyud_fcn32s_color"].step == 2000
+    assert RECIPES["pascalcontext_fcn32s"].step == 8000
+    assert RECIPES["fcn16s"].init.sources == ("fcn32s",)
+    assert RECIPES["fcn8s"].init.sources == ("fcn16s",)
+    for model, recipe in RECIPES.items():
+        for source in recipe.init.sources:
+            if recipe.init.kind == "classifier":
+                assert registry.get(source).kind == "caffemodel"
+            else:
+                assert source in RECIPES
+    assert RECIPES["nyud_fcn32s_color_hha"].init.suffixes == ("color", "hha")
+    assert re.search("solve.py", RECIPES["fcn8s"].source)
+
+
+def test_classifiers_in_the_registry():
+    vgg = registry.get("VGG_ILSVRC_16_layers.caffemodel")
+    assert vgg.urls[0].startswith("http://www.robots.ox.ac.uk/~vgg/") and not vgg.known
+    caffenet = registry.get("classifier/bvlc-reference-caffenet")
+    assert caffenet.known[0].sha1 == "4c8d77deb20ea792f84eb5e6d0a11ca0a8660a46"
+
+
+def _make_n(target, tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    repo = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    (venv).mkdir(exist_ok=True)
+    (venv / ".installed").touch()  # an installed venv: make -n prints only the training
+    proc = subprocess.run(["make", "-s", "-n", "-C", str(repo), target, f"VENV={venv}",
+                           f"RUNS={tmp_path / 'runs'}", "DATA=/d"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return [line.split(" train ", 1)[1].split()[0] for line in proc.stdout.splitlines()
+            if " -m reproduce train " in line]
+
+
+def test_make_targets_run_the_staged_chains(tmp_path):
+    for model in RECIPES:
+        dashed = model.replace("_", "-")
+        assert _make_n(f"train-{dashed}", tmp_path)[-1] == dashed
+    assert _make_n("train-fcn8s", tmp_path) == ["fcn32s", "fcn16s", "fcn8s"]
+    assert _make_n("train-fcn8s-atonce", tmp_path) == ["fcn8s-atonce"]
+    assert _make_n("train-nyud-fcn32s-color-hha", tmp_path) == [
+        "nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-hha"]
