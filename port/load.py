@@ -3,7 +3,7 @@ and the evaluation harness.
 
 A net comes from a prototxt (or a caffemodel's own stored definition) and runs in one phase as
 :class:`port.net.engine.CaffeNet`. Caffe learns the shapes of a ``Python`` data layer's tops
-only when the layer runs; here they are sized by :func:`data_input_shapes` (the channels the
+only when the layer runs; here they are sized by :func:`port.net.engine.data_input_shapes` (the channels the
 convolution reading a top needs, else the upstream data layers' convention), unless the caller
 knows them (the arrays ``port forward`` is given). Weights are a caffemodel (binary or HDF5,
 filled as Caffe's ``Net::CopyTrainedLayersFrom``, strictly) or a converted ``.safetensors``.
@@ -21,17 +21,10 @@ import torch
 from port.caffe import NetDef, load_caffemodel, load_net
 from port.errors import PortError
 from port.models import SOURCE_SHA256, load_state_strict, load_weights
-from port.net.engine import CaffeNet
+from port.net.engine import CaffeNet, data_input_shapes
 
-__all__ = ["PROPAGATION_SIZE", "DATA_LAYER_CHANNELS", "SAFETENSORS_SUFFIX", "data_input_shapes",
-           "build_net", "load_net_and_weights", "sha256_file"]
+__all__ = ["SAFETENSORS_SUFFIX", "build_net", "load_net_and_weights", "sha256_file"]
 
-#: Spatial size given to a data layer's tops whose size Caffe would learn at run time; any size
-#: the net accepts gives the same parameter shapes.
-PROPAGATION_SIZE = 500
-#: Channels of the tops of upstream's Python data layers (voc_layers.py, siftflow_layers.py,
-#: nyud_layers.py, pascalcontext_layers.py): images 3, depth and labels 1.
-DATA_LAYER_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1, "label": 1, "sem": 1, "geo": 1}
 SAFETENSORS_SUFFIX = ".safetensors"
 _HASH_CHUNK = 1 << 22
 
@@ -49,28 +42,6 @@ def sha256_file(path: str | os.PathLike, stop: threading.Event | None = None) ->
                 break
             digest.update(view[:count])
     return digest.hexdigest()
-
-
-def data_input_shapes(net: NetDef, blobs: Mapping[str, Sequence] | None = None,
-                      size: int = PROPAGATION_SIZE) -> dict[str, tuple[int, ...]]:
-    """``(1, C, size, size)`` for each top of the net's ``Python`` data layers: ``C`` from the
-    weight blob of the convolution reading the top (times its ``group``) when ``blobs`` (a
-    caffemodel's, by layer name) has it, else :data:`DATA_LAYER_CHANNELS` (1 for a name it does
-    not know, e.g. a label)."""
-    blobs = blobs or {}
-    shapes = {}
-    for layer in net.layers:
-        if layer.type != "Python":
-            continue
-        for top in layer.top:
-            channels = DATA_LAYER_CHANNELS.get(top, 1)
-            for reader in net.layers:
-                if (reader.type == "Convolution" and reader.bottom[:1] == [top]
-                        and len(blobs.get(reader.name, ())) > 0):
-                    channels = int(blobs[reader.name][0].shape[1]) * int(reader.convolution_param.group)
-                    break
-            shapes[top] = (1, channels, size, size)
-    return shapes
 
 
 def build_net(net: NetDef, phase: str = "TEST", *, input_shapes: Mapping[str, Sequence[int]] | None = None,

@@ -24,7 +24,37 @@ from port.net import coord_map
 from port.net.layers import INPUT_LAYER_TYPES, LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
 from port.net.ops import CaffeSemanticsError
 
-__all__ = ["CaffeNet", "BlobMismatchError", "InputError"]
+__all__ = ["CaffeNet", "BlobMismatchError", "InputError", "data_input_shapes", "DATA_LAYER_CHANNELS",
+           "PROPAGATION_SIZE"]
+
+#: Spatial size given to a data layer's tops whose size Caffe learns only at run time; any
+#: size the net accepts gives the same parameter shapes.
+PROPAGATION_SIZE = 500
+#: Channels of the tops of upstream's Python data layers (voc_layers.py, siftflow_layers.py,
+#: nyud_layers.py, pascalcontext_layers.py): images 3, depth and labels 1.
+DATA_LAYER_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1, "label": 1, "sem": 1, "geo": 1}
+
+
+def data_input_shapes(net: Any, blobs: Mapping[str, Sequence] | None = None,
+                      size: int = PROPAGATION_SIZE) -> dict[str, tuple[int, ...]]:
+    """``(1, C, size, size)`` for each top of the net's ``Python`` data layers, which Caffe
+    sizes only when the layer runs: ``C`` from the weight blob of the convolution reading the
+    top (times its ``group``) when ``blobs`` (a caffemodel's, by layer name) has it, else
+    :data:`DATA_LAYER_CHANNELS` (1 for a name it does not know, e.g. a label)."""
+    blobs = blobs or {}
+    shapes = {}
+    for layer in net.layers:
+        if layer.type != "Python":
+            continue
+        for top in layer.top:
+            channels = DATA_LAYER_CHANNELS.get(top, 1)
+            for reader in net.layers:
+                if (reader.type == "Convolution" and reader.bottom[:1] == [top]
+                        and len(blobs.get(reader.name, ())) > 0):
+                    channels = int(blobs[reader.name][0].shape[1]) * int(reader.convolution_param.group)
+                    break
+            shapes[top] = (1, channels, size, size)
+    return shapes
 
 
 class InputError(CaffeGraphError):

@@ -30,19 +30,11 @@ import torch
 
 from port.errors import PortError
 from port.net import ops
-from port.net.engine import CaffeNet
+from port.net.engine import CaffeNet, data_input_shapes
 from port.training.fillers import fill_net
 
 __all__ = ["SurgeryError", "TransplantReport", "transplant", "interp", "frozen_deconvolutions",
-           "data_shapes", "init_from", "DATA_LAYER_CHANNELS", "PROPAGATION_SIZE"]
-
-#: Channels of the upstream Python data layers' tops (voc/siftflow/nyud/pascalcontext_layers.py)
-#: when no transplanted convolution reads them: images 3, depth and label maps 1.
-DATA_LAYER_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1, "label": 1, "sem": 1, "geo": 1}
-#: The spatial size a net is built at when its data layer declares none (any size that passes
-#: the net's geometry: parameters do not depend on it in a fully convolutional net).
-PROPAGATION_SIZE = 500
-
+           "data_shapes", "init_from"]
 
 class SurgeryError(PortError):
     """A transplant or interp the nets do not allow, named by layer, blob and shapes."""
@@ -171,26 +163,11 @@ def interp(net: Any, layers: Sequence[str] | None = None) -> list[str]:
 
 def data_shapes(netdef: Any, src_netdef: Any | None = None,
                 overrides: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
-    """Shapes for the tops of ``Python`` data layers (Caffe learns them only at run time), so
-    a net can be built: ``overrides`` first; else ``1 x C x 500 x 500`` with ``C`` from the
-    source's convolution reading the top (its weight's input channels times ``group``), else
-    the upstream data layers' convention (:data:`DATA_LAYER_CHANNELS`, 1 for other names)."""
-    overrides = dict(overrides or {})
-    blobs = src_netdef.blobs() if src_netdef is not None else {}
-    shapes = {}
-    for layer in netdef.layers:
-        if layer.type != "Python":
-            continue
-        for top in layer.top:
-            if top in overrides:
-                shapes[top] = tuple(int(s) for s in overrides[top])
-                continue
-            channels = DATA_LAYER_CHANNELS.get(top, 1)
-            for reader in netdef.layers:
-                if reader.type == "Convolution" and reader.bottom[:1] == [top] and reader.name in blobs:
-                    channels = int(blobs[reader.name][0].shape[1]) * int(reader.convolution_param.group)
-                    break
-            shapes[top] = (1, channels, PROPAGATION_SIZE, PROPAGATION_SIZE)
+    """Shapes for the tops of ``Python`` data layers so a net can be built: ``overrides``
+    first, else :func:`port.net.engine.data_input_shapes` (channels from the source's
+    convolution reading the top)."""
+    shapes = data_input_shapes(netdef, src_netdef.blobs() if src_netdef is not None else None)
+    shapes.update({k: tuple(int(s) for s in v) for k, v in (overrides or {}).items() if k in shapes})
     return shapes
 
 
