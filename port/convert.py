@@ -11,14 +11,12 @@ name, and the family builder(s) whose structure (parameter names and shapes) it 
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import hashlib
 import json
 import os
 import struct
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager

@@ -25,7 +25,7 @@ from reproduce import harness as H
 from reproduce import resolve as R
 from reproduce.checkpoint import CHECKPOINT_NAME, RunIdentity
 
-from port.errors import EXIT_BAD_INPUT, EXIT_USAGE, PortError
+from port.errors import EXIT_BAD_INPUT, PortError
 
 EXIT_BAD_ITEM, EXIT_SIGNAL_BASE = EXIT_BAD_INPUT, 128
 DEFAULT_OVERLAYS = 4

@@ -8,7 +8,7 @@ parameters in Caffe's blob layouts, :meth:`CaffeLayer.output_shapes` is the laye
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch

@@ -27,10 +27,7 @@ builder's names, loadable by ``port.models``) + ``snapshots/iter_<k>.solverstate
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +41,7 @@ from port.errors import PortError
 from port.fileio import write_bytes_atomic, write_text_atomic
 from reproduce import distributed as dist_
 from reproduce.training.data import TrainData, open_split
-from reproduce.training.recipes import RECIPES, Recipe, get_recipe, solver_parameter, with_overrides
+from reproduce.training.recipes import Recipe, get_recipe, solver_parameter, with_overrides
 
 __all__ = ["TrainError", "TrainOptions", "TrainStopped", "train", "SNAPSHOT_FORMAT",
            "latest_snapshot", "read_log"]
