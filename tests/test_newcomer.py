@@ -405,12 +405,15 @@ def _readme_commands(prefix: str) -> list[list[str]]:
 def test_the_readmes_reproduce_commands_are_valid_command_lines():
     from reproduce.__main__ import parser
     from reproduce.demo import _parser as demo_parser
+    from reproduce.training.cli import parser as train_parser
     commands = _readme_commands("python -m reproduce")
     assert len(commands) >= 5
     for argv in commands:
         argv = argv[3:]
         if argv[:1] == ["demo"]:
             demo_parser().parse_args(argv[1:])
+        elif argv[:1] == ["train"]:
+            train_parser().parse_args(argv[1:])
         elif argv != ["--help"]:
             args = parser().parse_args(argv)
             assert (args.model is None) != (args.net is None), argv
@@ -420,6 +423,7 @@ def test_the_readmes_make_targets_exist():
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     models = makefile.split("REPRODUCE_VOC :=")[1].split("\n")[0].split()
     targets = set(re.findall(r"^([\w-]+):", makefile, re.M)) | {f"reproduce-{m}" for m in models}
+    targets |= {f"train-{m}" for m in models}  # the pattern rule over TRAIN_MODELS
     commands = _readme_commands("make ")
     assert commands
     for argv in commands:
