@@ -8,8 +8,11 @@ bad input prints one line naming the file, layer or blob and exits 1
 from __future__ import annotations
 
 import re
+import sys
 
-__all__ = ["describe"]
+from port.errors import EXIT_BAD_INPUT
+
+__all__ = ["describe", "one_line", "fail"]
 
 
 def describe(doc: str | None) -> str:
@@ -17,3 +20,14 @@ def describe(doc: str | None) -> str:
     backticks`` dropped)."""
     first = (doc or "").strip().split("\n")[0]
     return re.sub(r"``([^`]*)``", r"\1", first)
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (a multi-line listing joined by '; ')."""
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
+def fail(prog: str, err: BaseException) -> int:
+    """Print ``err`` as the one line a user reads (``prog: message``); the bad-input exit code."""
+    print(f"{prog}: {one_line(err)}", file=sys.stderr)
+    return EXIT_BAD_INPUT

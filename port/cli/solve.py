@@ -24,6 +24,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from port.cli import fail, one_line
+from port.errors import EXIT_BAD_INPUT
 from port.errors import PortError
 from port.fileio import atomic_open, write_text_atomic
 
@@ -33,9 +35,6 @@ PROG = "python -m port solve"
 class SolveError(PortError):
     """Inputs, weights or options of ``port solve`` that do not fit (named in the message)."""
 
-
-def one_line(err: BaseException) -> str:
-    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 def read_sequence(path: str) -> dict[str, np.ndarray]:
@@ -158,16 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from port.run.devices import device_usable
     if not device_usable(args.device, PROG):
-        return 2
+        return EXIT_BAD_INPUT
     try:
         run(args.solver, args.weights, args.inputs, args.iters, args.out, args.net, args.device,
             args.snapshot, args.restore)
-    except PortError as err:
-        print(f"{PROG}: {one_line(err)}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 1
+    except (PortError, OSError) as err:
+        return fail(PROG, err)
     return 0
 
 

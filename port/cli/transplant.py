@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from port.cli import fail
 from port.errors import PortError
 
 PROG = "python -m port transplant"
@@ -27,10 +28,6 @@ PROG = "python -m port transplant"
 class TransplantCliError(PortError):
     """A command-line value that does not fit (an output suffix, an --input-shape)."""
 
-
-def one_line(err: BaseException) -> str:
-    """An error's message on one line (a multi-line listing joined by '; ')."""
-    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 def _shape_option(text: str) -> tuple[str, tuple[int, ...]]:
@@ -88,12 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         net, report = init_from(dst, src, seed=args.seed, do_interp=args.interp, input_shapes=shapes)
         write_weights(net, out, {"source": Path(args.source).name, "net": net.net_name,
                                  "transplant": json.dumps(report.as_dict())})
-    except PortError as err:
-        print(f"{PROG}: {one_line(err)}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 1
+    except (PortError, OSError) as err:
+        return fail(PROG, err)
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
     else:
