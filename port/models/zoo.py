@@ -83,18 +83,19 @@ def init_unweighted(model: CaffeNet) -> None:
                     layer.weight.copy_(ops.bilinear_weight(c_in, kh))
 
 
-def _build(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> FCN:
-    """Resolve the arguments against the weights' metadata, build, load strictly.
-
-    With ``weights`` the model is built on the ``meta`` device (nothing allocated, no
-    initialisation that the weights would overwrite at once) and the file's tensors become
-    its parameters (``load_state_strict`` assigns them)."""
+def _resolved(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> dict[str, Any]:
+    """The builder arguments: the caller's, else the weights file's, else the released net's."""
     defaults = {"num_classes": meta.num_classes[0], "width_divisor": 1}
     defaults.update({k: v for k, v in _extra_defaults(meta).items() if k in requested})
-    kwargs = resolve_kwargs(weights, meta.name, requested, defaults)
-    netdef = _deploy_netdef(meta.net, tuple(sorted(kwargs.items())))
+    return resolve_kwargs(weights, meta.name, {k: requested.get(k) for k in defaults}, defaults)
+
+
+def _filled(make: Callable[[], CaffeNet], weights: PathLike) -> CaffeNet:
+    """``make()`` filled: with ``weights``, built on the ``meta`` device (nothing allocated, no
+    initialisation the weights would overwrite at once) and the file's tensors become its
+    parameters (``load_state_strict`` assigns them); without, :func:`init_unweighted`."""
     with torch.device("meta") if weights is not None else nullcontext():
-        model = FCN(netdef, meta)
+        model = make()
     if weights is None:
         init_unweighted(model)
     else:
@@ -102,6 +103,12 @@ def _build(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> 
         load_state_strict(model, state, str(weights))
         _check_materialized(model, str(weights))
     return model
+
+
+def _build(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> FCN:
+    """The deploy net of ``meta`` at the resolved arguments, loaded strictly from ``weights``."""
+    netdef = _deploy_netdef(meta.net, tuple(sorted(_resolved(meta, weights, requested).items())))
+    return _filled(lambda: FCN(netdef, meta), weights)
 
 
 def _check_materialized(model: torch.nn.Module, source: str) -> None:
@@ -333,18 +340,7 @@ def train_net(name: str, *, weights: PathLike = None, num_classes: int | None = 
     the data tops at construction only: any input size runs."""
     meta = get_meta(name)
     requested = dict(num_classes=num_classes, width_divisor=width_divisor, **kwargs)
-    defaults = {"num_classes": meta.num_classes[0], "width_divisor": 1}
-    defaults.update({k: v for k, v in _extra_defaults(meta).items() if k in requested})
-    resolved = resolve_kwargs(weights, meta.name, {k: requested.get(k) for k in defaults}, defaults)
-    netdef = meta.net(train=True, **resolved).netdef()
+    netdef = meta.net(train=True, **_resolved(meta, weights, requested)).netdef()
     tops = [t for layer in netdef.layers if layer.type == "Python" for t in layer.top]
     shapes = {t: (1, nets.IMAGE_CHANNELS.get(t, nets.LABEL_CHANNELS), *size) for t in tops}
-    with torch.device("meta") if weights is not None else nullcontext():
-        model = CaffeNet(netdef, "TRAIN", input_shapes=shapes)
-    if weights is None:
-        init_unweighted(model)
-    else:
-        state, _ = load_weights(weights)
-        load_state_strict(model, state, str(weights))
-        _check_materialized(model, str(weights))
-    return model
+    return _filled(lambda: CaffeNet(netdef, "TRAIN", input_shapes=shapes), weights)
