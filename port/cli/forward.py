@@ -19,12 +19,10 @@ import torch
 
 from port.cli import describe
 from port.errors import EXIT_BAD_INPUT
-from port.caffe import load_net
 from port.errors import PortError
 from port.fileio import atomic_open
 from port.run.devices import device_usable
 from port.net.engine import CaffeNet
-from port.net.layers import INPUT_LAYER_TYPES
 from port.load import load_net_and_weights
 from port.models import get_model
 
@@ -59,16 +57,11 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None
         np.savez(fh, **arrays)
 
 
-def _graph_net(prototxt: str, weights: str, arrays: Mapping[str, np.ndarray]) -> CaffeNet:
-    """:class:`CaffeNet` of ``prototxt`` sized by the given inputs, filled from ``weights``."""
-    net = load_net(prototxt).for_phase("TEST")
-    input_tops = [t for layer in net.layers if layer.type in INPUT_LAYER_TYPES for t in layer.top]
-    names = list(dict.fromkeys(list(net.inputs) + input_tops))
-    _check_inputs(names, arrays, prototxt)
-    # Sized by the weights (a data layer's channels from the convolution reading it), not by
-    # the arrays: an input of the wrong shape is then the input's error, named so.
-    model, _ = load_net_and_weights(prototxt, weights)
-    return model
+def _graph_net(prototxt: str, weights: str) -> CaffeNet:
+    """:class:`CaffeNet` of ``prototxt`` filled from ``weights``. Sized by the weights (a data
+    layer's channels from the convolution reading it), not by the arrays: an input of the wrong
+    shape is then the input's error, named so."""
+    return load_net_and_weights(prototxt, weights)[0]
 
 
 def _check_inputs(names: Sequence[str], arrays: Mapping[str, np.ndarray], source: str) -> None:
@@ -82,7 +75,7 @@ def run(net: str, weights: str, arrays: Mapping[str, np.ndarray], *, all_blobs: 
         device: str = "cpu") -> dict[str, np.ndarray]:
     """Run ``net`` with ``weights`` on ``arrays``; the outputs (or every blob) as arrays."""
     if Path(net).is_file():
-        model = _graph_net(net, weights, arrays)
+        model = _graph_net(net, weights)
     elif net.endswith(".prototxt"):
         raise ForwardError(f"{net}: prototxt not found")
     else:
