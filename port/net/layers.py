@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from port.errors import PortError
-from port.net import coord_map, ops
+from port.net import coord_map, fillers, ops
 from port.net.coord_map import spatial_params
 from port.net.ops import CaffeSemanticsError
 
@@ -344,10 +344,10 @@ class Scale(CaffeLayer):
             scale_shape = shapes[0][start:stop]
             self._new_param("weight", scale_shape)
             # scale_layer.cpp LayerSetUp: the scale's filler, by default constant 1 (a constant
-            # filler is applied here; the random fillers are the training surgery's).
-            filler = p.filler if p.has("filler") else None
-            if filler is None or filler.type == "constant":
-                nn.init.constant_(self.weight, 1.0 if filler is None else float(filler.value))
+            # filler is applied here; the random ones are fill_net's, seeded by its caller).
+            spec = fillers.layer_fillers(layer)[0]
+            if fillers.filler_type(spec) == "constant":
+                fillers.fill_(self.weight, spec, where=f"layer {layer.name!r} blob 0")
         self._new_bias(p.bias_term, scale_shape)
 
     def caffe_params(self) -> list[nn.Parameter]:
