@@ -8,7 +8,7 @@ parameters in Caffe's blob layouts, :meth:`CaffeLayer.output_shapes` is the laye
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from port.net.ops import CaffeSemanticsError
 
 __all__ = ["CaffeGraphError", "CaffeLayer", "LAYER_TYPES", "INPUT_LAYER_TYPES",
            "SUPPORTED_LAYER_TYPES", "build_layer", "redress", "Convolution", "Pooling", "LRN",
-           "ReLU", "Identity"]
+           "ReLU", "Identity", "relu_in_place_after"]
 
 #: Layer types whose tops are forward inputs (their data comes from outside the net).
 INPUT_LAYER_TYPES = ("Input", "Python")
@@ -225,6 +225,28 @@ class Identity(CaffeLayer):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         return (x,)
+
+
+def relu_in_place_after(steps: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+                        layers: Mapping[str, nn.Module], index: int, *,
+                        fused: bool = False) -> str | None:
+    """The in-place ReLU right after a convolution: the name of the layer at ``index + 1`` of
+    ``steps`` (``CaffeNet.steps``: ``(name, bottoms, tops)`` in net order; ``layers`` by name)
+    when ``steps[index]`` is a non-transposed :class:`Convolution` (or a run-mode variant of
+    one) with one top and the next layer is a plain :class:`ReLU` (``negative_slope: 0``)
+    reading and writing that top (upstream's ``conv_relu``: ``L.ReLU(conv, in_place=True)``),
+    the pair a backend can fuse; else None. With ``fused``, an :class:`Identity` there counts
+    too (the ReLU a run mode already fused into its convolution)."""
+    if index + 1 >= len(steps):
+        return None
+    (conv, _, conv_tops), (after, bottoms, tops) = steps[index], steps[index + 1]
+    module, follower = layers[conv], layers[after]
+    if not isinstance(module, Convolution) or module.transposed or len(conv_tops) != 1:
+        return None
+    plain = type(follower) is ReLU and not follower.negative_slope
+    if tuple(bottoms) == tuple(tops) == tuple(conv_tops) and (plain or fused and type(follower) is Identity):
+        return after
+    return None
 
 
 @_register("Dropout")
