@@ -12,8 +12,8 @@ import torch
 from port.caffe import load_caffemodel, parse_text
 from port.net.engine import CaffeNet
 from port.caffe.net import netdef_from_message
-from port.training import fillers
-from port.training.fillers import FillerError, fan_in_out, fill, fill_net
+from port.net import fillers
+from port.net.fillers import FillerError, fan_in_out, fill, fill_net
 
 
 def _gen(seed=0):
@@ -136,3 +136,27 @@ def test_layer_without_filler_rule_is_refused():
     layer = netdef_from_message(parse_text('layer { name: "p" type: "PReLU" bottom: "x" top: "y" }')).layers[0]
     with pytest.raises(FillerError, match="layer 'p'.*PReLU"):
         fillers.layer_fillers(layer)
+
+
+def test_training_names_are_the_engines_fillers():
+    """port.training.fillers keeps its names (reproduce.training imports fill_net from it); they
+    are port.net.fillers' objects, the one home of Caffe's fillers."""
+    from port.training import fillers as training_fillers
+    for name in training_fillers.__all__:
+        assert getattr(training_fillers, name) is getattr(fillers, name), name
+
+
+def test_scale_layer_starts_at_its_constant_filler():
+    """scale_layer.cpp: the scale's filler, constant 1 when unset; the engine applies a constant
+    filler at construction (the random ones are fill_net's)."""
+    text = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 3 } } }
+layer { name: "s1" type: "Scale" bottom: "data" top: "s1" }
+layer { name: "s2" type: "Scale" bottom: "s1" top: "s2" scale_param { filler { type: "constant" value: 0.25 } } }
+layer { name: "s3" type: "Scale" bottom: "s2" top: "s3" scale_param { filler { type: "gaussian" std: 5 } } }
+"""
+    net = CaffeNet(netdef_from_message(parse_text(text)))
+    assert torch.all(net.s1.weight == 1) and torch.all(net.s2.weight == 0.25)
+    assert torch.all(net.s3.weight == 0)  # not filled until fill_net
+    fill_net(net, seed=0)
+    assert torch.all(net.s1.weight == 1) and torch.all(net.s2.weight == 0.25) and net.s3.weight.std() > 0

@@ -348,3 +348,69 @@ def test_the_solver_trains_the_train_phase_of_the_net():
     assert "acc" not in names and "extra" in names
     assert loss_weights(solver.net) == [("loss", 1.0), ("extra", 0.5)]
     assert solver.net.netdef.for_phase("TRAIN").layers[-1].name == "extra"
+
+
+STAGED = """
+name: "staged"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
+layer { name: "score" type: "Convolution" bottom: "data" top: "score" convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" }
+layer { name: "train_x" type: "Convolution" bottom: "data" top: "train_x"
+  include { phase: TRAIN stage: "x" } convolution_param { num_output: 1 kernel_size: 1 } }
+layer { name: "level2" type: "Convolution" bottom: "data" top: "level2"
+  include { min_level: 2 } convolution_param { num_output: 1 kernel_size: 1 } }
+layer { name: "upto1" type: "Convolution" bottom: "data" top: "upto1"
+  include { max_level: 1 } convolution_param { num_output: 1 kernel_size: 1 } }
+layer { name: "not_x" type: "Convolution" bottom: "data" top: "not_x"
+  exclude { stage: "x" } convolution_param { num_output: 1 kernel_size: 1 } }
+layer { name: "test_only" type: "Convolution" bottom: "data" top: "test_only"
+  include { phase: TEST } convolution_param { num_output: 1 kernel_size: 1 } }
+layer { name: "own_and_x" type: "Convolution" bottom: "data" top: "own_and_x"
+  include { stage: "own" stage: "x" } convolution_param { num_output: 1 kernel_size: 1 } }
+"""
+#: What Net::FilterNet keeps (StateMeetsRule, written out by hand from net.cpp) for each state.
+KEPT = {
+    ("TRAIN", 0, ()): ["score", "loss", "upto1", "not_x"],
+    ("TRAIN", 2, ("x",)): ["score", "loss", "train_x", "level2"],
+    ("TRAIN", 2, ("own", "x")): ["score", "loss", "train_x", "level2", "own_and_x"],
+    ("TEST", 3, ("own", "x")): ["score", "loss", "level2", "test_only", "own_and_x"],
+}
+
+
+def _staged(state: str = "", solver: str = ""):
+    text = STAGED.replace('name: "staged"', f'name: "staged"\n{state}')
+    param = SolverParameter.from_message(parse_text(f'base_lr: 0.1\nlr_policy: "fixed"\n{solver}\n'
+                                                    f'net_param {{ {text} }}', "SolverParameter"))
+    return param, param.load_train_netdef()
+
+
+@pytest.mark.parametrize("state, solver, expected", [
+    ("", "", ("TRAIN", 0, ())),  # Caffe's default: phase TRAIN, level 0, no stage
+    ("", 'train_state { level: 2 stage: "x" }', ("TRAIN", 2, ("x",))),
+    ('state { level: 2 stage: "own" }', 'train_state { stage: "x" }', ("TRAIN", 2, ("own", "x"))),
+    # InitTrainNet merges: the net's own state over TRAIN (its phase too), train_state over both
+    ('state { phase: TEST level: 1 stage: "own" }', 'train_state { level: 3 stage: "x" }', ("TEST", 3, ("own", "x"))),
+    ('state { phase: TEST level: 2 stage: "own" }', 'train_state { phase: TRAIN stage: "x" }', ("TRAIN", 2, ("own", "x"))),
+])
+def test_the_solver_builds_the_train_net_for_caffes_merged_state(state, solver, expected):
+    """Solver::InitTrainNet: NetState phase TRAIN, MergeFrom the net's own state, then
+    MergeFrom train_state (set fields replace, stages add up); Net::FilterNet keeps the layers
+    whose include/exclude rules that state meets."""
+    param, netdef = _staged(state, solver)
+    got = param.train_net_state(netdef)
+    assert (got.phase, got.level, got.stages) == expected
+    solver_ = Solver(param, feed_of(), netdef=netdef, input_shapes={})
+    assert [name for name, _, _ in solver_.net.steps] == KEPT.get(expected, KEPT[("TRAIN", 2, ("own", "x"))])
+    assert solver_.net.state.same(got)
+
+
+def test_a_given_net_must_be_built_for_the_solvers_train_state():
+    param, netdef = _staged("", 'train_state { level: 2 stage: "x" }')
+    with pytest.raises(SolverError, match=r"level: 2 stage: 'x'.*level: 0"):
+        Solver(param, feed_of(), net=CaffeNet(netdef, "TRAIN"))
+    net = CaffeNet(netdef, "TRAIN", level=2, stages=["x"])
+    assert Solver(param, feed_of(), net=net).net is net
+    with pytest.raises(SolverError, match="phase: TRAIN.*phase: TEST"):
+        Solver(solver_param(base_lr=0.1, lr_policy="fixed"), feed_of(), net=tiny_net().__class__(
+            netdef_from_message(parse_text(TINY)), "TEST"))

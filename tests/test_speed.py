@@ -360,3 +360,40 @@ def test_runner_is_the_mode_put_together():
     assert runner(data=x).shape == got.shape  # by input name as well
     with pytest.raises(speed.UnknownModeError, match="unknown precision mode 'fast-fp8'.*cpu-fast"):
         speed.Runner("fast-fp8", model)
+
+
+RELUS = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 8 dim: 8 } } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "relu_a" type: "ReLU" bottom: "a" top: "a" }
+layer { name: "b" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "relu_b" type: "ReLU" bottom: "b" top: "b_out" }
+layer { name: "c" type: "Convolution" bottom: "b_out" top: "c" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "leaky_c" type: "ReLU" bottom: "c" top: "c" relu_param { negative_slope: 0.1 } }
+layer { name: "d" type: "Deconvolution" bottom: "c" top: "d" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "relu_d" type: "ReLU" bottom: "d" top: "d" }
+layer { name: "e" type: "Convolution" bottom: "d" top: "e" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "pool" type: "Pooling" bottom: "e" top: "e2" pooling_param { kernel_size: 1 } }
+layer { name: "relu_e2" type: "ReLU" bottom: "e2" top: "e2" }
+"""
+
+
+def test_one_rule_finds_the_in_place_relu_after_a_convolution():
+    """port.net.layers.relu_in_place_after is the rule; prepack fuses what it finds, and the
+    canvas (which also accepts the Identity a fused ReLU becomes) finds the same pairs."""
+    from port.caffe import parse_text
+    from port.caffe.net import netdef_from_message
+    from port.net.layers import relu_in_place_after
+    net = CaffeNet(netdef_from_message(parse_text(RELUS)))
+    found = {net.steps[i][0]: relu_in_place_after(net.steps, net.caffe_layers(), i)
+             for i in range(len(net.steps))}
+    # not in place (b), leaky (c), after a Deconvolution (d) or a Pooling, or last: none
+    assert {k: v for k, v in found.items() if v} == {"a": "relu_a"}
+    assert speed.fusable_relus(net) == {"a": "relu_a"}
+    assert [canvas._fused_relu(net, i) for i in range(len(net.steps))] == list(found.values())
+    packed = speed.prepack_cpu(net)
+    if type(packed.a) is speed.PackedConvolution:  # oneDNN present: the ReLU became an Identity
+        assert packed.a.relu and type(packed.relu_a) is Identity
+        assert relu_in_place_after(packed.steps, packed.caffe_layers(), 0) is None
+        assert canvas._fused_relu(packed, 0) == "relu_a"
+        assert speed.fusable_relus(packed) == {}

@@ -171,3 +171,30 @@ def test_vgg16_into_the_upstream_fcn8s_train_net(goldens_dir, upstream_dir):
     for name in ("upscore2", "upscore_pool4", "upscore8"):
         assert ops.is_bilinear(getattr(net, name).weight)
     assert np.array_equal(net.fc7.weight.detach().numpy().reshape(256, 256), src.layer("fc7").blobs[0])
+
+
+def test_builders_and_interp_start_frozen_upsamplings_by_one_rule():
+    """port.models.zoo.init_unweighted (a builder without weights) and surgery.interp pick the
+    same layers and leave the same weights, also where the shapes are not a plain diagonal:
+    ``upg`` has one output per group (every ``[i, 0]``)."""
+    from port.models.zoo import init_unweighted
+    built, operated = (CaffeNet(netdef_from_message(parse_text(NET))) for _ in range(2))
+    assert init_unweighted(built) == interp(operated) == ["up", "upg"]
+    for name, params in built.caffe_params().items():
+        for mine, theirs in zip(params, operated.caffe_params()[name]):
+            assert torch.equal(mine, theirs), name
+    assert torch.equal(built.upg.weight[:, 0], ops.bilinear_kernel(3).expand(4, 3, 3))
+    assert torch.equal(built.up.weight, ops.bilinear_weight(4, 4))
+
+
+def test_builders_leave_what_interp_refuses():
+    """A non-square frozen Deconvolution: interp raises (upstream's check) before it changes any
+    weight; the builder's start keeps its zeros and still sets the others."""
+    from port.models.zoo import init_unweighted
+    text = NET.replace("kernel_size: 3 stride: 2", "kernel_h: 3 kernel_w: 2 stride: 2")
+    net = CaffeNet(netdef_from_message(parse_text(text)), check_crops=False)
+    with pytest.raises(SurgeryError, match="'upg'.*square"):
+        interp(net)
+    assert torch.all(net.up.weight == 0)
+    assert init_unweighted(net) == ["up"]
+    assert torch.all(net.upg.weight == 0) and torch.equal(net.up.weight, ops.bilinear_weight(4, 4))

@@ -10,13 +10,13 @@ import os
 
 from .errors import CaffeFormatError
 from .message import Message
-from .net import LayerDef, NetDef, ParamSpec, netdef_from_message
+from .net import LayerDef, NetDef, NetState, ParamSpec, netdef_from_message
 from .text import parse_text, read_prototxt
 from .wire import decode, read_binaryproto
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
-__all__ = ["CaffeFormatError", "LayerDef", "Message", "NetDef", "ParamSpec", "decode",
+__all__ = ["CaffeFormatError", "LayerDef", "Message", "NetDef", "NetState", "ParamSpec", "decode",
            "is_hdf5", "load_caffemodel", "load_net", "parse_text", "read_binaryproto",
            "read_prototxt", "write_caffemodel", "write_caffemodel_h5"]
 

@@ -53,6 +53,44 @@ class ParamSpec:
     name: str = ""
 
 
+@dataclass(frozen=True)
+class NetState:
+    """caffe.proto ``NetState``: the ``phase``, ``level`` and ``stages`` a net is built for,
+    which ``Net::FilterNet`` meets against each layer's ``NetStateRule`` (the stages as a set).
+    Defaults as caffe.proto's (``TEST``, 0, none)."""
+    phase: str = "TEST"
+    level: int = 0
+    stages: tuple[str, ...] = ()
+
+    def merge(self, msg: Message | None) -> "NetState":
+        """proto2 ``MergeFrom`` of a ``NetState`` message: its ``phase`` and ``level`` where it
+        sets them, its stages appended (a stage already present is not repeated); ``None``
+        merges nothing."""
+        if msg is None:
+            return self
+        return NetState(str(msg.phase) if msg.has("phase") else self.phase,
+                        int(msg.level) if msg.has("level") else self.level,
+                        _union(self.stages, msg.stage))
+
+    def built(self, phase: str, level: int = 0, stages: Iterable[str] = ()) -> "NetState":
+        """The state of Caffe's ``Net(param_file, phase, level, stages)`` for a net whose own
+        state is this one: ``phase`` and ``level`` replace it (``set_phase``, ``set_level``),
+        ``stages`` are added to its stages (``add_stage``)."""
+        return NetState(str(phase), int(level), _union(self.stages, stages))
+
+    def same(self, other: "NetState") -> bool:
+        """Whether both states keep the same layers of any net (stages compared as sets)."""
+        return (self.phase, self.level, set(self.stages)) == (other.phase, other.level, set(other.stages))
+
+    def __str__(self) -> str:
+        stages = "".join(f" stage: {s!r}" for s in self.stages)
+        return f"{{ phase: {self.phase} level: {self.level}{stages} }}"
+
+
+def _union(first: Iterable[str], then: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*first, *(str(s) for s in then)]))
+
+
 class LayerDef:
     """One layer: name, V2 type, bottoms, tops, param specs, blobs and its ``*_param`` messages.
 
@@ -106,9 +144,20 @@ class NetDef:
 
     def for_phase(self, phase: str = "TEST", level: int = 0, stages: Iterable[str] = ()) -> "NetDef":
         """The layers Caffe's ``Net::FilterNet`` keeps for this ``NetState`` (net.cpp)."""
-        state = (phase, level, frozenset(stages))
-        kept = [layer for layer in self.layers if _included(layer, state, self.path)]
+        return self.for_state(NetState(phase, int(level), tuple(stages)))
+
+    def for_state(self, state: "NetState") -> "NetDef":
+        """The layers Caffe's ``Net::FilterNet`` keeps for ``state`` (``StateMeetsRule`` on each
+        layer's include/exclude rules)."""
+        key = (state.phase, state.level, frozenset(state.stages))
+        kept = [layer for layer in self.layers if _included(layer, key, self.path)]
         return NetDef(self.msg, kept, self.path)
+
+    @property
+    def own_state(self) -> Message | None:
+        """The net prototxt's own ``state { phase level stage }`` (``NetParameter.state``), or
+        None when it has none."""
+        return self.msg.state if self.msg.has("state") else None
 
     def __repr__(self) -> str:
         return f"NetDef({self.name!r}, inputs={self.inputs}, {len(self.layers)} layers)"

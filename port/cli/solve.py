@@ -55,9 +55,10 @@ def make_feed(arrays: Mapping[str, np.ndarray], tops: Sequence[str], passes: int
     return lambda k: {t: arrays[f"{t}{k}"] for t in tops}
 
 
-def data_tops(netdef: Any) -> list[str]:
-    """The TRAIN net's forward inputs: net-level inputs, then Input/Python layers' tops."""
-    net = netdef.for_phase("TRAIN")
+def data_tops(netdef: Any, state: Any) -> list[str]:
+    """The train net's forward inputs (its layers for ``state``, the solver's
+    ``train_net_state``): net-level inputs, then Input/Python layers' tops."""
+    net = netdef.for_state(state)
     tops = [t for layer in net.layers if layer.type in ("Input", "Python") for t in layer.top]
     return list(dict.fromkeys(list(net.inputs) + tops))
 
@@ -110,7 +111,8 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
         raise SolveError(f"{net_path}: net file not found")
     netdef = load_net(net_path) if net_path else param.load_train_netdef()
     arrays = read_sequence(inputs)
-    tops = data_tops(netdef)
+    state = param.train_net_state(netdef)
+    tops = data_tops(netdef, state)
     first = 0
     if restore:
         from safetensors import safe_open
@@ -120,10 +122,9 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
         except Exception as err:
             raise SolveError(f"{restore}: not a solver snapshot ({one_line(err)})") from None
     feed = make_feed(arrays, tops, first + iters * param.iter_size, inputs)
-    declared = netdef.for_phase("TRAIN").inputs
+    declared = netdef.for_state(state).inputs
     shapes = {t: tuple(arrays[f"{t}{first}"].shape) for t in tops if t not in declared}
-    from port.net.engine import CaffeNet
-    net = CaffeNet(netdef, "TRAIN", input_shapes=shapes)
+    net = param.build_train_net(netdef, shapes)
     load_weights_into(net, weights)
     solver = Solver(param, feed, net=net, device=device)
     if restore:

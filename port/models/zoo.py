@@ -22,8 +22,8 @@ from port.models import preprocess as pre
 from port.models._registry import get_meta, register
 from port.models.weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
 from port.models.meta import Digests, ModelMeta
-from port.net import ops
 from port.net.engine import CaffeNet
+from port.net.fillers import start_frozen_upsamplings
 
 PathLike = str | os.PathLike | None
 #: Effective loss normalization of upstream ``normalize: false`` and ``normalize: true``.
@@ -68,19 +68,16 @@ def _deploy_netdef(net: Callable[..., Any], kwargs: tuple[tuple[str, Any], ...])
     return net(deploy=True, **dict(kwargs)).netdef()
 
 
-def init_unweighted(model: CaffeNet) -> None:
+def init_unweighted(model: CaffeNet) -> list[str]:
     """Where no weights are given: every frozen upsampling (a Deconvolution whose weight has
-    ``lr_mult: 0``, square kernel, as many outputs as inputs, no groups) starts bilinear on the
-    class diagonal, as upstream ``surgery.interp`` leaves it before training; the rest keeps
-    Caffe's fillers (constant 0 unless the prototxt says otherwise)."""
-    for layer in model.caffe_layers().values():
-        spec = layer.layer.params[0] if layer.layer.params else None
-        if (layer.caffe_type == "Deconvolution" and spec is not None and spec.lr_mult == 0
-                and not layer.weight.is_meta):
-            c_in, c_out_g, kh, kw = layer.weight.shape
-            if kh == kw and c_in == c_out_g and layer.groups == 1:
-                with torch.no_grad():
-                    layer.weight.copy_(ops.bilinear_weight(c_in, kh))
+    ``lr_mult: 0``) starts bilinear as upstream ``surgery.interp`` leaves it before training
+    (:func:`port.net.fillers.start_frozen_upsamplings`, the rule ``port.training.surgery.interp``
+    follows too: ``upsample_filt`` on the class diagonal, or on every ``[i, 0]`` of a weight
+    with one output per group); the rest keeps what the engine built (Caffe's default constant
+    0, a Scale's constant filler). A frozen Deconvolution ``interp`` would refuse (non-square,
+    neither as many outputs as inputs nor one) keeps its zeros here, where ``interp`` raises.
+    Returns the layers set."""
+    return start_frozen_upsamplings(model)
 
 
 def _resolved(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> dict[str, Any]:

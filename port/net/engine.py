@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from port.caffe.net import NetState
 from port.errors import PortError
 from port.net import coord_map
 from port.net.layers import INPUT_LAYER_TYPES, LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
@@ -133,8 +134,11 @@ def _check_crop_offsets(net: Any) -> None:
 
 
 class CaffeNet(nn.Module):
-    """A parsed Caffe net (``port.caffe.NetDef``) as a module, for one ``phase``
-    (``NetDef.for_phase``: include/exclude rules as Caffe's ``Net::FilterNet``).
+    """A parsed Caffe net (``port.caffe.NetDef``) as a module, for one ``NetState``: ``phase``,
+    ``level`` and ``stages`` as Caffe's ``Net(param_file, phase, level, stages)`` takes them
+    (level 0 and no stages by default; the prototxt's own ``state { stage }`` kept, its phase
+    and level replaced), the layers those keep by their include/exclude rules
+    (``NetDef.for_state``: ``Net::FilterNet``); :attr:`state` is the ``port.caffe.NetState``.
 
     ``forward(**inputs)`` takes one tensor (or array) per input blob (:attr:`input_names`) and
     returns the net's outputs by name; ``forward(..., return_blobs=True)`` returns every named
@@ -148,9 +152,14 @@ class CaffeNet(nn.Module):
     """
 
     def __init__(self, netdef: Any, phase: str = "TEST",
-                 input_shapes: Mapping[str, Sequence[int]] | None = None, check_crops: bool = True):
+                 input_shapes: Mapping[str, Sequence[int]] | None = None, check_crops: bool = True,
+                 *, level: int = 0, stages: Sequence[str] = ()):
         super().__init__()
-        net = netdef.for_phase(phase)
+        # Net(param_file, phase, level, stages): phase and level replace the prototxt's own
+        # state, the stages are added to its own stages.
+        own = NetState().merge(netdef.own_state)
+        self.state = own.built(phase, level, stages)
+        net = netdef.for_state(self.state)
         self.net_name, self.phase = net.name, phase
         self.netdef = net  # the phase-filtered definition the layers were built from
         shapes = _input_shapes(net, netdef, dict(input_shapes or {}))

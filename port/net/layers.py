@@ -8,7 +8,7 @@ parameters in Caffe's blob layouts, :meth:`CaffeLayer.output_shapes` is the laye
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from port.errors import PortError
-from port.net import coord_map, ops
+from port.net import coord_map, fillers, ops
 from port.net.coord_map import spatial_params
 from port.net.ops import CaffeSemanticsError
 
 __all__ = ["CaffeGraphError", "CaffeLayer", "LAYER_TYPES", "INPUT_LAYER_TYPES",
            "SUPPORTED_LAYER_TYPES", "build_layer", "redress", "Convolution", "Pooling", "LRN",
-           "ReLU", "Identity"]
+           "ReLU", "Identity", "relu_in_place_after"]
 
 #: Layer types whose tops are forward inputs (their data comes from outside the net).
 INPUT_LAYER_TYPES = ("Input", "Python")
@@ -227,6 +227,28 @@ class Identity(CaffeLayer):
         return (x,)
 
 
+def relu_in_place_after(steps: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+                        layers: Mapping[str, nn.Module], index: int, *,
+                        fused: bool = False) -> str | None:
+    """The in-place ReLU right after a convolution: the name of the layer at ``index + 1`` of
+    ``steps`` (``CaffeNet.steps``: ``(name, bottoms, tops)`` in net order; ``layers`` by name)
+    when ``steps[index]`` is a non-transposed :class:`Convolution` (or a run-mode variant of
+    one) with one top and the next layer is a plain :class:`ReLU` (``negative_slope: 0``)
+    reading and writing that top (upstream's ``conv_relu``: ``L.ReLU(conv, in_place=True)``),
+    the pair a backend can fuse; else None. With ``fused``, an :class:`Identity` there counts
+    too (the ReLU a run mode already fused into its convolution)."""
+    if index + 1 >= len(steps):
+        return None
+    (conv, _, conv_tops), (after, bottoms, tops) = steps[index], steps[index + 1]
+    module, follower = layers[conv], layers[after]
+    if not isinstance(module, Convolution) or module.transposed or len(conv_tops) != 1:
+        return None
+    plain = type(follower) is ReLU and not follower.negative_slope
+    if tuple(bottoms) == tuple(tops) == tuple(conv_tops) and (plain or fused and type(follower) is Identity):
+        return after
+    return None
+
+
 @_register("Dropout")
 class Dropout(CaffeLayer):
     """Caffe Dropout (dropout_layer.cpp): the identity in the TEST phase; in a TRAIN-phase net
@@ -344,10 +366,10 @@ class Scale(CaffeLayer):
             scale_shape = shapes[0][start:stop]
             self._new_param("weight", scale_shape)
             # scale_layer.cpp LayerSetUp: the scale's filler, by default constant 1 (a constant
-            # filler is applied here; the random fillers are the training surgery's).
-            filler = p.filler if p.has("filler") else None
-            if filler is None or filler.type == "constant":
-                nn.init.constant_(self.weight, 1.0 if filler is None else float(filler.value))
+            # filler is applied here; the random ones are fill_net's, seeded by its caller).
+            spec = fillers.layer_fillers(layer)[0]
+            if fillers.filler_type(spec) == "constant":
+                fillers.fill_(self.weight, spec, where=f"layer {layer.name!r} blob 0")
         self._new_bias(p.bias_term, scale_shape)
 
     def caffe_params(self) -> list[nn.Parameter]:

@@ -27,7 +27,7 @@ __all__ = [
     "label_target_shape", "pool2d", "crop", "crop_offsets_for", "conv2d", "deconv2d",
     "inner_product", "concat", "lrn_across_channels", "lrn_within_channel", "eltwise", "scale",
     "softmax", "softmax_with_loss", "accuracy", "loss_normalization", "bilinear_kernel",
-    "bilinear_weight", "is_bilinear", "FLT_MIN",
+    "bilinear_weight", "is_bilinear", "upsample_filt_refusal", "set_upsample_filt_", "FLT_MIN",
 ]
 
 #: Caffe clamps probabilities at ``FLT_MIN`` before the log (softmax_loss_layer.cpp).
@@ -640,14 +640,40 @@ def bilinear_kernel(size: int) -> torch.Tensor:
     return torch.from_numpy(np.outer(ramp, ramp).astype(np.float32))
 
 
+def upsample_filt_refusal(shape: Sequence[int]) -> str | None:
+    """Why upstream ``surgery.interp`` refuses a weight of ``shape`` ``(m, k, h, w)``: not
+    4-D, input and output channels neither equal nor ``k == 1``, or a non-square kernel; None
+    when it takes it (the message is upstream's ``print`` before its ``raise``)."""
+    if len(shape) != 4:
+        return "not 4-D"
+    m, k, h, w = (int(s) for s in shape)
+    if m != k and k != 1:
+        return "input and output channels need to be the same or |output| == 1"
+    if h != w:
+        return "filters need to be square"
+    return None
+
+
+def set_upsample_filt_(weight: torch.Tensor) -> torch.Tensor:
+    """Upstream ``surgery.interp`` on one weight ``(m, k, h, h)``, in place and without
+    autograd: ``weight[range(m), range(k)] = upsample_filt(h)`` (:func:`bilinear_kernel`), the
+    diagonal when ``m == k``, every ``[i, 0]`` when ``k == 1``; the other values stay as they
+    are. A shape :func:`upsample_filt_refusal` refuses raises :class:`CaffeSemanticsError`."""
+    reason = upsample_filt_refusal(tuple(weight.shape))
+    if reason is not None:
+        raise CaffeSemanticsError(f"upsample_filt: weight {tuple(weight.shape)}: {reason}")
+    m, k, h, _ = (int(s) for s in weight.shape)
+    rows = torch.arange(m)
+    cols = torch.zeros(m, dtype=torch.long) if k == 1 else rows
+    with torch.no_grad():
+        weight[rows, cols] = bilinear_kernel(h).to(weight.device, weight.dtype)  # float64 -> float32
+    return weight
+
+
 def bilinear_weight(channels: int, size: int) -> torch.Tensor:
     """A ``(channels, channels, size, size)`` deconvolution weight that upsamples each channel
-    on its own: :func:`bilinear_kernel` on the diagonal ``[i, i]``, zero elsewhere
-    (surgery.py ``interp``)."""
-    weight = torch.zeros(channels, channels, size, size, dtype=torch.float32)
-    idx = torch.arange(channels)
-    weight[idx, idx] = bilinear_kernel(size)
-    return weight
+    on its own: :func:`set_upsample_filt_` on zeros (the kernel on the diagonal ``[i, i]``)."""
+    return set_upsample_filt_(torch.zeros(channels, channels, size, size, dtype=torch.float32))
 
 
 def is_bilinear(weight: np.ndarray | torch.Tensor, atol: float = 1e-6) -> bool:

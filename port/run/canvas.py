@@ -38,7 +38,7 @@ from torch import nn
 
 from port.net import ops
 from port.net.engine import CaffeNet
-from port.net.layers import LRN, Convolution, Identity, Pooling, ReLU, redress
+from port.net.layers import LRN, Convolution, Identity, Pooling, ReLU, redress, relu_in_place_after
 
 __all__ = ["Stencil", "AxisPlan", "CanvasError", "plan_axis", "plan_chain", "trunk_chains",
            "constant_canvas", "CanvasChain", "CanvasConvolution", "CanvasPooling", "CanvasLRN",
@@ -150,16 +150,10 @@ def _stencils(module: nn.Module) -> tuple[Stencil, Stencil] | None:
 
 
 def _fused_relu(model: CaffeNet, i: int) -> str | None:
-    """The in-place ReLU right after convolution ``model.steps[i]`` (name), if there is one."""
-    steps, layers = model.steps, model.caffe_layers()
-    if i + 1 >= len(steps):
-        return None
-    (_, _, conv_tops), (relu, bottoms, tops) = steps[i], steps[i + 1]
-    module = layers[relu]
-    plain = type(module) is ReLU and not module.negative_slope
-    if bottoms == conv_tops == tops and (plain or type(module) is Identity):
-        return relu
-    return None
+    """The in-place ReLU right after convolution ``model.steps[i]`` (name), if there is one
+    (:func:`port.net.layers.relu_in_place_after`), also when a run mode already fused it
+    (an Identity there: :func:`port.run.speed.prepack_cpu` runs before the canvas)."""
+    return relu_in_place_after(model.steps, model.caffe_layers(), i, fused=True)
 
 
 def _chain_from(model: CaffeNet, i: int) -> list[tuple[str, str | None]]:
@@ -171,7 +165,7 @@ def _chain_from(model: CaffeNet, i: int) -> list[tuple[str, str | None]]:
         name, bottoms, tops = steps[i]
         if bottoms != blob or len(tops) != 1 or _stencils(layers[name]) is None:
             break
-        relu = _fused_relu(model, i) if isinstance(layers[name], Convolution) else None
+        relu = _fused_relu(model, i)
         chain.append((name, relu))
         blob, i = tops, i + (2 if relu else 1)
     pools = [j for j, (name, _) in enumerate(chain) if isinstance(layers[name], Pooling)]

@@ -6,14 +6,17 @@ run here and what can, instead of PyTorch's assertion from deep inside the first
 """
 from __future__ import annotations
 
+import functools
 import platform
+import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
 from port.errors import PortError
 
-__all__ = ["DeviceError", "available_devices", "check_device", "device_name"]
+__all__ = ["DeviceError", "available_devices", "check_device", "device_name", "cpu_name", "cpuinfo_cpu_name"]
 
 
 class DeviceError(PortError):
@@ -60,11 +63,51 @@ def check_device(name: str | torch.device) -> torch.device:
     return device
 
 
+#: The /proc/cpuinfo fields that name the CPU, best first: x86's ``model name``; on 32-bit ARM
+#: kernels ``Processor`` (the core, e.g. ``ARMv7 Processor rev 4 (v7l)``; the lower-case
+#: ``processor`` lines are only indices), then ``Hardware`` (the SoC or board).
+CPUINFO_NAME_FIELDS = ("model name", "Processor", "Hardware")
+
+
+def cpuinfo_cpu_name(text: str) -> str | None:
+    """The CPU's name in the text of Linux ``/proc/cpuinfo`` (the first value of the first of
+    :data:`CPUINFO_NAME_FIELDS` present, runs of spaces collapsed), or None when it names
+    none (e.g. arm64 kernels, which list only implementer and part numbers)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields.setdefault(key.strip(), " ".join(value.split()))
+    return next((fields[key] for key in CPUINFO_NAME_FIELDS if key in fields), None)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name: Linux ``/proc/cpuinfo`` (:func:`cpuinfo_cpu_name`), macOS
+    ``sysctl -n machdep.cpu.brand_string``; else, or where those say nothing,
+    ``platform.processor()`` (empty on Linux) or ``platform.machine()`` (``x86_64``)."""
+    name = None
+    system = platform.system()
+    if system == "Linux":
+        try:
+            name = cpuinfo_cpu_name(Path("/proc/cpuinfo").read_text(errors="replace"))
+        except OSError:
+            pass
+    elif system == "Darwin":
+        try:
+            done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, timeout=5, check=False)
+            name = " ".join(done.stdout.split()) if done.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return name or platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device) -> str:
-    """What a report calls ``device``: the GPU's name, else the CPU's."""
+    """What a report calls ``device``: the GPU's name, else the CPU's (:func:`cpu_name`)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 def device_usable(name: str, prog: str) -> bool:

@@ -30,7 +30,7 @@ from torch import nn
 from port.errors import PortError
 from port.net import ops
 from port.net.engine import CaffeNet
-from port.net.layers import Convolution, Identity, ReLU, redress
+from port.net.layers import Convolution, Identity, redress, relu_in_place_after
 from port.run import canvas
 
 __all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
@@ -348,14 +348,14 @@ class PackedConvolution(Convolution):
 
 def fusable_relus(model: CaffeNet) -> dict[str, str]:
     """Convolution name -> the in-place ReLU (``negative_slope: 0``) that directly follows it
-    in the net's layer order (``model.steps``), reading and writing the convolution's top."""
+    in the net's layer order (:func:`port.net.layers.relu_in_place_after`), for the
+    convolutions :class:`PackedConvolution` runs: a plain Convolution or an already packed one
+    (not another run-mode variant, which packing would undo)."""
     steps, layers = model.steps, model.caffe_layers()
     pairs = {}
-    for (conv, _, conv_tops), (relu, bottoms, tops) in zip(steps, steps[1:]):
-        module, after = layers[conv], layers[relu]
-        if (type(module) in (Convolution, PackedConvolution) and not module.transposed
-                and type(after) is ReLU and not after.negative_slope
-                and bottoms == tops == conv_tops and len(conv_tops) == 1):
+    for index, (conv, _, _) in enumerate(steps):
+        relu = relu_in_place_after(steps, layers, index)
+        if relu is not None and type(layers[conv]) in (Convolution, PackedConvolution):
             pairs[conv] = relu
     return pairs
 

@@ -84,6 +84,7 @@ class SolverParameter:
     train_net: str | None = None
     test_net: tuple[str, ...] = ()
     net_param: Any = None  # an inline NetParameter message (net_param / train_net_param)
+    train_state: Any = None  # the NetState message of ``train_state``, None when unset
     base_lr: float = 0.0
     lr_policy: str = ""
     gamma: float = 0.0
@@ -136,6 +137,7 @@ class SolverParameter:
             train_net=resolve(msg.train_net) if msg.has("train_net") else None,
             test_net=tuple(resolve(n) for n in msg.test_net),
             net_param=inline,
+            train_state=msg.train_state if msg.has("train_state") else None,
             base_lr=float(msg.base_lr), lr_policy=str(msg.lr_policy), gamma=float(msg.gamma),
             power=float(msg.power), stepsize=int(msg.stepsize),
             stepvalue=tuple(int(v) for v in msg.stepvalue), max_iter=int(msg.max_iter),
@@ -168,6 +170,22 @@ class SolverParameter:
         if not Path(self.train_net_path).is_file():
             raise SolverError(f"{self.where}: train net {self.train_net_path} not found")
         return load_net(self.train_net_path)
+
+    def train_net_state(self, netdef: Any) -> Any:
+        """The ``port.caffe.NetState`` ``Solver::InitTrainNet`` builds the train net for:
+        phase ``TRAIN``, merged with the net prototxt's own ``state`` and then with the
+        solver's ``train_state`` (highest precedence; ``MergeFrom``: set fields replace,
+        stages add up)."""
+        from port.caffe.net import NetState
+        return NetState("TRAIN").merge(netdef.own_state).merge(self.train_state)
+
+    def build_train_net(self, netdef: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Any:
+        """The train net of ``netdef`` as ``Solver::InitTrainNet`` builds it: a ``CaffeNet``
+        for :meth:`train_net_state`."""
+        from port.net.engine import CaffeNet
+        state = self.train_net_state(netdef)
+        return CaffeNet(netdef, state.phase, input_shapes=input_shapes, level=state.level,
+                        stages=state.stages)
 
     def check(self) -> None:
         """Refuse what :class:`CaffeSGD` does not reproduce (another solver type, an unknown
@@ -430,14 +448,15 @@ class Solver:
 
     ``feed(k)`` returns the net's inputs (``net.input_names``) for the k-th forward pass of the
     run (k counts from 0 over the whole run, across :meth:`step` calls and a restore). ``net``
-    is built from the solver's train net (TRAIN phase) when not given, at ``input_shapes``
-    (or, for Python data layers, at the shapes of ``feed(0)``).
+    is built from the solver's train net when not given
+    (:meth:`SolverParameter.build_train_net`: phase TRAIN, the net's own ``state``, the
+    solver's ``train_state``), at ``input_shapes`` (or, for Python data layers, at the shapes
+    of ``feed(0)``); a given net must have been built for that state.
     """
 
     def __init__(self, param: SolverParameter, feed: Feed | None = None, net: Any = None,
                  netdef: Any = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
                  device: str | torch.device = "cpu"):
-        from port.net.engine import CaffeNet
         param.check()
         self.param, self.feed = param, feed
         if param.random_seed >= 0:  # Solver::Init: Caffe::set_random_seed (Dropout's masks)
@@ -446,11 +465,13 @@ class Solver:
             netdef = netdef if netdef is not None else param.load_train_netdef()
             if input_shapes is None and feed is not None:
                 input_shapes = {k: tuple(np.shape(v)) for k, v in feed(0).items()}
-                declared = netdef.for_phase("TRAIN").inputs
+                declared = netdef.for_state(param.train_net_state(netdef)).inputs
                 input_shapes = {k: v for k, v in input_shapes.items() if k not in declared}
-            net = CaffeNet(netdef, "TRAIN", input_shapes=input_shapes)
-        if getattr(net, "phase", "TRAIN") != "TRAIN":
-            raise SolverError(f"{param.where}: the solver trains a TRAIN-phase net, got {net.phase}")
+            net = param.build_train_net(netdef, input_shapes)
+        expected = param.train_net_state(net.netdef)
+        if not expected.same(net.state):
+            raise SolverError(f"{param.where}: the solver trains the net of state {expected} "
+                              f"(TRAIN, the net's own state, train_state), got a net built for {net.state}")
         refuse_shared_params(net)
         self.net = net.to(device)
         self.net.train()

@@ -7,13 +7,16 @@ are *coerced* by a flat copy in C order (``new.data.flat = old.data.flat``: fc6 
 repeat or truncate silently) with an error naming layer, blob and both shapes; source layers
 the destination lacks are dropped, as are source blobs past the destination layer's count;
 destination parameters the source lacks keep what they hold (fill them first with
-:func:`port.training.fillers.fill_net`, as Caffe's ``LayerSetUp`` fills a fresh net).
+:func:`port.net.fillers.fill_net`, as Caffe's ``LayerSetUp`` fills a fresh net).
 
 :func:`interp` sets Deconvolution weights to the bilinear kernel of ``surgery.upsample_filt``
 on the class diagonal (``weight[range(m), range(k)] = filt``), with upstream's checks (square
 kernels; as many inputs as outputs per group, or one output). Upstream's ``solve.py`` picks the
 layers by ``'up' in name``; here, by default, by structure: every Deconvolution whose weight
-has ``lr_mult: 0`` (the frozen upsampling layers).
+has ``lr_mult: 0`` (the frozen upsampling layers). Which layers those are and what the weight
+becomes are :mod:`port.net`'s rules (``port.net.fillers.frozen_deconvolutions``,
+``port.net.ops.set_upsample_filt_``), which the builders without weights follow too
+(``port.models.zoo.init_unweighted``); this module is their home under upstream's names.
 
 :func:`init_from` is upstream ``solve.py``'s initialisation in one call: a TRAIN-phase
 :class:`port.net.engine.CaffeNet` of the destination, Caffe's fillers (seeded), the
@@ -31,7 +34,7 @@ import torch
 from port.errors import PortError
 from port.net import ops
 from port.net.engine import CaffeNet, data_input_shapes
-from port.training.fillers import fill_net
+from port.net.fillers import fill_net, frozen_deconvolutions
 
 __all__ = ["SurgeryError", "TransplantReport", "transplant", "interp", "frozen_deconvolutions",
            "data_shapes", "init_from"]
@@ -119,22 +122,14 @@ def transplant(dst_net: Any, src_netdef: Any, suffix: str = "") -> TransplantRep
     return TransplantReport(ordered)
 
 
-def frozen_deconvolutions(net: Any) -> list[str]:
-    """The Deconvolution layers whose weight has ``lr_mult: 0`` (upstream's interp layers,
-    found by structure rather than by ``'up' in name``)."""
-    names = []
-    for name, module in net.caffe_layers().items():
-        specs = module.layer.params
-        if module.caffe_type == "Deconvolution" and specs and float(specs[0].lr_mult) == 0:
-            names.append(name)
-    return names
-
-
 def interp(net: Any, layers: Sequence[str] | None = None) -> list[str]:
-    """Set each layer's weight ``(m, k, h, w)`` to upstream ``upsample_filt(h)`` at
-    ``[range(m), range(k)]`` (the diagonal when ``m == k``, every ``[i, 0]`` when ``k == 1``),
-    leaving the other values as they are; ``layers`` defaults to
-    :func:`frozen_deconvolutions`. Returns the layers set."""
+    """Upstream ``surgery.interp``: set each layer's weight ``(m, k, h, w)`` to
+    ``upsample_filt(h)`` at ``[range(m), range(k)]`` (the diagonal when ``m == k``, every
+    ``[i, 0]`` when ``k == 1``), leaving the other values as they are
+    (:func:`port.net.ops.set_upsample_filt_`); ``layers`` defaults to
+    :func:`frozen_deconvolutions`. A weight upstream refuses
+    (:func:`port.net.ops.upsample_filt_refusal`) is a :class:`SurgeryError`, raised before any
+    weight changes. Returns the layers set."""
     params = _params(net)
     names = frozen_deconvolutions(net) if layers is None else list(layers)
     checked = []
@@ -142,22 +137,12 @@ def interp(net: Any, layers: Sequence[str] | None = None) -> list[str]:
         if name not in params:
             raise SurgeryError(f"interp: no parameterised layer {name!r} in the net")
         weight = params[name][0]
-        if weight.dim() != 4:
-            raise SurgeryError(f"interp: layer {name!r} weight {tuple(weight.shape)} is not 4-D")
-        m, k, h, w = (int(s) for s in weight.shape)
-        if m != k and k != 1:
-            raise SurgeryError(f"interp: layer {name!r} weight {tuple(weight.shape)}: input and "
-                               f"output channels need to be the same or |output| == 1")
-        if h != w:
-            raise SurgeryError(f"interp: layer {name!r} weight {tuple(weight.shape)}: filters "
-                               f"need to be square")
-        checked.append((weight, m, k, h))
-    with torch.no_grad():
-        for weight, m, k, h in checked:
-            filt = ops.bilinear_kernel(h).to(weight.device, weight.dtype)  # float64 -> float32
-            rows = torch.arange(m)
-            cols = torch.arange(k).expand(m) if k == 1 else torch.arange(k)
-            weight[rows, cols] = filt
+        reason = ops.upsample_filt_refusal(tuple(weight.shape))
+        if reason is not None:
+            raise SurgeryError(f"interp: layer {name!r} weight {tuple(weight.shape)}: {reason}")
+        checked.append(weight)
+    for weight in checked:
+        ops.set_upsample_filt_(weight)
     return names
 
 
