@@ -92,6 +92,8 @@ def test_siftflow_validates_both_outputs_and_trains_both_losses(sift):
         assert set(outputs) == {"score_sem", "score_geo"}
         assert all(set(outputs[o]) >= METRICS for o in outputs)
         assert record["val"]["images"] == 2
+    from reproduce.training.run import val_line
+    assert "score_sem" in val_line(log[-1]["val"]) and "score_geo" in val_line(log[-1]["val"])
     report = _json(sift.out / "report.json")
     assert set(report["outputs"]) == {"score_sem", "score_geo"}
     assert report["outputs"]["score_geo"]["metrics"]["mean_iu"] == pytest.approx(

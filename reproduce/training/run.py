@@ -21,7 +21,9 @@ in global pass order. Rank 0 alone writes the log, snapshots and reports.
 Files under OUT: ``train_log.jsonl`` (one object per iteration: ``iter``, ``lr``, ``loss``,
 ``samples``, ``val`` after a validation), ``snapshots/iter_<k>.safetensors`` (the weights in the
 builder's names, loadable by ``port.models``) + ``snapshots/iter_<k>.solverstate.safetensors``
-(``Solver.snapshot``: weights, history, counters, RNG), ``final.safetensors``,
+(``Solver.snapshot``: weights, history, counters, RNG), ``final.safetensors``, ``init.json``
+(where each blob started: the file it was copied from, filled, interp; the sources read; the
+training list, ``reproduce.training.data.ListSource``),
 ``report.json``/``report.md`` (``reproduce.report``), ``curves.png``.
 """
 from __future__ import annotations
@@ -252,6 +254,14 @@ def val_record(result: Any, tasks: tuple) -> dict[str, Any]:
     return {**per[tasks[0].output], "images": result.images, "outputs": per}
 
 
+def val_line(val: dict[str, Any]) -> str:
+    """The console line of a validation: the mean IU of each output (SIFT Flow: sem and geo)."""
+    outputs = val["outputs"]
+    if len(outputs) == 1:
+        return f"mean IU {val['mean_iu']:.4f}"
+    return "mean IU " + ", ".join(f"{o} {v['mean_iu']:.4f}" for o, v in outputs.items())
+
+
 # ------------------------------------------------------------------------------ the run
 def _device(name: str, ctx: dist_.DistContext) -> torch.device:
     from port.run.devices import DeviceError, check_device
@@ -376,7 +386,7 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
                 if ctx.is_main:
                     record["val"] = val_record(result, validator.tasks)
                     last_val = result
-                    log(f"iteration {it + 1}: mean IU {record['val']['mean_iu']:.4f}")
+                    log(f"iteration {it + 1}: {val_line(record['val'])}")
             if ctx.is_main:
                 with open(out / LOG_NAME, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
