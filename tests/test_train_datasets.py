@@ -239,6 +239,16 @@ def test_nyud_fusion_starts_from_the_two_streams(nyud):
     assert len(_log(nyud.outs["fusion"])) == 2
 
 
+def test_a_stage_of_another_width_is_refused_in_one_line(nyud, capsys):
+    before = (nyud.outs["fusion"] / "init.json").read_bytes()
+    assert reproduce_main(["train", "nyud_fcn32s_color_hha", "--data", str(nyud.root), "--out",
+                           str(nyud.outs["fusion"]), "--width-divisor", "8", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nyud-fcn32s-color/final.safetensors" in err
+    assert "--width-divisor 16" in err and "is 8" in err
+    assert (nyud.outs["fusion"] / "init.json").read_bytes() == before
+
+
 # ------------------------------------------------------------------------- PASCAL-Context
 def test_pascalcontext_trains_on_voc2010_train(tmp_path):
     root = tmp_path / "data"

@@ -116,6 +116,11 @@ def _stage_weights(opts: TrainOptions, source: str) -> Path:
         raise TrainError(f"--init auto for {opts.model} starts from {source}'s final weights, "
                          f"{path} not found: train {source.replace('_', '-')} first (make "
                          f"train-{source.replace('_', '-')}) or pass --init FILE")
+    from port.models.weights import builder_kwargs as stored_kwargs, read_metadata
+    width = stored_kwargs(read_metadata(path)).get("width_divisor", 1)
+    if int(width) != int(opts.width_divisor):
+        raise TrainError(f"{path}: {source}'s final weights are of --width-divisor {width}, this "
+                         f"run's is {opts.width_divisor}: train every stage at one width")
     return path
 
 
