@@ -1,4 +1,5 @@
-"""reproduce.datasets on tiny synthetic trees written with pillow and scipy.io.savemat.
+"""reproduce.datasets on tiny synthetic trees written with pillow and scipy.io.savemat
+(the tree makers of tests/train_trees.py).
 
 Expected values are computed here from the written files with the upstream data layers' recipes
 (voc_layers.py, siftflow_layers.py, nyud_layers.py, pascalcontext_layers.py), not with the readers.
@@ -18,18 +19,17 @@ from reproduce import datasets as ds
 from reproduce.datasets.nyud import inputs_for
 from reproduce.datasets.siftflow import SUBDIR
 
+from train_trees import (
+    context_class_lists, make_context, make_nyud, make_siftflow, rgb, save_jpg, write_split,
+)
+
 RNG = np.random.default_rng(7)
 ODD_SIZES = [(5, 7), (9, 3), (11, 13), (3, 17), (15, 5), (7, 9), (13, 11), (1, 21), (17, 1),
              (19, 7), (21, 15), (6, 25)]
 
 
-def _rgb(h, w):
-    return RNG.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-
-
 def _save_jpg(path: Path, h, w):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_rgb(h, w)).save(path, quality=95)
+    save_jpg(path, rgb(RNG, h, w))
 
 
 def _upstream_image(path: Path, mean):
@@ -37,11 +37,6 @@ def _upstream_image(path: Path, mean):
     in_ = np.array(Image.open(path), dtype=np.float32)[:, :, ::-1]
     in_ -= np.array(mean, dtype=np.float32)
     return in_.transpose((2, 0, 1))
-
-
-def _write_split(path: Path, ids):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(ids))  # no trailing newline, like the upstream split files
 
 
 # ----------------------------------------------------------------------------- PASCAL VOC
@@ -68,7 +63,7 @@ def make_voc(root: Path, year="VOC2012", sizes=ODD_SIZES, splits=("seg11valid", 
         labels[image_id] = _voc_label(h, w)
         _palette_png(folder / "SegmentationClass" / f"{image_id}.png", labels[image_id])
     for split in splits:
-        _write_split(folder / "ImageSets" / "Segmentation" / f"{split}.txt", list(labels))
+        write_split(folder / "ImageSets" / "Segmentation" / f"{split}.txt", list(labels))
     return folder, labels
 
 
@@ -157,7 +152,7 @@ def test_sbd_reads_gtcls_segmentation(tmp_path):
         (folder / "cls").mkdir(exist_ok=True)
         scipy.io.savemat(folder / "cls" / f"{image_id}.mat", {"GTcls": {
             "Segmentation": labels[image_id], "CategoriesPresent": np.array([1])}})
-    _write_split(folder / "val.txt", list(labels))
+    write_split(folder / "val.txt", list(labels))
     data = ds.SBD(tmp_path)
     assert data.located.path == folder and len(data) == 4
     for image_id, inputs, label in data:
@@ -171,25 +166,12 @@ def test_sbd_reads_gtcls_segmentation(tmp_path):
 
 # ------------------------------------------------------------------------------ SIFT Flow
 
-def make_siftflow(root: Path, n_images=4):
-    folder = root / "SiftFlowDataset"
-    raw = {}
-    for i in range(n_images):
-        image_id = f"coast_n{i}"
-        h, w = ODD_SIZES[i]
-        _save_jpg(folder / "Images" / SUBDIR / f"{image_id}.jpg", h, w)
-        sem = RNG.integers(0, 34, size=(h, w)).astype(np.float64)   # 0 void, 1..33
-        geo = RNG.integers(-1, 4, size=(h, w)).astype(np.int16)     # -1 void, 1..3
-        for kind, value in (("SemanticLabels", sem), ("GeoLabels", geo)):
-            (folder / kind / SUBDIR).mkdir(parents=True, exist_ok=True)
-            scipy.io.savemat(folder / kind / SUBDIR / f"{image_id}.mat", {"S": value})
-        raw[image_id] = (sem, geo)
-    _write_split(folder / "test.txt", list(raw))
-    return folder, raw
+def _make_siftflow(root: Path, n_images=4):
+    return make_siftflow(root, ODD_SIZES[:n_images], RNG)
 
 
 def test_siftflow_shifts_labels_and_voids(tmp_path):
-    folder, raw = make_siftflow(tmp_path)
+    folder, raw = _make_siftflow(tmp_path)
     sem_data = ds.SIFTFlow(tmp_path)
     geo_data = ds.get_dataset("siftflow", tmp_path, "test", task="geo")
     assert sem_data.n_classes == 33 and geo_data.n_classes == 3 and geo_data.label_name == "geo"
@@ -202,7 +184,7 @@ def test_siftflow_shifts_labels_and_voids(tmp_path):
 
 
 def test_siftflow_both_tasks_in_one_item(tmp_path):
-    folder, raw = make_siftflow(tmp_path, 2)
+    folder, raw = _make_siftflow(tmp_path, 2)
     data = ds.SIFTFlow(tmp_path)
     item = data.item(data.ids[1], all_labels=True)
     raw_sem, raw_geo = raw[data.ids[1]]
@@ -212,7 +194,7 @@ def test_siftflow_both_tasks_in_one_item(tmp_path):
 
 
 def test_siftflow_out_of_range_label(tmp_path):
-    folder, raw = make_siftflow(tmp_path, 1)
+    folder, raw = _make_siftflow(tmp_path, 1)
     sem = raw["coast_n0"][0].copy()
     sem[0, 0] = 34
     scipy.io.savemat(folder / "SemanticLabels" / SUBDIR / "coast_n0.mat", {"S": sem})
@@ -228,28 +210,12 @@ def test_siftflow_out_of_range_label(tmp_path):
 
 # ---------------------------------------------------------------------------------- NYUD
 
-def make_nyud(root: Path, n_images=3):
-    folder = root / "nyud"
-    raw = {}
-    for i in range(n_images):
-        image_id = f"{5001 + i:04d}"
-        h, w = ODD_SIZES[i]
-        for sub in ("images", "hha", "depth"):
-            (folder / "data" / sub).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(_rgb(h, w)).save(folder / "data" / "images" / f"img_{image_id}.png")
-        Image.fromarray(_rgb(h, w)).save(folder / "data" / "hha" / f"img_{image_id}.png")
-        depth = RNG.integers(500, 10000, size=(h, w)).astype(np.uint16)
-        Image.fromarray(depth).save(folder / "data" / "depth" / f"img_{image_id}.png")
-        seg = RNG.integers(0, 41, size=(h, w)).astype(np.uint16)
-        (folder / "segmentation").mkdir(exist_ok=True)
-        scipy.io.savemat(folder / "segmentation" / f"img_{image_id}.mat", {"segmentation": seg})
-        raw[image_id] = (depth, seg)
-    _write_split(folder / "test.txt", list(raw))
-    return folder, raw
+def _make_nyud(root: Path, n_images=3):
+    return make_nyud(root, ODD_SIZES[:n_images], RNG)
 
 
 def test_nyud_inputs_and_labels(tmp_path):
-    folder, raw = make_nyud(tmp_path)
+    folder, raw = _make_nyud(tmp_path)
     data = ds.NYUDv2(tmp_path, inputs=("color", "hha", "depth"))
     assert data.n_classes == 40 and len(data) == 3
     for image_id, inputs, label in data:
@@ -267,7 +233,7 @@ def test_nyud_inputs_and_labels(tmp_path):
 
 def test_nyud_inputs_named_as_the_net_blobs(tmp_path):
     """nyud-fcn32s-hha feeds HHA into a blob named `data`; the fusion nets use `color`/`depth`."""
-    make_nyud(tmp_path, 1)
+    _make_nyud(tmp_path, 1)
     hha_net = ds.NYUDv2(tmp_path, inputs={"data": "hha"})
     both = ds.NYUDv2(tmp_path, inputs=("color", "hha"))
     image_id, inputs, _ = hha_net[0]
@@ -282,7 +248,7 @@ def test_nyud_inputs_named_as_the_net_blobs(tmp_path):
 
 
 def test_nyud_errors(tmp_path):
-    folder, _ = make_nyud(tmp_path, 1)
+    folder, _ = _make_nyud(tmp_path, 1)
     with pytest.raises(ValueError, match="inputs"):
         ds.NYUDv2(tmp_path, inputs=("rgb",))
     (folder / "data" / "hha" / "img_5001.png").unlink()
@@ -313,22 +279,8 @@ def _names(path: Path):
     return [line.split(":", 1)[1].replace(" ", "") for line in path.read_text().splitlines()]
 
 
-def make_context(root: Path, lists: Path | None, full_names):
-    context = root / "pascal-context"
-    voc = root / "VOCdevkit" / "VOC2010"
-    raw = {}
-    for i, (h, w) in enumerate(ODD_SIZES[:4]):
-        image_id = f"2008_{i:06d}"
-        _save_jpg(voc / "JPEGImages" / f"{image_id}.jpg", h, w)
-        raw[image_id] = RNG.integers(0, len(full_names) + 1, size=(h, w)).astype(np.uint16)
-        (context / "trainval").mkdir(parents=True, exist_ok=True)
-        scipy.io.savemat(context / "trainval" / f"{image_id}.mat", {"LabelMap": raw[image_id]})
-    _write_split(voc / "ImageSets" / "Main" / "val.txt", list(raw))
-    return context, voc, raw
-
-
 def _check_context(tmp_path, class_lists, full_names, task_names):
-    context, voc, raw = make_context(tmp_path, class_lists, full_names)
+    context, voc, raw = make_context(tmp_path, len(full_names), ODD_SIZES[:4], RNG)
     data = ds.PASCALContext(tmp_path, class_lists=class_lists)
     assert data.located.path == context and data.voc_root == voc and data.n_classes == 60
     for image_id, inputs, label in data:
@@ -341,15 +293,8 @@ def _check_context(tmp_path, class_lists, full_names, task_names):
 
 def test_context_with_synthetic_class_lists(tmp_path):
     """Lists in the Context download's names; the full list shuffled with decoy names."""
-    task_names = [n for n in ds.CONTEXT_CLASSES[1:]]
-    renamed = [{"diningtable": "table", "bedcloth": "bedclothes", "clothes": "cloth"}.get(n, n)
-               for n in task_names]
-    full_names = renamed + ["clothestree", "pooltable", "tableware", "accordion"]
-    full_names = [full_names[i] for i in RNG.permutation(len(full_names))]
     lists = tmp_path / "lists"
-    lists.mkdir()
-    (lists / "labels.txt").write_text("".join(f"{i}: {n}\n" for i, n in enumerate(full_names, 1)))
-    (lists / "59_labels.txt").write_text("".join(f"{i}: {n}\n" for i, n in enumerate(task_names, 1)))
+    full_names, task_names = context_class_lists(lists, RNG)
     data, context = _check_context(tmp_path, lists, full_names, task_names)
     table = full_names.index("table") + 1
     scipy.io.savemat(context / "trainval" / f"{data.ids[0]}.mat",
@@ -369,7 +314,7 @@ def test_context_with_upstream_class_lists(tmp_path, upstream_dir):
 
 
 def test_context_without_class_lists(tmp_path):
-    make_context(tmp_path, None, ["a", "b"])
+    make_context(tmp_path, 2, ODD_SIZES[:4], RNG)
     with pytest.raises(ds.MissingFileError, match="class_lists"):
         ds.PASCALContext(tmp_path)
 

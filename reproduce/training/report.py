@@ -43,7 +43,7 @@ def plot_curves(path: Path, records: Sequence[dict], published_mean_iu: float | 
 
 
 def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, records: Sequence[dict],
-                       opts: Any, train_reader: Any, val_reader: Any, device: Any,
+                       opts: Any, train: Any, val_reader: Any, device: Any,
                        world: int) -> dict[str, Any]:
     from port.run.devices import device_name
     from reproduce import report as R
@@ -57,8 +57,9 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
                      precision="strict-fp32", precision_description="training run's final validation",
                      world_size=world, split_size=len(val_reader.ids),
                      extra={"training": {"recipe": recipe.source, "iterations": records[-1]["iter"] if records else 0,
-                                         "train": f"{train_reader.name} {train_reader.split} "
-                                                  f"({len(train_reader.ids)} images)",
+                                         "train": f"{train.reader.name} {train.reader.split} "
+                                                  f"({train.size} images)",
+                                         "train_list": train.list_record,
                                          "init": opts.init, "width_divisor": opts.width_divisor}},
                      split_check=check_split(val_reader.name, val_reader.split, val_reader.ids).as_dict())
     paths = R.write_report(out, result, info, tasks, rows)

@@ -21,7 +21,9 @@ in global pass order. Rank 0 alone writes the log, snapshots and reports.
 Files under OUT: ``train_log.jsonl`` (one object per iteration: ``iter``, ``lr``, ``loss``,
 ``samples``, ``val`` after a validation), ``snapshots/iter_<k>.safetensors`` (the weights in the
 builder's names, loadable by ``port.models``) + ``snapshots/iter_<k>.solverstate.safetensors``
-(``Solver.snapshot``: weights, history, counters, RNG), ``final.safetensors``,
+(``Solver.snapshot``: weights, history, counters, RNG), ``final.safetensors``, ``init.json``
+(where each blob started: the file it was copied from, filled, interp; the sources read; the
+training list, ``reproduce.training.data.ListSource``),
 ``report.json``/``report.md`` (``reproduce.report``), ``curves.png``.
 """
 from __future__ import annotations
@@ -114,32 +116,49 @@ def _stage_weights(opts: TrainOptions, source: str) -> Path:
         raise TrainError(f"--init auto for {opts.model} starts from {source}'s final weights, "
                          f"{path} not found: train {source.replace('_', '-')} first (make "
                          f"train-{source.replace('_', '-')}) or pass --init FILE")
+    from port.models.weights import builder_kwargs as stored_kwargs, read_metadata
+    width = stored_kwargs(read_metadata(path)).get("width_divisor", 1)
+    if int(width) != int(opts.width_divisor):
+        raise TrainError(f"{path}: {source}'s final weights are of --width-divisor {width}, this "
+                         f"run's is {opts.width_divisor}: train every stage at one width")
     return path
 
 
-def initialise(net: Any, recipe: Recipe, opts: TrainOptions) -> dict[str, str]:
+def initialise(net: Any, recipe: Recipe, opts: TrainOptions) -> dict[str, Any]:
     """Fillers, then the recipe's (or ``--init``'s) weights, then interp; what happened to each
-    blob (``surgery.TransplantReport``)."""
+    blob (``surgery.TransplantReport``, each copied or coerced blob naming the file it came
+    from) and the sources read (file, suffix, the source layers the train net lacks)."""
     from port.training.fillers import fill_net
     from port.training.surgery import interp, transplant
     fill_net(net, 0)
-    entries: dict[str, str] = {}
     if opts.init != "auto":
-        entries.update(transplant(net, _read_source(Path(opts.init))).entries)
+        sources = [(Path(opts.init), "")]
     elif recipe.init.kind == "classifier":
         from reproduce import download, registry
-        source = download.fetch(registry.get(recipe.init.sources[0]), registry.cache_dir(opts.cache))
-        entries.update(transplant(net, _read_source(Path(source))).entries)
+        sources = [(Path(download.fetch(registry.get(recipe.init.sources[0]),
+                                        registry.cache_dir(opts.cache))), "")]
     elif recipe.init.kind == "stage":
-        entries.update(transplant(net, _read_source(_stage_weights(opts, recipe.init.sources[0]))).entries)
+        sources = [(_stage_weights(opts, recipe.init.sources[0]), "")]
     else:  # fusion: each stream's net with its suffix (nyud-fcn32s-color-hha/solve.py)
-        for source, suffix in zip(recipe.init.sources, recipe.init.suffixes):
-            report = transplant(net, _read_source(_stage_weights(opts, source)), suffix=suffix)
-            entries.update({k: v for k, v in report.entries.items() if v != "filled" or k not in entries})
+        sources = [(_stage_weights(opts, s), suffix)
+                   for s, suffix in zip(recipe.init.sources, recipe.init.suffixes)]
+    blobs: dict[str, str] = {}
+    read = []
+    for path, suffix in sources:
+        report = transplant(net, _read_source(path), suffix=suffix)
+        dropped = []
+        for key, what in report.entries.items():
+            if what == "dropped" or "." not in key:
+                dropped.append(key)
+            elif what != "filled":
+                blobs[key] = f"{what} from {path}"
+            else:
+                blobs.setdefault(key, what)
+        read.append({"file": str(path), "suffix": suffix, "dropped": dropped})
     if recipe.interp:
         for name in interp(net):
-            entries[f"{name}.0"] = entries.get(f"{name}.0", "filled") + " + interp"
-    return entries
+            blobs[f"{name}.0"] = blobs.get(f"{name}.0", "filled") + " + interp"
+    return {"sources": read, "blobs": blobs}
 
 
 def builder_kwargs(recipe: Recipe, width_divisor: int) -> dict[str, int]:
@@ -240,6 +259,14 @@ def val_record(result: Any, tasks: tuple) -> dict[str, Any]:
     return {**per[tasks[0].output], "images": result.images, "outputs": per}
 
 
+def val_line(val: dict[str, Any]) -> str:
+    """The console line of a validation: the mean IU of each output (SIFT Flow: sem and geo)."""
+    outputs = val["outputs"]
+    if len(outputs) == 1:
+        return f"mean IU {val['mean_iu']:.4f}"
+    return "mean IU " + ", ".join(f"{o} {v['mean_iu']:.4f}" for o, v in outputs.items())
+
+
 # ------------------------------------------------------------------------------ the run
 def _device(name: str, ctx: dist_.DistContext) -> torch.device:
     from port.run.devices import DeviceError, check_device
@@ -282,19 +309,18 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     if recipe.train_dataset == "nyud":
         from reproduce.datasets.nyud import inputs_for
         nyud_inputs = inputs_for(meta.inputs, meta.preprocess)
-    train_reader = open_split(recipe.train_dataset, opts.data, recipe.train_split, nyud_inputs)
-    val_reader = open_split(recipe.val_dataset, opts.data, recipe.val_split, nyud_inputs)
+    train_reader, train_list = open_split(recipe.train_dataset, opts.data, recipe.train_split,
+                                          nyud_inputs)
+    val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split, nyud_inputs)
+    log(train_list.describe())
     net = train_net(recipe.model, width_divisor=opts.width_divisor)
     label_tops = tuple(t for t in net.input_names if t in ("label", "sem", "geo"))
-    data = TrainData(train_reader, seed, label_tops)
+    data = TrainData(train_reader, seed, label_tops, train_list)
     identity = _identity(recipe, opts, seed, data, world)
 
     out = Path(opts.out)
     snapshot = latest_snapshot(out) if opts.resume else None
-    if snapshot is None:
-        transplant_report = initialise(net, recipe, opts)
-    else:
-        transplant_report = {}
+    init_record = initialise(net, recipe, opts) if snapshot is None else {}
     param = solver_parameter(with_overrides(recipe, iter_size=per_iter))
     solver = Solver(param, net=net, device=device)
     start = 0
@@ -314,8 +340,8 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
         write_text_atomic(out / LOG_NAME, "".join(json.dumps(r) + "\n" for r in records))
         if snapshot is None:
             write_text_atomic(out / "init.json", json.dumps(
-                {"init": opts.init, "recipe_init": recipe.init.upstream, "blobs": transplant_report},
-                indent=1) + "\n")
+                {"init": opts.init, "recipe_init": recipe.init.upstream, **init_record,
+                 "train_list": data.list_record}, indent=1) + "\n")
     validator = Validator(recipe, val_reader, opts.width_divisor, device)
     learnable = [p for g in solver.optimizer.param_groups if float(g["lr_mult"]) != 0 for p in g["params"]]
 
@@ -365,7 +391,7 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
                 if ctx.is_main:
                     record["val"] = val_record(result, validator.tasks)
                     last_val = result
-                    log(f"iteration {it + 1}: mean IU {record['val']['mean_iu']:.4f}")
+                    log(f"iteration {it + 1}: {val_line(record['val'])}")
             if ctx.is_main:
                 with open(out / LOG_NAME, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
@@ -392,7 +418,7 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
         if last_val is not None:
             from reproduce.training.report import write_train_report
             summary.update(write_train_report(out, recipe, validator, last_val, records, opts,
-                                              train_reader, val_reader, device, world))
+                                              data, val_reader, device, world))
     return summary
 
 
