@@ -39,7 +39,7 @@ from torch import nn  # noqa: E402
 from port.caffe import load_net, parse_text  # noqa: E402
 from port.caffe.synth import divide_width  # noqa: E402
 from port.net.engine import CaffeNet  # noqa: E402
-from port.training.fillers import fill  # noqa: E402
+from port.net.fillers import fill  # noqa: E402
 from port.training.solver import Solver, SolverParameter  # noqa: E402
 from port.training.surgery import interp  # noqa: E402
 

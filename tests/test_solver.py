@@ -13,7 +13,7 @@ import torch
 from port.caffe import parse_text
 from port.caffe.net import netdef_from_message
 from port.net.engine import CaffeNet
-from port.training.fillers import fill_net
+from port.net.fillers import fill_net
 from port.training.solver import (CaffeSGD, Solver, SolverError, SolverParameter, learning_rate,
                                   loss_weights, scale_diff_overwritten)
 

@@ -14,7 +14,7 @@ from port.caffe.net import netdef_from_message
 from port.net import ops
 from port.net.engine import CaffeNet
 from port.training import surgery
-from port.training.fillers import fill
+from port.net.fillers import fill
 from port.training.surgery import SurgeryError, init_from, interp, transplant
 
 
@@ -88,7 +88,7 @@ def test_rules_copy_coerce_drop_and_keep_fillers():
     src = _src({"b": [rng.standard_normal((4, 3)).astype(np.float32),
                       rng.standard_normal(4).astype(np.float32), np.ones(2, np.float32)],
                 "gone": [np.ones(3, np.float32)]})
-    from port.training.fillers import fill_net
+    from port.net.fillers import fill_net
     fill_net(net, 0)
     report = transplant(net, src)
     assert report.entries == {"a.0": "filled", "a.1": "filled", "b.0": "coerced (4, 3) -> (4, 3, 1, 1)",

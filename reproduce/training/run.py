@@ -3,7 +3,7 @@
 ``solve.py``: ``solver = caffe.SGDSolver('solver.prototxt')``, ``solver.net.copy_from(weights)``,
 ``surgery.interp`` on the ``'up'`` layers, then ``for _ in range(R): solver.step(S);
 score.seg_tests(solver, ...)``. Here: the builder's TRAIN-phase net
-(``port.models.train_net``), Caffe's fillers (``port.training.fillers``), the recipe's initial
+(``port.models.train_net``), Caffe's fillers (``port.net.fillers``), the recipe's initial
 weights (``surgery.transplant`` / copy by layer name), ``surgery.interp`` on the frozen
 Deconvolutions, Caffe's ``SGDSolver`` update (``port.training.solver.CaffeSGD``) over
 ``iter_size`` forward/backward passes per iteration (``Solver::Step``), and every
@@ -128,7 +128,7 @@ def initialise(net: Any, recipe: Recipe, opts: TrainOptions) -> dict[str, Any]:
     """Fillers, then the recipe's (or ``--init``'s) weights, then interp; what happened to each
     blob (``surgery.TransplantReport``, each copied or coerced blob naming the file it came
     from) and the sources read (file, suffix, the source layers the train net lacks)."""
-    from port.training.fillers import fill_net
+    from port.net.fillers import fill_net
     from port.training.surgery import interp, transplant
     fill_net(net, 0)
     if opts.init != "auto":
