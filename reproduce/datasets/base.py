@@ -122,7 +122,11 @@ def read_split(path: Path, hint: str = "") -> list[str]:
     return ids
 
 
-def split_ids(split_file, default: Path, hint: str = "") -> list[str]:
+#: What a missing split file's error suggests (the command line's and the Python way).
+SPLIT_FILE_HINT = " (give a list of image ids with --split FILE, or split_file= in Python)"
+
+
+def split_ids(split_file, default: Path, hint: str = SPLIT_FILE_HINT) -> list[str]:
     """The ids of ``split_file`` when the user gave one, else of the dataset's own ``default``
     split file (:func:`read_split`)."""
     return read_split(Path(split_file) if split_file else default, hint)

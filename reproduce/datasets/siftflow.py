@@ -50,8 +50,7 @@ class SIFTFlow(SegmentationDataset):
         self.located = self.locate(root)
         folder = self.located.path
         super().__init__(folder, split, split_ids(
-            split_file, folder / f"{split}.txt",
-            hint=" (give a list of image ids with --split FILE, or split_file= in Python)"))
+            split_file, folder / f"{split}.txt"))
 
     @classmethod
     def locate(cls, root, split: str | None = None) -> Located:

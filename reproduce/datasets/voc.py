@@ -44,8 +44,7 @@ class VOC(SegmentationDataset):
         self.located = self.locate(root, split)
         folder = self.located.path
         super().__init__(folder, split, split_ids(
-            split_file, folder / "ImageSets" / "Segmentation" / f"{split}.txt",
-            hint=" (give a list of image ids with --split FILE, or split_file= in Python)"))
+            split_file, folder / "ImageSets" / "Segmentation" / f"{split}.txt"))
 
     @classmethod
     def locate(cls, root, split: str = "seg11valid") -> Located:
