@@ -145,3 +145,16 @@ def net_run(net_argv, voc_tree, caffemodel, tmp_path_factory) -> Path:
                          "--save-predictions", str(out / "pred"), "--overlays", "2"))
     assert code == 0
     return out
+
+
+@pytest.fixture
+def package_data_patterns():
+    """``package_data_patterns("reproduce")``: setup.cfg's ``[options.package_data]`` globs of
+    a package (what ``pip install .`` ships beside its modules)."""
+    import configparser
+
+    def patterns(package: str) -> list[str]:
+        cfg = configparser.ConfigParser()
+        cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+        return cfg["options.package_data"][package].split()
+    return patterns

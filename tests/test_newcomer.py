@@ -109,12 +109,9 @@ def test_packaged_lists_are_the_registrys(key):
     assert splits.default_split(key[0]) == key[1]      # the shipped lists are the defaults
 
 
-def test_the_packaged_lists_are_declared_package_data():
+def test_the_packaged_lists_are_declared_package_data(package_data_patterns):
     """``pip install .`` ships reproduce/data: setup.cfg's package_data covers every list."""
-    import configparser
-    cfg = configparser.ConfigParser()
-    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
-    patterns = cfg["options.package_data"]["reproduce"].split()
+    patterns = package_data_patterns("reproduce")
     package = Path(splits.__file__).parent
     for entry in splits.PACKAGED.values():
         rel = (splits.DATA_DIR / entry.packaged).relative_to(package)

@@ -7,7 +7,6 @@ and where the NYUD ``trainval`` list comes from (``reproduce.training.data.TRAIN
 The runs are made once per module and shared; each test checks one thing of them."""
 from __future__ import annotations
 
-import configparser
 import json
 import shutil
 from pathlib import Path
@@ -335,10 +334,8 @@ def test_an_altered_shipped_list_is_refused_in_one_line(nyud_folder, tmp_path, m
     assert err.count("\n") == 1 and str(copy / "nyud" / "val.txt") in err and "altered" in err
 
 
-def test_the_shipped_training_lists_are_package_data():
-    cfg = configparser.ConfigParser()
-    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
-    patterns = cfg["options.package_data"]["reproduce.training"].split()
+def test_the_shipped_training_lists_are_package_data(package_data_patterns):
+    patterns = package_data_patterns("reproduce.training")
     package = Path(D.__file__).parent
     for entry in D.TRAIN_LISTS.values():
         for name, artifact in entry.shipped:
