@@ -121,8 +121,9 @@ def _read(weights_path: Path, prototxt: Path | None) -> tuple[NetDef, NetDef | N
 
 def _float32(blob: np.ndarray) -> np.ndarray:
     """``blob`` as contiguous little-endian float32: the file's own view when it is one
-    already (Caffe's ``data``), a converted copy otherwise (``double_data``)."""
-    return np.ascontiguousarray(blob, dtype=_FLOAT32)
+    already (Caffe's ``data``), a converted copy otherwise (``double_data``). A 0-axis blob (a
+    Scale's ``num_axes: 0``) stays 0-d (``ascontiguousarray`` alone makes it 1-d)."""
+    return np.ascontiguousarray(blob, dtype=_FLOAT32).reshape(np.shape(blob))
 
 
 def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarray]:
