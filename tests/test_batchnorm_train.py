@@ -140,3 +140,20 @@ def test_snapshot_resumes_bit_for_bit(runs, case):
     for ours in run["blobs"][SNAPSHOT_AT:]:
         solver.step(1)
         assert all(v.tobytes() == ours[k].tobytes() for k, v in solver.blobs().items())
+
+
+def test_fillers_start_batchnorm_at_caffes_zeros(goldens_dir):
+    """Without a caffemodel (fill_net, as Caffe's LayerSetUp): the three BatchNorm blobs are
+    0, as batch2's init.caffemodel holds them; the Scale layers take their fillers."""
+    from port.net.fillers import fill_net
+    folder = goldens_dir / "batchnorm-train" / "batch2"
+    solver = Solver(SolverParameter.read(folder / "solver.prototxt"), npz_feed(folder / "data.npz"))
+    used = fill_net(solver.net, seed=5)
+    assert used["bn1"] == used["bn2"] == ["constant"] * 3
+    assert used["scale1"] == ["uniform", "gaussian"]
+    init = np.load(folder / "init.npz")
+    for name in ("bn1", "bn2"):
+        for i, p in enumerate(solver.net.caffe_layers()[name].caffe_params()):
+            assert p.detach().numpy().tobytes() == init[f"{name}.{i}"].tobytes()
+    weight = solver.net.caffe_layers()["scale1"].weight.detach()
+    assert 0.5 <= float(weight.min()) and float(weight.max()) <= 1.5 and weight.std() > 0
