@@ -254,3 +254,22 @@ def test_unchanged_classifier_deploy_nets_build(shared_dir):
             assert layers[follower].caffe_type == "Scale"
             assert tuple(layers[follower].weight.shape) == (channels,)
         assert shapes["data"] == net.input_shapes["data"]
+
+
+def test_folded_batchnorm_keeps_every_resnet_blob(goldens_dir, nets):
+    """cpu-fast folds each in-place BatchNorm (+ Scale) into its convolution
+    (port.run.fold): every blob still within 1e-5 of Caffe's; the net itself is unchanged, and
+    a BatchNorm that is not in place or runs on its batch's statistics is left alone."""
+    from port.run.fold import Folded, fold_batchnorm, foldable
+    net = nets("resnet50-div8")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    norms = [n for n, m in net.caffe_layers().items() if isinstance(m, BatchNorm)]
+    chains = foldable(net)
+    assert [bn for _, bn, _ in chains] == norms and all(scale for _, _, scale in chains)
+    folded = fold_batchnorm(net)
+    assert all(isinstance(folded.caffe_layers()[n], Folded) for n in norms)
+    assert folded.caffe_layers()["res2a_branch1"].bias_term and not net.caffe_layers()["res2a_branch1"].bias_term
+    check_against(folded, np.load(goldens_dir / "resnet50-div8" / "blobs-224x224.npz"))
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    zoo = nets(ZOO)
+    assert foldable(zoo) == [] and fold_batchnorm(zoo) is zoo  # bn_global, bn_batch: not in place
