@@ -273,3 +273,22 @@ def test_folded_batchnorm_keeps_every_resnet_blob(goldens_dir, nets):
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     zoo = nets(ZOO)
     assert foldable(zoo) == [] and fold_batchnorm(zoo) is zoo  # bn_global, bn_batch: not in place
+
+
+def test_classifier_stored_without_its_input_converts_with_batchnorm_blobs(goldens_dir, nets, tmp_path):
+    """A released classifier stores its layers but no input shape (as the ILSVRC caffemodels
+    do): converted without a prototxt, BatchNorm's three blobs take the engine's names, and the
+    file loads into the deploy net."""
+    from port.caffe import write_caffemodel
+    from port.convert import convert
+    from port.load import load_net_and_weights
+    folder = goldens_dir / "resnet50-div8"
+    msg = load_caffemodel(folder / "weights.caffemodel").msg.copy()
+    msg.set("layer", [layer for layer in msg.layer if layer.type != "Input"])
+    write_caffemodel(tmp_path / "stored.caffemodel", msg)
+    report = convert(tmp_path / "stored.caffemodel", out=tmp_path / "stored.safetensors")
+    assert "declares no input for data" in " ".join(report.notes)
+    loaded, _ = load_net_and_weights(folder / "net.prototxt", tmp_path / "stored.safetensors")
+    reference = nets("resnet50-div8").state_dict()
+    assert list(loaded.state_dict()) == list(reference)
+    assert all(torch.equal(v, reference[k]) for k, v in loaded.state_dict().items())
