@@ -193,6 +193,27 @@ def test_scale_factor_zero_means_zero_statistics():
         torch.testing.assert_close(net(data=x)["bn"], (x - 1.5) / torch.sqrt(torch.tensor(3.5 + 1e-5)))
 
 
+def test_bias_layer_one_and_two_bottoms():
+    """bias_layer.cpp: a learned bias over ``axis``/``num_axes`` (its filler, default constant
+    0), or the second bottom's values added along ``axis``."""
+    net = CaffeNet(netdef_from_message(parse_text("""
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 5 } } }
+layer { name: "vec" type: "Input" top: "vec" input_param { shape { dim: 2 dim: 3 } } }
+layer { name: "b1" type: "Bias" bottom: "data" top: "b1"
+        bias_param { axis: 1 num_axes: -1 filler { type: "constant" value: 0.5 } } }
+layer { name: "b0" type: "Bias" bottom: "data" top: "b0" }
+layer { name: "b2" type: "Bias" bottom: "b1" bottom: "vec" top: "b2" bias_param { axis: 0 } }
+""")))
+    layers = net.caffe_layers()
+    assert tuple(layers["b1"].bias.shape) == (3, 4, 5) and bool((layers["b1"].bias.detach() == 0.5).all())
+    assert tuple(layers["b0"].bias.shape) == (3,) and not layers["b0"].bias.detach().any()
+    assert layers["b2"].caffe_params() == []
+    x, vec = torch.randn(2, 3, 4, 5), torch.randn(2, 3)
+    with torch.no_grad():
+        out = net(data=x, vec=vec)
+    torch.testing.assert_close(out["b2"], x + 0.5 + vec[:, :, None, None])
+
+
 def test_weights_through_load_convert_and_export(goldens_dir, nets, tmp_path):
     """The three BatchNorm blobs travel every weights path: ``port.load`` of the caffemodel,
     ``port.convert`` to safetensors and back, and the caffemodel writer (Caffe's own format;
