@@ -214,6 +214,19 @@ layer { name: "b2" type: "Bias" bottom: "b1" bottom: "vec" top: "b2" bias_param 
     torch.testing.assert_close(out["b2"], x + 0.5 + vec[:, :, None, None])
 
 
+@pytest.mark.parametrize("option", ["kernel_size: 2", "stride: 2", "pad: 1", "round_mode: FLOOR"])
+def test_pooling_options_caffe_refuses_or_the_port_does_not_run(option):
+    """pooling_layer.cpp LayerSetUp: global pooling takes no kernel size, pad 0 and stride 1
+    only; ``round_mode: FLOOR`` (Caffe's later option) is refused rather than run as CEIL."""
+    pool = "kernel_size: 3" if "FLOOR" in option else "global_pooling: true"
+    text = f"""
+layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: 2 dim: 5 dim: 5 }} }} }}
+layer {{ name: "gap" type: "Pooling" bottom: "data" top: "gap" pooling_param {{ pool: AVE {pool} {option} }} }}
+"""
+    with pytest.raises(CaffeGraphError, match="'gap'.*(global_pooling|round_mode FLOOR)"):
+        CaffeNet(netdef_from_message(parse_text(text)))
+
+
 def test_weights_through_load_convert_and_export(goldens_dir, nets, tmp_path):
     """The three BatchNorm blobs travel every weights path: ``port.load`` of the caffemodel,
     ``port.convert`` to safetensors and back, and the caffemodel writer (Caffe's own format;

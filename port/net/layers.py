@@ -190,6 +190,15 @@ class Pooling(CaffeLayer):
             raise CaffeGraphError(f"layer {layer.name!r}: pooling method {self.mode} unsupported (MAX, AVE)")
         if not self.global_pooling and 0 in geo["kernel"]:
             raise CaffeGraphError(f"layer {layer.name!r}: pooling needs kernel_size or kernel_h/kernel_w")
+        if self.global_pooling and (any(param.has(f) for f in ("kernel_size", "kernel_h", "kernel_w"))
+                                    or set(geo["pad"]) != {0} or set(geo["stride"]) != {1}):
+            # pooling_layer.cpp LayerSetUp's CHECKs
+            raise CaffeGraphError(f"layer {layer.name!r}: with global_pooling the kernel is the whole "
+                                  f"input; no kernel size, pad 0 and stride 1 only")
+        if str(param.round_mode) != "CEIL":
+            # Caffe's later round_mode: FLOOR; every Caffe FCN and classifier uses the default CEIL
+            raise CaffeGraphError(f"layer {layer.name!r}: pooling round_mode {param.round_mode} is not "
+                                  f"supported (CEIL only)")
         self.kernel = _one(geo["kernel"], "kernel", layer.name)
         self.stride, self.pad = _one(geo["stride"], "stride", layer.name), _one(geo["pad"], "pad", layer.name)
 
