@@ -46,13 +46,14 @@ The rules:
   by :meth:`port.net.spec.NetSpec.crop`.
 - **Input padding**: every input size from 1 to 500 pixels (VOC's largest side; past the
   trunk's smallest sizes the arithmetic repeats with period 32) must get a score covering the
-  whole input: every layer's output at least 1 x 1 and every crop inside its input
-  (Caffe's ``Reshape`` rules, :mod:`port.net.ops`). The first convolution keeps its own pad
-  where that already holds; else it gets upstream's ``pad: 100`` ("guarantees that the network
-  output can be aligned to the input for any input size in the given datasets", upstream
-  README) where that holds -- VGG16 and AlexNet, whose cast fc6 needs a 7 x 7 / 6 x 6 map even
-  from a 1-pixel image (at least 97 and 91 pixels); else the smallest pad that holds. ``pad``
-  overrides the rule.
+  whole input: every layer's output at least 1 x 1 and every crop inside its input (Caffe's
+  ``Reshape`` rules, :mod:`port.net.ops`). The first convolution keeps its own pad where that
+  holds. Else, on a trunk with a cast fully connected layer, upstream's ``pad: 100`` where it
+  holds: upstream's README says it "guarantees that the network output can be aligned to the
+  input for any input size in the given datasets"; the cast fc6 needs its whole 7 x 7 (6 x 6)
+  map even from a 1-pixel image, for which VGG16 needs a pad of at least 97 and AlexNet 99,
+  and 100 is upstream's round number above both. Else (no cast layer: GoogLeNet 18, ResNet-50
+  4) the smallest pad that holds. ``pad`` overrides the rule.
 - **Data and loss**: ``dataset="voc"`` writes upstream's Python data layers (train:
   ``voc_layers.SBDDSegDataLayer`` on SBD ``train``; val: ``voc_layers.VOCSegDataLayer`` on
   ``seg11valid``, ``param_str`` as upstream's ``net.py``, paths under ``data_root``); without
@@ -83,7 +84,7 @@ from port.net import coord_map, ops
 from port.net.spec import NetSpec, assign
 
 __all__ = ["FcnizeError", "Casting", "cast", "fcnize", "solver", "spatial_sizes", "STRIDES",
-           "FORMS", "DATASETS", "UPSTREAM_PAD", "COVERED_SIZES"]
+           "SpatialSizes", "FORMS", "DATASETS", "UPSTREAM_PAD", "COVERED_SIZES"]
 
 STRIDES = (32, 16, 8)
 FORMS = ("train", "val", "deploy")
@@ -130,60 +131,72 @@ def _per_axis(values: tuple[int, ...]) -> tuple[int, int]:
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
-def _layer_sizes(layer: Any, sizes: Mapping[str, tuple[int, int]]) -> tuple[int, int] | None:
-    """The (height, width) of a layer's tops from its bottoms', or None where the layer ends
-    the spatial map (InnerProduct, Flatten: their tops are N x C)."""
-    kind, bottoms = layer.type, [sizes[b] for b in layer.bottom if b in sizes]
-    if len(bottoms) < len(layer.bottom):
-        return None
-    first = bottoms[0]
+def _size_rule(layer: Any) -> Callable[[list[tuple[int, int]]], tuple[int, int] | None]:
+    """How a layer sizes its tops from its bottoms' (height, width), as Caffe's ``Reshape``
+    (:mod:`port.net.ops`); the rule returns None where the layer ends the spatial map
+    (InnerProduct, Flatten: their tops are N x C)."""
+    kind, name = layer.type, layer.name
     if kind in ("Convolution", "Deconvolution", "Pooling"):
         if kind == "Pooling" and layer.pooling_param.global_pooling:
-            return 1, 1
+            return lambda bottoms: (1, 1)
         p = coord_map.spatial_params(layer)
-        kernel, stride, pad, dilation = (_per_axis(p[k]) for k in ("kernel", "stride", "pad", "dilation"))
+        geometry = list(zip(*(_per_axis(p[k]) for k in ("kernel", "stride", "pad", "dilation"))))
         if kind == "Pooling":
-            return tuple(ops.pool_output_size(first[i], kernel[i], stride[i], pad[i], layer.name)
-                         for i in range(2))
+            return lambda bottoms: tuple(ops.pool_output_size(size, k, st, pd, name)
+                                         for size, (k, st, pd, _) in zip(bottoms[0], geometry))
         size = ops.conv_output_size if kind == "Convolution" else ops.deconv_output_size
-        return tuple(size(first[i], kernel[i], stride[i], pad[i], dilation[i], layer.name) for i in range(2))
+        return lambda bottoms: tuple(size(n, k, st, pd, dl, name) for n, (k, st, pd, dl) in zip(bottoms[0], geometry))
     if kind == "Crop":
-        shape = ops.crop_output_shape((1, 1, *first), (1, 1, *bottoms[1]), int(layer.crop_param.axis),
-                                      tuple(layer.crop_param.offset) or (0,), layer.name)
-        return int(shape[2]), int(shape[3])
+        axis, offsets = int(layer.crop_param.axis), tuple(layer.crop_param.offset) or (0,)
+        return lambda bottoms: ops.crop_output_shape((1, 1, *bottoms[0]), (1, 1, *bottoms[1]),
+                                                     axis, offsets, name)[2:]
     if kind in ("InnerProduct", *FLATTENING) or kind.endswith("Loss") or kind in ("Accuracy", "Silence"):
-        return None
+        return lambda bottoms: None
+    if kind in ("Eltwise", "Concat"):
+        def merged(bottoms: list[tuple[int, int]]) -> tuple[int, int]:
+            if any(b != bottoms[0] for b in bottoms):
+                raise ops.CaffeSemanticsError(f"layer {name!r}: {kind} of maps "
+                                              f"{' and '.join(f'{h}x{w}' for h, w in bottoms)}")
+            return bottoms[0]
+        return merged
     if kind in coord_map.PASS_THROUGH_LAYERS:
-        if kind in ("Eltwise", "Concat") and any(b != first for b in bottoms):
-            raise ops.CaffeSemanticsError(f"layer {layer.name!r}: {kind} of maps "
-                                          f"{' and '.join(f'{h}x{w}' for h, w in bottoms)}")
-        return first
-    raise FcnizeError(f"layer {layer.name!r}: type {kind!r} has no spatial size rule here")
+        return lambda bottoms: bottoms[0]
+    raise FcnizeError(f"layer {name!r}: type {kind!r} has no spatial size rule here")
+
+
+class SpatialSizes:
+    """Every spatial blob's (height, width) given the inputs', layer by layer as Caffe's
+    ``Reshape`` sizes them; each layer's rule is read once, so a net is sized at many input
+    sizes quickly. Calling it raises ``CaffeSemanticsError`` naming the layer where a size is
+    impossible (an output under 1, a crop outside its input, merged maps of different sizes)."""
+
+    def __init__(self, layers: Iterable[Any]):
+        self.steps = [(tuple(l.bottom), tuple(l.top), _size_rule(l)) for l in layers if l.bottom]
+
+    def __call__(self, inputs: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        sizes = dict(inputs)
+        for bottoms, tops, rule in self.steps:
+            have = [sizes[b] for b in bottoms if b in sizes]
+            out = rule(have) if len(have) == len(bottoms) else None
+            for top in tops:
+                if out is None:
+                    sizes.pop(top, None)
+                else:
+                    sizes[top] = out
+        return sizes
 
 
 def spatial_sizes(layers: Iterable[Any], inputs: Mapping[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
-    """Every spatial blob's (height, width) given the inputs', layer by layer as Caffe's
-    ``Reshape`` sizes them (:mod:`port.net.ops`); raises ``CaffeSemanticsError`` naming the
-    layer where a size is impossible (an output under 1, a crop outside its input, merged maps
-    of different sizes)."""
-    sizes = dict(inputs)
-    for layer in layers:
-        if not layer.bottom:
-            continue
-        out = _layer_sizes(layer, sizes)
-        for top in layer.top:
-            if out is None:
-                sizes.pop(top, None)
-            else:
-                sizes[top] = out
-    return sizes
+    """:class:`SpatialSizes` of ``layers`` at ``inputs`` (blob -> (height, width))."""
+    return SpatialSizes(layers)(inputs)
 
 
 def _uncovered(netdef: NetDef, sizes: Iterable[int] = COVERED_SIZES) -> tuple[int, str] | None:
     """The first input size whose score does not cover the input, with why; None if all do."""
+    sized = SpatialSizes(netdef.layers)
     for size in sizes:
         try:
-            spatial_sizes(netdef.layers, {"data": (size, size)})
+            sized({"data": (size, size)})
         except ops.CaffeSemanticsError as err:
             return size, str(err)
     return None
@@ -311,23 +324,9 @@ class Casting:
                 fields["convolution_param"] = cp | {"pad": [pad]}
             n.layer(layer.type, layer.name, *layer.bottom, tops=layer.top, ntop=len(layer.top), **fields)
         score = nets.fcn_head(n, self.output, self.stride, self.num_classes, "data", 1,
-                              at_once=self.at_once, skips=self.skips, kernel=self._kernel)
+                              at_once=self.at_once, skips=self.skips, rules=_Rules(self))
         nets.loss(n, "loss", score, "label", deploy, normalize=self.normalize_loss)
         return n
-
-    def _kernel(self, n: NetSpec, bottom: str, factor: int, aligned_to: str) -> int:
-        """``2 * factor``, or ``2 * factor - 1`` where the even kernel leaves the crop between
-        the upsampled top and ``aligned_to`` on a half pixel."""
-        maps = coord_map.maps_from(n.netdef(), "data")
-        reference = maps[aligned_to]
-        for kernel in (2 * factor, 2 * factor - 1):
-            up = coord_map.conv_geometry("up", bottom, "up", kernel, factor, kind="Deconvolution")
-            rel = coord_map.compose(coord_map.compose(coord_map.layer_map(up), maps[bottom]),
-                                    coord_map.inverse(reference))
-            if all(s.denominator == 1 for s in rel.shift):
-                return kernel
-        raise FcnizeError(f"{self.source}: upsampling {bottom!r} by {factor} cannot be aligned "
-                          f"to {aligned_to!r} (shift {rel.shift[0]} is not a half pixel)")
 
     def describe(self) -> list[str]:
         """What was derived, one line each (the command prints it)."""
@@ -337,6 +336,47 @@ class Casting:
         lines += [f"skip of stride {s}: {b!r}" for s, b in sorted(self.skips.items(), reverse=True)]
         lines.append(f"pad of {self.first_conv!r}: {self.pad} (the classifier's: {self.own_pad})")
         return lines
+
+
+class _Rules(nets.HeadRules):
+    """The head's kernels and crop directions, derived from the net being written."""
+
+    def __init__(self, casting: Casting):
+        self.source = casting.source
+
+    def kernel(self, n: NetSpec, bottom: str, factor: int, aligned_to: str) -> int:
+        """``2 * factor``, or ``2 * factor - 1`` where the even kernel leaves the crop between
+        the upsampled top and ``aligned_to`` on a half pixel."""
+        maps = coord_map.maps_from(n.netdef(), "data")
+        for kernel in (2 * factor, 2 * factor - 1):
+            up = coord_map.conv_geometry("up", bottom, "up", kernel, factor, kind="Deconvolution")
+            rel = coord_map.compose(coord_map.compose(coord_map.layer_map(up), maps[bottom]),
+                                    coord_map.inverse(maps[aligned_to]))
+            if all(s.denominator == 1 for s in rel.shift):
+                return kernel
+        raise FcnizeError(f"{self.source}: upsampling {bottom!r} by {factor} cannot be aligned "
+                          f"to {aligned_to!r} (shift {rel.shift[0]} is not a half pixel)")
+
+    def crop_skip(self, n: NetSpec, upscored: str, score: str) -> bool:
+        """upstream's direction (the skip's score cropped into the upsampled one) where the
+        maps place it inside and it fits at every input size the trunk takes; else the
+        upsampled score is the larger (no cast fc6 shrinks it) and is cropped to the skip's."""
+        netdef = n.netdef()
+        try:
+            rel = coord_map.map_between(coord_map.geometry_from_net(netdef), score, upscored)
+            offset = coord_map.crop_offset_from_map(rel)
+        except coord_map.CoordMapError:
+            return False
+        offset = _per_axis(offset)
+        sized = SpatialSizes(netdef.layers)
+        for size in COVERED_SIZES:
+            try:
+                sizes = sized({"data": (size, size)})
+            except ops.CaffeSemanticsError:
+                continue  # the trunk does not take this size at this pad
+            if any(sizes[score][i] < sizes[upscored][i] + offset[i] for i in range(2)):
+                return False
+        return True
 
 
 def _source(net: NetDef) -> str:
@@ -530,23 +570,32 @@ def _spec_netdef(casting: Casting) -> NetDef:
 
 
 def _pad(casting: Casting, source: str) -> int:
-    """The padding rule (module docstring): the own pad, else 100, else the smallest that covers."""
-    def covers(pad: int, sizes: Iterable[int] = COVERED_SIZES) -> bool:
+    """The padding rule (module docstring): the own pad where it covers every size; else, for
+    a trunk with a cast fully connected layer, upstream's 100 where it covers; else the
+    smallest pad that covers (doubling, then bisection: a larger pad only enlarges every map
+    and moves the final crop by as much as it pads)."""
+    def covers(pad: int) -> bool:
         try:
             netdef = casting._write("deploy", pad).netdef()
         except coord_map.CoordMapError:
-            return False  # a crop off the input (negative offset): more padding
-        return _uncovered(netdef, sizes) is None
+            return False  # a crop that would start before its input: more padding
+        return _uncovered(netdef) is None
 
-    if covers(casting.own_pad):
-        return casting.own_pad
-    if casting.own_pad < UPSTREAM_PAD and covers(UPSTREAM_PAD):
+    low = casting.own_pad
+    if covers(low):
+        return low
+    if casting.cast and low < UPSTREAM_PAD and covers(UPSTREAM_PAD):
         return UPSTREAM_PAD
-    for pad in range(max(casting.own_pad, UPSTREAM_PAD) + 1, MAX_PAD + 1):
-        if covers(pad, range(1, 129)) and covers(pad):
-            return pad
-    raise FcnizeError(f"{source}: no pad of {casting.first_conv!r} up to {MAX_PAD} gives every input "
-                      f"size a full-size score")
+    high = max(2 * low, 8)
+    while not covers(high):
+        if high >= MAX_PAD:
+            raise FcnizeError(f"{source}: no pad of {casting.first_conv!r} up to {MAX_PAD} gives every "
+                              f"input size from {COVERED_SIZES[0]} to {COVERED_SIZES[-1]} a full-size score")
+        low, high = high, min(2 * high, MAX_PAD)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if covers(middle) else (middle, high)
+    return high
 
 
 def fcnize(classifier: NetDef, num_classes: int, stride: int = 32, form: str = "train",
