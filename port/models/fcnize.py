@@ -328,6 +328,16 @@ class Casting:
         nets.loss(n, "loss", score, "label", deploy, normalize=self.normalize_loss)
         return n
 
+    def uncovered(self, pad: int | None = None) -> str | None:
+        """Why the net with ``pad`` on its first convolution (default: the chosen one) leaves
+        an input size from 1 to 500 without a full-size score; None where none is left."""
+        try:
+            netdef = self._write("deploy", self.pad if pad is None else pad).netdef()
+        except coord_map.CoordMapError as err:
+            return str(err)  # a crop that would start before its input
+        found = _uncovered(netdef)
+        return None if found is None else f"input size {found[0]}: {found[1]}"
+
     def describe(self) -> list[str]:
         """What was derived, one line each (the command prints it)."""
         lines = [f"cast to convolutions: " + (", ".join(f"{k} ({h}x{w})" for k, (h, w) in self.cast.items()) or "none"),
@@ -575,11 +585,7 @@ def _pad(casting: Casting, source: str) -> int:
     smallest pad that covers (doubling, then bisection: a larger pad only enlarges every map
     and moves the final crop by as much as it pads)."""
     def covers(pad: int) -> bool:
-        try:
-            netdef = casting._write("deploy", pad).netdef()
-        except coord_map.CoordMapError:
-            return False  # a crop that would start before its input: more padding
-        return _uncovered(netdef) is None
+        return casting.uncovered(pad) is None
 
     low = casting.own_pad
     if covers(low):
