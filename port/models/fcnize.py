@@ -71,7 +71,7 @@ averages its loss (``normalize_loss=True``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -100,6 +100,8 @@ MAX_PAD = 1024
 STAGE_ENDS = ("Pooling", "Eltwise", "Concat")
 #: Layers removed in front of an InnerProduct (the cast convolution reads the map itself).
 FLATTENING = ("Flatten", "Reshape")
+#: ConvolutionParameter fields ``explicit`` may write out, at their caffe.proto defaults.
+EXPLICIT_DEFAULTS = {"stride": [1], "pad": [0], "group": 1}
 #: Fields of a LayerParameter the trunk does not carry over (rewritten or phase-bound).
 _NOT_CARRIED = ("name", "type", "bottom", "top", "blobs", "include", "exclude", "phase")
 #: upstream's solver.prototxt settings common to every VOC net (test_iter: seg11valid's 736).
@@ -295,6 +297,8 @@ class Casting:
     dataset: str | None = None
     data_root: str = ".."
     normalize_loss: bool = False
+    #: the upsampling kernels chosen, by (bottom, factor, aligned_to): the pad moves no parity
+    kernels: dict[tuple[str, int, str], int] = field(default_factory=dict, repr=False)
 
     def net(self, form: str = "train") -> NetSpec:
         """The FCN as a NetSpec: ``train`` (TRAIN data, Dropout), ``val`` (validation data) or
@@ -352,11 +356,17 @@ class _Rules(nets.HeadRules):
     """The head's kernels and crop directions, derived from the net being written."""
 
     def __init__(self, casting: Casting):
-        self.source = casting.source
+        self.source, self.chosen = casting.source, casting.kernels
 
     def kernel(self, n: NetSpec, bottom: str, factor: int, aligned_to: str) -> int:
         """``2 * factor``, or ``2 * factor - 1`` where the even kernel leaves the crop between
         the upsampled top and ``aligned_to`` on a half pixel."""
+        key = (bottom, factor, aligned_to)
+        if key not in self.chosen:
+            self.chosen[key] = self._kernel(n, bottom, factor, aligned_to)
+        return self.chosen[key]
+
+    def _kernel(self, n: NetSpec, bottom: str, factor: int, aligned_to: str) -> int:
         maps = coord_map.maps_from(n.netdef(), "data")
         for kernel in (2 * factor, 2 * factor - 1):
             up = coord_map.conv_geometry("up", bottom, "up", kernel, factor, kind="Deconvolution")
@@ -486,10 +496,9 @@ def _trunk_layer(layer: Any, data: str, aliases: Mapping[str, str], kernel: tupl
         fields["convolution_param"], kind = cp, "Convolution"
     if kind == "Convolution":
         cp = fields.setdefault("convolution_param", {})
-        defaults = {"stride": [1], "pad": [0], "group": 1, "kernel_size": None}
         for name in explicit:
-            if name not in cp and f"{name}_h" not in cp and defaults.get(name) is not None:
-                cp[name] = defaults[name]
+            if name not in cp and f"{name}_h" not in cp:
+                cp[name] = EXPLICIT_DEFAULTS[name]
         if learned_param and "param" not in fields:
             fields["param"] = nets.LEARNED[:2 if cp.get("bias_term", True) else 1]
     return _Layer(kind, layer.name, [_renamed(b, data, aliases) for b in layer.bottom],
@@ -517,6 +526,9 @@ def cast(classifier: NetDef, num_classes: int, stride: int = 32, *, at_once: boo
         raise FcnizeError(f"stride {stride!r}: expected one of {', '.join(map(str, STRIDES))}")
     if dataset not in (None, *DATASETS):
         raise FcnizeError(f"dataset {dataset!r}: expected one of {', '.join(DATASETS)} (or none)")
+    if set(explicit) - set(EXPLICIT_DEFAULTS):
+        raise FcnizeError(f"explicit {tuple(explicit)!r}: the fields written out are among "
+                          f"{', '.join(EXPLICIT_DEFAULTS)}")
     if at_once and stride == 32:
         raise FcnizeError("at_once scales the skips of a 16s or 8s net; stride 32 has none")
     net = classifier.for_phase("TEST")
