@@ -297,3 +297,20 @@ def test_command_without_a_dataset_writes_input_layers_and_leaves_no_temporaries
     assert net.blob_shapes["score"] == (1, 5, 37, 29)
     solver = read_prototxt(tmp_path / "solver.prototxt", "SolverParameter")
     assert solver.base_lr == np.float32(1e-12) and solver.train_net == "train.prototxt"
+
+
+def test_help_is_plain_text(capsys):
+    from port.__main__ import main
+    with pytest.raises(SystemExit) as info:
+        main(["fcnize", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "``" not in out and "python -m port fcnize" in out
+
+
+def test_options_that_cannot_apply_are_refused(vgg16):
+    with pytest.raises(F.FcnizeError, match="explicit"):
+        F.cast(vgg16, 21, explicit=("stride", "dilation"))
+    with pytest.raises(F.FcnizeError, match="stride 32 has none"):
+        F.cast(vgg16, 21, 32, at_once=True)
+    with pytest.raises(F.FcnizeError, match="dataset 'sbd'"):
+        F.cast(vgg16, 21, dataset="sbd")

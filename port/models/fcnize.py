@@ -42,15 +42,19 @@ The rules:
   bilinear Deconvolutions, stride ``f``, kernel ``2f``; where a crop after it would fall on a
   half pixel, ``2f - 1`` (which moves the kernel's centre by half a pixel; upstream
   ``upsample_filt`` gives both the factor ``f``): AlexNet's 11 x 11 stride-4 conv1 leaves the
-  score half a pixel off, whence voc-fcn-alexnet's ``upscore`` of 63. Crop offsets are derived
-  by :meth:`port.net.spec.NetSpec.crop`.
+  score half a pixel off, whence voc-fcn-alexnet's ``upscore`` of 63 (GoogLeNet's and ResNet's
+  3 x 3 pools and strided 1 x 1 convolutions give 3 and 15 too). A skip's score is cropped into
+  the upsampled coarser score (upstream's ``score_pool4c``) where it fits at every input size;
+  where the upsampled score is the larger (no cast fc6 shrinks it: GoogLeNet, ResNet) the
+  upsampled score is cropped to the skip's (``upscore2c``, ``upscore_pool4c``). Crop offsets are
+  derived by :meth:`port.net.spec.NetSpec.crop`.
 - **Input padding**: every input size from 1 to 500 pixels (VOC's largest side; past the
   trunk's smallest sizes the arithmetic repeats with period 32) must get a score covering the
   whole input: every layer's output at least 1 x 1 and every crop inside its input (Caffe's
   ``Reshape`` rules, :mod:`port.net.ops`). The first convolution keeps its own pad where that
   holds. Else, on a trunk with a cast fully connected layer, upstream's ``pad: 100`` where it
-  holds: upstream's README says it "guarantees that the network output can be aligned to the
-  input for any input size in the given datasets"; the cast fc6 needs its whole 7 x 7 (6 x 6)
+  holds: upstream's README FAQ says it "guarantees that the network output can be aligned to
+  the input for any input size in the given datasets"; the cast fc6 needs its whole 7 x 7 (6 x 6)
   map even from a 1-pixel image, for which VGG16 needs a pad of at least 97 and AlexNet 99,
   and 100 is upstream's round number above both. Else (no cast layer: GoogLeNet 18, ResNet-50
   4) the smallest pad that holds. ``pad`` overrides the rule.
@@ -61,6 +65,11 @@ The rules:
   layer). The loss is upstream's ``SoftmaxWithLoss`` with ``ignore_label: 255``, summed
   (``normalize: false``, FCN-VGG16's) unless ``normalize_loss`` (FCN-AlexNet's). The deploy net
   has upstream deploy.prototxt's ``Input`` of 1 x C x 500 x 500 and no loss.
+- **Solver** (:func:`solver`): upstream's ``solver.prototxt`` of the matching net
+  (:func:`recipe`): voc-fcn-alexnet's with ``normalize_loss`` (base_lr 1e-4, momentum 0.9,
+  iter_size 20), voc-fcn8s-atonce's with ``at_once``, else voc-fcn32s/16s/8s's by stride. Note
+  that upstream's 16s and 8s rates (1e-12, 1e-14) are for staged training from the coarser net;
+  from a classifier, at-once's 1e-10 is upstream's setting.
 
 What upstream's released nets do that these rules do not, each with the option that
 reproduces it (tests/test_fcnize.py checks every one): voc-fcn16s/net.py reads its data from
@@ -83,7 +92,7 @@ from port.models import nets
 from port.net import coord_map, ops
 from port.net.spec import NetSpec, assign
 
-__all__ = ["FcnizeError", "Casting", "cast", "fcnize", "solver", "spatial_sizes", "STRIDES",
+__all__ = ["FcnizeError", "Casting", "cast", "fcnize", "solver", "recipe", "spatial_sizes", "STRIDES",
            "SpatialSizes", "FORMS", "DATASETS", "UPSTREAM_PAD", "COVERED_SIZES"]
 
 STRIDES = (32, 16, 8)
