@@ -150,8 +150,9 @@ def _geometry_checks(casting, strides=(16, 8)):
         assert F._stride(maps[casting.skips[stride]]) == stride
     coord_map.check_crops(netdef)  # every offset as the geometry implies
     assert casting.uncovered() is None  # every input size 1..500 gets a full-size score
-    assert casting.pad > casting.own_pad  # the own pad does not do it; the smallest that does:
-    assert casting.uncovered(casting.pad - 1) is not None
+    if casting.pad != casting.own_pad:  # the own pad does not do it: the smallest pad that does
+        assert casting.uncovered(casting.own_pad) is not None and casting.pad > casting.own_pad
+        assert casting.uncovered(casting.pad - 1) is not None
     for size in (1, 37, 500):
         assert F.spatial_sizes(netdef.layers, {"data": (size, size + 3)})["score"] == (size, size + 3)
     return netdef
@@ -312,5 +313,41 @@ def test_options_that_cannot_apply_are_refused(vgg16):
         F.cast(vgg16, 21, explicit=("stride", "dilation"))
     with pytest.raises(F.FcnizeError, match="stride 32 has none"):
         F.cast(vgg16, 21, 32, at_once=True)
+    with pytest.raises(F.FcnizeError, match="num_classes must be a positive integer"):
+        F.cast(vgg16, 0)
     with pytest.raises(F.FcnizeError, match="dataset 'sbd'"):
         F.cast(vgg16, 21, dataset="sbd")
+
+
+ALL_CONV = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 64 dim: 64 } } }
+""" + "".join(f"""
+layer {{ name: "c{i}" type: "Convolution" bottom: "{'data' if i == 1 else f'c{i - 1}'}" top: "c{i}"
+  convolution_param {{ num_output: 4 kernel_size: 3 stride: 2 pad: 1 }} }}
+layer {{ name: "r{i}" type: "ReLU" bottom: "c{i}" top: "c{i}" }}""" for i in range(1, 6)) + """
+layer { name: "gap" type: "Pooling" bottom: "c5" top: "gap" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "flat" type: "Flatten" bottom: "gap" top: "flat" }
+layer { name: "cls" type: "InnerProduct" bottom: "flat" top: "cls" inner_product_param { num_output: 10 } }
+layer { name: "prob" type: "Softmax" bottom: "cls" top: "prob" }
+"""
+
+
+def test_an_all_convolutional_trunk_skips_from_its_convolutions():
+    """No pooling or merge of stride 16/8: the skips read the last convolution of that stride;
+    the global pooling and the Flatten before the classifier go."""
+    from port.caffe import parse_text
+    from port.caffe.net import netdef_from_message
+    casting = F.cast(netdef_from_message(parse_text(ALL_CONV), "allconv.prototxt"), 3, 8)
+    assert casting.discarded == ["data", "gap", "flat", "cls", "prob"] and casting.cast == {}
+    assert casting.output == "c5" and casting.skips == {16: "c4", 8: "c3"}
+    _geometry_checks(casting)
+
+
+def test_the_fc_kernel_needs_an_input_size_or_weights(goldens_dir, tmp_path, capsys):
+    text = (goldens_dir / "vgg16-v1-224" / "deploy.prototxt").read_text()
+    path = tmp_path / "noinput.prototxt"
+    path.write_text("\n".join(line for line in text.splitlines() if not line.startswith("input")))
+    code, err = _cli([path, "--classes", 21, "--out", tmp_path / "out"], capsys)
+    assert code == 1 and "layer 'fc6': the map it sees is unknown" in err and "--input-size" in err
+    code, err = _cli([path, "--classes", 21, "--input-size", 224, "--out", tmp_path / "out"], capsys)
+    assert code == 0 and load_net(tmp_path / "out" / "train.prototxt").layer("fc6").convolution_param.kernel_size == [7]

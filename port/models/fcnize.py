@@ -530,7 +530,10 @@ def cast(classifier: NetDef, num_classes: int, stride: int = 32, *, at_once: boo
     InnerProduct's kernel where the net has no input shape; ``input_size`` replaces the net's
     own input size for that. Raises :class:`FcnizeError` naming what does not fit."""
     source = _source(classifier)
-    nets.check_classes(num_classes)
+    try:
+        nets.check_classes(num_classes)
+    except ValueError as err:
+        raise FcnizeError(str(err)) from None
     if stride not in STRIDES:
         raise FcnizeError(f"stride {stride!r}: expected one of {', '.join(map(str, STRIDES))}")
     if dataset not in (None, *DATASETS):
