@@ -5,8 +5,6 @@ upstream quirks (each with the option that reproduces it), the starting weights 
 init.caffemodel Caffe saved; GoogLeNet and ResNet-50 cast with their geometry derived."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -182,19 +180,19 @@ def test_resnet50_casts_with_its_geometry(shared_dir):
     assert train.layer("score_pool4").bottom == ["res4f"] and train.layers[0].type == "Python"
 
 
-def _engine_trunk_check(goldens_dir, folder, last, tmp_path):
+def _engine_trunk_check(goldens_dir, folder, last):
     """fcnize of a div8 golden classifier with its own padding: the trunk the FCN runs equals
     what Caffe computed up to the final pooling (trunk-257x301.npz); the default cast scores
     every pixel of an odd-sized input."""
     weights = load_caffemodel(goldens_dir / folder / "weights.caffemodel")
     trunk = np.load(goldens_dir / folder / "trunk-257x301.npz")
-    casting = F.cast(weights, 5, 32, pad=None)
+    casting = F.cast(weights, 5, 32)
     own = F.cast(weights, 5, 32, pad=casting.own_pad)
     from port.training.surgery import init_from
     for c, shape in ((own, (257, 301)), (casting, (45, 61))):
-        net, report = init_from(c.net("deploy").netdef(), weights, do_interp=True,
-                                input_shapes={"data": (1, 3, *shape)},
-                                require=[layer.name for layer in c.layers])
+        net, _ = init_from(c.net("deploy").netdef(), weights, do_interp=True,
+                           input_shapes={"data": (1, 3, *shape)},
+                           require=[layer.name for layer in c.layers])
         net.eval()
         data = torch.from_numpy(trunk["data"]) if shape == (257, 301) else torch.zeros(1, 3, *shape)
         with torch.no_grad():
@@ -206,15 +204,15 @@ def _engine_trunk_check(goldens_dir, folder, last, tmp_path):
             assert tuple(blobs["score"].shape) == (1, 5, *shape)
 
 
-def test_googlenet_fcn_runs_in_the_engine(goldens_dir, tmp_path):
-    _engine_trunk_check(goldens_dir, "googlenet-div8", "inception_5b/output", tmp_path)
+def test_googlenet_fcn_runs_in_the_engine(goldens_dir):
+    _engine_trunk_check(goldens_dir, "googlenet-div8", "inception_5b/output")
 
 
-def test_resnet50_fcn_runs_in_the_engine(goldens_dir, tmp_path):
+def test_resnet50_fcn_runs_in_the_engine(goldens_dir):
     from port.net.layers import LAYER_TYPES
     if "BatchNorm" not in LAYER_TYPES:
         pytest.skip("the engine has no BatchNorm layer yet (issue 21 item 1)")
-    _engine_trunk_check(goldens_dir, "resnet50-div8", "res5c", tmp_path)
+    _engine_trunk_check(goldens_dir, "resnet50-div8", "res5c")
 
 
 def test_maps_from_gives_each_blobs_stride(vgg16):
