@@ -70,10 +70,11 @@ from port.fileio import atomic_open
 __all__ = [
     "SUFFIX", "FORMAT_KEY", "FORMAT", "SOURCE_SHA256", "SOURCE_NAME", "NET_NAME", "BUILDER",
     "CANDIDATES", "BUILDER_KWARGS", "BLOB_NAMES", "WeightsError", "WeightsMismatchError",
+    "NotSafetensorsError",
     "kind_of", "read_metadata", "read_arrays", "read_blobs", "load_weights", "write_safetensors",
     "safetensors_header", "metadata", "builder_kwargs", "resolve_kwargs", "fit_problems",
     "check_fit", "load_state_strict", "copy_state_strict", "sha256_file", "default_output",
-    "StoredBlobs",
+    "StoredBlobs", "load_into", "write_net", "OUTPUT_SUFFIXES",
 ]
 
 #: The suffix of a converted weights file (what is written; reading goes by content).
@@ -86,6 +87,8 @@ SOURCE_SHA256, SOURCE_NAME, NET_NAME = "source_sha256", "source_name", "net_name
 BUILDER, CANDIDATES, BUILDER_KWARGS = "builder", "candidate_builders", "builder_kwargs"
 #: Parameter name of each Caffe blob index (``{layer}.weight`` is blob 0, ``{layer}.bias`` 1).
 BLOB_NAMES = ("weight", "bias")
+#: What a net's weights can be written as, by the output's suffix (:func:`write_net`).
+OUTPUT_SUFFIXES = (SUFFIX, ".caffemodel")
 #: Keys of the layout before it had a version (``port transplant``'s), as this layout names them.
 _LEGACY_KEYS = {"source": SOURCE_NAME, "net": NET_NAME}
 
@@ -172,9 +175,17 @@ def kind_of(path: str | os.PathLike) -> str:
     return "safetensors" if _safetensors_header_length(head, size) is not None else "caffemodel"
 
 
+class NotSafetensorsError(WeightsError):
+    """A file that is not safetensors where one was expected; ``reason`` says what is wrong."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: not a safetensors file ({reason}); convert a caffemodel first "
+                         f"with `python -m port convert`")
+
+
 def _not_safetensors(path: Path, why: str) -> WeightsError:
-    return WeightsError(f"{path}: not a safetensors file ({why}); convert a caffemodel first "
-                        f"with `python -m port convert`")
+    return NotSafetensorsError(path, why)
 
 
 def _read_header(path: Path, fh) -> tuple[int, dict[str, Any]]:
@@ -478,11 +489,6 @@ def _shapes(state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
-def _target(model: Any) -> str:
-    name = getattr(model, "net_name", "") or ""
-    return f"net {name!r}" if name else type(model).__name__
-
-
 def load_state_strict(model: Any, state: Mapping[str, Any], source: str, hint: str = "") -> None:
     """Load ``state`` into ``model`` (an ``nn.Module``, which may be built on the ``meta``
     device) after :func:`check_fit`. The parameters take the tensors themselves, not copies
@@ -490,7 +496,7 @@ def load_state_strict(model: Any, state: Mapping[str, Any], source: str, hint: s
     stays the model's."""
     import torch  # only here: see the module docstring
     current = model.state_dict(keep_vars=True)
-    check_fit(_shapes(current), _shapes(state), str(source), _target(model), hint=hint)
+    check_fit(_shapes(current), _shapes(state), str(source), _net_target(model), hint=hint)
 
     def placed(tensor: Any, like: Any) -> Any:
         device = torch.device("cpu") if like.is_meta else like.device
@@ -503,9 +509,53 @@ def copy_state_strict(model: Any, state: Mapping[str, Any], source: str, hint: s
     :func:`check_fit`: for a net whose parameters an optimizer or another holder already has."""
     import torch  # only here: see the module docstring
     current = model.state_dict()
-    check_fit(_shapes(current), _shapes(state), str(source), _target(model), hint=hint)
+    check_fit(_shapes(current), _shapes(state), str(source), _net_target(model), hint=hint)
     with torch.no_grad():
         for key, value in current.items():
             incoming = state[key]
             incoming = incoming if isinstance(incoming, torch.Tensor) else torch.from_numpy(np.asarray(incoming))
             value.copy_(incoming.to(value.dtype))
+
+
+# -- a net's weights, in and out -------------------------------------------------------------
+def _net_target(net: Any) -> str:
+    name = getattr(net, "net_name", "") or ""
+    path = getattr(getattr(net, "netdef", None), "path", None)
+    return f"net {name!r}" if name else (f"the net of {path}" if path else type(net).__name__)
+
+
+def load_into(net: Any, path: str | os.PathLike, hint: str = "") -> None:
+    """Fill an existing :class:`port.net.engine.CaffeNet`'s parameters from any weights file,
+    told by its content: a caffemodel (binary or HDF5) by layer name and blob index
+    (``CaffeNet.load_blobs``), a ``.safetensors`` by parameter name (:func:`copy_state_strict`);
+    strictly either way (``hint``: what to do when they do not fit)."""
+    kind = kind_of(path)
+    try:
+        if kind == "safetensors":
+            arrays, _ = read_arrays(path)
+            copy_state_strict(net, arrays, str(path))
+        else:
+            net.load_blobs(read_blobs(path), str(path))
+    except WeightsMismatchError as err:
+        raise WeightsMismatchError(str(path), _net_target(net), err.problems, hint) from None
+
+
+def write_net(net: Any, out: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
+    """A :class:`port.net.engine.CaffeNet`'s parameters written at ``out``, by its suffix: a
+    ``.safetensors`` (state-dict names, ``metadata``) or a ``.caffemodel`` written by the
+    project's writer (``port.caffe.write_caffemodel``, atomic) as Caffe's ``Net::ToProto``
+    saves a net: its V2 layer definitions, each parameterised layer's blobs with a
+    ``BlobShape``, which Caffe's ``CopyTrainedLayersFrom`` loads by layer name."""
+    out = Path(out)
+    if out.name.endswith(SUFFIX):
+        return write_safetensors(out, net.state_dict(), metadata or {})
+    if not out.name.endswith(".caffemodel"):
+        raise WeightsError(f"{out}: the output must end in {' or '.join(OUTPUT_SUFFIXES)}")
+    from port.caffe import write_caffemodel
+    from port.caffe.net import LayerDef, NetDef
+    params = net.caffe_params()
+    layers = [LayerDef(layer.msg, [_as_array(p) for p in params.get(layer.name, [])])
+              for layer in net.netdef.layers]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_caffemodel(out, NetDef(net.netdef.msg, layers, net.netdef.path))
+    return out

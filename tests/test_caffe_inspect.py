@@ -208,11 +208,12 @@ def test_columns_line_up_with_long_layer_names(tmp_path, capsys):
 
 
 def test_training_layer_imports_only_earlier_stages():
-    """port/training sits after port.caffe, port.net and port.models and beside port.convert:
+    """port/training sits after port.caffe, port.weights, port.net and port.models and beside port.convert:
     it imports none of port.convert, port.run, port.cli (ARCHITECTURE's pipeline); the training
     command lines (port.cli.solve, port.cli.transplant) sit above it."""
     import port.training
-    earlier = ("port.caffe", "port.net", "port.models", "port.training", "port.errors", "port.fileio")
+    earlier = ("port.caffe", "port.weights", "port.net", "port.models", "port.training", "port.errors",
+               "port.fileio")
     for source in Path(port.training.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)

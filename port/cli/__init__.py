@@ -16,9 +16,10 @@ __all__ = ["describe", "one_line", "fail"]
 
 
 def describe(doc: str | None) -> str:
-    """A module docstring's first line as plain text for ``--help`` (reST ``double
-    backticks`` dropped)."""
-    first = (doc or "").strip().split("\n")[0]
+    """A module docstring's first paragraph (up to its first blank line, a usage line that
+    wraps included) as plain text on one line for ``--help``, reST ``double backticks``
+    dropped."""
+    first = " ".join((doc or "").strip().split("\n\n")[0].split())
     return re.sub(r"``([^`]*)``", r"\1", first)
 
 
