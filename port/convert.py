@@ -83,7 +83,7 @@ class ConversionReport:
         match = self.builder or (f"ambiguous: {', '.join(self.candidates)}" if self.candidates else "none")
         lines = [f"converted {self.source} -> {self.out}",
                  f"  net {self.net_name!r}, {len(self.shapes)} tensors, {self.num_parameters:,} parameters",
-                 f"  sha256 {self.source_sha256}", f"  builder: {match} {self.builder_kwargs or ''}"]
+                 f"  sha256 {self.source_sha256}", f"  model: {match} {self.builder_kwargs or ''}"]
         lines += [f"  {layer}: {'bilinear' if ok else 'NOT bilinear'} upsampling kernel"
                   for layer, ok in self.bilinear.items()]
         lines += [f"  note: {note}" for note in self.notes]
@@ -290,7 +290,7 @@ def fits_hint(candidates: Sequence[str], chosen: str = "") -> str:
     fit = chosen or candidates[0]
     others = [c for c in candidates if c != fit]
     return (f"they are weights of {fit}" + (f" (same structure: {', '.join(others)})" if others else "")
-            + f": pass --model {fit}")
+            + f": name that model (--model {fit})")
 
 
 def _check_builder(builder: str, shapes: Mapping[str, tuple[int, ...]], source: str,

@@ -365,7 +365,7 @@ def resolve_kwargs(path: str | os.PathLike | None, builder: str, requested: Mapp
     if candidates and builder not in candidates:
         fits = metadata.get(BUILDER) or candidates[0]
         raise WeightsError(f"{path}: converted for builder {fits!r} (same structure: "
-                           f"{', '.join(candidates)}), not {builder!r}: pass --model {fits}")
+                           f"{', '.join(candidates)}), not {builder!r}: name that model (--model {fits})")
     stored = builder_kwargs(metadata)
     resolved = {}
     for key, default in defaults.items():

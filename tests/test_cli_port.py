@@ -28,7 +28,7 @@ def test_convert_then_forward_graph_and_builder_agree(small_net, goldens_dir, tm
     prototxt, caffemodel = small_net
     weights = tmp_path / "net.safetensors"
     assert main(["convert", str(caffemodel), "--net", str(prototxt), "-o", str(weights)]) == 0
-    assert "builder: fcn8s_atonce" in capsys.readouterr().out
+    assert "model: fcn8s_atonce" in capsys.readouterr().out  # issue 19.9: one name, --model
     inputs = goldens_dir / NET / "blobs-48x64.npz"
     graph_out, family_out = tmp_path / "graph.npz", tmp_path / "family.npz"
     assert main(["forward", str(caffemodel), "--net", str(prototxt), "--inputs", str(inputs),

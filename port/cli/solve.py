@@ -23,8 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from port.cli import describe, fail, one_line
-from port.errors import EXIT_BAD_INPUT
+from port.cli import describe, fail, read_npz
 from port.errors import PortError
 from port.fileio import atomic_open, write_text_atomic
 from port.weights import load_into
@@ -38,12 +37,8 @@ class SolveError(PortError):
 
 
 def read_sequence(path: str) -> dict[str, np.ndarray]:
-    """SEQ.npz's arrays (never unpickled)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as err:
-        raise SolveError(f"{path}: cannot read input arrays ({one_line(err)})") from None
+    """SEQ.npz's arrays (never unpickled; ``port.cli.read_npz``)."""
+    return read_npz(path, "input arrays")
 
 
 def make_feed(arrays: Mapping[str, np.ndarray], tops: Sequence[str], passes: int, source: str):
@@ -124,10 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--snapshot", help="write the solver state here after the last iteration")
     parser.add_argument("--restore", help="start from this solver state (written by --snapshot)")
     args = parser.parse_args(argv)
-    from port.run.devices import device_usable
-    if not device_usable(args.device, PROG):
-        return EXIT_BAD_INPUT
+    from port.run.devices import check_device
     try:
+        check_device(args.device)
         run(args.solver, args.weights, args.inputs, args.iters, args.out, args.net, args.device,
             args.snapshot, args.restore)
     except (PortError, OSError) as err:
