@@ -227,3 +227,20 @@ def test_export_with_the_wrong_width_names_the_net_and_the_width(tmp_path, capsy
     assert main(["export", str(weights), "--model", "fcn32s", "--width-divisor", "1", "-o",
                  str(tmp_path / "x.caffemodel")]) == 1
     assert "width_divisor=16" in capsys.readouterr().err
+
+
+def test_reproduce_given_weights_of_another_net_says_which_in_one_line(goldens_dir, tmp_path):
+    """Issue 19 item 7 as `python -m reproduce fcn8s --weights <an FCN-32s caffemodel>` meets it:
+    the conversion into the cache refuses in one line naming fcn32s, and a converted file of
+    fcn32s asked for as fcn8s does too."""
+    from port.convert import ConversionError, convert
+    from port.models import get_model
+    from reproduce.resolve import resolve_weights
+    caffemodel = goldens_dir / "voc-fcn32s" / "weights.caffemodel"
+    with pytest.raises(ConversionError) as info:
+        resolve_weights("fcn8s", caffemodel, cache=tmp_path / "cache")
+    assert "\n" not in str(info.value) and "they are weights of fcn32s" in str(info.value)
+    assert len(info.value.problems) > 3 and f"... {len(info.value.problems) - 3} more" in str(info.value)
+    converted = convert(caffemodel, out=tmp_path / "fcn32s.safetensors").out
+    with pytest.raises(W.WeightsError, match=r"converted for builder 'fcn32s'.*not 'fcn8s'.*--model fcn32s"):
+        get_model("fcn8s", weights=converted)
