@@ -74,7 +74,7 @@ __all__ = [
     "kind_of", "read_metadata", "read_arrays", "read_blobs", "load_weights", "write_safetensors",
     "safetensors_header", "metadata", "builder_kwargs", "resolve_kwargs", "fit_problems",
     "check_fit", "load_state_strict", "copy_state_strict", "sha256_file", "default_output",
-    "StoredBlobs", "load_into", "write_net", "OUTPUT_SUFFIXES",
+    "StoredBlobs", "load_into", "write_net", "output_kind", "OUTPUT_SUFFIXES",
 ]
 
 #: The suffix of a converted weights file (what is written; reading goes by content).
@@ -540,6 +540,17 @@ def load_into(net: Any, path: str | os.PathLike, hint: str = "") -> None:
         raise WeightsMismatchError(str(path), _net_target(net), err.problems, hint) from None
 
 
+def output_kind(out: str | os.PathLike, allowed: Sequence[str] = OUTPUT_SUFFIXES) -> str:
+    """What a net's weights are written as at ``out``, by its suffix (``"safetensors"`` or
+    ``"caffemodel"``); a suffix not in ``allowed`` is a :class:`WeightsError` naming them, so a
+    command can refuse an output before any work."""
+    name = Path(out).name
+    for suffix in allowed:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return suffix.lstrip(".")
+    raise WeightsError(f"{out}: the output must end in {' or '.join(allowed)}")
+
+
 def write_net(net: Any, out: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
     """A :class:`port.net.engine.CaffeNet`'s parameters written at ``out``, by its suffix: a
     ``.safetensors`` (state-dict names, ``metadata``) or a ``.caffemodel`` written by the
@@ -547,10 +558,8 @@ def write_net(net: Any, out: str | os.PathLike, metadata: Mapping[str, str] | No
     saves a net: its V2 layer definitions, each parameterised layer's blobs with a
     ``BlobShape``, which Caffe's ``CopyTrainedLayersFrom`` loads by layer name."""
     out = Path(out)
-    if out.name.endswith(SUFFIX):
+    if output_kind(out) == "safetensors":
         return write_safetensors(out, net.state_dict(), metadata or {})
-    if not out.name.endswith(".caffemodel"):
-        raise WeightsError(f"{out}: the output must end in {' or '.join(OUTPUT_SUFFIXES)}")
     from port.caffe import write_caffemodel
     from port.caffe.net import LayerDef, NetDef
     params = net.caffe_params()

@@ -159,8 +159,10 @@ def test_the_fit_check_lives_in_port_weights_only():
             assert phrase not in text, f"{path.relative_to(root)} spells out {phrase!r}"
 
 
-def test_weights_import_no_torch_and_sit_below_the_engine():
-    """port.weights imports numpy, the foundation and port.caffe only; port.caffe not it."""
+def test_weights_import_no_torch_and_sit_below_the_engine(tmp_path, make_caffemodel):
+    """port.weights imports numpy, the foundation and port.caffe only; port.caffe not it; reading
+    a caffemodel, hashing it and writing its blobs as safetensors (the I/O of a conversion) import
+    no torch (read from sys.modules in a fresh interpreter)."""
     tree = ast.parse(Path(W.__file__).read_text())
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
@@ -169,10 +171,18 @@ def test_weights_import_no_torch_and_sit_below_the_engine():
     assert all(n in ("port.errors", "port.fileio") for n in names if n.startswith("port"))
     for path in Path(W.__file__).parent.joinpath("caffe").glob("*.py"):
         assert "port.weights" not in path.read_text(), path
-    code = "import sys, port.weights; print('torch' in sys.modules)"
+    caffemodel = make_caffemodel(tmp_path / "net.caffemodel")
+    out = tmp_path / "net.safetensors"
+    code = ("import sys\nfrom port import weights as W\n"
+            f"src = W.read_blobs({str(caffemodel)!r})\n"
+            "state = {f'{n}.{W.BLOB_NAMES[i]}': b for n, bs in src.blobs().items() for i, b in enumerate(bs)}\n"
+            f"W.write_safetensors({str(out)!r}, state, W.metadata(), lambda: W.sha256_file({str(caffemodel)!r}))\n"
+            f"W.read_arrays({str(out)!r})\n"
+            "print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
+    assert W.read_metadata(out)[W.SOURCE_SHA256] == W.sha256_file(caffemodel)
 
 
 # -- a net's weights, in and out -------------------------------------------------------------

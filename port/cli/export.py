@@ -43,12 +43,11 @@ def export(weights: str | Path, net_path: str | Path | None, out: str | Path, ph
     ``net_path`` (a prototxt) or of the released net ``model``."""
     from port.caffe import load_net
     from port.load import build_net
-    from port.weights import kind_of, load_into, read_metadata, resolve_kwargs, write_net
+    from port.weights import kind_of, load_into, output_kind, read_metadata, resolve_kwargs, write_net
     weights, out = Path(weights), Path(out)
     if kind_of(weights) != "safetensors":
         raise ExportError(f"{weights}: export reads a .safetensors (a caffemodel is Caffe's already)")
-    if out.suffix != ".caffemodel":
-        raise ExportError(f"{out}: the output must end in .caffemodel")
+    output_kind(out, (".caffemodel",))
     meta = read_metadata(weights)
     if model is not None:
         from port.models import get_meta, net_spec

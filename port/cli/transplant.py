@@ -19,13 +19,13 @@ from typing import Sequence
 
 from port.cli import describe, fail
 from port.errors import PortError
-from port.weights import OUTPUT_SUFFIXES, metadata, write_net
+from port.weights import metadata, output_kind, write_net
 
 PROG = "python -m port transplant"
 
 
 class TransplantCliError(PortError):
-    """A command-line value that does not fit (an output suffix, an --input-shape)."""
+    """A command-line value that does not fit (an --input-shape, a file not found)."""
 
 
 
@@ -57,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from port.caffe import load_caffemodel, load_net
         from port.training.surgery import init_from
         out = Path(args.out)
-        if not out.name.endswith(OUTPUT_SUFFIXES):
-            raise TransplantCliError(f"{out}: the output must end in {' or '.join(OUTPUT_SUFFIXES)}")
+        output_kind(out)  # an output suffix it cannot write is refused before any work
         shapes = dict(_shape_option(s) for s in args.input_shape)
         for path, what in ((args.source, "source caffemodel"), (args.net, "destination net")):
             if not Path(path).is_file():

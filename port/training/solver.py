@@ -613,6 +613,8 @@ class Solver:
 def snapshot_counters(path: str | os.PathLike) -> dict[str, Any]:
     """The counters a :meth:`Solver.snapshot` file records (its ``solver`` metadata: iteration,
     passes, ...), read without its tensors; a file that is none is a :class:`SolverError`."""
+    if not Path(path).is_file():
+        raise SolverError(f"{path}: solver snapshot not found")
     try:
         counters = json.loads(read_metadata(path)["solver"])
     except NotSafetensorsError as err:
