@@ -28,16 +28,21 @@ _BILINEAR_WORDS = {True: "bilinear", False: "not bilinear", None: "bilinear: unk
 
 def bilinear_annotator() -> Annotator:
     """An annotator giving a Deconvolution's weight (blob 0) its ``bilinear`` verdict:
-    ``port.net.ops.is_bilinear``, or None where port.net.ops cannot be imported (no torch)."""
-    try:
-        from port.net.ops import is_bilinear
-    except ImportError:
-        is_bilinear = None
+    ``port.net.ops.is_bilinear``, or None where port.net.ops cannot be imported (no torch).
+    port.net.ops (and torch with it) is imported at the first Deconvolution weight, so a file
+    without one (a prototxt, a classifier) is listed without importing torch."""
+    check: list = []
 
     def annotate(layer: LayerDef, index: int, blob: np.ndarray) -> dict[str, Any] | None:
         if layer.type != "Deconvolution" or index != 0:
             return None
-        return {"bilinear": None if is_bilinear is None else bool(is_bilinear(blob))}
+        if not check:
+            try:
+                from port.net.ops import is_bilinear
+            except ImportError:
+                is_bilinear = None
+            check.append(is_bilinear)
+        return {"bilinear": None if check[0] is None else bool(check[0](blob))}
     return annotate
 
 
