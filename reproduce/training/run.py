@@ -38,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from port import weights as fmt
 from port.errors import PortError
 from port.fileio import write_text_atomic
 from reproduce import distributed as dist_
@@ -89,8 +90,7 @@ class TrainOptions:
 def _read_source(path: Path) -> Any:
     if not path.is_file():
         raise TrainError(f"--init {path}: file not found")
-    from port.weights import read_blobs
-    return read_blobs(path)
+    return fmt.read_blobs(path)
 
 
 def _stage_weights(opts: TrainOptions, source: str) -> Path:
@@ -100,8 +100,7 @@ def _stage_weights(opts: TrainOptions, source: str) -> Path:
         raise TrainError(f"--init auto for {opts.model} starts from {source}'s final weights, "
                          f"{path} not found: train {source.replace('_', '-')} first (make "
                          f"train-{source.replace('_', '-')}) or pass --init FILE")
-    from port.weights import builder_kwargs as stored_kwargs, read_metadata
-    width = stored_kwargs(read_metadata(path)).get("width_divisor", 1)
+    width = fmt.builder_kwargs(fmt.read_metadata(path)).get("width_divisor", 1)
     if int(width) != int(opts.width_divisor):
         raise TrainError(f"{path}: {source}'s final weights are of --width-divisor {width}, this "
                          f"run's is {opts.width_divisor}: train every stage at one width")
@@ -157,8 +156,7 @@ def builder_kwargs(recipe: Recipe, width_divisor: int) -> dict[str, int]:
 def save_weights(net: Any, path: Path, recipe: Recipe, width_divisor: int, extra: dict[str, str]) -> Path:
     """The net's parameters in the builder's names with the metadata ``port.models`` reads
     (builder, its arguments), atomically."""
-    from port.weights import metadata, write_safetensors
-    return write_safetensors(path, net.state_dict(), metadata(
+    return fmt.write_safetensors(path, net.state_dict(), fmt.metadata(
         source_name=path.name, net_name=net.net_name, builder=recipe.model, candidates=[recipe.model],
         builder_kwargs=builder_kwargs(recipe, width_divisor), **extra))
 
@@ -308,8 +306,7 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     if snapshot is not None:
         start, weights_path = snapshot
         state_path = weights_path.with_name(f"iter_{start}.solverstate.safetensors")
-        from port.weights import read_metadata
-        stored = json.loads(read_metadata(state_path).get("run", "{}"))
+        stored = json.loads(fmt.read_metadata(state_path).get("run", "{}"))
         _check_identity(state_path, stored, identity)
         solver.restore(state_path)
         records = [r for r in read_log(out / LOG_NAME) if r["iter"] <= start]
