@@ -149,15 +149,15 @@ def _existing(path: str | os.PathLike) -> Path:
     return path
 
 
-def _safetensors_header_length(head: bytes, size: int) -> int | None:
-    """The header length when ``head`` (the file's first 9 bytes) starts a safetensors file
-    of ``size`` bytes, else None."""
+def _safetensors_header_length(head: bytes) -> int | None:
+    """The header length when ``head`` (a file's first 9 bytes) starts as safetensors does
+    (a plausible length, then ``{``), else None."""
     if len(head) < _HEADER_LENGTH.size + 1:
         return None
     (length,) = _HEADER_LENGTH.unpack_from(head)
     if head[_HEADER_LENGTH.size:_HEADER_LENGTH.size + 1] != b"{" or not 2 <= length <= _MAX_HEADER:
         return None
-    return length if _HEADER_LENGTH.size + length <= size else None
+    return length
 
 
 def kind_of(path: str | os.PathLike) -> str:
@@ -172,7 +172,7 @@ def kind_of(path: str | os.PathLike) -> str:
         head = fh.read(max(len(_HDF5_MAGIC), _HEADER_LENGTH.size + 1))
     if head.startswith(_HDF5_MAGIC):
         return "hdf5"
-    return "safetensors" if _safetensors_header_length(head, size) is not None else "caffemodel"
+    return "safetensors" if _safetensors_header_length(head) is not None else "caffemodel"
 
 
 class NotSafetensorsError(WeightsError):
@@ -192,9 +192,11 @@ def _read_header(path: Path, fh) -> tuple[int, dict[str, Any]]:
     """``(header length, parsed header)`` of an open safetensors file, validated."""
     size = os.fstat(fh.fileno()).st_size
     head = fh.read(_HEADER_LENGTH.size + 1)
-    length = _safetensors_header_length(head, size)
+    length = _safetensors_header_length(head)
     if length is None:
         raise _not_safetensors(path, "no safetensors header" if size else "empty file")
+    if _HEADER_LENGTH.size + length > size:
+        raise _not_safetensors(path, f"truncated: a {length}-byte header in a file of {size} bytes")
     fh.seek(_HEADER_LENGTH.size)
     try:
         header = json.loads(fh.read(length).decode("utf-8"))

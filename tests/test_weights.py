@@ -42,13 +42,15 @@ def test_kind_is_told_by_content_not_by_suffix(tmp_path, make_caffemodel):
         W.kind_of(tmp_path / "absent.safetensors")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "offsets", "header-json"])
+@pytest.mark.parametrize("damage", ["truncated", "header-cut", "garbage", "offsets", "header-json"])
 def test_a_damaged_safetensors_is_one_line_naming_the_file(damage, tmp_path):
     path = W.write_safetensors(tmp_path / "w.safetensors", tensors(), {"a": "b"})
     data = path.read_bytes()
     length = int.from_bytes(data[:8], "little")
     if damage == "truncated":
         data = data[: len(data) - 10]
+    elif damage == "header-cut":
+        data = data[:40]
     elif damage == "garbage":
         data = b"\x00garbage" * 4
     elif damage == "offsets":
@@ -63,6 +65,8 @@ def test_a_damaged_safetensors_is_one_line_naming_the_file(damage, tmp_path):
     with pytest.raises(W.WeightsError) as info:
         W.read_arrays(path)
     assert str(info.value).startswith(f"{path}: not a safetensors file") and "\n" not in str(info.value)
+    if damage == "header-cut":  # still told a safetensors by its content, and said to be cut
+        assert W.kind_of(path) == "safetensors" and "truncated" in str(info.value)
 
 
 def test_arrays_are_copy_on_write_views_of_the_file(tmp_path):
