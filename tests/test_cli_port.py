@@ -252,7 +252,9 @@ def test_convert_takes_model_and_the_old_builder_name_hidden(small_net, tmp_path
     for option in ("--model", "--builder"):
         out = tmp_path / f"{option[2:]}.safetensors"
         assert main(["convert", str(caffemodel), option, "fcn8s_atonce", "-o", str(out)]) == 0
-        assert f"-> {out}" in capsys.readouterr().out
+        captured = capsys.readouterr()
+        assert f"-> {out}" in captured.out
+        assert ("--builder is now --model" in captured.err) == (option == "--builder")
     with pytest.raises(SystemExit):
         main(["convert", "--help"])
     help_text = capsys.readouterr().out

@@ -18,6 +18,14 @@ from port.errors import PortError
 PROG = "python -m port convert"
 
 
+class _OldName(argparse.Action):
+    """An option's former name: still taken, with a one-line note of the current one."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{PROG}: note: {option_string} is now --model", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=describe(__doc__))
     parser.add_argument("weights", metavar="WEIGHTS", nargs="+",
@@ -29,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", metavar="NAME", dest="model",
                         help="the released net the weights must fit exactly (e.g. fcn8s; default: any)")
     # the name this option once had: still taken, no longer shown
-    parser.add_argument("--builder", dest="model", help=argparse.SUPPRESS)
+    parser.add_argument("--builder", dest="model", action=_OldName, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if len(args.weights) == 2 and args.net is None and args.weights[0].endswith(".prototxt"):
         # the order this command once took: say the new one rather than guess
