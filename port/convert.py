@@ -28,7 +28,7 @@ from port.net import coord_map, ops
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
 from port.errors import PortError
 from port.load import build_net
-from port.net.layers import BATCH_NORM_BLOBS, CaffeGraphError
+from port.net.layers import CaffeGraphError
 from port.models import get_builder, get_meta, list_models
 from port import weights as fmt
 from port.weights import (WeightsMismatchError, check_fit, default_output, load_weights, safetensors_header,
@@ -194,7 +194,7 @@ def _state_from_blobs(src: NetDef) -> dict[str, np.ndarray]:
     state = {}
     for layer in src.layers:
         blobs = layer.blobs
-        names = BATCH_NORM_BLOBS if layer.type == "BatchNorm" else fmt.BLOB_NAMES
+        names = fmt.blob_names(layer.type)
         if len(blobs) > len(names):
             raise ConversionError(str(src.path), f"layer {layer.name!r} has {len(blobs)} blobs; without "
                                   f"a prototxt only weight and bias blobs can be named")

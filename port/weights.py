@@ -69,7 +69,7 @@ from port.fileio import atomic_open
 
 __all__ = [
     "SUFFIX", "FORMAT_KEY", "FORMAT", "SOURCE_SHA256", "SOURCE_NAME", "NET_NAME", "BUILDER",
-    "CANDIDATES", "BUILDER_KWARGS", "BLOB_NAMES", "WeightsError", "WeightsMismatchError",
+    "CANDIDATES", "BUILDER_KWARGS", "BLOB_NAMES", "BATCH_NORM_BLOBS", "blob_names", "WeightsError", "WeightsMismatchError",
     "NotSafetensorsError",
     "kind_of", "read_metadata", "read_arrays", "read_blobs", "load_weights", "write_safetensors",
     "safetensors_header", "metadata", "builder_kwargs", "resolve_kwargs", "fit_problems",
@@ -87,6 +87,18 @@ SOURCE_SHA256, SOURCE_NAME, NET_NAME = "source_sha256", "source_name", "net_name
 BUILDER, CANDIDATES, BUILDER_KWARGS = "builder", "candidate_builders", "builder_kwargs"
 #: Parameter name of each Caffe blob index (``{layer}.weight`` is blob 0, ``{layer}.bias`` 1).
 BLOB_NAMES = ("weight", "bias")
+#: A BatchNorm's three blobs (``batch_norm_layer.cpp``: mean sum, variance sum, scale factor).
+BATCH_NORM_BLOBS = ("mean", "variance", "scale_factor")
+
+
+def blob_names(layer_type: str) -> tuple[str, ...]:
+    """The parameter name of each blob index of a layer of ``layer_type``: the one rule that
+    maps Caffe's blob order to a weights file's names and back."""
+    return BATCH_NORM_BLOBS if layer_type == "BatchNorm" else BLOB_NAMES
+
+
+#: Blob index of each parameter name a weights file may hold.
+_BLOB_INDEX = {**{n: i for i, n in enumerate(BLOB_NAMES)}, **{n: i for i, n in enumerate(BATCH_NORM_BLOBS)}}
 #: What a net's weights can be written as, by the output's suffix (:func:`write_net`).
 OUTPUT_SUFFIXES = (SUFFIX, ".caffemodel")
 #: Keys of the layout before it had a version (``port transplant``'s), as this layout names them.
@@ -292,15 +304,17 @@ class StoredBlobs:
 
 
 def blobs_from_state(state: Mapping[str, Any], path: str = "", name: str = "") -> StoredBlobs:
-    """A state dict of ``{layer}.weight`` / ``{layer}.bias`` tensors as layers with blobs
-    (blob 0, blob 1), layers in the state's order. Another parameter name is an error: a file
-    of other names cannot be put in Caffe's blob order."""
+    """A state dict of ``{layer}.weight`` / ``{layer}.bias`` tensors (a BatchNorm's
+    ``.mean`` / ``.variance`` / ``.scale_factor``) as layers with blobs in Caffe's order
+    (:func:`blob_names`), layers in the state's order. Another parameter name is an error: a
+    file of other names cannot be put in Caffe's blob order."""
     layers: dict[str, dict[int, Any]] = {}
     for key, value in state.items():
         layer, _, blob = key.rpartition(".")
-        if blob not in BLOB_NAMES or not layer:
-            raise WeightsError(f"{path}: tensor {key!r} is not named {{layer}}.weight or {{layer}}.bias")
-        layers.setdefault(layer, {})[BLOB_NAMES.index(blob)] = value
+        if blob not in _BLOB_INDEX or not layer:
+            raise WeightsError(f"{path}: tensor {key!r} is not named {{layer}}.weight or {{layer}}.bias "
+                               f"(a BatchNorm's {{layer}}.mean, .variance, .scale_factor)")
+        layers.setdefault(layer, {})[_BLOB_INDEX[blob]] = value
     return StoredBlobs(path, [StoredLayer(n, [b[i] for i in sorted(b)]) for n, b in layers.items()], name)
 
 
@@ -393,14 +407,15 @@ def width_hint(meta: Mapping[str, str], asked: int | None = None) -> str:
 # -- writing ---------------------------------------------------------------------------------
 def _as_array(value: Any) -> np.ndarray:
     """A tensor (torch, without importing it: anything with ``detach``) or array as a
-    contiguous little-endian array; floating values as float32."""
+    contiguous little-endian array; floating values as float32. A 0-d tensor (a Scale's
+    ``num_axes: 0`` blob) stays 0-d: ``ascontiguousarray`` alone makes it 1-d."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().contiguous().numpy()
     array = np.asarray(value)
     dtype = _FLOAT32 if array.dtype.kind == "f" else array.dtype.newbyteorder("<")
     if dtype not in _DTYPE_NAMES:
         raise WeightsError(f"cannot store a tensor of dtype {array.dtype} in a weights file")
-    return np.ascontiguousarray(array, dtype=dtype)
+    return np.ascontiguousarray(array, dtype=dtype).reshape(array.shape)
 
 
 def _ordered(state: Mapping[str, Any]) -> dict[str, np.ndarray]:

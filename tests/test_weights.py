@@ -258,3 +258,30 @@ def test_reproduce_given_weights_of_another_net_says_which_in_one_line(goldens_d
     converted = convert(caffemodel, out=tmp_path / "fcn32s.safetensors").out
     with pytest.raises(W.WeightsError, match=r"converted for builder 'fcn32s'.*not 'fcn8s'.*--model fcn32s"):
         get_model("fcn8s", weights=converted)
+
+
+@pytest.mark.shared
+def test_a_batchnorm_net_goes_through_safetensors_in_caffe_blob_order(tmp_path, goldens_dir):
+    """BatchNorm's three blobs (``.mean``, ``.variance``, ``.scale_factor``) and a Scale's 0-d
+    ``num_axes: 0`` blob survive the one writer and come back in Caffe's blob order, so a
+    snapshot or an ``--init`` of a BatchNorm net fits the net it came from."""
+    from port.load import load_net_and_weights
+    zoo = goldens_dir / "batchnorm-zoo"
+    net, _ = load_net_and_weights(zoo / "net.prototxt", zoo / "weights.caffemodel")
+    out = W.write_net(net, tmp_path / "zoo.safetensors")
+    arrays, _ = W.read_arrays(out)
+    assert arrays["sc_scalar.weight"].shape == ()
+    stored = {layer.name: layer.blobs for layer in W.read_blobs(out).layers}
+    caffe = load_caffemodel(zoo / "weights.caffemodel").blobs()
+    assert set(stored) == set(caffe)
+    for name, blobs in caffe.items():
+        assert len(stored[name]) == len(blobs), name
+        for ours, theirs in zip(stored[name], blobs):
+            np.testing.assert_array_equal(np.asarray(ours).reshape(np.shape(theirs)), theirs)
+    again, _ = load_net_and_weights(zoo / "net.prototxt", zoo / "weights.caffemodel")
+    with torch.no_grad():
+        for p in again.parameters():
+            p.zero_()
+    W.load_into(again, out)
+    for (k, a), b in zip(net.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k

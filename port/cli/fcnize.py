@@ -132,16 +132,12 @@ def _init(casting, train_text: str, weights, seed: int):
 
 
 def _write_init(init, out: Path, weights: Path, casting) -> list[str]:
-    from port.cli.transplant import write_weights
-    from port.convert import write_safetensors
-    from port.load import sha256_file
-    from port.models import weights as fmt
+    from port import weights as fmt
     net, report = init
-    state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-    metadata = {fmt.FORMAT_KEY: fmt.FORMAT, fmt.SOURCE_NAME: weights.name, fmt.NET_NAME: "fcnize",
-                "transplant": json.dumps(report.as_dict())}
-    write_weights(net, out / "init.caffemodel", {})
-    write_safetensors(out / "init.safetensors", state, metadata, lambda: sha256_file(weights))
+    metadata = fmt.metadata(source_name=weights.name, source_sha256=fmt.sha256_file(weights),
+                            net_name="fcnize", transplant=json.dumps(report.as_dict()))
+    fmt.write_net(net, out / "init.caffemodel")
+    fmt.write_net(net, out / "init.safetensors", metadata)
     counts = {k: len(v) for k, v in report.by_kind().items()}
     return [f"wrote {out / 'init.caffemodel'} and {out / 'init.safetensors'}: "
             + ", ".join(f"{n} {k}" for k, n in counts.items())]

@@ -19,6 +19,7 @@ from port.errors import PortError
 from port.net import coord_map, fillers, ops
 from port.net.coord_map import spatial_params
 from port.net.ops import CaffeSemanticsError
+from port.weights import BATCH_NORM_BLOBS
 
 __all__ = ["CaffeGraphError", "CaffeLayer", "LAYER_TYPES", "INPUT_LAYER_TYPES",
            "SUPPORTED_LAYER_TYPES", "build_layer", "redress", "Convolution", "Pooling", "LRN",
@@ -430,7 +431,6 @@ class Bias(CaffeLayer):
 
 #: BatchNorm's blobs in Caffe's order (batch_norm_layer.cpp): the moving sums of the mean and
 #: of the variance, and the scale factor they are divided by (``[1]``).
-BATCH_NORM_BLOBS = ("mean", "variance", "scale_factor")
 
 
 def _statistics_frozen(layer: Any, count: int) -> Any:
