@@ -15,7 +15,10 @@ its rows still show the published values, but they are not a reproduction of the
 holds for a whole list that is not the split the numbers were published for: its identity
 (``reproduce.splits.SplitCheck``: the count and digest of its ids against the registry's) is
 recorded as ``split_check``, and when it differs the run is *not like for like*
-(``like_for_like: false``). ``not_a_reproduction`` lists every reason, one line each.
+(``like_for_like: false``). A reproduction also needs the weights the numbers were computed
+with (``weights_check``: the released caffemodel by the registry's digest, or a complete
+upstream recipe's result). ``not_a_reproduction`` lists every reason, one line each, and
+report.md says them at its top (the rule: ``reproduce.verdict``).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import numpy as np
 from port.fileio import atomic_open, write_text_atomic
 from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
+from reproduce import verdict
 
 __all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare",
            "format_table", "is_partial", "coverage_text", "partial_warning", "like_for_like",
@@ -122,6 +126,9 @@ class RunInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     #: ``reproduce.splits.SplitCheck.as_dict()`` of the evaluated list (None: not checked)
     split_check: dict[str, Any] | None = None
+    #: ``reproduce.verdict.WeightsCheck.as_dict()`` of the weights (None: not checked, which
+    #: is no reproduction)
+    weights_check: dict[str, Any] | None = None
 
 
 def _table_task(output: str) -> str:
@@ -238,16 +245,12 @@ def like_for_like(info: RunInfo) -> bool | None:
 def not_a_reproduction(info: RunInfo, result: EvalResult,
                        rows: Sequence[Comparison]) -> list[str]:
     """Every reason the comparison is no reproduction of the published numbers, one line
-    each; empty when it is one."""
-    reasons = []
-    if like_for_like(info) is False:
-        reasons.append(f"NOT LIKE FOR LIKE: {info.split_check['description']}")
-    if is_partial(info, result):
-        reasons.append(partial_warning(info, result))
-    if not any(r.published is not None for r in rows):
-        reasons.append(f"no published numbers for {info.model} on {info.split}: nothing to "
-                       f"compare with")
-    return reasons
+    each; empty when it is one (the rule: ``reproduce.verdict.reasons``)."""
+    return verdict.reasons(
+        split_check=info.split_check,
+        partial=partial_warning(info, result) if is_partial(info, result) else None,
+        weights=info.weights_check, published=any(r.published is not None for r in rows),
+        model=info.model, split=info.split)
 
 
 def versions() -> dict[str, str | None]:
@@ -283,8 +286,7 @@ def build_report(result: EvalResult, info: RunInfo, tasks: Sequence[Task],
     return {
         "format": "fcn-port-report/1", **info_d, **extra,
         "images": result.images, "images_evaluated": result.images, "skipped": result.skipped,
-        "partial": partial, "like_for_like": like_for_like(info),
-        "reproduction": not reasons, "not_a_reproduction": reasons,
+        "partial": partial, "like_for_like": like_for_like(info), **verdict.verdict(reasons),
         "resumed_from_images": result.resumed_from,
         "seconds": result.seconds,
         "images_per_second": result.images / result.seconds if result.seconds > 0 else None,
@@ -350,6 +352,11 @@ def _partial_md(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _weights_md(report: dict[str, Any]) -> list[str]:
+    check = report.get("weights_check")
+    return [] if not check else [f"- {check['description']}"]
+
+
 def _split_md(report: dict[str, Any]) -> list[str]:
     check = report.get("split_check")
     return [] if not check else [f"- {check['description']}"]
@@ -361,12 +368,15 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
     rate = report["images_per_second"]
     of = "" if report["split_size"] is None else f" of {report['split_size']} in the split"
     limit = "" if report["limit"] is None else f", --limit {report['limit']}"
+    sha = report["weights_sha256"]
     lines = [f"# {report['model']} on {report['dataset']} {report['split']}", "",
+             *verdict.markdown(report["not_a_reproduction"]),
              f"- images evaluated: {report['images_evaluated']}{of} "
              f"(skipped: {len(report['skipped'])}{limit})",
              f"- data: `{report['dataset_path']}`",
              *_split_md(report),
-             f"- weights: `{report['weights']}` (SHA-256 `{report['weights_sha256']}`)",
+             f"- weights: `{report['weights']}`" + (f" (SHA-256 `{sha}`)" if sha else ""),
+             *_weights_md(report),
              f"- device: {report['device']} ({report['device_name']}), "
              f"{report['world_size']} {plural(report['world_size'], 'process', 'processes')}",
              f"- precision: {report['precision']} ({report['precision_description']})",
