@@ -19,8 +19,9 @@ import torch
 from port import convert
 from port.errors import PortError
 from port.load import load_net_and_weights
+from port.run.devices import DeviceError, check_device
 from port.models import SOURCE_NAME, SOURCE_SHA256, read_metadata
-from reproduce import download, registry, splits
+from reproduce import download, registry, splits, verdict
 from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_dataset, locate
 
 
@@ -60,11 +61,30 @@ def upstream_file(relpath: str, artifact: str) -> Path:
 
 @dataclass(frozen=True)
 class Weights:
-    """The weights a run uses: the file loaded, and the SHA-256 of the caffemodel behind it."""
+    """The weights a run uses: the file loaded, the SHA-256 of the caffemodel behind it, where
+    it came from, and whether it is the model's released caffemodel (``released``: fetched
+    and verified through the registry, or a file matching the registry's digests)."""
 
     path: Path
     sha256: str
     origin: str
+    released: bool = False
+
+
+def _is_released(builder: str, source: Path, sha256: str) -> bool:
+    """Whether a caffemodel is ``builder``'s released one: its SHA-256 is known to the
+    registry (``verdict.released_weights``), or it matches a published MD5/SHA-1 record."""
+    if verdict.released_weights(builder, sha256):
+        return True
+    try:
+        known = registry.caffemodel_for(builder).known
+    except LookupError:
+        return False
+    others = [d.as_dict() for d in known if not d.sha256]
+    if not others:
+        return False
+    actual = download.hash_file(source, sorted({a for d in others for a in d}))
+    return any(all(actual[a] == v for a, v in d.items()) for d in others)
 
 
 def resolve_weights(builder: str, weights: str | Path | None,
@@ -80,35 +100,45 @@ def resolve_weights(builder: str, weights: str | Path | None,
             raise ResolveError(f"{source}: weights file not found")
         if source.suffix == ".safetensors":
             meta = read_metadata(source)
-            sha = meta.get(SOURCE_SHA256) or convert.sha256_file(source)
-            return Weights(source, sha, f"converted file ({meta.get(SOURCE_NAME, '?')})")
+            recorded = meta.get(SOURCE_SHA256)
+            sha = recorded or convert.sha256_file(source)
+            return Weights(source, sha, f"converted file ({meta.get(SOURCE_NAME, '?')})",
+                           bool(recorded) and verdict.released_weights(builder, recorded))
     sha = convert.sha256_file(source)
     folder = registry.cache_dir(cache)
     cached = folder / f"{source.name.split('.')[0]}-{builder}-{sha[:16]}.safetensors"
     if not cached.is_file():
         convert.convert(source, out=cached, builder=builder)
-    return Weights(cached, sha, f"{origin} caffemodel {source}")
+    released = origin == "released" or _is_released(builder, source, sha)
+    return Weights(cached, sha, f"{origin} caffemodel {source}", released)
 
 
-def load_item(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
-    """A reader's item as ``(id, inputs, label)`` (``SegmentationDataset.item``)."""
-    item = dataset.item(item_id)
+def load_item(dataset: Any, item_id: str) -> tuple[str, dict, dict]:
+    """A reader's item as ``(id, inputs, labels)``, ``labels`` every label map of the image by
+    the data layer's label top (``SegmentationDataset.item(all_labels=True)``: ``label``;
+    SIFT Flow ``sem`` and ``geo``, for both heads), which each ``Task.label`` picks from."""
+    item = dataset.item(item_id, all_labels=True)
     return item.id, item.inputs, item.label
 
 
-def load_siftflow_item(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
-    """A SIFT Flow item with both label maps, ``{"sem": ..., "geo": ...}``, for both heads."""
-    item = dataset.item(item_id)
-    other = "geo" if dataset.task == "sem" else "sem"
-    return item.id, item.inputs, {dataset.task: item.label,
-                                  other: dataset.load_task_label(item_id, other)}
-
-
-def load_item_with_label_blob(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
+def load_item_with_label_blob(dataset: Any, item_id: str) -> tuple[str, dict, dict]:
     """An item whose label also feeds the net's ``label`` input (1 x H x W float, as Caffe's
     data layer gives it to a SoftmaxWithLoss)."""
-    item_id, inputs, label = load_item(dataset, item_id)
-    return item_id, {**inputs, "label": label[None].astype(np.float32)}, label
+    item_id, inputs, labels = load_item(dataset, item_id)
+    label = labels[dataset.label_name]
+    return item_id, {**inputs, "label": label[None].astype(np.float32)}, labels
+
+
+def rank_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device a process runs on for ``--device name``: ``cuda:LOCAL_RANK`` (set as the
+    current one) or the CPU, checked up front (``port.run.devices.check_device``)."""
+    try:
+        device = check_device(f"cuda:{local_rank}" if name == "cuda" else name)
+    except DeviceError as err:
+        raise ResolveError(f"--device {name}: {err}") from err
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 _PROBE_SIZE = (2, 3)

@@ -112,8 +112,11 @@ def test_predictions_and_metrics_match_an_independent_evaluation(
     # the whole list, but a list of the tests' own with no published numbers: nothing reproduced
     assert not report["partial"] and report["like_for_like"] is None and not report["reproduction"]
     assert report["split_check"]["images"] == len(ids)
-    assert report["not_a_reproduction"] == ["no published numbers for net:fcn on synthetic: "
-                                            "nothing to compare with"]
+    # issue 19.2: and it says what it lacks, the published numbers and the released weights
+    assert report["not_a_reproduction"][-1] == ("no published numbers for net:fcn on "
+                                                "synthetic: nothing to compare with")
+    assert report["weights_check"]["matches"] is None
+    assert any(r.startswith("NOT THE RELEASED WEIGHTS") for r in report["not_a_reproduction"])
     assert report["weights_sha256"] == __import__("hashlib").sha256(caffemodel.read_bytes()).hexdigest()
 
 
