@@ -191,17 +191,6 @@ def _fetch_dataset(name: str, root: Path) -> None:
         download.extract(download.fetch(artifact, root / "archives"), root)
 
 
-def _split_options(name: str, root: Path, choice: Any) -> dict[str, Any]:
-    """``split_file=`` for a list file given with ``--split PATH``, or for a split the dataset
-    folder does not ship (VOC's seg11valid: the list shipped in the package,
-    ``reproduce.splits``)."""
-    path = splits.split_file_for(name, locate(name, root, choice.name).path, choice)
-    if path is None:
-        return {}
-    _note(f"split {choice.name}: reading the list {path}")
-    return {"split_file": path}
-
-
 def find_dataset(name: str, root: Path, split: str | None, *, download: bool = False) -> None:
     """Make sure dataset ``name`` is at or under ``root``: fetched there if ``download`` and
     absent, else ``DatasetNotFoundError`` naming ``root``. Cheap; the command line calls it
@@ -214,27 +203,36 @@ def find_dataset(name: str, root: Path, split: str | None, *, download: bool = F
         _fetch_dataset(name, root)
 
 
-def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
-                 **options: Any) -> Any:
+def open_split(name: str, root: Path, split: str | None, *, download: bool = False,
+               **options: Any) -> tuple[Any, splits.ListSource]:
     """The reader of dataset ``name`` at or under ``root`` (fetched first if ``download`` and
-    absent); says which folder it found. ``split``: a name, a list file's path, or None for
-    the papers' evaluation split (``reproduce.splits.choose``)."""
+    absent) and the list it reads (``reproduce.splits.list_source``: the user's, the folder's
+    own, its parts or the shipped lists, verified); says which folder and which list.
+    ``split``: a name, a list file's path, or None for the papers' evaluation split."""
     find_dataset(name, root, split, download=download)
     choice = splits.choose(name, split)
-    split = choice.name
-    options = {**_split_options(name, root, choice), **options}
+    source = splits.list_source(name, locate(name, root, choice.name).path, choice)
+    if source.split_file is not None:
+        _note(source.describe())
+        options = {"split_file": source.split_file, **options}
     try:
-        dataset = get_dataset(name, root, split, **options)
+        dataset = get_dataset(name, root, choice.name, **options)
     except MissingFileError as exc:
         local = upstream_dir()
         if name != "pascalcontext" or local is None or "class_lists" in options:
             raise
         _note(f"{exc}; using the class lists of {local / 'data' / 'pascal-context'}")
-        dataset = get_dataset(name, root, split, class_lists=local / "data" / "pascal-context",
-                              **options)
+        dataset = get_dataset(name, root, choice.name,
+                              class_lists=local / "data" / "pascal-context", **options)
     located = getattr(dataset, "located", None)
     _note(located.message if located is not None else f"reading {dataset!r}")
-    return dataset
+    return dataset, source
+
+
+def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
+                 **options: Any) -> Any:
+    """``open_split``'s reader alone."""
+    return open_split(name, root, split, download=download, **options)[0]
 
 
 def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module, str]:

@@ -96,27 +96,39 @@ def _run(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------ item 1: the shipped split
-@pytest.mark.parametrize("key", sorted(splits.PACKAGED))
-def test_packaged_lists_are_the_registrys(key):
-    """Each shipped list is the registry's file byte for byte, and its ids are the count and
-    digest the registry records."""
-    entry = splits.PACKAGED[key]
-    artifact = registry.get(entry.artifact)
-    path = splits.packaged_file(*key)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact.known[0].sha256
-    ids = _ids_of(path)
-    assert len(ids) == artifact.ids and registry.split_digest(ids) == artifact.ids_sha256
-    assert splits.default_split(key[0]) == key[1]      # the shipped lists are the defaults
+SHIPPED = sorted({a for entry in splits.LISTS.values() for a in entry.shipped})
 
 
-def test_the_packaged_lists_are_declared_package_data(package_data_patterns):
-    """``pip install .`` ships reproduce/data: setup.cfg's package_data covers every list."""
+@pytest.mark.parametrize("artifact", SHIPPED)
+def test_shipped_lists_are_the_registrys(artifact):
+    """Each shipped list (evaluation and training, one folder) is the registry's file byte
+    for byte, and an evaluation list's ids are the count and digest the registry records."""
+    record = registry.get(artifact)
+    path = splits.shipped_file(artifact)
+    assert path.parent.parent == splits.DATA_DIR
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record.known[0].sha256
+    if record.ids_sha256 is not None:
+        ids = _ids_of(path)
+        assert len(ids) == record.ids and registry.split_digest(ids) == record.ids_sha256
+
+
+def test_the_papers_evaluation_lists_are_the_defaults():
+    for dataset, split in (("voc", "seg11valid"), ("siftflow", "test"), ("nyud", "test")):
+        assert splits.default_split(dataset) == split and (dataset, split) in splits.LISTS
+
+
+def test_the_shipped_lists_are_declared_package_data(package_data_patterns):
+    """``pip install .`` ships reproduce/data: setup.cfg's package_data covers every list, and
+    there is one folder of them (issue 20.4)."""
     patterns = package_data_patterns("reproduce")
     package = Path(splits.__file__).parent
-    for entry in splits.PACKAGED.values():
-        rel = (splits.DATA_DIR / entry.packaged).relative_to(package)
+    for artifact in SHIPPED:
+        rel = (splits.DATA_DIR / splits.shipped_name(artifact)).relative_to(package)
         assert any(rel.match(p) for p in patterns), (rel, patterns)
     assert (splits.DATA_DIR / "README.md").is_file()
+    assert sorted(p.relative_to(splits.DATA_DIR).as_posix() for p in
+                  splits.DATA_DIR.rglob("*.txt")) == sorted(map(splits.shipped_name, SHIPPED))
+    assert not list(package.glob("*/data/*/*.txt"))       # no second folder of lists
 
 
 def test_an_altered_packaged_list_is_refused(tmp_path, monkeypatch):
@@ -124,7 +136,7 @@ def test_an_altered_packaged_list_is_refused(tmp_path, monkeypatch):
     (tmp_path / "pascal" / "seg11valid.txt").write_text("\n".join(SEG11VALID[:5]) + "\n")
     monkeypatch.setattr(splits, "DATA_DIR", tmp_path)
     with pytest.raises(splits.SplitError, match="altered.*reinstall"):
-        splits.packaged_file("voc", "seg11valid")
+        splits.shipped_file("split/pascal/seg11valid")
 
 
 def test_split_is_a_name_or_a_list_file(tmp_path):

@@ -123,8 +123,10 @@ def read_split(path: Path, hint: str = "") -> list[str]:
     return ids
 
 
-#: What a missing split file's error suggests (the command line's and the Python way).
-SPLIT_FILE_HINT = " (give a list of image ids with --split FILE, or split_file= in Python)"
+#: What a missing split file's error suggests: the command line's option (a Python caller
+#: reads ``split_file=`` in the reader's signature; issue 19.13: a command-line user was
+#: told of the Python argument).
+SPLIT_FILE_HINT = " (give a file of image ids, one a line, with --split FILE)"
 
 
 def split_ids(split_file, default: Path, hint: str = SPLIT_FILE_HINT) -> list[str]:

@@ -23,7 +23,7 @@ Files under OUT: ``train_log.jsonl`` (one object per iteration: ``iter``, ``lr``
 builder's names, loadable by ``port.models``) + ``snapshots/iter_<k>.solverstate.safetensors``
 (``Solver.snapshot``: weights, history, counters, RNG), ``final.safetensors``, ``init.json``
 (where each blob started: the file it was copied from, filled, interp; the sources read; the
-training list, ``reproduce.training.data.ListSource``),
+training list, ``reproduce.splits.ListSource``),
 ``report.json``/``report.md`` (``reproduce.report``), ``curves.png``.
 """
 from __future__ import annotations
