@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cuda", "cpu"),
                    default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where the net runs (default: cuda when a GPU is visible, else cpu)")
-    p.add_argument("--out", type=Path, help="report folder (default: reports/<model>)")
+    p.add_argument("--out", type=Path, help="report folder (default: ./reports/<model>)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images of "
                    "the split (default: all; a partial run is no reproduction)")
     precision = p.add_mutually_exclusive_group()
@@ -100,7 +100,8 @@ def parser() -> argparse.ArgumentParser:
                         "score_sem and score_geo)")
     p.add_argument("--compare", metavar="MODEL", help="compare a --net run with this model's "
                    "published numbers (default: none)")
-    p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
+    p.add_argument("--cache", type=Path, help="download/conversion cache (default: "
+                   "$FCN_PORT_CACHE, else $XDG_CACHE_HOME/fcn-port, else ~/.cache/fcn-port)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: a tqdm bar "
                    "with the running mean IU and images/s)")
     return p
@@ -119,7 +120,7 @@ def _config(args: argparse.Namespace, device: torch.device, out: Path) -> H.Eval
 
 def _data_root(args: argparse.Namespace) -> tuple[Path, bool]:
     """(where to look for the dataset, whether it may be downloaded there)."""
-    return (args.data, False) if args.data is not None else (R.REPO_ROOT / "data", True)
+    return (args.data, False) if args.data is not None else (R.default_data_root(), True)
 
 
 def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str]:
@@ -202,9 +203,9 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
 
 
 def _out(args: argparse.Namespace) -> Path:
-    """The report folder: --out, else reports/<model>."""
+    """The report folder: --out, else ./reports/<model>."""
     name = args.model or (args.net.stem if args.net else "")
-    return args.out or R.REPO_ROOT / "reports" / name.replace("_", "-")
+    return args.out or R.default_report_dir(name)
 
 
 def _run(args: argparse.Namespace, ctx: dist_.DistContext) -> int:

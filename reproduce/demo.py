@@ -115,10 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cuda", "cpu"),
                    default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where the net runs (default: cuda when available)")
-    p.add_argument("--out", type=Path, default=R.REPO_ROOT / "reports" / "demo",
-                   help="folder for prediction.png, overlay.png and demo.json "
-                        "(default: reports/demo)")
-    p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
+    p.add_argument("--out", type=Path, help="folder for prediction.png, overlay.png and "
+                   "demo.json (default: ./reports/demo)")
+    p.add_argument("--cache", type=Path, help="download/conversion cache (default: "
+                   "$FCN_PORT_CACHE, else $XDG_CACHE_HOME/fcn-port, else ~/.cache/fcn-port)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, metavar="PERCENT",
                    help=f"exit 1 when fewer pixels than this agree with the released output "
                         f"(default {MIN_AGREEMENT:g}: the released weights give 100%% in Caffe; "
@@ -129,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from port.models import get_meta, get_model
     args = _parser().parse_args(argv)
+    args.out = args.out or R.default_report_dir("demo")
     device = torch.device(args.device)
     paths = {k: R.upstream_file(*v) for k, v in DEMO_FILES.items()}
     weights = R.resolve_weights("fcn8s", args.weights, args.cache)

@@ -30,7 +30,9 @@ def _note(message: str) -> None:
     from tqdm import tqdm
     tqdm.write(message)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The folder above the package: a source checkout's root, whose ``../shared/upstream`` a
+#: developer's copy of upstream may be (read only; nothing is ever written under it).
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
 #: Where upstream split files and the demo are looked for before downloading them.
 ENV_UPSTREAM = "FCN_PORT_UPSTREAM"
 #: Registry dataset archives to fetch for each dataset reader, when no data is given.
@@ -42,10 +44,25 @@ class ResolveError(PortError):
     """A model, weights file or dataset the command line names that cannot be used."""
 
 
+# Where a run's outputs go by default: relative to the working directory (reports, runs,
+# downloaded datasets) or the per-user cache (weights downloads and conversions, the demo's
+# files: ``registry.cache_dir``), never inside the installed package, which may be read-only
+# or shared by several users.
+def default_data_root() -> Path:
+    """Where a dataset is looked for, and downloaded when absent, without ``--data``:
+    ``./data`` (its archives in ``./data/archives``)."""
+    return Path.cwd() / "data"
+
+
+def default_report_dir(name: str) -> Path:
+    """A report folder without ``--out``: ``./reports/<name>``."""
+    return Path.cwd() / "reports" / name.replace("_", "-")
+
+
 def upstream_dir() -> Path | None:
     """A local copy of the upstream repository: $FCN_PORT_UPSTREAM, else ../shared/upstream."""
     env = os.environ.get(ENV_UPSTREAM)
-    for candidate in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "upstream"]:
+    for candidate in ([Path(env)] if env else []) + [SOURCE_ROOT.parent / "shared" / "upstream"]:
         if candidate.is_dir():
             return candidate
     return None

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from reproduce import registry
+
 __all__ = ["WeightsCheck", "released_weights", "weights_check", "reasons", "verdict",
            "markdown"]
 
@@ -42,7 +44,6 @@ def released_weights(model: str, sha256: str) -> bool:
     knows it: published with the artifact, or recorded by an earlier verified download of it
     (``registry.HashStore``: a download checked against the published MD5, or the first one
     where nothing was published)."""
-    from reproduce import registry
     if not sha256:
         return False
     try:

@@ -447,13 +447,15 @@ def test_the_readmes_make_targets_exist():
 
 def test_offline_dataset_download_says_data_and_leaves_no_folder(no_network, small_fcn8s,
                                                                  tmp_path, monkeypatch, capsys):
-    """No --data: the dataset would be downloaded into <repo>/data (here a tmp folder); offline
-    that is one line naming the archive, its hosts and DATA=, and no empty data/ is left."""
-    from reproduce import resolve
-    monkeypatch.setattr(resolve, "REPO_ROOT", tmp_path / "repo")
+    """No --data: the dataset would be downloaded into ./data of the working directory (never
+    the package's folder); offline that is one line naming the archive, its hosts and DATA=,
+    and no empty data/ is left."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
     code = _run(["fcn8s", "--weights", str(small_fcn8s), "--out", str(tmp_path / "out")])
     err = _one_line_error(capsys)
     assert code == 1 and "VOCtrainval_11-May-2012.tar: no URL gave the file" in err
     assert "host.robots.ox.ac.uk" in err and "--data DIR (make: DATA=DIR)" in err
-    assert f"put it at {tmp_path / 'repo' / 'data' / 'archives'}" in err
-    assert not (tmp_path / "repo").exists()
+    assert f"put it at {work / 'data' / 'archives'}" in err
+    assert not list(work.iterdir())
