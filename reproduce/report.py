@@ -401,10 +401,22 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
     return "\n".join(lines) + "\n"
 
 
+def plot_title(info: RunInfo, result: EvalResult, task: Task) -> str:
+    """The per-class IU plot's title: what was evaluated, and over how much of the split (a
+    partial run says so: its bars are not the split's)."""
+    head = f"{info.model} on {info.dataset} {info.split}: per-class IU, {task.output}"
+    if is_partial(info, result):
+        of = "" if info.split_size is None else f" of {info.split_size}"
+        return f"{head}\nPARTIAL: {result.images}{of} {plural(result.images, 'image')}"
+    return f"{head}\n{result.images} {plural(result.images, 'image')}, the whole list"
+
+
 def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Comparison],
-                   published_per_class: dict[str, float] | None = None) -> Path:
+                   published_per_class: dict[str, float] | None = None,
+                   title: str | None = None) -> Path:
     """Bar chart of our per-class IU, with the published per-class IU where the source gives
-    it and the published mean IU as a line; PNG, Agg backend, written atomically."""
+    it and the published mean IU as a line; ``title`` (default: the output's name); PNG, Agg
+    backend, written atomically."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -426,7 +438,7 @@ def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Compar
     ax.set_xticks(x, task.class_names, rotation=90)
     ax.set_ylabel("IU (%)")
     ax.set_ylim(0, PERCENT)
-    ax.set_title(f"per-class IU, {task.output}")
+    ax.set_title(title or f"per-class IU, {task.output}")
     # Right of the axes: a trained net's bars reach the top wherever a legend inside would sit,
     # and below the class names it left an empty band whose height depends on the longest
     # name. savefig's tight bounding box takes it in.
@@ -451,11 +463,13 @@ def _font(size: int = 14) -> Any:
         return ImageFont.load_default()
 
 
-def compose_overlay(parts: dict[str, np.ndarray], class_names: Sequence[str]) -> np.ndarray:
+def compose_overlay(parts: dict[str, np.ndarray], class_names: Sequence[str],
+                    captions: Sequence[str] = OVERLAY_CAPTIONS) -> np.ndarray:
     """One picture of an evaluated image: the image, the ground truth and the prediction
     blended with the VOC palette side by side (``harness`` keeps the three as ``parts``),
-    enlarged to ``MIN_OVERLAY_SIDE``, a caption over each panel and a legend of the classes
-    shown (their palette colour and name; void is left uncoloured: it is not scored)."""
+    enlarged to ``MIN_OVERLAY_SIDE``, a caption over each panel (``captions``: the demo names
+    its columns image, released, ours) and a legend of the classes shown (their palette colour
+    and name; void is left uncoloured: it is not scored)."""
     from PIL import Image, ImageDraw
     from reproduce.palette import VOID_LABEL, overlay, voc_palette
     rgb = np.asarray(parts["image"], dtype=np.uint8)
@@ -487,7 +501,7 @@ def compose_overlay(parts: dict[str, np.ndarray], class_names: Sequence[str]) ->
     canvas.paste(Image.fromarray(body), (0, line))
     draw = ImageDraw.Draw(canvas)
     panel = w * k
-    for i, caption in enumerate(OVERLAY_CAPTIONS):
+    for i, caption in enumerate(captions):
         text_w = probe.textlength(caption, font=font)
         draw.text((i * panel + max(0.0, (panel - text_w) / 2), 3), caption, fill="black", font=font)
     top = line + body.shape[0] + 4
@@ -532,7 +546,8 @@ def write_report(out_dir: str | Path, result: EvalResult, info: RunInfo, tasks: 
     report = build_report(result, info, tasks, rows)
     plot: Path | None = out / "per_class_iu.png"
     if has_matplotlib():
-        plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class)
+        plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class,
+                       plot_title(info, result, tasks[0]))
     else:
         plot = None
     overlays = write_overlays(out, result.overlays, tasks[0].class_names)

@@ -359,3 +359,5 @@ def test_registry_and_locate_errors(tmp_path):
     for name in ds.DATASETS:
         with pytest.raises(ds.DatasetNotFoundError, match=str(tmp_path)):
             ds.locate(name, tmp_path)
+    with pytest.raises(ds.DatasetNotFoundError, match="not a folder.*--data DIR"):  # 19.13
+        ds.locate("voc", tmp_path / "nonexistent")

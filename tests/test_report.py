@@ -219,3 +219,14 @@ def test_released_weights_are_known_by_the_registrys_digest(tmp_path, monkeypatc
     assert verdict.weights_check("fcn8s", "w", sha).matches is True
     assert verdict.weights_check(None, "w", sha).matches is None
     assert not verdict.released_weights("fcn8s", "")
+
+
+def test_the_plot_title_says_what_and_how_much_was_evaluated():
+    """Issue 19.13: per_class_iu.png was titled "per-class IU, score" whatever the run; a
+    partial run's title says it is partial and how many images it holds."""
+    from reproduce.report import plot_title
+    result, task = _small_run(4)
+    partial = plot_title(_info(limit=4, split_size=13), result, task)
+    assert "m on voc val" in partial and "PARTIAL: 4 of 13 images" in partial
+    whole = plot_title(_info(split_size=4), result, task)
+    assert "PARTIAL" not in whole and "4 images" in whole

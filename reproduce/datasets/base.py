@@ -81,7 +81,8 @@ def find_dirs(root, is_match: Callable[[Path], bool], depth: int = SEARCH_DEPTH)
     """Folders at and below ``root`` (breadth first, shallowest first) for which ``is_match``."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetNotFoundError(root, "not a folder")
+        raise DatasetNotFoundError(root, "not a folder; give the dataset's folder or any "
+                                         "folder above it (--data DIR)")
     found, queue = [], deque([(root, 0)])
     while queue:
         folder, level = queue.popleft()
