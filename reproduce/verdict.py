@@ -22,8 +22,8 @@ from typing import Any, Mapping, Sequence
 
 from reproduce import registry
 
-__all__ = ["WeightsCheck", "released_weights", "weights_check", "reasons", "verdict",
-           "markdown"]
+__all__ = ["WeightsCheck", "released_weights", "weights_check", "recipe_check", "reasons",
+           "verdict", "markdown"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,17 @@ def weights_check(model: str | None, weights: str, sha256: str,
                                f"of {model} (its registry digest)")
 
 
+def recipe_check(lacking: Sequence[str], weights: str) -> WeightsCheck:
+    """The check of trained weights: a complete upstream recipe's result when nothing is
+    ``lacking`` (each item one thing the run lacks, e.g. ``"6 of 100000 iterations"``,
+    ``"width 1/16"``, ``"init not the released classifier"``, ``"not the papers' training
+    list"``)."""
+    if not lacking:
+        return WeightsCheck(True, f"{weights}: trained by the complete upstream recipe")
+    return WeightsCheck(False, f"{weights}: not the complete upstream recipe ("
+                               + "; ".join(lacking) + ")")
+
+
 def reasons(*, split_check: Mapping[str, Any] | None, partial: str | None,
             weights: Mapping[str, Any] | None, published: bool, model: str,
             split: str) -> list[str]:
@@ -88,8 +99,8 @@ def reasons(*, split_check: Mapping[str, Any] | None, partial: str | None,
     if partial:
         out.append(partial)
     if weights is None:
-        out.append("NOT THE RELEASED WEIGHTS: the weights were not checked against the "
-                   "released ones")
+        out.append("NOT THE RELEASED WEIGHTS: the weights were checked neither against the "
+                   "released caffemodel nor against a complete upstream recipe")
     elif not weights.get("matches"):
         out.append(f"NOT THE RELEASED WEIGHTS: {weights['description']}")
     if not published:

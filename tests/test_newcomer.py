@@ -368,6 +368,7 @@ def test_help_is_plain_text_lists_the_models_and_every_option_says_its_default(c
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "`" not in text                                    # no reStructuredText markup
+    assert "python -m reproduce train" in " ".join(text.split())   # 19.13: train is named
     listed = text.split("models:", 1)[1].split("(dashes", 1)[0].replace("\n", " ")
     assert {m.strip() for m in listed.split(",")} == {m.replace("_", "-") for m in list_models()}
     for action in parser()._actions:

@@ -230,3 +230,16 @@ def test_the_plot_title_says_what_and_how_much_was_evaluated():
     assert "m on voc val" in partial and "PARTIAL: 4 of 13 images" in partial
     whole = plot_title(_info(split_size=4), result, task)
     assert "PARTIAL" not in whole and "4 images" in whole
+
+
+def test_a_training_run_passes_its_recipe_check():
+    """The training report's half of the verdict (helper: ``verdict.recipe_check``)."""
+    from reproduce import verdict
+    complete = verdict.recipe_check([], "final.safetensors")
+    assert complete.matches and not verdict.reasons(
+        split_check=None, partial=None, weights=complete.as_dict(), published=True, model="m",
+        split="s")
+    toy = verdict.recipe_check(["6 of 100000 iterations", "width 1/16"], "final.safetensors")
+    [reason] = verdict.reasons(split_check=None, partial=None, weights=toy.as_dict(),
+                               published=True, model="m", split="s")
+    assert "6 of 100000 iterations" in reason and "width 1/16" in reason
