@@ -366,3 +366,23 @@ def test_device_cuda_without_cuda_is_named_before_any_work(voc_tree, tmp_path, m
     assert code == 1 and len(err.splitlines()) == 1, err
     assert "--device cuda: device 'cuda:0'" in err and "available: cpu" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model", ["nyud_fcn32s_hha", "siftflow_fcn32s"])
+def test_named_nets_beyond_voc_are_evaluated_by_their_dataset_class(model, tmp_path):
+    """One evaluation setup (``reproduce.evaluation``): the label maps, classes and reader
+    options come from the dataset class. NYUD's HHA net reads the HHA image into its blob
+    ``data`` (the reader was given 'data' as a modality before), SIFT Flow scores both heads."""
+    from train_trees import TRAIN_SIZES, make_nyud, make_siftflow, random_init
+    from port.models import get_meta
+    (make_nyud if model.startswith("nyud") else make_siftflow)(tmp_path / "data", TRAIN_SIZES[:2])
+    weights = random_init(model, tmp_path / "w.safetensors")
+    out = tmp_path / "out"
+    assert main([model, "--data", str(tmp_path / "data"), "--weights", str(weights), "--out",
+                 str(out), "--device", "cpu", "--quiet", "--workers", "0", "--overlays", "0",
+                 "--split", "test"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    meta = get_meta(model)
+    assert list(report["outputs"]) == list(meta.outputs) and report["images"] == 2
+    for output, classes in zip(meta.outputs, meta.classes):
+        assert report["outputs"][output]["classes"] == list(classes)
