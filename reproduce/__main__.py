@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from port.caffe import load_net
+from port.errors import EXIT_BAD_INPUT, PortError
 from port.run import speed
 from port.run.devices import device_name
 from reproduce import distributed as dist_
@@ -26,10 +27,8 @@ from reproduce import evaluation as E
 from reproduce import harness as H
 from reproduce import resolve as R
 from reproduce import verdict
+from reproduce.checkpoint import CHECKPOINT_NAME
 from reproduce.datasets import dataset_class
-from reproduce.checkpoint import CHECKPOINT_NAME, RunIdentity
-
-from port.errors import EXIT_BAD_INPUT, PortError
 
 EXIT_BAD_ITEM, EXIT_SIGNAL_BASE = EXIT_BAD_INPUT, 128
 DEFAULT_OVERLAYS = 4
