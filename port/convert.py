@@ -33,7 +33,7 @@ from port.errors import PortError
 from port.fileio import atomic_open
 from port.load import build_net, sha256_file
 from port.net.engine import BlobMismatchError
-from port.net.layers import CaffeGraphError
+from port.net.layers import BATCH_NORM_BLOBS, CaffeGraphError
 from port.models import weights as fmt
 from port.models import get_builder, get_meta, list_models
 from port.models.weights import load_weights
@@ -121,8 +121,9 @@ def _read(weights_path: Path, prototxt: Path | None) -> tuple[NetDef, NetDef | N
 
 def _float32(blob: np.ndarray) -> np.ndarray:
     """``blob`` as contiguous little-endian float32: the file's own view when it is one
-    already (Caffe's ``data``), a converted copy otherwise (``double_data``)."""
-    return np.ascontiguousarray(blob, dtype=_FLOAT32)
+    already (Caffe's ``data``), a converted copy otherwise (``double_data``). A 0-axis blob (a
+    Scale's ``num_axes: 0``) stays 0-d (``ascontiguousarray`` alone makes it 1-d)."""
+    return np.ascontiguousarray(blob, dtype=_FLOAT32).reshape(np.shape(blob))
 
 
 def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarray]:
@@ -196,14 +197,17 @@ def _check_layer_blobs(net: NetDef, source: str) -> None:
 
 
 def _state_from_blobs(src: NetDef) -> dict[str, np.ndarray]:
-    """Blobs named by index (0 weight, 1 bias), for a file without definitions."""
+    """Blobs named by index (0 weight, 1 bias; a BatchNorm's three as the engine names them),
+    for a file without definitions or without an input shape."""
     state = {}
-    for layer, blobs in src.blobs().items():
-        if len(blobs) > len(fmt.BLOB_NAMES):
-            raise ConversionError(str(src.path), f"layer {layer!r} has {len(blobs)} blobs; without "
+    for layer in src.layers:
+        blobs = layer.blobs
+        names = BATCH_NORM_BLOBS if layer.type == "BatchNorm" else fmt.BLOB_NAMES
+        if len(blobs) > len(names):
+            raise ConversionError(str(src.path), f"layer {layer.name!r} has {len(blobs)} blobs; without "
                                   f"a prototxt only weight and bias blobs can be named")
-        for name, blob in zip(fmt.BLOB_NAMES, blobs):
-            state[f"{layer}.{name}"] = _float32(blob)
+        for name, blob in zip(names, blobs):
+            state[f"{layer.name}.{name}"] = _float32(blob)
     return state
 
 

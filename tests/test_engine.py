@@ -131,8 +131,8 @@ def test_load_blobs_is_strict_and_lists_every_mismatch():
 
 
 def test_unknown_type_and_missing_bottom_errors():
-    text = TINY.replace('type: "ReLU"', 'type: "Sigmoid"')
-    with pytest.raises(CaffeGraphError, match="'relu1': unknown type 'Sigmoid'; supported types: .*Convolution"):
+    text = TINY.replace('type: "ReLU"', 'type: "PReLU"')
+    with pytest.raises(CaffeGraphError, match="'relu1': unknown type 'PReLU'; supported types: .*Convolution"):
         CaffeNet(net_from(text))
     assert "Python" in SUPPORTED_LAYER_TYPES and "Crop" in SUPPORTED_LAYER_TYPES
     with pytest.raises(CaffeGraphError, match="'score'.*\\['nothing'\\]"):

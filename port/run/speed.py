@@ -32,6 +32,7 @@ from port.net import ops
 from port.net.engine import CaffeNet
 from port.net.layers import Convolution, Identity, redress, relu_in_place_after
 from port.run import canvas
+from port.run.fold import fold_batchnorm
 
 __all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
            "FAST_TF32_CONV5", "FAST_TF32_SPLIT5", "FAST_FP16", "FAST_FP16_CONV5", "keep_fp32",
@@ -386,8 +387,9 @@ def prepack_cpu(model: CaffeNet) -> CaffeNet:
 # -- putting it together -----------------------------------------------------------------------
 def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device = "cpu") -> nn.Module:
     """``model`` in eval mode on ``device`` in ``mode``'s memory format, prepacked on the CPU
-    when ``mode.prepack``, its trunk on the constant canvas when ``mode.skip_constant`` and
-    :func:`port.run.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does),
+    when ``mode.prepack`` (BatchNorm and Scale first folded into their convolution,
+    :func:`port.run.fold.fold_batchnorm`), its trunk on the constant canvas when
+    ``mode.skip_constant`` and :func:`port.run.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does),
     ``mode.fp32_layers`` kept in fp32 (:func:`keep_fp32`), ``mode.split_tf32_layers`` split
     (:func:`split_tf32`, in place). ``mode.compile`` is left to
     :func:`compile_model`, whose warm-up the caller times."""
@@ -397,8 +399,8 @@ def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device 
     if mode.channels_last:
         model = model.to(memory_format=torch.channels_last)
     copied = mode.prepack and device.type == "cpu"
-    if copied:
-        model = prepack_cpu(model)
+    if copied:  # BatchNorm + Scale folded into their convolution first (a copy when any)
+        model = prepack_cpu(fold_batchnorm(model))
     if mode.skip_constant and canvas.pays_off(model):
         model = canvas.constant_canvas(model, inplace=copied)
     if mode.fp32_layers:
