@@ -131,15 +131,16 @@ def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, 
     name = args.dataset or meta.dataset
     root, download = _data_root(args)
     # the data first: a wrong --data must not wait for (or fail on) a weights download
-    dataset = R.open_dataset(name, root, args.split, download=download,
-                             **E.model_reader_options(meta, name))
+    dataset, source = R.open_split(name, root, args.split, download=download,
+                                   **E.model_reader_options(meta, name))
     weights = R.resolve_weights(builder, args.weights, args.cache)
     runner = H.prepare_model(get_model(builder, weights=weights.path), config)
     spec = E.for_model(meta, runner, dataset, weights_sha256=weights.sha256,
                        precision=config.precision.name, limit=args.limit)
     check = verdict.weights_check(builder, str(weights.path), weights.sha256, weights.released)
     return spec, {"weights": f"{weights.path} ({weights.origin})",
-                  "weights_check": check.as_dict()}, builder
+                  "weights_check": check.as_dict(),
+                  "split_list": source.as_dict(dataset.ids)}, builder
 
 
 def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str | None]:
@@ -154,15 +155,17 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
     runner = H.prepare_model(model, config)
     reader = dataset_class(name)
     preprocess = reader.preprocessing(model.input_names)
-    dataset = R.open_dataset(name, root, args.split, download=download,
-                             **reader.reader_options(list(preprocess), list(preprocess.values())))
+    dataset, source = R.open_split(
+        name, root, args.split, download=download,
+        **reader.reader_options(list(preprocess), list(preprocess.values())))
     spec = E.for_net(load_net(args.net), runner, model.input_names, dataset,
                      model=f"net:{model.net_name}", weights_sha256=sha,
                      precision=config.precision.name, outputs=args.score_blob, limit=args.limit)
     compare = args.compare.replace("-", "_") if args.compare else None
     check = verdict.weights_check(compare, str(args.weights), sha)
     return spec, {"weights": str(args.weights), "net": str(args.net),
-                  "weights_check": check.as_dict()}, compare
+                  "weights_check": check.as_dict(),
+                  "split_list": source.as_dict(dataset.ids)}, compare
 
 
 def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,

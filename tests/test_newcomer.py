@@ -163,6 +163,9 @@ def test_the_main_command_runs_on_voc_as_shipped(shipped_voc, small_fcn8s, tmp_p
     assert report["split_size"] == report["images"] == len(SEG11VALID) == 736
     assert not report["partial"] and report["skipped"] == []
     assert "seg11valid.txt" in capsys.readouterr().out      # it says which list it read
+    listed = report["split_list"]                        # ... and records where it came from
+    assert listed["kind"] == "shipped" and listed["files"][0].endswith("pascal/seg11valid.txt")
+    assert listed["ids_sha256"] == registry.split_digest(SEG11VALID)
     # the papers' list, whole: a like-for-like comparison with the published numbers ...
     assert report["split_check"]["matches"] and report["like_for_like"] is True
     assert any(r["published"] is not None for r in report["comparison"])
