@@ -386,3 +386,18 @@ def test_named_nets_beyond_voc_are_evaluated_by_their_dataset_class(model, tmp_p
     assert list(report["outputs"]) == list(meta.outputs) and report["images"] == 2
     for output, classes in zip(meta.outputs, meta.classes):
         assert report["outputs"][output]["classes"] == list(classes)
+
+
+def test_given_weights_are_the_released_ones_by_the_registrys_digest(caffemodel, tmp_path,
+                                                                       monkeypatch):
+    """The weights half of the verdict for a file the user gives: a caffemodel, or its
+    converted safetensors, is the released one when the caffemodel's SHA-256 is the registry's
+    (here recorded as by a verified download); any other file is not."""
+    from reproduce import registry, resolve
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "cache"))
+    first = resolve.resolve_weights("fcn16s", caffemodel, tmp_path / "converted")
+    assert not first.released
+    registry.HashStore().record(registry.caffemodel_for("fcn16s").name, sha256=first.sha256)
+    again = resolve.resolve_weights("fcn16s", caffemodel, tmp_path / "converted")
+    assert again.released and again.path == first.path
+    assert resolve.resolve_weights("fcn16s", first.path).released   # its converted file
