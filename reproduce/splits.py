@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 from port.errors import PortError
 from reproduce import registry
+from reproduce.datasets import DATASETS
 
 __all__ = ["DATA_DIR", "LISTS", "SplitList", "ListSource", "SplitError", "SplitChoice",
            "SplitCheck", "default_split", "choose", "shipped_file", "list_source",
@@ -87,7 +88,6 @@ class SplitError(PortError):
 def default_split(dataset: str) -> str:
     """The split the reader of ``dataset`` reads when none is named: the papers' evaluation
     split (its constructor's default, read from it rather than repeated here)."""
-    from reproduce.datasets import DATASETS
     if dataset not in DATASETS:
         raise SplitError(f"unknown dataset {dataset!r} (known: {', '.join(sorted(DATASETS))})")
     return str(inspect.signature(DATASETS[dataset].__init__).parameters["split"].default)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from port.errors import PortError
+from reproduce import resolve as R
 from reproduce.splits import ListSource
 from reproduce.training.sampling import SampleOrder
 
@@ -46,7 +47,6 @@ def open_split(dataset: str, root: Path, split: str, inputs: Any = None) -> tupl
     """The ``reproduce.datasets`` reader of ``split`` (a training or validation split) at or
     under ``root``, found as the harness finds datasets, and the list it reads
     (``reproduce.resolve.open_split``); ``inputs``: NYUD's modality of each input blob."""
-    from reproduce import resolve as R
     options = {} if inputs is None else {"inputs": inputs}
     return R.open_split(dataset, Path(root), split, **options)
 
