@@ -90,10 +90,21 @@ class ListSource:
                 "ids_sha256": split_digest(ids), **({"assumption": self.assumption}
                                                     if self.assumption else {})}
 
-    def describe(self) -> str:
-        files = " + ".join(str(f) for f in self.files) or "the reader's own list"
+    def describe(self, ids: list[str] | None = None) -> str:
+        """One line: ``training list sbd train: the dataset's own list, 8498 images (ids
+        SHA-256 ...)`` or the files joined and their assumption."""
+        if self.kind == "dataset" and not self.files:
+            where = "the dataset's own list"
+        else:
+            kind = {"dataset": "the dataset's", "dataset parts": "the dataset's lists joined:",
+                    "shipped": "shipped with fcn-port:"}.get(self.kind, self.kind)
+            where = f"{kind} {' + '.join(str(f) for f in self.files)}"
+        count = ""
+        if ids is not None:
+            from reproduce.registry import split_digest
+            count = f", {len(ids)} images (ids SHA-256 {split_digest(ids)[:12]})"
         note = f" [{self.assumption}]" if self.assumption else ""
-        return f"training list {self.dataset} {self.split}: {self.kind} {files}{note}"
+        return f"training list {self.dataset} {self.split}: {where}{count}{note}"
 
 
 def _checked(name: str, artifact: str) -> Path:
