@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
         description=fill("Evaluate a released FCN (or any Caffe segmentation net) as upstream "
                          "score.py does and compare with the published numbers. 'python -m "
                          "reproduce demo' runs FCN-8s on the upstream demo image ('python -m "
-                         "reproduce demo --help')."),
+                         "reproduce demo --help'); 'python -m reproduce train MODEL' trains one "
+                         "by upstream's recipe ('python -m reproduce train --help')."),
         epilog=fill(f"models: {models} (dashes or underscores).") + "\n\n" + fill(
             "exit status: 0 done, 1 bad input (a file, name or value; said in one line), 2 "
             "usage error, 128+N stopped by signal N after a checkpoint (continue with "

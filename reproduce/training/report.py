@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from port.fileio import atomic_open, write_text_atomic
 from port.load import sha256_file
 
-__all__ = ["write_train_report", "plot_curves", "NO_CURVES_NOTE", "training_shortfalls",
+__all__ = ["write_train_report", "plot_curves", "curves_figure", "NO_CURVES_NOTE", "training_shortfalls",
            "TRAINING_VERDICT", "papers_list_match"]
 
 NO_CURVES_NOTE = ("curves.png not drawn: matplotlib is not installed (pip install "
@@ -29,10 +29,9 @@ NO_CURVES_NOTE = ("curves.png not drawn: matplotlib is not installed (pip instal
 TRAINING_VERDICT = "not_a_reproduction"
 
 
-def plot_curves(path: Path, records: Sequence[dict], published_mean_iu: float | None,
-                title: str) -> Path:
-    """Loss per iteration (left axis) and validation mean IU in percent (right axis), one
-    legend for both."""
+def curves_figure(records: Sequence[dict], published_mean_iu: float | None, title: str) -> Any:
+    """The matplotlib ``Figure`` of :func:`plot_curves`: loss per iteration (left axis) and
+    validation mean IU in percent (right axis), one legend naming every line."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -47,13 +46,22 @@ def plot_curves(path: Path, records: Sequence[dict], published_mean_iu: float | 
     if vals:
         right.plot(*zip(*vals), "o-", color="C1", label="mean IU (val, %)")
     if published_mean_iu is not None:
-        right.axhline(published_mean_iu, color="C3", ls="--", label=f"published {published_mean_iu:.1f} %")
+        right.axhline(published_mean_iu, color="C3", ls="--",
+                      label=f"published {published_mean_iu:.1f} %")
     right.set_ylabel("mean IU (%)", color="C1")
     right.set_ylim(0, 100)
-    handles = ax.get_legend_handles_labels()
-    more = right.get_legend_handles_labels()
-    right.legend(handles[0] + more[0], handles[1] + more[1], loc="lower right", fontsize="small")
+    # the twin axes each hold their own lines: one legend gathers both
+    lines, labels = ax.get_legend_handles_labels()
+    more_lines, more_labels = right.get_legend_handles_labels()
+    right.legend(lines + more_lines, labels + more_labels, loc="lower right", fontsize="small")
     ax.set_title(title)
+    return fig
+
+
+def plot_curves(path: Path, records: Sequence[dict], published_mean_iu: float | None,
+                title: str) -> Path:
+    """``curves.png`` (:func:`curves_figure`), written atomically."""
+    fig = curves_figure(records, published_mean_iu, title)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as fh:
         fig.savefig(fh, format="png", bbox_inches="tight")

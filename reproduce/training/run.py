@@ -56,6 +56,9 @@ __all__ = ["TrainError", "TrainOptions", "TrainStopped", "train", "SNAPSHOT_FORM
 SNAPSHOT_FORMAT = "reproduce.training/1"
 LOG_NAME, FINAL_NAME, SNAPSHOT_DIR = "train_log.jsonl", "final.safetensors", "snapshots"
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+#: What a failed download of the recipe's classifier suggests: this command's own option (and
+#: the Makefile variable that passes it to the stages starting from a classifier).
+CLASSIFIER_INSTEAD = "or pass your copy with --init FILE (make: INIT=FILE)"
 _STATE = re.compile(r"^iter_(\d+)\.solverstate\.safetensors$")
 
 
@@ -142,7 +145,8 @@ def initialise(net: Any, recipe: Recipe, opts: TrainOptions) -> dict[str, Any]:
     elif recipe.init.kind == "classifier":
         from reproduce import download, registry
         sources = [(Path(download.fetch(registry.get(recipe.init.sources[0]),
-                                        registry.cache_dir(opts.cache))), "")]
+                                        registry.cache_dir(opts.cache),
+                                        instead=CLASSIFIER_INSTEAD)), "")]
     elif recipe.init.kind == "stage":
         sources = [(_stage_weights(opts, recipe.init.sources[0]), "")]
     else:  # fusion: each stream's net with its suffix (nyud-fcn32s-color-hha/solve.py)
