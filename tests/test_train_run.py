@@ -37,9 +37,11 @@ def _log(out):
     return [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_train_writes_log_snapshots_final_and_report(tree, tmp_path):
+def test_train_writes_log_snapshots_final_and_report(tree, tmp_path, capsys):
     out = tmp_path / "fcn32s"
+    capsys.readouterr()
     assert _run(tree, out, "--iters", "4") == 0
+    _check_lines_and_verdict(tree, out, capsys.readouterr().out.splitlines())
     log = _log(out)
     assert [r["iter"] for r in log] == [1, 2, 3, 4]
     assert all(len(r["samples"]) == 1 and r["lr"] == pytest.approx(1e-10) for r in log)
@@ -63,11 +65,15 @@ def test_train_writes_log_snapshots_final_and_report(tree, tmp_path):
     assert (out / "curves.png").is_file() == has_matplotlib()
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tree, tmp_path):
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tree, tmp_path, capsys):
     straight, split = tmp_path / "a" / "fcn32s", tmp_path / "b" / "fcn32s"
     assert _run(tree, straight, "--iters", "4", "--iter-size", "2") == 0
     assert _run(tree, split, "--iters", "2", "--iter-size", "2") == 0
+    capsys.readouterr()
     assert _run(tree, split, "--iters", "4", "--iter-size", "2", "--resume") == 0
+    printed = capsys.readouterr().out  # what this process ran, not the iterations before
+    assert "trained 2 iterations (3 to 4; resumed at 2)" in printed
+    assert "schedule: iterations 3 to 4" in printed.splitlines()[0]
     a, b = load_file(straight / "final.safetensors"), load_file(split / "final.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert _log(straight) == _log(split)
@@ -114,17 +120,13 @@ def test_bad_input_is_one_line(tree, tmp_path, capsys):
     assert "train fcn32s first" in capsys.readouterr().err
 
 
-def test_first_line_report_verdict_and_percent(tree, tmp_path, capsys):
+def _check_lines_and_verdict(tree, out, printed):
     """The first line names device, precision, net, init and schedule; the lr is logged as the
     recipe writes it; mean IU in percent; a toy run lists what it lacks of the recipe."""
     from reproduce.training.recipes import get_recipe
-    out = tmp_path / "fcn32s"
-    capsys.readouterr()
-    assert _run(tree, out, "--iters", "2", "--device", "cpu") == 0
-    printed = capsys.readouterr().out.splitlines()
     first = printed[0]
     assert first.startswith("training fcn32s at 1/16 width on cpu (") and "strict-fp32" in first
-    assert f"init: {tree[1]}" in first and "schedule: 2 iterations (upstream's 100000)" in first
+    assert f"init: {tree[1]}" in first and "schedule: 4 iterations (upstream's 100000)" in first
     recipe = get_recipe("fcn32s")
     assert str(np.float32(recipe.solver.base_lr)) in (out / "train_log.jsonl").read_text()
     assert any(line.startswith("iteration 2: mean IU ") and line.endswith(" %") for line in printed)
@@ -132,17 +134,17 @@ def test_first_line_report_verdict_and_percent(tree, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     reasons = report["not_a_reproduction"]
     assert report["reproduction"] is False
-    assert any(r.startswith("SCHEDULE: 2 iterations") for r in reasons)
+    assert any(r.startswith("SCHEDULE: 4 iterations") for r in reasons)
     assert any(r.startswith("WIDTH: the net at 1/16 width") for r in reasons)
     assert any(r.startswith(f"INIT: init {tree[1]} is not the released classifier") for r in reasons)
     training = report["training"]
-    assert training["iterations"] == 2 and training["width_divisor"] == 16
+    assert training["iterations"] == 4 and training["width_divisor"] == 16
     assert training["init_sources"][0]["sha256"] == sha256_file(tree[1])
     assert training["train_list"]["ids_sha256"] and training["train_list"]["images"] == 5
     assert report["weights_sha256"] == sha256_file(out / "final.safetensors")
     md = (out / "report.md").read_text().splitlines()
     assert md[2] == "**Not a reproduction of the upstream recipe:**"
-    assert any(line.startswith("- iterations: 2 (recipe: 100000)") for line in md)
+    assert any(line.startswith("- iterations: 4 (recipe: 100000)") for line in md)
     assert any(f"SHA-256 `{sha256_file(tree[1])}`" in line for line in md if line.startswith("- init:"))
     # the final weights carry the verdict, so a next stage started from them inherits it
     from port.models.weights import read_metadata
@@ -174,16 +176,6 @@ def test_a_complete_recipe_is_a_reproduction_and_each_shortfall_is_named():
     toy = {"sources": [{"file": "fcn32s/final.safetensors", "verdict": ["WIDTH: 1/16"]}]}
     assert training_shortfalls(stage, auto, stage.iterations, 1, toy, listed, {}) == \
         ["INIT: init fcn32s/final.safetensors is not a reproduction: WIDTH: 1/16"]
-
-
-def test_resume_says_what_this_process_ran(tree, tmp_path, capsys):
-    out = tmp_path / "fcn32s"
-    assert _run(tree, out, "--iters", "2") == 0
-    capsys.readouterr()
-    assert _run(tree, out, "--iters", "4", "--resume") == 0
-    printed = capsys.readouterr().out
-    assert "trained 2 iterations (3 to 4; resumed at 2)" in printed
-    assert "schedule: iterations 3 to 4" in printed.splitlines()[0]
 
 
 def _damaged_tree(tree, tmp_path):

@@ -5,26 +5,39 @@
 score.seg_tests(solver, ...)``. Here: the builder's TRAIN-phase net
 (``port.models.train_net``), Caffe's fillers (``port.net.fillers``), the recipe's initial
 weights (``surgery.transplant`` / copy by layer name), ``surgery.interp`` on the frozen
-Deconvolutions, Caffe's ``SGDSolver`` update (``port.training.solver.CaffeSGD``) over
-``iter_size`` forward/backward passes per iteration (``Solver::Step``), and every
-``test_interval`` iterations the harness's own evaluation (``reproduce.harness.evaluate``: the
-four metrics and the loss of ``score.py``) on the recipe's validation split.
+Deconvolutions, then ``port.training.solver.Solver.step`` (Caffe's ``Solver::Step``, the one
+step loop) with one :class:`SolverCallback` of this module plugged in: the diffs summed over
+processes (``on_gradients_ready``), every ``test_interval`` iterations the harness's own
+evaluation (``reproduce.harness.evaluate``: the four metrics and the loss of ``score.py``) on
+the recipe's validation split, the log, snapshots and SIGTERM/SIGINT (a snapshot, then stop).
 
-Several processes (``torchrun``): with N processes and ``iter_size`` k each, iteration i's
-global passes are ``i*N*k ... i*N*k + N*k - 1`` of the one sample sequence; rank r runs passes
-``i*N*k + r*k ... + k - 1``, the accumulated diffs are summed over ranks (``all_reduce``) and
-normalised by ``1/(N*k)`` (Caffe's multi-GPU ``P2PSync`` sums the diffs of its solvers and each
-solver divides by its ``iter_size``): the same update as one process with ``iter_size`` N*k, up
-to the order of the fp32 sums. The iteration's loss is the float32 mean of all N*k pass losses
-in global pass order. Rank 0 alone writes the log, snapshots and reports.
+Before the first iteration both lists are read once (:func:`check_items`): a missing or
+unreadable image or label, or one of another size, stops the run in one line naming the file,
+or with ``skip_bad`` leaves the list and is recorded (``init.json``, the report).
 
-Files under OUT: ``train_log.jsonl`` (one object per iteration: ``iter``, ``lr``, ``loss``,
-``samples``, ``val`` after a validation), ``snapshots/iter_<k>.safetensors`` (the weights in the
-builder's names, loadable by ``port.models``) + ``snapshots/iter_<k>.solverstate.safetensors``
-(``Solver.snapshot``: weights, history, counters, RNG), ``final.safetensors``, ``init.json``
-(where each blob started: the file it was copied from, filled, interp; the sources read; the
-training list, ``reproduce.training.data.ListSource``),
-``report.json``/``report.md`` (``reproduce.report``), ``curves.png``.
+Several processes (``torchrun``): with N processes and ``iter_size`` k each, the solver's
+``iter_size`` is N*k and iteration i's passes ``i*N*k ... i*N*k + N*k - 1`` of the one sample
+sequence; rank r runs passes ``i*N*k + r*k ... + k - 1`` (``Solver(rank=, world_size=)``), the
+accumulated diffs are summed over ranks (``all_reduce``) and normalised by ``1/(N*k)`` (Caffe's
+multi-GPU ``P2PSync`` sums the diffs of its solvers and each solver divides by its
+``iter_size``): the same update as one process with ``iter_size`` N*k, up to the order of the
+fp32 sums. The iteration's loss is the float32 mean of all N*k pass losses in global pass
+order. Rank 0 alone writes the log, snapshots and reports.
+
+Files under OUT: ``train_log.jsonl`` (one object per iteration: ``iter``, ``lr`` (the float32
+rate's shortest decimal), ``loss``, ``samples``, ``val`` after a validation),
+``snapshots/iter_<k>.safetensors`` (the weights in the builder's names, loadable by
+``port.models``) + ``snapshots/iter_<k>.solverstate.safetensors`` (``Solver.snapshot``: weights,
+history, counters, RNG; and the run's identity), ``final.safetensors`` (with the training
+verdict, ``reproduce.training.report``), ``init.json`` (where each blob started: the file it was
+copied from, filled, interp; the sources read with their SHA-256; the training list,
+``reproduce.training.data.ListSource``; the bad items left out), ``report.json``/``report.md``
+(``reproduce.report``, the training record and verdict first), ``curves.png``.
+
+``--resume`` survives what a crash leaves: a torn last log line is dropped (said in one line),
+a damaged solver state is passed over for the newest intact one (:func:`resume_point`; none:
+how to start over, never a silent restart from the init), a damaged snapshot weights file
+beside an intact state is said and written again from it.
 """
 from __future__ import annotations
 
@@ -45,6 +58,7 @@ from port.fileio import write_bytes_atomic, write_text_atomic
 from port.models import get_meta, train_net
 from port.training.solver import NONE, STOP, Solver, SolverCallback
 from reproduce import distributed as dist_
+from reproduce.checkpoint import StopRequest
 from reproduce.training.data import TrainData, open_split
 from reproduce.training.recipes import Recipe, get_recipe, solver_parameter, with_overrides
 from reproduce.training.report import (TRAINING_VERDICT, init_sources_with_digests,
@@ -492,36 +506,38 @@ def _write_state(solver: Solver, path: Path, identity: dict) -> Path:
                                                            "run": json.dumps(identity)}))
 
 
-def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str, Any]:
-    """Run (or resume) the training; returns a summary (rank 0: paths and the final scores;
-    ``iterations`` what this call ran, ``resumed_from`` the iteration it started at)."""
-    ctx = ctx or dist_.DistContext()
+@dataclass(frozen=True)
+class _Schedule:
+    """The run's recipe (with the command line's overrides) and the numbers it runs by."""
+
+    recipe: Recipe
+    seed: int
+    total: int
+    test_interval: int
+    snapshot_every: int
+
+
+def _schedule(opts: TrainOptions) -> _Schedule:
     for name in ("iters", "iter_size", "width_divisor"):
         _positive(name.replace("_", "-"), getattr(opts, name))
     _positive("snapshot", opts.snapshot, True)
     _positive("test-interval", opts.test_interval, True)
     recipe = with_overrides(get_recipe(opts.model), iter_size=opts.iter_size)
     opts.model = recipe.model
-    meta = get_meta(recipe.model)
-    seed = recipe.seed if opts.seed is None else int(opts.seed)
-    total = recipe.iterations if opts.iters is None else int(opts.iters)
-    test_interval = recipe.step if opts.test_interval is None else int(opts.test_interval)
-    snapshot_every = recipe.solver.snapshot if opts.snapshot is None else int(opts.snapshot)
-    device = _device(opts.device, ctx)
-    world = ctx.world_size
-    per_iter = world * recipe.solver.iter_size
-    log = opts.log if ctx.is_main else (lambda *_: None)
-    out = Path(opts.out)
-    notes: list[str] = []
-    resume = resume_point(out, notes.append) if opts.resume else None
-    start = resume[0] if resume is not None else 0
-    log(start_line(recipe, opts, device, total, start, world, test_interval, snapshot_every))
-    for note in notes:
-        log(note)
+    return _Schedule(recipe, recipe.seed if opts.seed is None else int(opts.seed),
+                     recipe.iterations if opts.iters is None else int(opts.iters),
+                     recipe.step if opts.test_interval is None else int(opts.test_interval),
+                     recipe.solver.snapshot if opts.snapshot is None else int(opts.snapshot))
 
+
+def _open_lists(recipe: Recipe, opts: TrainOptions, ctx: dist_.DistContext,
+                log: Callable[[str], None]) -> tuple[Any, Any, Any, dict[str, list]]:
+    """The training and validation readers, the training list's source, and the bad items
+    (each list read once, :func:`check_items`)."""
     nyud_inputs = None
     if recipe.train_dataset == "nyud":
         from reproduce.datasets.nyud import inputs_for
+        meta = get_meta(recipe.model)
         nyud_inputs = inputs_for(meta.inputs, meta.preprocess)
     train_reader, train_list = open_split(recipe.train_dataset, opts.data, recipe.train_split,
                                           nyud_inputs)
@@ -529,23 +545,43 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     log(train_list.describe(train_reader.ids))
     bad = {"train": check_items(train_reader, "training", opts.skip_bad, ctx, log),
            "val": check_items(val_reader, "validation", opts.skip_bad, ctx, log)}
+    return train_reader, train_list, val_reader, bad
+
+
+def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str, Any]:
+    """Run (or resume) the training; returns a summary (rank 0: paths and the final scores;
+    ``iterations`` what this call ran, ``resumed_from`` the iteration it started at)."""
+    ctx = ctx or dist_.DistContext()
+    plan = _schedule(opts)
+    recipe, total = plan.recipe, plan.total
+    device = _device(opts.device, ctx)
+    world = ctx.world_size
+    log = opts.log if ctx.is_main else (lambda *_: None)
+    out = Path(opts.out)
+    notes: list[str] = []
+    resume = resume_point(out, notes.append) if opts.resume else None
+    start = resume[0] if resume is not None else 0
+    log(start_line(recipe, opts, device, total, start, world, plan.test_interval,
+                   plan.snapshot_every))
+    for note in notes:
+        log(note)
+    train_reader, train_list, val_reader, bad = _open_lists(recipe, opts, ctx, log)
     net = train_net(recipe.model, width_divisor=opts.width_divisor)
     label_tops = tuple(t for t in net.input_names if t in ("label", "sem", "geo"))
-    data = TrainData(train_reader, seed, label_tops, train_list)
-    identity = _identity(recipe, opts, seed, data, world)
+    data = TrainData(train_reader, plan.seed, label_tops, train_list)
+    identity = _identity(recipe, opts, plan.seed, data, world)
 
     init_record = (init_sources_with_digests(initialise(net, recipe, opts)) if resume is None
                    else _stored_init(out))
-    param = replace(solver_parameter(with_overrides(recipe, iter_size=per_iter)),
-                    snapshot=snapshot_every)
+    param = replace(solver_parameter(with_overrides(recipe, iter_size=world * recipe.solver.iter_size)),
+                    snapshot=plan.snapshot_every)
     solver = Solver(param, net=net, device=device, rank=ctx.rank, world_size=world)
     records: list[dict] = []
     if resume is not None:
-        state_path, stored = resume[1], resume[2]
-        _check_identity(state_path, stored["run"], identity)
-        solver.restore(state_path)
+        _check_identity(resume[1], resume[2]["run"], identity)
+        solver.restore(resume[1])
         records = [r for r in read_log(out / LOG_NAME, log) if r["iter"] <= start]
-        log(f"resuming from {state_path} (iteration {start})")
+        log(f"resuming from {resume[1]} (iteration {start})")
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / LOG_NAME, "".join(json.dumps(r) + "\n" for r in records))
@@ -556,13 +592,13 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
         else:
             _repair_snapshot_weights(resume[1], start, solver, recipe, opts, log)
     validator = Validator(recipe, val_reader, opts.width_divisor, device)
-    run = _Run(opts, ctx, recipe, data, validator, identity, records, total, test_interval, start)
+    run = _Run(opts, ctx, recipe, data, validator, identity, records, total, plan.test_interval,
+               start)
 
     def feed(k: int) -> dict[str, np.ndarray]:
-        torch.manual_seed(pass_seed(seed, k))  # Dropout's masks: a function of the pass
+        torch.manual_seed(pass_seed(plan.seed, k))  # Dropout's masks: a function of the pass
         return data.feed(k)
 
-    from reproduce.checkpoint import StopRequest
     started = time.perf_counter()
     with StopRequest() as stop:
         harness = _Harness(run, stop)
@@ -573,9 +609,8 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
             run.close()
     if solver.requested_early_exit:
         raise TrainStopped(harness.signum, harness.last_snapshot)
-    seconds = time.perf_counter() - started
     summary: dict[str, Any] = {"iterations": total - start, "resumed_from": start,
-                               "total_iterations": total, "seconds": seconds}
+                               "total_iterations": total, "seconds": time.perf_counter() - started}
     if ctx.is_main:
         shortfalls = training_shortfalls(recipe, opts, total, world, init_record,
                                          data.list_record, bad)
