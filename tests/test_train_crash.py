@@ -14,7 +14,7 @@ from port.models.weights import read_metadata
 
 from reproduce.__main__ import main as reproduce_main
 
-from train_trees import make_sbd_voc, random_init
+from train_trees import sbd_voc_and_init
 
 COMMON = ["--width-divisor", "16", "--test-interval", "0", "--snapshot", "2", "--quiet",
           "--device", "cpu"]
@@ -23,8 +23,7 @@ COMMON = ["--width-divisor", "16", "--test-interval", "0", "--snapshot", "2", "-
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     """A 4-iteration run with snapshots at 2 and 4 (copied by each test before damaging it)."""
-    root = make_sbd_voc(tmp_path_factory.mktemp("data"))
-    init = random_init("fcn32s", tmp_path_factory.mktemp("init") / "init.safetensors")
+    root, init = sbd_voc_and_init(tmp_path_factory)
     out = tmp_path_factory.mktemp("run") / "fcn32s"
     assert _train(root, init, out, 4) == 0
     return root, init, out

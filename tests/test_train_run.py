@@ -13,7 +13,7 @@ from port.load import sha256_file
 from reproduce.__main__ import main as reproduce_main
 from reproduce.training.run import TrainOptions, TrainStopped, train
 
-from train_trees import make_sbd_voc, random_init
+from train_trees import sbd_voc_and_init
 
 # The LR is raised (--init gives weights of ordinary scale, not the VGG's): set via the recipe?
 COMMON = ["--width-divisor", "16", "--test-interval", "2", "--snapshot", "2", "--quiet",
@@ -22,9 +22,7 @@ COMMON = ["--width-divisor", "16", "--test-interval", "2", "--snapshot", "2", "-
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    root = make_sbd_voc(tmp_path_factory.mktemp("data"))
-    init = random_init("fcn32s", tmp_path_factory.mktemp("init") / "init.safetensors")
-    return root, init
+    return sbd_voc_and_init(tmp_path_factory)
 
 
 def _run(tree, out, *extra):
