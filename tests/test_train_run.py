@@ -136,7 +136,7 @@ def _check_lines_and_verdict(tree, out, printed):
     assert report["reproduction"] is False
     assert any(r.startswith("SCHEDULE: 4 iterations") for r in reasons)
     assert any(r.startswith("WIDTH: the net at 1/16 width") for r in reasons)
-    assert any(r.startswith(f"INIT: init {tree[1]} is not the released classifier") for r in reasons)
+    assert any(r.startswith(f"INIT: {tree[1]} is not the released classifier") for r in reasons)
     training = report["training"]
     assert training["iterations"] == 4 and training["width_divisor"] == 16
     assert training["init_sources"][0]["sha256"] == sha256_file(tree[1])
@@ -144,6 +144,9 @@ def _check_lines_and_verdict(tree, out, printed):
     assert report["weights_sha256"] == sha256_file(out / "final.safetensors")
     md = (out / "report.md").read_text().splitlines()
     assert md[2] == "**Not a reproduction of the upstream recipe:**"
+    shortfalls = training["not_a_reproduction"]
+    assert shortfalls == reasons[:len(shortfalls)]  # the training's first
+    assert md[4:4 + len(shortfalls)] == [f"- {r}" for r in shortfalls]
     assert any(line.startswith("- iterations: 4 (recipe: 100000)") for line in md)
     assert any(f"SHA-256 `{sha256_file(tree[1])}`" in line for line in md if line.startswith("- init:"))
     # the final weights carry the verdict, so a next stage started from them inherits it
@@ -175,7 +178,7 @@ def test_a_complete_recipe_is_a_reproduction_and_each_shortfall_is_named():
     assert training_shortfalls(stage, auto, stage.iterations, 1, made, listed, {}) == []
     toy = {"sources": [{"file": "fcn32s/final.safetensors", "verdict": ["WIDTH: 1/16"]}]}
     assert training_shortfalls(stage, auto, stage.iterations, 1, toy, listed, {}) == \
-        ["INIT: init fcn32s/final.safetensors is not a reproduction: WIDTH: 1/16"]
+        ["INIT: fcn32s/final.safetensors is not a reproduction: WIDTH: 1/16"]
 
 
 def _damaged_tree(tree, tmp_path):

@@ -28,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
                    "snapshots/, final.safetensors, report.md, curves.png)")
     p.add_argument("--init", default="auto", help="auto (the recipe's: ILSVRC classifier "
                    "transplanted, or the previous stage's OUT/../<stage>/final.safetensors), or "
-                   "a .caffemodel/.h5/.safetensors copied/transplanted by layer name (default auto)")
+                   "a .caffemodel/.h5/.safetensors copied/transplanted by layer name, e.g. your copy "
+                   "of the classifier the recipe downloads (default auto)")
     p.add_argument("--width-divisor", type=int, default=1, help="train net widths / N (default 1)")
     p.add_argument("--iters", type=int, help="iterations (default: the recipe's rounds x step)")
     p.add_argument("--snapshot", type=int, help="snapshot every N iterations (default: solver.prototxt's)")

@@ -96,16 +96,16 @@ def _init_shortfalls(recipe: Any, opts: Any, init_record: dict[str, Any]) -> lis
         digests = {s.get("sha256") for s in sources}
         if known and digests <= known:
             return []
-        return [f"init {opts.init} is not the released classifier {artifact.filename} "
+        return [f"{opts.init} is not the released classifier {artifact.filename} "
                 f"(--init auto fetches it{'' if known else '; no digest on record to recognise a copy'})"]
     out = []
     for source in sources:
         verdict = source.get("verdict")
         if verdict is None:
-            out.append(f"init {source['file']} records no training verdict (not the final weights "
+            out.append(f"{source['file']} records no training verdict (not the final weights "
                        f"of a training run of {', '.join(recipe.init.sources)})")
         elif verdict:
-            out.append(f"init {source['file']} is not a reproduction: {'; '.join(verdict)}")
+            out.append(f"{source['file']} is not a reproduction: {'; '.join(verdict)}")
     return out
 
 
@@ -150,26 +150,34 @@ def init_sources_with_digests(init_record: dict[str, Any]) -> dict[str, Any]:
     return {**init_record, "sources": sources}
 
 
-def _md_training(training: dict[str, Any], reasons: Sequence[str]) -> list[str]:
-    init = "; ".join(f"`{s['file']}` (SHA-256 `{s.get('sha256')}`)" for s in training["init_sources"]) \
-        or training["init"]
+def _md_verdict(reasons: Sequence[str]) -> list[str]:
+    """The top of report.md: what the run lacks of the upstream recipe (nothing when none)."""
+    if not reasons:
+        return []
+    return ["**Not a reproduction of the upstream recipe:**", "", *[f"- {r}" for r in reasons], ""]
+
+
+def _md_training(training: dict[str, Any]) -> list[str]:
+    """The report.md section of the training itself."""
+    files = "; ".join(f"`{s['file']}` (SHA-256 `{s.get('sha256')}`)" for s in training["init_sources"])
+    init = f"auto: {files}" if training["init"] == "auto" else (files or f"`{training['init']}`")
     tl = training["train_list"]
     match = {True: "the papers' list", False: "NOT the papers' list",
              None: "no record of the papers' list to check it against"}[training["papers_list"]]
-    lines = []
-    if reasons:
-        lines += ["**Not a reproduction of the upstream recipe:**", ""]
-        lines += [f"- {r}" for r in reasons] + [""]
-    lines += ["## Training", "",
-              f"- iterations: {training['iterations']} (recipe: {training['recipe_iterations']}), "
-              f"{training['passes_per_iteration']} passes an iteration",
-              f"- init: {training['init']}: {init}",
-              f"- width: 1/{training['width_divisor']}" if training["width_divisor"] != 1
-              else "- width: full",
-              f"- training list: {tl['dataset']} {tl['split']}, {tl['images']} images (ids "
-              f"SHA-256 `{tl['ids_sha256']}`): {match}",
-              f"- recipe: {training['recipe']}", ""]
-    return lines
+    passes = training["passes_per_iteration"]
+    skipped = training["skipped"]
+    left_out = [f"{len(v)} {k}" for k, v in skipped.items() if v]
+    return ["## Training", "",
+            f"- iterations: {training['iterations']} (recipe: {training['recipe_iterations']}), "
+            f"{passes} {'pass' if passes == 1 else 'passes'} an iteration",
+            f"- init: {init}",
+            f"- width: 1/{training['width_divisor']}" if training["width_divisor"] != 1
+            else "- width: full",
+            f"- training list: {tl['dataset']} {tl['split']}, {tl['images']} images (ids "
+            f"SHA-256 `{tl['ids_sha256']}`): {match}",
+            *([f"- left out by --skip-bad: {', '.join(left_out)} (init.json lists them)"]
+              if left_out else []),
+            f"- recipe: {training['recipe']}", ""]
 
 
 def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, records: Sequence[dict],
@@ -210,7 +218,9 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
         report["all_within_tolerance"] = None
     write_text_atomic(paths["json"], json.dumps(report, indent=1) + "\n")
     md = paths["md"].read_text().split("\n")
-    write_text_atomic(paths["md"], "\n".join(md[:2] + _md_training(training, shortfalls) + md[2:]))
+    table = next((i for i, line in enumerate(md) if line.startswith("## ")), len(md))
+    write_text_atomic(paths["md"], "\n".join(md[:2] + _md_verdict(shortfalls) + md[2:table]
+                                             + _md_training(training) + md[table:]))
     published = next((r.published for r in rows if r.output == tasks[0].output
                       and r.metric == "mean_iu" and r.published is not None), None)
     curves = None

@@ -65,7 +65,7 @@ from reproduce.training.report import (TRAINING_VERDICT, init_sources_with_diges
                                        training_shortfalls, write_train_report)
 
 __all__ = ["TrainError", "TrainOptions", "TrainStopped", "train", "SNAPSHOT_FORMAT",
-           "latest_snapshot", "read_log"]
+           "resume_point", "read_log"]
 
 SNAPSHOT_FORMAT = "reproduce.training/1"
 LOG_NAME, FINAL_NAME, SNAPSHOT_DIR = "train_log.jsonl", "final.safetensors", "snapshots"
@@ -215,13 +215,6 @@ def _snapshot_states(out: Path) -> list[tuple[int, Path]]:
         return []
     return sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := _STATE.match(p.name))),
                   reverse=True)
-
-
-def latest_snapshot(out: Path) -> tuple[int, Path] | None:
-    """The newest snapshot with both files: ``(iteration, iter_<k>.safetensors)``."""
-    found = [(k, p.with_name(f"iter_{k}.safetensors")) for k, p in _snapshot_states(out)
-             if p.with_name(f"iter_{k}.safetensors").is_file()]
-    return found[0] if found else None
 
 
 def read_state_metadata(path: Path) -> dict[str, Any]:
