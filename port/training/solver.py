@@ -24,8 +24,8 @@
   Caffe's multi-GPU sync sums the diffs), the iteration's loss the mean of the passes' losses
   and the smoothed loss (``UpdateSmoothedLoss``, ``average_loss``), :meth:`CaffeSGD.step`,
   then the callbacks' ``on_iteration_end``, ``snapshot`` (every ``snapshot`` iterations or on
-  request) and ``requested_action`` (``SolverAction``: a signal's stop) (:class:`SolverCallback`). The loss of a pass is ``Net::ForwardBackward``'s:
-  the sum over loss tops of ``loss_weight * sum(top)`` (loss layers default to weight 1 on their
+  request) and ``requested_action`` (``SolverAction``: a signal's stop) (:class:`SolverCallback`).
+  The loss of a pass is ``Net::ForwardBackward``'s: the sum over loss tops of ``loss_weight * sum(top)`` (loss layers default to weight 1 on their
   first top, ``LossLayer::LayerSetUp``). Snapshots (weights, history, iteration, the multistep
   counter, passes made, the RNG state) are one safetensors file with its JSON metadata, written
   atomically; a restored run continues bit-identically on the CPU.
@@ -56,7 +56,8 @@ from port.errors import PortError
 from port.fileio import write_bytes_atomic
 
 __all__ = ["SolverError", "SolverParameter", "LR_POLICIES", "SUPPORTED_TYPES", "learning_rate",
-           "CaffeSGD", "Solver", "SolverCallback", "NONE", "STOP", "SNAPSHOT", "loss_weights", "scale_diff_overwritten", "refuse_shared_params", "param_key"]
+           "CaffeSGD", "Solver", "SolverCallback", "NONE", "STOP", "SNAPSHOT", "loss_weights",
+           "scale_diff_overwritten", "refuse_shared_params", "param_key"]
 
 #: GetLearningRate's policies.
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
