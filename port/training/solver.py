@@ -25,8 +25,9 @@
   and the smoothed loss (``UpdateSmoothedLoss``, ``average_loss``), :meth:`CaffeSGD.step`,
   then the callbacks' ``on_iteration_end``, ``snapshot`` (every ``snapshot`` iterations or on
   request) and ``requested_action`` (``SolverAction``: a signal's stop) (:class:`SolverCallback`).
-  The loss of a pass is ``Net::ForwardBackward``'s: the sum over loss tops of ``loss_weight * sum(top)`` (loss layers default to weight 1 on their
-  first top, ``LossLayer::LayerSetUp``). Snapshots (weights, history, iteration, the multistep
+  The loss of a pass is ``Net::ForwardBackward``'s: the sum over loss tops of
+  ``loss_weight * sum(top)`` (loss layers default to weight 1 on their first top,
+  ``LossLayer::LayerSetUp``). Snapshots (weights, history, iteration, the multistep
   counter, passes made, the RNG state) are one safetensors file with its JSON metadata, written
   atomically; a restored run continues bit-identically on the CPU.
 
