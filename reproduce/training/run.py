@@ -56,6 +56,7 @@ import torch
 from port.errors import PortError
 from port.fileio import write_bytes_atomic, write_text_atomic
 from port.models import get_meta, train_net
+from port.models.weights import read_metadata
 from port.training.solver import NONE, STOP, Solver, SolverCallback
 from reproduce import distributed as dist_
 from reproduce.checkpoint import StopRequest
@@ -217,32 +218,33 @@ def _snapshot_states(out: Path) -> list[tuple[int, Path]]:
                   reverse=True)
 
 
-def read_state_metadata(path: Path) -> dict[str, Any]:
-    """A solver state's JSON metadata (``solver``: the counters; ``run``: the run's identity),
-    the whole file checked readable (a torn or garbage file raises :class:`TrainError`, one
-    line naming it)."""
+def _unreadable(path: Path) -> tuple[dict[str, str] | None, str | None]:
+    """A safetensors file's metadata, or why it cannot be read (a torn or garbage file: its
+    header does not parse or does not cover the file), through ``port.models``' reader."""
+    if not path.is_file():
+        return None, "missing"
     try:
-        from safetensors import safe_open
-        with safe_open(str(path), "pt") as fh:
-            meta = dict(fh.metadata() or {})
-            for key in fh.keys():
-                fh.get_tensor(key)
-        return {"solver": json.loads(meta["solver"]), "run": json.loads(meta.get("run", "{}"))}
-    except Exception as err:  # OSError, safetensors' own header errors, a missing key, bad JSON
-        raise TrainError(f"{path}: damaged snapshot ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else 'unreadable'})") from None
+        return read_metadata(path), None
+    except PortError as err:
+        cause = err.__cause__ or err
+        return None, f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else 'unreadable'}"
+
+
+def read_state_metadata(path: Path) -> dict[str, Any]:
+    """A solver state's JSON metadata (``solver``: the counters; ``run``: the run's identity);
+    a torn or garbage file raises :class:`TrainError`, one line naming it."""
+    meta, damage = _unreadable(path)
+    try:
+        if damage is None:
+            return {"solver": json.loads(meta["solver"]), "run": json.loads(meta.get("run", "{}"))}
+    except (KeyError, ValueError) as err:
+        damage = f"no solver metadata ({type(err).__name__}: {err})"
+    raise TrainError(f"{path}: damaged snapshot ({damage})")
 
 
 def weights_damage(path: Path) -> str | None:
     """Why a snapshot's weights file cannot be read (None when it can)."""
-    if not path.is_file():
-        return "missing"
-    try:
-        from safetensors.numpy import load_file
-        load_file(str(path))
-    except Exception as err:  # safetensors raises its own types for a torn file
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
-    return None
+    return _unreadable(path)[1]
 
 
 def read_log(path: Path, note: Callable[[str], None] | None = None) -> list[dict]:
@@ -536,6 +538,8 @@ def _open_lists(recipe: Recipe, opts: TrainOptions, ctx: dist_.DistContext,
                                           nyud_inputs)
     val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split, nyud_inputs)
     log(train_list.describe(train_reader.ids))
+    log(f"reading the {len(train_reader.ids)} training and {len(val_reader.ids)} validation "
+        f"images once before the first iteration")
     bad = {"train": check_items(train_reader, "training", opts.skip_bad, ctx, log),
            "val": check_items(val_reader, "validation", opts.skip_bad, ctx, log)}
     return train_reader, train_list, val_reader, bad
