@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainStopped as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_SIGNAL_BASE + int(exc.signum)
-    except (PortError, OSError, dist_.DistributedError) as exc:
+    except (PortError, OSError) as exc:  # a bad torchrun setting too (DistributedError)
         text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"{PROG}: {text}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -159,6 +159,7 @@ def _md_verdict(reasons: Sequence[str]) -> list[str]:
 
 def _md_training(training: dict[str, Any]) -> list[str]:
     """The report.md section of the training itself."""
+    from reproduce import report as R
     files = "; ".join(f"`{s['file']}` (SHA-256 `{s.get('sha256')}`)" for s in training["init_sources"])
     init = f"auto: {files}" if training["init"] == "auto" else (files or f"`{training['init']}`")
     tl = training["train_list"]
@@ -169,7 +170,7 @@ def _md_training(training: dict[str, Any]) -> list[str]:
     left_out = [f"{len(v)} {k}" for k, v in skipped.items() if v]
     return ["## Training", "",
             f"- iterations: {training['iterations']} (recipe: {training['recipe_iterations']}), "
-            f"{passes} {'pass' if passes == 1 else 'passes'} an iteration",
+            f"{passes} {R.plural(passes, 'pass', 'passes')} an iteration",
             f"- init: {init}",
             f"- width: 1/{training['width_divisor']}" if training["width_divisor"] != 1
             else "- width: full",

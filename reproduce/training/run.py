@@ -57,9 +57,11 @@ from port.errors import PortError
 from port.fileio import write_bytes_atomic, write_text_atomic
 from port.models import get_meta, train_net
 from port.models.weights import read_metadata
+from port.run.devices import DeviceError, check_device, device_name
 from port.training.solver import NONE, STOP, Solver, SolverCallback
 from reproduce import distributed as dist_
 from reproduce.checkpoint import StopRequest
+from reproduce.report import plural
 from reproduce.training.data import TrainData, open_split
 from reproduce.training.recipes import Recipe, get_recipe, solver_parameter, with_overrides
 from reproduce.training.report import (TRAINING_VERDICT, init_sources_with_digests,
@@ -376,7 +378,6 @@ def default_device() -> str:
 
 
 def _device(name: str | None, ctx: dist_.DistContext) -> torch.device:
-    from port.run.devices import DeviceError, check_device
     name = name or default_device()
     try:
         device = check_device(f"cuda:{ctx.local_rank}" if name == "cuda" else name)
@@ -401,17 +402,18 @@ def lr_text(rate: float) -> str:
 def start_line(recipe: Recipe, opts: TrainOptions, device: torch.device, total: int, start: int,
                world: int, test_interval: int, snapshot_every: int) -> str:
     """The first line of a run: device, precision, net, init and schedule."""
-    from port.run.devices import device_name
     s = recipe.solver
     init = opts.init if opts.init != "auto" else f"auto ({recipe.init.upstream})"
     width = "" if opts.width_divisor == 1 else f" at 1/{opts.width_divisor} width"
     ran = f"iterations {start + 1} to {total}" if start else f"{total} iterations"
     upstream = "" if total == recipe.iterations else f" (upstream's {recipe.iterations})"
     return (f"training {recipe.model.replace('_', '-')}{width} on {device} ({device_name(device)}), "
-            f"strict-fp32, {world} {'process' if world == 1 else 'processes'}; init: {init}; "
-            f"schedule: {ran}{upstream}, {s.iter_size * world} passes an iteration, lr "
-            f"{lr_text(s.base_lr)} {s.lr_policy}, momentum {s.momentum:g}, validation every "
-            f"{test_interval or 'run (at the end)'}, snapshot every {snapshot_every or 'never'}")
+            f"strict-fp32, {world} {plural(world, 'process', 'processes')}; init: {init}; "
+            f"schedule: {ran}{upstream}, {s.iter_size * world} {plural(s.iter_size * world, 'pass', 'passes')} an "
+            f"iteration, lr "
+            f"{lr_text(s.base_lr)} {s.lr_policy}, momentum {s.momentum:g}, "
+            f"{f'validation every {test_interval}' if test_interval else 'validation at the end'}, "
+            f"{f'snapshot every {snapshot_every}' if snapshot_every else 'no snapshots'}")
 
 
 class _Harness(SolverCallback):
