@@ -291,7 +291,8 @@ class CaffeNet(nn.Module):
         autograd the registered inference executor (:func:`set_inference_executor`) may run
         them in a prepared form; otherwise, and whenever it declines, :meth:`run_steps`."""
         blobs = self._inputs(args, inputs)
-        if _inference_executor is not None and not self.training and not torch.is_grad_enabled():
+        if (_inference_executor is not None and not self.training and not torch.is_grad_enabled()
+                and not torch.compiler.is_compiling()):  # a compiler traces the plain path
             out = _inference_executor(self, blobs, return_blobs)
             if out is not None:
                 return out

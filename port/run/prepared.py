@@ -98,7 +98,7 @@ def _declines(blobs: dict[str, Any]) -> bool:
     """Whether the call itself asks for the plain path (see the module's docstring)."""
     if speed.on_plain_path() or not speed.mkldnn_ok() or torch.is_autocast_enabled("cpu"):
         return True
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if torch.jit.is_tracing() or torch.jit.is_scripting():  # (the engine leaves torch.compile out)
         return True
     return not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dtype == torch.float32
                    and t.dim() == 4 for t in blobs.values())
