@@ -147,6 +147,13 @@ STRAIGHTFORWARD = {"fcn8s": StraightforwardFCN8s, "fcn32s": StraightforwardFCN32
 
 
 # -- timing ----------------------------------------------------------------------------------
+#: The clock ``interleaved`` reads: wall time, or (``--clock process``) the CPU seconds of the
+#: whole process, which other processes on a shared machine disturb far less (with
+#: ``--threads 1``: no thread waits for another).
+CLOCK = {"wall": time.perf_counter, "process": time.process_time}
+clock = time.perf_counter
+
+
 def interleaved(fns: dict[str, Callable[[], torch.Tensor]], repeat: int) -> dict[str, list[float]]:
     """Seconds per call of each function: one warm-up call each, then ``repeat`` rounds of
     one call each, in turn."""
@@ -156,9 +163,9 @@ def interleaved(fns: dict[str, Callable[[], torch.Tensor]], repeat: int) -> dict
             fn()
         for _ in range(repeat):
             for name, fn in fns.items():
-                start = time.perf_counter()
+                start = clock()
                 fn()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     return times
 
 
@@ -312,18 +319,18 @@ def _status_kib(field: str) -> int:
 def memory_probe(name: str, way: str, forwards: int = 2) -> dict:
     """In this process: the model built with random weights, then ``forwards`` calls the
     ``way`` a user runs it (``plain``: the plain path, ``default``: eval + no_grad,
-    ``runner``: ``Runner("cpu-fast")``); the peak RSS of the calls (the high-water mark reset
-    after the build, Linux ``clear_refs``) and the RSS they leave."""
+    ``runner``: ``Runner("cpu-fast")``, made after the build); the peak RSS from the end of
+    the build on (the high-water mark reset, Linux ``clear_refs``) and the RSS left after."""
     model = randomize(get_model(name), seed=0).eval()
     x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(1)) * INPUT_STD
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     plain = getattr(speed, "plain_path", contextlib.nullcontext)  # an older checkout has none
-    run = {"plain": lambda: model(x), "default": lambda: model(x)}.get(way)
-    if way == "runner":
-        runner = speed.Runner("cpu-fast", model)
-        run = lambda: runner(x)  # noqa: E731
     built = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
+    run = {"plain": lambda: model(x), "default": lambda: model(x)}.get(way)
+    if way == "runner":  # its preparation counts
+        runner = speed.Runner("cpu-fast", model)
+        run = lambda: runner(x)  # noqa: E731
     with torch.no_grad(), plain() if way == "plain" else contextlib.nullcontext():
         for _ in range(forwards):
             run()
@@ -333,7 +340,7 @@ def memory_probe(name: str, way: str, forwards: int = 2) -> dict:
 
 def memory_table(models: list[str], repo: Path) -> list[str]:
     """Each (model, way) in a fresh process (``--memory-probe``) with ``repo``'s ``port``."""
-    rows = ["| model | way | weights MiB | RSS after building MiB | peak RSS of 2 forwards MiB | "
+    rows = ["| model | way | weights MiB | RSS after building MiB | peak RSS after that (2 forwards) MiB | "
             "RSS after them MiB | peak over the plain path MiB |", "|---|---|---|---|---|---|---|"]
     for name in models:
         plain_peak = None
@@ -371,6 +378,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sections", default="default,variants,others",
                         help="comma-separated: default, variants, others (default: all)")
     parser.add_argument("--models", default="fcn8s,fcn32s,fcn_alexnet", help="models of the default section")
+    parser.add_argument("--clock", choices=list(CLOCK), default="wall",
+                        help="wall time (default), or the process's CPU seconds (steadier on a shared machine)")
     parser.add_argument("--memory", action="store_true", help="also the peak RSS of each way, fresh processes")
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose port --memory measures")
     parser.add_argument("--memory-probe", choices=WAYS, help=argparse.SUPPRESS)
@@ -380,6 +389,8 @@ def main(argv=None) -> int:
     if args.memory_probe:
         print(json.dumps(memory_probe(args.model, args.memory_probe)))
         return 0
+    global clock
+    clock = CLOCK[args.clock]
     chosen = set(args.sections.split(","))
     unknown = chosen - {"default", "variants", "others"}
     if unknown:
@@ -387,7 +398,8 @@ def main(argv=None) -> int:
     threads = speed.set_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, load average "
-          f"{load:.1f} at start; input 1x3x{SIZE[0]}x{SIZE[1]}, strict fp32, best of {args.repeat}")
+          f"{load:.1f} at start; input 1x3x{SIZE[0]}x{SIZE[1]}, strict fp32, best of {args.repeat}, "
+          f"{args.clock} clock")
     sections: dict = {}
     if "default" in chosen:
         defaults = {name: default_section(name, args) for name in args.models.split(",")}
