@@ -8,7 +8,12 @@ and reused by later runs. Each measurement runs in a fresh interpreter so that i
 - references: ``cat FILE > /dev/null`` and ``cp FILE COPY``;
 - read: ``load_caffemodel`` (blobs as zero-copy views) plus touching every float;
 - convert: ``port.convert.convert`` (read, strict fill, SHA-256, safetensors write);
-- load: ``fcn8s(weights=...)`` (build the model, load the safetensors strictly).
+- load: ``fcn8s(weights=...)`` (build the model, load the safetensors strictly);
+- the whole command, process start and imports included: ``python -m port convert FILE -o OUT``
+  against ``cp FILE COPY && sync COPY`` (the copy's data on disk, as convert's fsync puts it)
+  plus a bare ``python -c pass``, and the imports alone (``python -c "import port.convert"``,
+  ``python -c "import torch"``). The output is removed before each run (untimed), so no run
+  pays for replacing an existing file.
 
 Not a test: ``python benchmarks/bench_convert.py [--repeat 3] [--json FILE]``.
 """
@@ -90,6 +95,25 @@ def child(what: str, src: Path, out: Path, repeat: int) -> dict:
     return min(runs, key=lambda r: r["total_s"])
 
 
+def whole_process(src: Path, repeat: int) -> dict:
+    """Wall times of whole processes (best of ``repeat``): the convert command against
+    ``cp`` + ``sync`` of the copy + a bare interpreter, and the imports on their own."""
+    out, copy = src.with_name(src.stem + "-cli.safetensors"), src.with_name(src.name + ".copy")
+    python = f"'{sys.executable}'"
+    env = f"PYTHONPATH='{REPO}'"
+    figures = {
+        "python_pass_s": best_shell(f"{python} -c pass", repeat),
+        "cp_sync_s": best_shell(f"cp '{src}' '{copy}' && sync '{copy}'", repeat, after=f"rm -f '{copy}'"),
+        "import_convert_s": best_shell(f"{env} {python} -c 'import port.convert'", repeat),
+        "import_torch_s": best_shell(f"{python} -c 'import torch'", repeat),
+    }
+    subprocess.run(f"rm -f '{out}'", shell=True, check=True)
+    figures["command_s"] = best_shell(f"{env} {python} -m port convert '{src}' -o '{out}' > /dev/null",
+                                      repeat, after=f"rm -f '{out}'")
+    figures["reference_s"] = figures["cp_sync_s"] + figures["python_pass_s"]
+    return figures
+
+
 def caffemodel(folder: Path) -> Path:
     """The full-width FCN-8s caffemodel in ``folder``, written with ``port.caffe`` if absent."""
     sys.path.insert(0, str(REPO))
@@ -116,6 +140,7 @@ def measure(src: Path, repeat: int) -> dict:
     for what in ("baseline", "read", "sha256", "convert", "load"):
         figures[what] = child(what, src, out, repeat)
     figures["safetensors_bytes"] = out.stat().st_size
+    figures["whole_process"] = whole_process(src, repeat)
     return figures
 
 
@@ -140,6 +165,17 @@ def report(f: dict) -> list[str]:
     read = f["read"]
     rows.append(f"\nread: {read['read_s']:.3f} s to views + {read['touch_s']:.3f} s touching every float; "
                 f"load: model built on the meta device in {f['load']['build_on_meta_s']:.3f} s")
+    w = f["whole_process"]
+    rows += ["", "whole processes (wall time, imports included):",
+             "| what | time (s) | vs (cp + sync + python -c pass) |", "|---|---|---|",
+             f"| python -c pass | {w['python_pass_s']:.3f} | - |",
+             f"| cp FILE COPY && sync COPY | {w['cp_sync_s']:.3f} | - |",
+             f"| reference: the two above | {w['reference_s']:.3f} | 1.00 |",
+             f"| python -c 'import torch' | {w['import_torch_s']:.3f} | {w['import_torch_s'] / w['reference_s']:.2f} |",
+             f"| python -c 'import port.convert' | {w['import_convert_s']:.3f} | "
+             f"{w['import_convert_s'] / w['reference_s']:.2f} |",
+             f"| **python -m port convert FILE -o OUT** | **{w['command_s']:.3f}** | "
+             f"**{w['command_s'] / w['reference_s']:.2f}** |"]
     return rows
 
 
@@ -148,7 +184,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--folder", type=Path, default=BENCH_DIR, help="where the files go (.bench/)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--whole-process-only", action="store_true",
+                        help="only the whole-command figures (python -m port convert vs cp + sync)")
     args = parser.parse_args(argv)
+    if args.whole_process_only:
+        w = whole_process(caffemodel(args.folder), args.repeat)
+        print("\n".join(f"{k}: {v:.3f}" for k, v in w.items()))
+        print(f"command / reference: {w['command_s'] / w['reference_s']:.2f}")
+        if args.json:
+            args.json.write_text(json.dumps(w, indent=1))
+        return 0
     figures = measure(caffemodel(args.folder), args.repeat)
     print("\n".join(report(figures)))
     if args.json:

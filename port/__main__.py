@@ -19,6 +19,7 @@ COMMANDS = {
     "solve": ("port.cli.solve", "replay Caffe's SGD solver: K iterations, weights and losses per iteration"),
     "transplant": ("port.cli.transplant", "surgery: a caffemodel's weights into a train net (+ interp)"),
     "export": ("port.cli.export", "safetensors weights as a caffemodel Caffe loads (inverse of convert)"),
+    "fcnize": ("port.cli.fcnize", "cast a classifier (prototxt or caffemodel) into an FCN: nets, solver, init weights"),
 }
 
 

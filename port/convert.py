@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import functools
 import gc
-import hashlib
-import json
 import os
-import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,13 +27,12 @@ import torch
 from port.net import coord_map, ops
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
 from port.errors import PortError
-from port.fileio import atomic_open
-from port.load import build_net, sha256_file
-from port.net.engine import BlobMismatchError
+from port.load import build_net
 from port.net.layers import CaffeGraphError
-from port.models import weights as fmt
 from port.models import get_builder, get_meta, list_models
-from port.models.weights import load_weights
+from port import weights as fmt
+from port.weights import (WeightsMismatchError, check_fit, default_output, load_weights, safetensors_header,
+                          sha256_file, write_safetensors)
 
 __all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "match_builders",
            "safetensors_header", "sha256_file", "write_safetensors"]
@@ -44,25 +40,21 @@ __all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "ma
 #: The layers whose output count is a builder's class argument, by argument.
 CLASS_LAYERS = {"num_classes": ("score_fr", "score_fr_sem", "score_frcolor"),
                 "num_geo_classes": ("score_fr_geo",)}
-#: safetensors' layout (huggingface/safetensors, "Format"): an 8-byte little-endian header
-#: length, a JSON header padded with spaces to a multiple of 8 bytes, then the raw tensors.
-_HEADER_LENGTH = struct.Struct("<Q")
-_HEADER_ALIGN = 8
-_SAFETENSORS_F32 = "F32"
 _FLOAT32 = np.dtype("<f4")
-#: Placeholder for the source digest while it is still being computed (same length as a
-#: hex SHA-256, so the header keeps its size when the real digest replaces it).
-_DIGEST_PLACEHOLDER = "0" * hashlib.sha256().digest_size * 2
 
 
 class ConversionError(PortError):
     """A caffemodel that does not convert: unreadable, or its blobs do not fill the net
     exactly (``problems`` lists each mismatch: layer, blob index, expected vs found)."""
 
-    def __init__(self, source: str, message: str, problems: Sequence[str] = ()):
-        self.source, self.problems = source, list(problems)
-        lines = [f"{source}: {message}"] + [f"  {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
+    def __init__(self, source: str, message: str, problems: Sequence[str] = (), hint: str = ""):
+        self.source, self.problems, self.hint = source, list(problems), hint
+        text = f"{source}: {message}"
+        if self.problems:  # one line: the first few problems and their count (all in .problems)
+            shown = "; ".join(self.problems[:3])
+            more = f"; ... {len(self.problems) - 3} more" if len(self.problems) > 3 else ""
+            text += f" ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}: {shown}{more})"
+        super().__init__(text + (f"; {hint}" if hint else ""))
 
 
 @dataclass
@@ -91,7 +83,7 @@ class ConversionReport:
         match = self.builder or (f"ambiguous: {', '.join(self.candidates)}" if self.candidates else "none")
         lines = [f"converted {self.source} -> {self.out}",
                  f"  net {self.net_name!r}, {len(self.shapes)} tensors, {self.num_parameters:,} parameters",
-                 f"  sha256 {self.source_sha256}", f"  builder: {match} {self.builder_kwargs or ''}"]
+                 f"  sha256 {self.source_sha256}", f"  model: {match} {self.builder_kwargs or ''}"]
         lines += [f"  {layer}: {'bilinear' if ok else 'NOT bilinear'} upsampling kernel"
                   for layer, ok in self.bilinear.items()]
         lines += [f"  note: {note}" for note in self.notes]
@@ -121,8 +113,9 @@ def _read(weights_path: Path, prototxt: Path | None) -> tuple[NetDef, NetDef | N
 
 def _float32(blob: np.ndarray) -> np.ndarray:
     """``blob`` as contiguous little-endian float32: the file's own view when it is one
-    already (Caffe's ``data``), a converted copy otherwise (``double_data``)."""
-    return np.ascontiguousarray(blob, dtype=_FLOAT32)
+    already (Caffe's ``data``), a converted copy otherwise (``double_data``). A 0-axis blob (a
+    Scale's ``num_axes: 0``) stays 0-d (``ascontiguousarray`` alone makes it 1-d)."""
+    return np.ascontiguousarray(blob, dtype=_FLOAT32).reshape(np.shape(blob))
 
 
 def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarray]:
@@ -133,8 +126,8 @@ def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarr
         with torch.device("meta"):
             graph = build_net(net, "TEST", blobs=src.blobs())
         graph.load_blobs(src, source)
-    except BlobMismatchError as err:
-        raise ConversionError(source, "blobs do not fill the net's parameters", err.problems) from err
+    except WeightsMismatchError as err:
+        raise ConversionError(source, f"blobs do not fill the parameters of {err.target}", err.problems) from err
     except (CaffeGraphError, ops.CaffeSemanticsError) as err:
         # a mistake in the definition names the file it is in (the prototxt), not the weights
         where, text = net.path or source, str(err)
@@ -196,14 +189,17 @@ def _check_layer_blobs(net: NetDef, source: str) -> None:
 
 
 def _state_from_blobs(src: NetDef) -> dict[str, np.ndarray]:
-    """Blobs named by index (0 weight, 1 bias), for a file without definitions."""
+    """Blobs named by index (0 weight, 1 bias; a BatchNorm's three as the engine names them),
+    for a file without definitions or without an input shape."""
     state = {}
-    for layer, blobs in src.blobs().items():
-        if len(blobs) > len(fmt.BLOB_NAMES):
-            raise ConversionError(str(src.path), f"layer {layer!r} has {len(blobs)} blobs; without "
+    for layer in src.layers:
+        blobs = layer.blobs
+        names = fmt.blob_names(layer.type)
+        if len(blobs) > len(names):
+            raise ConversionError(str(src.path), f"layer {layer.name!r} has {len(blobs)} blobs; without "
                                   f"a prototxt only weight and bias blobs can be named")
-        for name, blob in zip(fmt.BLOB_NAMES, blobs):
-            state[f"{layer}.{name}"] = _float32(blob)
+        for name, blob in zip(names, blobs):
+            state[f"{layer.name}.{name}"] = _float32(blob)
     return state
 
 
@@ -290,20 +286,31 @@ def match_builders(shapes: Mapping[str, tuple[int, ...]], source_name: str = "")
     return chosen, candidates, kwargs_of.get(chosen or (candidates[0] if candidates else ""), {})
 
 
-def _check_builder(builder: str, shapes: Mapping[str, tuple[int, ...]], source: str) -> dict[str, int]:
-    """Strict comparison with a builder named by the caller; its inferred arguments."""
+def fits_hint(candidates: Sequence[str], chosen: str = "") -> str:
+    """What to pass when weights fit another released net than the one asked: one clause
+    naming the net (``--model NAME``; the width and classes are read from the file)."""
+    if not candidates:
+        return ""
+    fit = chosen or candidates[0]
+    others = [c for c in candidates if c != fit]
+    return (f"they are weights of {fit}" + (f" (same structure: {', '.join(others)})" if others else "")
+            + f": name that model (--model {fit})")
+
+
+def _check_builder(builder: str, shapes: Mapping[str, tuple[int, ...]], source: str,
+                   hint: str = "") -> dict[str, int]:
+    """Strict comparison with a builder named by the caller (``port.weights.check_fit``); its
+    inferred arguments. ``hint`` says what the weights fit instead."""
     get_builder(builder)  # unknown names raise with suggestions
     kwargs = _infer_kwargs(builder, shapes) or {}
     try:
         expected = _meta_shapes(builder, **kwargs) if kwargs else _meta_shapes(builder)
     except ValueError as err:
-        raise ConversionError(source, f"does not fit builder {builder!r}: {err}") from err
-    problems = [f"{k}: missing (builder expects {v})" for k, v in expected.items() if k not in shapes]
-    problems += [f"{k}: not a parameter of {builder}" for k in shapes if k not in expected]
-    problems += [f"{k}: shape {shapes[k]}, builder expects {v}" for k, v in expected.items()
-                 if k in shapes and shapes[k] != v]
-    if problems:
-        raise ConversionError(source, f"does not fit builder {builder!r}", problems)
+        raise ConversionError(source, f"does not fit builder {builder!r}: {err}", hint=hint) from err
+    try:
+        check_fit(expected, shapes, source, f"builder {builder!r}")
+    except WeightsMismatchError as err:
+        raise ConversionError(source, f"does not fit builder {builder!r}", err.problems, hint) from None
     return kwargs
 
 
@@ -319,44 +326,6 @@ def _bilinear_report(net: NetDef | None, state: Mapping[str, np.ndarray], builde
         return {}
     names = [l.name for l in net.layers if l.type == "Deconvolution"]
     return {n: ops.is_bilinear(state[f"{n}.weight"]) for n in names if f"{n}.weight" in state}
-
-
-def safetensors_header(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> bytes:
-    """The safetensors header of float32 ``arrays`` stored in this order with string
-    ``metadata``: length, then compact JSON (``__metadata__`` and, per tensor, dtype, shape and
-    ``data_offsets`` relative to the data), space-padded to 8-byte alignment."""
-    entries: dict[str, object] = {"__metadata__": dict(metadata)}
-    offset = 0
-    for name, array in arrays.items():
-        entries[name] = {"dtype": _SAFETENSORS_F32, "shape": list(array.shape),
-                         "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-    text = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % _HEADER_ALIGN)
-    return _HEADER_LENGTH.pack(len(text)) + text
-
-
-def write_safetensors(out: Path, state: Mapping[str, np.ndarray], metadata: Mapping[str, str],
-                      source_sha256: Callable[[], str] | None = None) -> None:
-    """Stream ``state`` (float32 arrays) into a safetensors file at ``out`` atomically: the
-    header, then each array's bytes straight from its buffer (no copy of the whole file in
-    memory). Tensors go in name order, as ``safetensors.torch.save`` writes them.
-    ``source_sha256``, when given, is called after the data is written and its digest
-    replaces a same-length placeholder in the header, so hashing overlaps the writing."""
-    arrays = {name: _float32(state[name]) for name in sorted(state)}
-    final = dict(metadata)
-    if source_sha256 is not None:
-        final[fmt.SOURCE_SHA256] = _DIGEST_PLACEHOLDER
-    header = safetensors_header(arrays, final)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out) as fh:
-        fh.write(header)
-        for array in arrays.values():
-            fh.write(array.reshape(-1).view(np.uint8))
-        if source_sha256 is not None:
-            final[fmt.SOURCE_SHA256] = source_sha256()
-            fh.seek(0)
-            fh.write(safetensors_header(arrays, final))
 
 
 def _existing(path: str | os.PathLike, what: str) -> Path:
@@ -383,12 +352,8 @@ def convert(weights_path: str | os.PathLike, prototxt: str | os.PathLike | None 
 
 
 def _stem(name: str) -> str:
-    """``fcn8s-heavy-pascal.caffemodel`` / ``a.b.caffemodel.h5`` -> ``fcn8s-heavy-pascal`` /
-    ``a.b``: only the caffemodel suffixes go, so dotted names do not collide."""
-    for suffix in (".caffemodel.h5", ".caffemodel", ".h5"):
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    """``fcn8s-heavy-pascal.caffemodel`` -> ``fcn8s-heavy-pascal`` (``port.weights.default_output``'s rule)."""
+    return default_output(name).name[: -len(fmt.SUFFIX)]
 
 
 def _convert(weights_path: Path, prototxt: Path | None, out: str | os.PathLike | None,
@@ -413,17 +378,21 @@ def _convert(weights_path: Path, prototxt: Path | None, out: str | os.PathLike |
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     chosen, candidates, kwargs = match_builders(shapes, weights_path.name)
     if builder is not None:
-        kwargs, chosen = _check_builder(builder, shapes, source), builder
+        kwargs, chosen = _check_builder(builder, shapes, source, fits_hint(candidates, chosen)), builder
         candidates = candidates if builder in candidates else [builder]
     if net is None and not candidates:
         raise ConversionError(source, "an HDF5 caffemodel stores no layer definitions and its blobs "
                               "match no family builder; give the net's prototxt")
-    out = Path(out) if out is not None else weights_path.with_name(_stem(weights_path.name) + ".safetensors")
+    out = Path(out) if out is not None else default_output(weights_path)
     net_name = (net.name if net is not None else "") or src.name or ""
-    write_safetensors(out, state, {
-        fmt.FORMAT_KEY: fmt.FORMAT, fmt.SOURCE_NAME: weights_path.name, fmt.NET_NAME: net_name,
-        fmt.BUILDER: chosen, fmt.CANDIDATES: ",".join(candidates),
-        fmt.BUILDER_KWARGS: json.dumps(kwargs if candidates else {}, sort_keys=True)}, source_sha256)
+    meta = fmt.metadata(source_name=weights_path.name, net_name=net_name, builder=chosen,
+                        candidates=candidates, builder_kwargs=kwargs if candidates else {})
+    try:
+        write_safetensors(out, state, meta, source_sha256)
+    except OSError as err:  # a read-only folder, a full disk: nothing was left behind
+        where = out.parent if isinstance(err, PermissionError) else out
+        raise ConversionError(str(out), f"cannot write: {err.strerror or err} ({where}); "
+                              f"pass -o FILE in a folder you can write") from None
     if not candidates:
         notes.append(_nearest_builder(shapes))
     return ConversionReport(source, source_sha256(), str(out), net_name, chosen, candidates, kwargs,

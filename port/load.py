@@ -6,42 +6,26 @@ A net comes from a prototxt (or a caffemodel's own stored definition) and runs i
 only when the layer runs; here they are sized by :func:`port.net.engine.data_input_shapes` (the channels the
 convolution reading a top needs, else the upstream data layers' convention), unless the caller
 knows them (the arrays ``port forward`` is given). Weights are a caffemodel (binary or HDF5,
-filled as Caffe's ``Net::CopyTrainedLayersFrom``, strictly) or a converted ``.safetensors``.
+filled as Caffe's ``Net::CopyTrainedLayersFrom``, strictly) or a converted ``.safetensors``,
+told apart by their content (:func:`port.weights.kind_of`), read and checked by :mod:`port.weights`.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import threading
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 
-from port.caffe import NetDef, load_caffemodel, load_net
+from port.caffe import NetDef, load_net
 from port.errors import PortError
-from port.models import SOURCE_SHA256, load_state_strict, load_weights
 from port.net.engine import CaffeNet, data_input_shapes
+from port.weights import SOURCE_SHA256, SUFFIX, kind_of, load_state_strict, load_weights, read_blobs, sha256_file
 
 __all__ = ["SAFETENSORS_SUFFIX", "build_net", "load_net_and_weights", "sha256_file"]
 
-SAFETENSORS_SUFFIX = ".safetensors"
-_HASH_CHUNK = 1 << 22
-
-
-def sha256_file(path: str | os.PathLike, stop: threading.Event | None = None) -> str:
-    """The SHA-256 of a file, read in chunks into one reused buffer (hashlib releases the GIL
-    on large buffers, so this overlaps other work when run in a thread). ``stop`` set: give
-    up early (the partial digest returned is then meaningless)."""
-    digest, buffer = hashlib.sha256(), bytearray(_HASH_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as fh:
-        while not (stop is not None and stop.is_set()):
-            count = fh.readinto(buffer)
-            if not count:
-                break
-            digest.update(view[:count])
-    return digest.hexdigest()
+#: The suffix of a converted file (``port.weights.SUFFIX``; kept for users' imports).
+SAFETENSORS_SUFFIX = SUFFIX
 
 
 def build_net(net: NetDef, phase: str = "TEST", *, input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -65,15 +49,16 @@ def load_net_and_weights(prototxt: str | os.PathLike | None, weights: str | os.P
     The net is ``prototxt``'s, or, without one, the definition a binary caffemodel stores.
     The SHA-256 is that of the caffemodel, or the one a converted file records of its source."""
     weights = Path(weights)
-    is_safetensors = weights.name.endswith(SAFETENSORS_SUFFIX)
+    is_safetensors = kind_of(weights) == "safetensors"
     if prototxt is not None:
         net = load_net(prototxt)
-        src = None if is_safetensors else load_caffemodel(weights, net)
+        src = None if is_safetensors else read_blobs(weights, net)
     else:
         if is_safetensors:
             raise PortError(f"{weights}: a converted file holds no net definition; give the "
-                            f"prototxt it was converted from")
-        src = load_caffemodel(weights)
+                            f"prototxt it was converted from (--net NET.prototxt) or the released "
+                            f"net it is for (--model NAME)")
+        src = read_blobs(weights)
         net = src
     model = build_net(net, phase, input_shapes=input_shapes, blobs=src.blobs() if src is not None else None)
     if is_safetensors:

@@ -19,7 +19,7 @@ import torch
 from port import convert
 from port.errors import PortError
 from port.load import load_net_and_weights
-from port.models import SOURCE_NAME, SOURCE_SHA256, read_metadata
+from port.weights import SOURCE_NAME, SOURCE_SHA256, kind_of, read_metadata
 from reproduce import download, registry, splits
 from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_dataset, locate
 
@@ -78,7 +78,7 @@ def resolve_weights(builder: str, weights: str | Path | None,
         source, origin = Path(weights), "given"
         if not source.is_file():
             raise ResolveError(f"{source}: weights file not found")
-        if source.suffix == ".safetensors":
+        if kind_of(source) == "safetensors":
             meta = read_metadata(source)
             sha = meta.get(SOURCE_SHA256) or convert.sha256_file(source)
             return Weights(source, sha, f"converted file ({meta.get(SOURCE_NAME, '?')})")

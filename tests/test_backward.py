@@ -234,3 +234,102 @@ def test_frozen_deconvolution_passes_gradient_below():
     net(x=x)["up"].sum().backward()
     assert net.up.weight.grad is None and net.c.weight.grad is not None
     assert net.c.weight.grad.abs().sum() > 0
+
+
+# -- BatchNorm, Scale, Bias and the layers around them (batch_norm_layer.cpp, scale_layer.cpp) --
+
+
+def caffe_batch_norm_backward(top, top_diff, std, use_global_stats):
+    """batch_norm_layer.cpp Backward_cpu on (N, C, ...) float64 arrays: with
+    use_global_stats ``top_diff / std``; else, with ``top`` the normalised output,
+    ``(dy - mean(dy) - mean(dy * y) * y) / std``, means over every axis but 1."""
+    view = (1, -1) + (1,) * (top.ndim - 2)
+    if use_global_stats:
+        return top_diff / std.reshape(view)
+    axes = (0,) + tuple(range(2, top.ndim))
+    mean_dy = top_diff.mean(axes).reshape(view)
+    mean_dy_y = (top_diff * top).mean(axes).reshape(view)
+    return (top_diff - mean_dy - mean_dy_y * top) / std.reshape(view)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (5, 4), (1, 2, 3, 2, 2)])
+def test_batch_norm_gradient_with_batch_statistics(shape):
+    x = _rand(*shape, seed=30)
+
+    def forward(t):
+        mean, var = ops.batch_norm_batch_stats(t)
+        return ops.batch_norm(t, mean, var, 1e-5)
+    assert gradcheck(forward, (x,))
+    y = forward(x)
+    top = _rand(*shape, seed=31, requires_grad=False)
+    y.backward(top)
+    std = np.sqrt(ops.batch_norm_batch_stats(x.detach())[1].numpy() + np.float32(1e-5))
+    want = caffe_batch_norm_backward(y.detach().numpy(), top.numpy(), std, False)
+    assert np.allclose(x.grad.numpy(), want, rtol=1e-9, atol=1e-12)
+
+
+def test_batch_norm_gradient_with_global_statistics():
+    x = _rand(2, 3, 4, 5, seed=32)
+    mean_sum, var_sum = _rand(3, seed=33, requires_grad=False), _rand(3, seed=34, requires_grad=False).abs()
+    factor = torch.tensor([2.5], dtype=torch.float64)
+    mean, var = ops.batch_norm_global_stats(mean_sum, var_sum, factor)
+    assert gradcheck(lambda t: ops.batch_norm(t, mean, var, 1e-3), (x,))
+    y = ops.batch_norm(x, mean, var, 1e-3)
+    top = _rand(2, 3, 4, 5, seed=35, requires_grad=False)
+    y.backward(top)
+    want = caffe_batch_norm_backward(y.detach().numpy(), top.numpy(), np.sqrt(var.numpy() + np.float32(1e-3)),
+                                     True)
+    assert np.allclose(x.grad.numpy(), want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("phase,global_stats", [("TRAIN", False), ("TEST", True), ("TRAIN", True)])
+def test_batch_norm_layer_gradient_in_both_modes(phase, global_stats):
+    """Through the engine (in place, as ResNet writes it): the input's gradient is Caffe's in
+    the mode the phase (or ``use_global_stats``) picks; the statistics get none."""
+    option = "batch_norm_param { use_global_stats: true }" if phase == "TRAIN" and global_stats else ""
+    netdef = netdef_from_message(parse_text(
+        'input: "x" input_shape { dim: 2 dim: 3 dim: 4 dim: 3 }\n'
+        f'layer {{ name: "bn" type: "BatchNorm" bottom: "x" top: "x" {option} }}'))
+    net = CaffeNet(netdef, phase).double()
+    with torch.no_grad():
+        net.bn.mean.copy_(torch.tensor([0.5, -1.0, 2.0])), net.bn.variance.copy_(torch.tensor([1.0, 3.0, 0.5]))
+        net.bn.scale_factor.fill_(2.0)
+    assert net.bn.use_global_stats == global_stats
+    x = _rand(2, 3, 4, 3, seed=36)
+    y = net(x=x)["x"]
+    top = _rand(2, 3, 4, 3, seed=37, requires_grad=False)
+    y.backward(top)
+    var = (torch.tensor([1.0, 3.0, 0.5]) / 2 if global_stats else x.detach().var((0, 2, 3), unbiased=False))
+    want = caffe_batch_norm_backward(y.detach().numpy(), top.numpy(),
+                                     np.sqrt(var.double().numpy() + np.float32(1e-5)), global_stats)
+    assert np.allclose(x.grad.numpy(), want, rtol=1e-9, atol=1e-12)
+    assert all(p.grad is None and not p.requires_grad for p in net.bn.caffe_params())
+
+
+@pytest.mark.parametrize("x_shape,axis,w_shape", [
+    ((2, 3, 2, 3), 1, (3,)),            # per channel
+    ((2, 3, 2, 3), 1, (3, 2, 3)),       # num_axes: -1
+    ((2, 3, 2, 3), -1, (3,)),           # a negative axis
+    ((2, 3, 2, 3), 1, ()),              # num_axes: 0, a scalar
+    ((2, 3, 2, 3), 0, (2, 3)),          # axis 0, num_axes 2: per sample and channel
+    ((2, 6), -1, (6,)),                 # a 2-D bottom (after an InnerProduct)
+])
+def test_scale_and_bias_variants_gradients(x_shape, axis, w_shape):
+    x = _rand(*x_shape, seed=38)
+    w, b = (_rand(*w_shape, seed=seed) if w_shape else _rand(1, seed=seed).detach()[0].requires_grad_()
+            for seed in (39, 40))
+    assert gradcheck(lambda t, s, c: ops.scale(t, s, c, axis), (x, w, b))
+    assert gradcheck(lambda t, s: ops.scale(t, s, None, axis), (x, w))
+    assert gradcheck(lambda t, c: ops.bias(t, c, axis), (x, b))
+
+
+def test_sigmoid_flatten_and_global_pooling_gradients():
+    x = _rand(2, 2, 3, 4, seed=41)
+    assert gradcheck(ops.sigmoid, (x,))
+    y = ops.sigmoid(x)
+    top = _rand(2, 2, 3, 4, seed=42, requires_grad=False)
+    y.backward(top)
+    s = y.detach()
+    assert torch.allclose(x.grad, top * s * (1 - s), rtol=1e-12, atol=0)  # sigmoid_layer.cpp
+    for mode in ("AVE", "MAX"):
+        assert gradcheck(lambda t: ops.pool2d(t, 0, 1, 0, mode, global_pooling=True).flatten(1), (x,))

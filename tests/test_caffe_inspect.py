@@ -208,11 +208,12 @@ def test_columns_line_up_with_long_layer_names(tmp_path, capsys):
 
 
 def test_training_layer_imports_only_earlier_stages():
-    """port/training sits after port.caffe, port.net and port.models and beside port.convert:
+    """port/training sits after port.caffe, port.weights, port.net and port.models and beside port.convert:
     it imports none of port.convert, port.run, port.cli (ARCHITECTURE's pipeline); the training
     command lines (port.cli.solve, port.cli.transplant) sit above it."""
     import port.training
-    earlier = ("port.caffe", "port.net", "port.models", "port.training", "port.errors", "port.fileio")
+    earlier = ("port.caffe", "port.weights", "port.net", "port.models", "port.training", "port.errors",
+               "port.fileio")
     for source in Path(port.training.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(source.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
@@ -223,3 +224,25 @@ def test_training_layer_imports_only_earlier_stages():
     cli = Path(port.training.__file__).parents[1] / "cli"
     for name in ("solve.py", "transplant.py"):
         assert "port.training" in (cli / name).read_text()
+
+
+def test_inspect_imports_torch_only_for_a_deconvolution_weight(goldens_dir, tmp_path):
+    """Issue 22 item 2: inspect imports no more than it uses: a prototxt or a caffemodel without
+    a Deconvolution weight is listed without torch (read from sys.modules, never a time)."""
+    import os
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import sys, contextlib, io\nfrom port.__main__ import main\n"
+            "listing = io.StringIO()\n"
+            "with contextlib.redirect_stdout(listing):\n    rc = main(['inspect', sys.argv[1]])\n"
+            "print(rc, 'torch' in sys.modules, ' bilinear' in listing.getvalue())")
+    for path in (goldens_dir / "voc-fcn8s" / "net.prototxt", goldens_dir / "vgg16-v1" / "weights.caffemodel"):
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                              cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split() == ["0", "False", "False"], path
+    # a Deconvolution weight still gets its verdict (the check is put off, not dropped)
+    proc = subprocess.run([sys.executable, "-c", code, str(goldens_dir / "voc-fcn8s" / "weights.caffemodel")],
+                          capture_output=True, text=True, cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert proc.returncode == 0 and proc.stdout.split()[0::2] == ["0", "True"], proc.stderr[-2000:]

@@ -1,6 +1,7 @@
 """``python -m port convert|forward|selfcheck`` end to end on small nets in tmp_path."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -28,7 +29,7 @@ def test_convert_then_forward_graph_and_builder_agree(small_net, goldens_dir, tm
     prototxt, caffemodel = small_net
     weights = tmp_path / "net.safetensors"
     assert main(["convert", str(caffemodel), "--net", str(prototxt), "-o", str(weights)]) == 0
-    assert "builder: fcn8s_atonce" in capsys.readouterr().out
+    assert "model: fcn8s_atonce" in capsys.readouterr().out  # issue 19.9: one name, --model
     inputs = goldens_dir / NET / "blobs-48x64.npz"
     graph_out, family_out = tmp_path / "graph.npz", tmp_path / "family.npz"
     assert main(["forward", str(caffemodel), "--net", str(prototxt), "--inputs", str(inputs),
@@ -223,3 +224,116 @@ def test_no_command_prints_usage_to_stderr_and_version(capsys):
     captured = capsys.readouterr()
     assert "usage: python -m port" in captured.err and captured.out == ""
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("fcn-port ")
+
+
+# -- issue 19 items 8, 9, 12, 13 and issue 22 item 2 --------------------------------------------
+def test_inspect_of_an_empty_file_is_one_line_and_fails(tmp_path, capsys):
+    empty = tmp_path / "empty.prototxt"
+    empty.write_bytes(b"")
+    assert main(["inspect", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{empty}: empty file (0 bytes)" in err
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated", b"\x93NUMPY"])
+def test_forward_with_an_empty_or_damaged_inputs_file_is_one_line(content, small_net, tmp_path, capsys):
+    prototxt, caffemodel = small_net
+    inputs = tmp_path / "in.npz"
+    inputs.write_bytes(content)
+    assert main(["forward", str(caffemodel), "--net", str(prototxt), "--inputs", str(inputs),
+                 "--out", str(tmp_path / "o.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(inputs) in err and "Traceback" not in err
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_convert_takes_model_and_the_old_builder_name_hidden(small_net, tmp_path, capsys):
+    _, caffemodel = small_net
+    for option in ("--model", "--builder"):
+        out = tmp_path / f"{option[2:]}.safetensors"
+        assert main(["convert", str(caffemodel), option, "fcn8s_atonce", "-o", str(out)]) == 0
+        captured = capsys.readouterr()
+        assert f"-> {out}" in captured.out
+        assert ("--builder is now --model" in captured.err) == (option == "--builder")
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--model NAME" in help_text and "--builder" not in help_text
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_convert_beside_a_caffemodel_in_a_read_only_folder_is_one_line(small_net, tmp_path, capsys):
+    _, caffemodel = small_net
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    source = folder / "net.caffemodel"
+    source.write_bytes(caffemodel.read_bytes())
+    folder.chmod(0o555)
+    try:
+        assert main(["convert", str(source)]) == 1
+    finally:
+        folder.chmod(0o755)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "-o FILE" in err
+    assert sorted(os.listdir(folder)) == ["net.caffemodel"]
+
+
+def test_convert_without_o_says_where_it_wrote(small_net, tmp_path, capsys):
+    _, caffemodel = small_net
+    assert main(["convert", str(caffemodel)]) == 0
+    assert f"-> {tmp_path / 'net.safetensors'}" in capsys.readouterr().out
+
+
+def test_convert_into_an_unwritable_place_is_one_line(small_net, tmp_path, capsys, monkeypatch):
+    """A folder the user cannot write (simulated: root may write anywhere) fails in one line."""
+    import port.weights
+    _, caffemodel = small_net
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(port.weights, "atomic_open", refuse)
+    assert main(["convert", str(caffemodel)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write: Permission denied" in err and "-o FILE" in err
+    assert not (tmp_path / "net.safetensors").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["prototxt", "fcn8s", "--num-geo-classes", "3"], "--num-geo-classes: fcn8s has no geometric head"),
+    (["prototxt", "fcn8s", "--width-divisor", "3"], "--width-divisor 3: width_divisor must be"),
+    (["selfcheck", "--model", "fcn8s", "--width-divisor", "3"], "--width-divisor 3: width_divisor must be"),
+    (["selfcheck", "--model", "fcn8z"], "did you mean 'fcn8s'"),
+])
+def test_a_bad_argument_value_is_one_line_through_fail(argv, words, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and err.startswith(f"python -m port {argv[0]}: ")
+
+
+@pytest.mark.parametrize("command", ["solve", "transplant", "export", "selfcheck"])
+def test_help_starts_with_the_whole_usage_line(command, capsys):
+    """solve's and transplant's help once began with an unclosed quote (a usage line that wraps),
+    export's ended in a stray '...: weights'; every option has a help text."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    description = out.split("\n\n")[1]
+    assert "``" not in out and "`" not in description and description.startswith(f"python -m port {command}")
+    assert not description.rstrip().endswith(": weights")
+    if command == "selfcheck":
+        assert "seed of the random weights and inputs" in " ".join(out.split())
+
+
+def test_help_and_converting_import_no_more_than_they_use(small_net, tmp_path):
+    """--help of every command imports no torch (a behaviour, read from sys.modules in a fresh
+    interpreter, never a time)."""
+    from port.__main__ import COMMANDS
+    code = ("import sys, contextlib, io\nfrom port.__main__ import main\n"
+            "for name in sys.argv[1:]:\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        try:\n            main([name, '--help'])\n        except SystemExit:\n            pass\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    proc = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -229,8 +229,9 @@ def test_goldens_through_the_default_path(folder, goldens_dir, tmp_path):
 # -- the layering -------------------------------------------------------------------------------
 def test_run_layer_imports_only_earlier_stages():
     """port/run sits after port.net and before port.models (ARCHITECTURE): it imports only the
-    foundation, port.caffe, port.net and itself; the engine registers, never imports, it."""
-    earlier = ("port.caffe", "port.net", "port.run", "port.errors", "port.fileio")
+    foundation, port.caffe, port.weights, port.net and itself; the engine registers, never
+    imports, it."""
+    earlier = ("port.caffe", "port.weights", "port.net", "port.run", "port.errors", "port.fileio")
     for source in Path(port.run.__file__).parent.glob("*.py"):
         for name in imported(source):
             assert name.startswith(earlier), f"port/run/{source.name} imports {name}"

@@ -125,14 +125,17 @@ def test_load_blobs_is_strict_and_lists_every_mismatch():
     with pytest.raises(BlobMismatchError) as err:
         net.load_blobs(Model(bad))
     text = str(err.value)
-    assert "model.caffemodel" in text and len(err.value.problems) == 3
-    assert "'conv1' blob 0: expected shape (4, 3, 3, 3), found (2, 3, 3, 3)" in text
-    assert "'score': no blobs" in text and "'extra'" in text
+    # issue 20: one fit check (port.weights), one line; every problem in .problems
+    problems = err.value.problems
+    assert "model.caffemodel" in text and "\n" not in text and "4 problems" in text and len(problems) == 4
+    assert "conv1.weight: shape (2, 3, 3, 3), expected (4, 3, 3, 3)" in problems
+    assert "score.weight: missing (expected shape (3, 4, 1, 1))" in problems and "score.bias: missing (expected shape (3,))" in problems
+    assert any(p.startswith("extra.weight: unexpected") for p in problems)
 
 
 def test_unknown_type_and_missing_bottom_errors():
-    text = TINY.replace('type: "ReLU"', 'type: "Sigmoid"')
-    with pytest.raises(CaffeGraphError, match="'relu1': unknown type 'Sigmoid'; supported types: .*Convolution"):
+    text = TINY.replace('type: "ReLU"', 'type: "PReLU"')
+    with pytest.raises(CaffeGraphError, match="'relu1': unknown type 'PReLU'; supported types: .*Convolution"):
         CaffeNet(net_from(text))
     assert "Python" in SUPPORTED_LAYER_TYPES and "Crop" in SUPPORTED_LAYER_TYPES
     with pytest.raises(CaffeGraphError, match="'score'.*\\['nothing'\\]"):

@@ -469,3 +469,60 @@ def test_ops_compile_without_graph_breaks():
     compiled = torch.compile(net, backend="eager", fullgraph=True)
     for a, b in zip(compiled(x, w, label), net(x, w, label)):
         torch.testing.assert_close(a, b)
+
+
+def test_scale_and_bias_blob_shapes_as_caffe_sizes_them():
+    """scale_layer.cpp / bias_layer.cpp LayerSetUp: the blob takes ``num_axes`` axes of the
+    bottom from the canonical ``axis`` (-1: to the end; 0: a scalar); Reshape applies a 0-axis
+    blob from axis 0 whatever ``axis`` says."""
+    x = (2, 3, 4, 5)
+    assert ops.param_blob_shape(x, 1, 1) == (3,) and ops.param_blob_shape(x, 1, -1) == (3, 4, 5)
+    assert ops.param_blob_shape(x, -1, 1) == (5,) and ops.param_blob_shape(x, 1, 0) == ()
+    assert ops.param_blob_shape(x, 0, 2) == (2, 3) and ops.param_blob_shape((2, 10), -1, 1) == (10,)
+    with pytest.raises(CaffeSemanticsError, match="'sc'.*num_axes -2 must be >= -1"):
+        ops.param_blob_shape(x, 1, -2, layer="sc")
+    with pytest.raises(CaffeSemanticsError, match="'sc'.*extends past"):
+        ops.param_blob_shape(x, 2, 3, layer="sc")
+    with pytest.raises(CaffeSemanticsError, match="'sc'.*scale axis 4 out of range"):
+        ops.param_blob_shape(x, 4, 0, layer="sc")
+    assert ops.broadcast_shape(x, (), 3) == (1, 1, 1, 1) and ops.broadcast_shape(x, (2, 3), 0) == (2, 3, 1, 1)
+    y = torch.randn(x)
+    torch.testing.assert_close(ops.bias(y, torch.randn(4, 5) * 0 + 2, axis=-2), y + 2)
+    with pytest.raises(CaffeSemanticsError, match="'b'.*bias of shape \\(4,\\)"):
+        ops.bias(y, torch.zeros(4), axis=1, layer="b")
+
+
+def test_batch_norm_global_statistics_use_the_float32_reciprocal():
+    """batch_norm_layer.cpp: ``scale_factor = 1 / blob2[0]`` in the blob's float type, then
+    ``caffe_cpu_scale``: the product, not a division (they differ in the last bit)."""
+    rng = np.random.default_rng(0)
+    m, v = rng.normal(size=64).astype(np.float32), rng.uniform(0.5, 2, 64).astype(np.float32)
+    for s in (np.float32(3.0), np.float32(4.7), np.float32(0.0)):
+        mean, var = ops.batch_norm_global_stats(torch.from_numpy(m), torch.from_numpy(v), torch.tensor([s]))
+        reciprocal = np.float32(0) if s == 0 else np.float32(1) / s
+        assert mean.numpy().tobytes() == (m * reciprocal).tobytes()
+        assert var.numpy().tobytes() == (v * reciprocal).tobytes()
+    division = m / np.float32(4.7)
+    assert (division != m * (np.float32(1) / np.float32(4.7))).any()  # so the test can tell
+
+
+def test_batch_norm_normalises_with_batch_statistics_and_updates_the_sums():
+    x = torch.randn(3, 4, 5, 2, dtype=torch.float64)
+    mean, var = ops.batch_norm_batch_stats(x)
+    xn = x.numpy()
+    np.testing.assert_allclose(mean.numpy(), xn.mean((0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(var.numpy(), xn.var((0, 2, 3)), rtol=1e-12)  # biased
+    y = ops.batch_norm(x, mean, var, 1e-5)
+    np.testing.assert_allclose(y.numpy(), (xn - xn.mean((0, 2, 3), keepdims=True))
+                               / np.sqrt(xn.var((0, 2, 3), keepdims=True) + np.float32(1e-5)), rtol=1e-12)
+    sums = [torch.full((4,), 2.0), torch.full((4,), 3.0), torch.tensor([5.0])]
+    ops.batch_norm_update_(*sums, mean.float(), var.float(), 30, 0.9)
+    f, m = float(np.float32(0.9)), 30
+    np.testing.assert_allclose(sums[0].numpy(), f * 2 + mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(sums[1].numpy(), f * 3 + m / (m - 1) * var.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(sums[2].numpy(), [f * 5 + 1], rtol=1e-7)
+    one = [torch.zeros(4), torch.zeros(4), torch.zeros(1)]
+    ops.batch_norm_update_(*one, mean.float(), var.float(), 1)  # m = 1: no correction
+    assert torch.equal(one[1], var.float()) and one[2].item() == 1
+    with pytest.raises(CaffeSemanticsError, match="'bn'.*BatchNorm of 4 channels"):
+        ops.batch_norm(x[:, :3], mean, var, layer="bn")

@@ -2,23 +2,35 @@
 
 Conventions every command follows: the file a command works on is its positional argument, a
 net definition is always ``--net NET.prototxt`` (a released net by name: ``--model NAME``),
-bad input prints one line naming the file, layer or blob and exits 1
-(``port.errors.EXIT_BAD_INPUT``), a usage error exits 2 (argparse's, ``EXIT_USAGE``).
+bad input prints one line naming the file, layer or blob through :func:`fail` and exits 1
+(``port.errors.EXIT_BAD_INPUT``; a device this machine cannot run is bad input too), a usage
+error exits 2 (argparse's, ``EXIT_USAGE``). Only :class:`port.errors.PortError` (and
+``OSError`` for files) counts as bad input: anything else is a bug and keeps its traceback.
+A command imports what it runs inside ``main``, after parsing, so ``--help`` answers at once.
+This package holds only what the command lines share; no other module imports it.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
+import zipfile
+from typing import Any
 
-from port.errors import EXIT_BAD_INPUT
+from port.errors import EXIT_BAD_INPUT, PortError
 
-__all__ = ["describe", "one_line", "fail"]
+__all__ = ["CommandLineError", "describe", "one_line", "fail", "read_npz", "released_net_args"]
+
+
+class CommandLineError(PortError):
+    """A file or value given on a command line that cannot be used (named in the message)."""
 
 
 def describe(doc: str | None) -> str:
-    """A module docstring's first line as plain text for ``--help`` (reST ``double
-    backticks`` dropped)."""
-    first = (doc or "").strip().split("\n")[0]
+    """A module docstring's first paragraph (up to its first blank line, a usage line that
+    wraps included) as plain text on one line for ``--help``, reST ``double backticks``
+    dropped."""
+    first = " ".join((doc or "").strip().split("\n\n")[0].split())
     return re.sub(r"``([^`]*)``", r"\1", first)
 
 
@@ -28,6 +40,46 @@ def one_line(err: BaseException) -> str:
 
 
 def fail(prog: str, err: BaseException) -> int:
-    """Print ``err`` as the one line a user reads (``prog: message``); the bad-input exit code."""
+    """Print ``err`` as the one line a user reads (``prog: message``); the bad-input exit code.
+    The one way every ``port`` command reports a user's mistake."""
     print(f"{prog}: {one_line(err)}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def read_npz(path: str | os.PathLike, what: str = "input arrays") -> dict[str, Any]:
+    """The arrays of an ``.npz`` (never unpickled: ``allow_pickle=False``); a missing, empty,
+    truncated or other file is a :class:`CommandLineError` naming it."""
+    import numpy as np  # here: --help imports nothing it does not need
+    try:
+        if os.path.getsize(path) == 0:
+            raise CommandLineError(f"{path}: empty file (0 bytes); expected an .npz of {what}")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CommandLineError(f"{path}: one .npy array; expected an .npz of {what} (np.savez)")
+        with loaded as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, PortError):
+            raise
+        raise CommandLineError(f"{path}: cannot read {what} ({one_line(err)})") from None
+
+
+def released_net_args(model: str, **kwargs: Any) -> dict[str, Any]:
+    """``kwargs`` (``num_classes``, ``width_divisor``, ``num_geo_classes``; None: the released
+    value) checked against the released net ``model`` before anything runs: an unknown name, an
+    argument the net does not take, or a value its builder refuses is a
+    :class:`CommandLineError` naming the option."""
+    from port.models import get_meta, net_spec
+    meta = get_meta(model)  # an unknown name raises with the nearest names
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    if "num_geo_classes" in given and len(meta.num_classes) < 2:
+        raise CommandLineError(f"--num-geo-classes: {meta.name} has no geometric head (SIFT Flow's "
+                               f"nets have)")
+    try:
+        net_spec(meta.name, "deploy", **given)
+    except ValueError as err:  # the builder's own argument checks (nets.py)
+        if isinstance(err, PortError):
+            raise
+        option = next((f"--{k.replace('_', '-')} {v}" for k, v in given.items() if k in str(err)), "")
+        raise CommandLineError(f"{option + ': ' if option else ''}{err}") from None
+    return given

@@ -12,34 +12,22 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
-import torch
-
-from port.cli import describe
-from port.errors import EXIT_BAD_INPUT
+from port.cli import describe, fail, read_npz
 from port.errors import PortError
 from port.fileio import atomic_open
-from port.run.devices import device_usable
-from port.net.engine import CaffeNet
-from port.load import load_net_and_weights
-from port.models import get_model
 
-SAFETENSORS_SUFFIX = ".safetensors"
+PROG = "python -m port forward"
 
 
 class ForwardError(PortError):
     """Inputs, net or weights that do not fit together (named in the message)."""
 
 
-def read_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` (never unpickled: ``allow_pickle=False``)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as err:
-        raise ForwardError(f"{path}: cannot read input arrays ({err})") from err
+def read_inputs(path: str | os.PathLike) -> dict[str, Any]:
+    """The arrays of an ``.npz`` (never unpickled; ``port.cli.read_npz``)."""
+    return read_npz(path, "input arrays")
 
 
 def check_out(path: str | os.PathLike) -> None:
@@ -50,30 +38,35 @@ def check_out(path: str | os.PathLike) -> None:
         raise ForwardError(f"{path}: folder {folder} does not exist")
 
 
-def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
     """Write ``arrays`` to an ``.npz`` atomically (temporary name, then rename)."""
+    import numpy as np
     check_out(path)
     with atomic_open(path) as fh:
         np.savez(fh, **arrays)
 
 
-def _graph_net(prototxt: str, weights: str) -> CaffeNet:
+def _graph_net(prototxt: str, weights: str) -> Any:
     """:class:`CaffeNet` of ``prototxt`` filled from ``weights``. Sized by the weights (a data
     layer's channels from the convolution reading it), not by the arrays: an input of the wrong
     shape is then the input's error, named so."""
+    from port.load import load_net_and_weights
     return load_net_and_weights(prototxt, weights)[0]
 
 
-def _check_inputs(names: Sequence[str], arrays: Mapping[str, np.ndarray], source: str) -> None:
+def _check_inputs(names: Sequence[str], arrays: Mapping[str, Any], source: str) -> None:
     missing = [n for n in names if n not in arrays]
     if missing:
         raise ForwardError(f"{source}: the net's inputs are {list(names)}; missing {missing} "
                            f"(arrays given: {sorted(arrays)})")
 
 
-def run(net: str, weights: str, arrays: Mapping[str, np.ndarray], *, all_blobs: bool = False,
-        device: str = "cpu") -> dict[str, np.ndarray]:
+def run(net: str, weights: str, arrays: Mapping[str, Any], *, all_blobs: bool = False,
+        device: str = "cpu") -> dict[str, Any]:
     """Run ``net`` with ``weights`` on ``arrays``; the outputs (or every blob) as arrays."""
+    import numpy as np
+    import torch
+    from port.models import get_model
     if Path(net).is_file():
         model = _graph_net(net, weights)
     elif net.endswith(".prototxt"):
@@ -94,7 +87,7 @@ def run(net: str, weights: str, arrays: Mapping[str, np.ndarray], *, all_blobs: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of :func:`run`."""
-    parser = argparse.ArgumentParser(prog="python -m port forward", description=describe(__doc__))
+    parser = argparse.ArgumentParser(prog=PROG, description=describe(__doc__))
     parser.add_argument("weights", metavar="WEIGHTS", help="WEIGHTS.caffemodel, .caffemodel.h5 or .safetensors")
     net = parser.add_mutually_exclusive_group(required=True)
     net.add_argument("--net", metavar="NET.prototxt", help="the net definition to run")
@@ -105,9 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="write the outputs (default) or every named blob")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...; default cpu)")
     args = parser.parse_args(argv)
-    if not device_usable(args.device, "python -m port forward"):
-        return EXIT_BAD_INPUT
+    from port.run.devices import check_device  # after parsing: --help imports nothing else
     try:
+        check_device(args.device)
         check_out(args.out)
         if args.net is not None and not Path(args.net).is_file():
             raise ForwardError(f"{args.net}: prototxt not found")
@@ -115,8 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      all_blobs=args.blobs == "all", device=args.device)
         write_npz(args.out, arrays)
     except (PortError, OSError) as err:
-        print(f"python -m port forward: {err}", file=sys.stderr)
-        return 1
+        return fail(PROG, err)
     print(f"wrote {len(arrays)} array{'s' if len(arrays) != 1 else ''} to {args.out}: " + ", ".join(
         f"{k} {tuple(v.shape)}" for k, v in arrays.items()))
     return 0

@@ -15,9 +15,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from port.cli import describe
-from port.caffe import CaffeFormatError, LayerDef, is_hdf5, load_net
+from port.cli import CommandLineError, describe, fail
+from port.caffe import LayerDef, is_hdf5, load_net
 from port.caffe.inspect import Annotator, summary
+from port.errors import EXIT_USAGE, PortError
 
 PROG = "python -m port inspect"
 HDF5_NOTE = ("note: an HDF5 snapshot stores only blobs, no layer definitions (type, bottoms, "
@@ -27,16 +28,21 @@ _BILINEAR_WORDS = {True: "bilinear", False: "not bilinear", None: "bilinear: unk
 
 def bilinear_annotator() -> Annotator:
     """An annotator giving a Deconvolution's weight (blob 0) its ``bilinear`` verdict:
-    ``port.net.ops.is_bilinear``, or None where port.net.ops cannot be imported (no torch)."""
-    try:
-        from port.net.ops import is_bilinear
-    except ImportError:
-        is_bilinear = None
+    ``port.net.ops.is_bilinear``, or None where port.net.ops cannot be imported (no torch).
+    port.net.ops (and torch with it) is imported at the first Deconvolution weight, so a file
+    without one (a prototxt, a classifier) is listed without importing torch."""
+    check: list = []
 
     def annotate(layer: LayerDef, index: int, blob: np.ndarray) -> dict[str, Any] | None:
         if layer.type != "Deconvolution" or index != 0:
             return None
-        return {"bilinear": None if is_bilinear is None else bool(is_bilinear(blob))}
+        if not check:
+            try:
+                from port.net.ops import is_bilinear
+            except ImportError:
+                is_bilinear = None
+            check.append(is_bilinear)
+        return {"bilinear": None if check[0] is None else bool(check[0](blob))}
     return annotate
 
 
@@ -94,15 +100,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.net and not is_hdf5(args.file):
+        if os.path.isfile(args.file) and os.path.getsize(args.file) == 0:
+            raise CommandLineError(f"{args.file}: empty file (0 bytes): not a prototxt, caffemodel or .h5")
+        if args.net and os.path.isfile(args.file) and not is_hdf5(args.file):
             print(f"{PROG}: --net is for an HDF5 caffemodel; {args.file} is not HDF5 "
                   "(a prototxt or binary caffemodel carries its layer definitions)", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         net = load_net(args.net) if args.net else None
         s = summary(args.file, bilinear_annotator(), net)
-    except (CaffeFormatError, OSError) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
+    except (PortError, OSError) as err:
+        return fail(PROG, err)
     return _print_lines([json.dumps(s, indent=1)] if args.json else render(s))
 
 

@@ -13,16 +13,16 @@ import argparse
 import sys
 from typing import Sequence
 
-from port.cli import describe
-from port.caffe.text_writer import format_text, write_prototxt
-from port.errors import EXIT_BAD_INPUT, PortError
-from port.models import FORMS, list_models, net_spec
+from port.cli import describe, fail, released_net_args
+from port.errors import PortError
+
+PROG = "python -m port prototxt"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m port prototxt", description=describe(__doc__))
-    parser.add_argument("model", help=f"a released net: {', '.join(list_models())}")
-    parser.add_argument("--phase", choices=FORMS, default="test",
+    parser = argparse.ArgumentParser(prog=PROG, description=describe(__doc__))
+    parser.add_argument("model", help="a released net, e.g. fcn8s (an unknown name lists them all)")
+    parser.add_argument("--phase", default="test", metavar="{train,test,deploy}",
                         help="train (upstream train.prototxt), test (val/test.prototxt, the default) "
                              "or deploy (Input layer, no loss)")
     parser.add_argument("-o", "--out", help="file to write (default: print to stdout)")
@@ -30,18 +30,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-geo-classes", type=int, help="SIFT Flow's geometric classes (default 3)")
     parser.add_argument("--width-divisor", type=int, help="divide the trunk widths (default 1)")
     args = parser.parse_args(argv)
-    kwargs = {"num_classes": args.num_classes, "width_divisor": args.width_divisor}
-    if args.num_geo_classes is not None:
-        kwargs["num_geo_classes"] = args.num_geo_classes
+    from port.caffe.text_writer import format_text, write_prototxt
+    from port.models import FORMS, net_spec  # after parsing: --help imports no torch
+    if args.phase not in FORMS:
+        parser.error(f"argument --phase: invalid choice: {args.phase!r} (choose from {', '.join(FORMS)})")
     try:
+        kwargs = released_net_args(args.model, num_classes=args.num_classes, width_divisor=args.width_divisor,
+                                   num_geo_classes=args.num_geo_classes)
         net = net_spec(args.model, args.phase, **kwargs).to_proto()
         if args.out:
             write_prototxt(args.out, net)
         else:
             sys.stdout.write(format_text(net))
-    except (PortError, TypeError, ValueError, OSError) as err:
-        print(f"python -m port prototxt: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (PortError, OSError) as err:
+        return fail(PROG, err)
     if args.out:
         print(f"wrote the {args.phase} net of {args.model} to {args.out}")
     return 0

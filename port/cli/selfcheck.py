@@ -18,15 +18,12 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
+from port.cli import describe, fail, released_net_args
+from port.errors import PortError
 
-from port.cli import describe
-from port.errors import EXIT_BAD_INPUT
-from port.run import speed
-from port.run.devices import device_usable
-from port.models import get_model
-from port.net.layers import Convolution
+# torch and the run modes are imported where they are used, so that --help answers at once.
 
+PROG = "python -m port selfcheck"
 #: Spread of the random inputs: mean-subtracted 0-255 pixels (the goldens use N(0, 50)).
 INPUT_STD = 50.0
 #: Spread of random biases (the goldens' recipe; weights are He-scaled normals).
@@ -46,9 +43,11 @@ class OutputCheck:
                 f"argmax agreement {100 * self.argmax_agreement:.4f}%")
 
 
-def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+def randomize(model: "torch.nn.Module", seed: int) -> "torch.nn.Module":
     """He-scaled normal convolution weights and small normal biases, seeded; the frozen
     upsampling and scale layers keep their fixed (bilinear, constant) values as released."""
+    import torch
+    from port.net.layers import Convolution
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -62,18 +61,23 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 def random_inputs(model: torch.nn.Module, size: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
     """One seeded N(0, INPUT_STD) tensor per input blob of ``model``."""
+    import torch
+    import torch
     generator = torch.Generator().manual_seed(seed)
     return {name: torch.randn(1, model.input_shapes[name][1], *size, generator=generator) * INPUT_STD
             for name in model.input_names}
 
 
 def _outputs(runner: speed.Runner, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    import torch
     result = runner(**inputs)
     return {runner.model.output_names[0]: result} if isinstance(result, torch.Tensor) else result
 
 
 def compare(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> list[OutputCheck]:
     """Max relative error and argmax (class axis 1) agreement of each output."""
+    import torch
+    import torch
     checks = []
     for name, ref in reference.items():
         got = candidate[name].detach().to("cpu", torch.float32)
@@ -86,6 +90,8 @@ def compare(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tenso
 def default_precision(device: str) -> str:
     """The mode checked when none is named: ``cpu-fast`` on the CPU (so the check is not of a
     run with itself), strict fp32 elsewhere."""
+    import torch
+    from port.run import speed
     return speed.CPU_FAST.name if torch.device(device).type == "cpu" else speed.STRICT.name
 
 
@@ -95,6 +101,10 @@ def selfcheck(model_name: str = "fcn8s", *, device: str = "cpu", precision: "str
     """Compare ``model_name`` run in ``precision`` (a mode of ``port.run.speed.MODES``; default
     :func:`default_precision`) on ``device`` against strict fp32 on the CPU; ``channels_last``
     overrides the mode's memory format."""
+    from port.models import get_model
+    from port.run import speed
+    from port.models import get_model
+    from port.run import speed
     mode = speed.mode_named(precision or default_precision(device))
     if channels_last is not None:
         mode = dataclasses.replace(mode, channels_last=channels_last)
@@ -116,34 +126,40 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of :func:`selfcheck`; exit status 1 when ``--max-error`` is exceeded, 2 for
-    a device that cannot run here."""
-    parser = argparse.ArgumentParser(prog="python -m port selfcheck", description=describe(__doc__))
+    """Command line of :func:`selfcheck`; exit status 1 when ``--max-error`` is exceeded or for
+    bad input (an unknown model, a width the net refuses, a device that cannot run here: each
+    one line through ``port.cli.fail``), 2 for a usage error (``port.errors``' rule)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=describe(__doc__))
     parser.add_argument("--model", default="fcn8s", help="family model name (default fcn8s)")
     parser.add_argument("--device", default="cpu", help="device to check against CPU fp32")
-    parser.add_argument("--precision", choices=list(speed.MODES), metavar="MODE",
-                        help=f"precision mode to check: {', '.join(speed.MODES)} (default: "
-                             f"{speed.CPU_FAST.name} on the CPU, {speed.STRICT.name} elsewhere)")
-    parser.add_argument("--tf32", dest="precision", action="store_const", const=speed.FAST_TF32.name,
-                        help=f"the same as --precision {speed.FAST_TF32.name}")
+    parser.add_argument("--precision", metavar="MODE",
+                        help="precision mode to check, one of port.run.speed.MODES (an unknown name "
+                             "lists them; default: cpu-fast on the CPU, strict-fp32 elsewhere)")
+    parser.add_argument("--tf32", dest="precision", action="store_const", const="fast-tf32",
+                        help="the same as --precision fast-tf32")
     parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
                         help="run the candidate channels-last (default: as the mode says)")
     parser.add_argument("--contiguous", dest="channels_last", action="store_false",
                         help="run the candidate in contiguous memory")
     parser.add_argument("--width-divisor", type=int, default=1, help="1: released widths; 16: goldens'")
     parser.add_argument("--size", type=_size, default=(224, 224), help="input HxW (default 224x224)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random weights and inputs (default 0)")
     parser.add_argument("--max-error", type=float, help="fail when a max relative error exceeds this")
     args = parser.parse_args(argv)
-    if not device_usable(args.device, "python -m port selfcheck"):
-        return EXIT_BAD_INPUT
+    from port.run import speed
+    from port.run.devices import check_device
+    if args.precision is not None and args.precision not in speed.MODES:
+        parser.error(f"argument --precision: invalid choice: {args.precision!r} (choose from "
+                     f"{', '.join(speed.MODES)})")
     try:
+        check_device(args.device)
+        released_net_args(args.model, width_divisor=args.width_divisor)
         checks = selfcheck(args.model, device=args.device, precision=args.precision,
                            channels_last=args.channels_last, width_divisor=args.width_divisor,
                            size=args.size, seed=args.seed)
-    except (KeyError, ValueError, RuntimeError) as err:
-        print(f"python -m port selfcheck: {err}", file=sys.stderr)
-        return 1
+    except PortError as err:
+        return fail(PROG, err)
     print(f"{args.model} (width / {args.width_divisor}, {args.size[0]}x{args.size[1]}) on {args.device}"
           f" in {args.precision or default_precision(args.device)} vs strict fp32 on the CPU:")
     for check in checks:

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from port.cli import fail, one_line
-from port.errors import EXIT_BAD_INPUT
+from port.cli import describe, fail, read_npz
 from port.errors import PortError
 from port.fileio import atomic_open, write_text_atomic
+from port.weights import load_into
 
 PROG = "python -m port solve"
 
@@ -38,12 +37,8 @@ class SolveError(PortError):
 
 
 def read_sequence(path: str) -> dict[str, np.ndarray]:
-    """SEQ.npz's arrays (never unpickled)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as err:
-        raise SolveError(f"{path}: cannot read input arrays ({one_line(err)})") from None
+    """SEQ.npz's arrays (never unpickled; ``port.cli.read_npz``)."""
+    return read_npz(path, "input arrays")
 
 
 def make_feed(arrays: Mapping[str, np.ndarray], tops: Sequence[str], passes: int, source: str):
@@ -63,33 +58,6 @@ def data_tops(netdef: Any, state: Any) -> list[str]:
     return list(dict.fromkeys(list(net.inputs) + tops))
 
 
-def load_weights_into(net: Any, path: str) -> None:
-    """INIT into the net: a caffemodel by layer name and blob index (strict), or a
-    ``.safetensors`` of the net's state-dict names (``<layer>.weight``, ``<layer>.bias``)."""
-    if not Path(path).is_file():
-        raise SolveError(f"{path}: weights file not found")
-    if not path.endswith(".safetensors"):
-        from port.caffe import load_caffemodel
-        net.load_blobs(load_caffemodel(path), path)
-        return
-    from safetensors.torch import load_file
-    try:
-        state = load_file(path)
-    except Exception as err:  # safetensors raises its own error types for a bad header
-        raise SolveError(f"{path}: not a safetensors file ({one_line(err)})") from None
-    expected = {k: v for k, v in net.state_dict().items()}
-    problems = [f"{k}: missing" for k in expected if k not in state]
-    problems += [f"{k}: not a parameter of the net" for k in state if k not in expected]
-    problems += [f"{k}: shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-                 for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if problems:
-        raise SolveError(f"{path}: weights do not fit net {net.net_name!r}: " + "; ".join(problems[:5])
-                         + (f"; ... ({len(problems)} problems)" if len(problems) > 5 else ""))
-    with torch.no_grad():
-        for key, value in expected.items():
-            value.copy_(state[key].to(value.dtype))
-
-
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     with atomic_open(path) as fh:
         np.savez(fh, **arrays)
@@ -100,7 +68,7 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
         log=print) -> list[list[float]]:
     """The command's work; returns the per-pass losses of the run."""
     from port.caffe import load_net
-    from port.training.solver import Solver, SolverParameter
+    from port.training.solver import Solver, SolverParameter, snapshot_passes
     if iters < 1:
         raise SolveError(f"--iters {iters}: give at least 1 iteration")
     if not Path(solver_path).is_file():
@@ -115,17 +83,12 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
     tops = data_tops(netdef, state)
     first = 0
     if restore:
-        from safetensors import safe_open
-        try:
-            with safe_open(restore, "pt") as fh:
-                first = int(json.loads((fh.metadata() or {})["solver"])["passes"])
-        except Exception as err:
-            raise SolveError(f"{restore}: not a solver snapshot ({one_line(err)})") from None
+        first = snapshot_passes(restore)
     feed = make_feed(arrays, tops, first + iters * param.iter_size, inputs)
     declared = netdef.for_state(state).inputs
     shapes = {t: tuple(arrays[f"{t}{first}"].shape) for t in tops if t not in declared}
     net = param.build_train_net(netdef, shapes)
-    load_weights_into(net, weights)
+    load_into(net, weights)
     solver = Solver(param, feed, net=net, device=device)
     if restore:
         solver.restore(restore)
@@ -145,7 +108,7 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=describe(__doc__))
     parser.add_argument("solver", help="SOLVER.prototxt (relative paths in it resolve in its folder)")
     parser.add_argument("--weights", required=True, help="INIT.caffemodel (or .h5) or .safetensors")
     parser.add_argument("--inputs", required=True, help="SEQ.npz: <top><k> for the k-th forward pass")
@@ -156,10 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--snapshot", help="write the solver state here after the last iteration")
     parser.add_argument("--restore", help="start from this solver state (written by --snapshot)")
     args = parser.parse_args(argv)
-    from port.run.devices import device_usable
-    if not device_usable(args.device, PROG):
-        return EXIT_BAD_INPUT
+    from port.run.devices import check_device
     try:
+        check_device(args.device)
         run(args.solver, args.weights, args.inputs, args.iters, args.out, args.net, args.device,
             args.snapshot, args.restore)
     except (PortError, OSError) as err:

@@ -15,18 +15,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import numpy as np
-
-from port.cli import fail
+from port.cli import describe, fail
 from port.errors import PortError
+from port.weights import metadata, output_kind, write_net
 
 PROG = "python -m port transplant"
 
 
 class TransplantCliError(PortError):
-    """A command-line value that does not fit (an output suffix, an --input-shape)."""
+    """A command-line value that does not fit (an --input-shape, a file not found)."""
 
 
 
@@ -41,25 +40,8 @@ def _shape_option(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def write_weights(net: Any, out: Path, metadata: dict[str, str]) -> None:
-    """The net's parameters to ``out``: safetensors (state-dict names) or a caffemodel."""
-    from port.fileio import write_bytes_atomic
-    if out.suffix == ".safetensors":
-        from safetensors.torch import save
-        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-        write_bytes_atomic(out, save(state, metadata=metadata))
-        return
-    from port.caffe import write_caffemodel
-    from port.caffe.net import LayerDef, NetDef
-    params = net.caffe_params()
-    layers = [LayerDef(layer.msg, [p.detach().cpu().numpy().astype(np.float32) for p in params.get(layer.name, [])])
-              for layer in net.netdef.layers]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_caffemodel(out, NetDef(net.netdef.msg, layers, net.netdef.path))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=describe(__doc__))
     parser.add_argument("source", help="SRC.caffemodel (binary or HDF5; legacy V1 nets are upgraded)")
     parser.add_argument("--net", required=True, help="DST.prototxt, the net to fill (its TRAIN phase)")
     parser.add_argument("-o", "--out", required=True, help="OUT.safetensors or OUT.caffemodel")
@@ -75,16 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from port.caffe import load_caffemodel, load_net
         from port.training.surgery import init_from
         out = Path(args.out)
-        if out.suffix not in (".safetensors", ".caffemodel"):
-            raise TransplantCliError(f"{out}: the output must end in .safetensors or .caffemodel")
+        output_kind(out)  # an output suffix it cannot write is refused before any work
         shapes = dict(_shape_option(s) for s in args.input_shape)
         for path, what in ((args.source, "source caffemodel"), (args.net, "destination net")):
             if not Path(path).is_file():
                 raise TransplantCliError(f"{path}: {what} not found")
         src, dst = load_caffemodel(args.source), load_net(args.net)
         net, report = init_from(dst, src, seed=args.seed, do_interp=args.interp, input_shapes=shapes)
-        write_weights(net, out, {"source": Path(args.source).name, "net": net.net_name,
-                                 "transplant": json.dumps(report.as_dict())})
+        write_net(net, out, metadata(source_name=Path(args.source).name, net_name=net.net_name,
+                                     transplant=json.dumps(report.as_dict())))
     except (PortError, OSError) as err:
         return fail(PROG, err)
     if args.json:

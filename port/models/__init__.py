@@ -14,7 +14,7 @@ from port.models._registry import (
     DuplicateModelError, UnknownModelError, get_builder, get_meta, get_model, list_models,
     register,
 )
-from port.models.weights import (
+from port.weights import (  # the one home of weights files, re-exported for users
     SOURCE_NAME, SOURCE_SHA256, WeightsError, load_state_strict, load_weights, read_metadata,
 )
 from port.models.meta import ModelMeta

@@ -129,28 +129,58 @@ def upsample(n: NetSpec, name: str, bottom: str, num_classes: int, factor: int,
         num_output=num_classes, kernel_size=kernel or 2 * factor, stride=factor, bias_term=False))
 
 
+#: upstream's skips: the stride-16 and stride-8 features, named after VGG16's pool4 and pool3,
+#: and voc-fcn8s-atonce's constant scale of each ("scale pool4 skip for compatibility").
+SKIPS = (("pool4", 0.01, 16), ("pool3", 0.0001, 8))
+
+
+class HeadRules:
+    """upstream's choices in the head: every upsampling's kernel is ``2 * factor``, and each
+    skip's score is cropped into the upsampled coarser score. :mod:`port.models.fcnize`
+    derives both from a classifier's geometry instead."""
+
+    def kernel(self, n: NetSpec, bottom: str, factor: int, aligned_to: str) -> int:
+        """The kernel of the upsampling of ``bottom`` by ``factor`` whose top is then cropped
+        against (or into) ``aligned_to``."""
+        return 2 * factor
+
+    def crop_skip(self, n: NetSpec, upscored: str, score: str) -> bool:
+        """True: crop the skip's ``score`` into ``upscored`` (upstream); False: the other way."""
+        return True
+
+
 def fcn_head(n: NetSpec, fc7: str, stride: int, num_classes: int, reference: str,
-             divisor: int, suffix: str = "", at_once: bool = False) -> str:
+             divisor: int, suffix: str = "", at_once: bool = False,
+             skips: dict[int, str] | None = None, rules: HeadRules | None = None) -> str:
     """The scoring of FCN-``stride``s on the trunk: ``score_fr``, then per skip (pool4 for
     16s, pool4 and pool3 for 8s) a 2x upsampling, the skip's score cropped to it and their sum;
     the last upsampling cropped to ``reference``. ``at_once``: the skips scaled by frozen Scale
-    layers first (voc-fcn8s-atonce). Names as upstream (``score_pool4_semc`` for ``_sem``)."""
+    layers first (voc-fcn8s-atonce). Names as upstream (``score_pool4_semc`` for ``_sem``).
+    ``skips`` gives the blob each skip reads by its stride (default ``pool4``, ``pool3``; the
+    layer names stay upstream's); ``rules`` the kernels and crop directions (:class:`HeadRules`;
+    where the upsampled score is the larger, it is cropped to the skip's as ``upscore2c``)."""
     s = suffix
+    blobs = {skip_stride: skip for skip, _, skip_stride in SKIPS} | dict(skips or {})
+    rules = rules or HeadRules()
     coarse = score_conv(n, f"score_fr{s}", fc7, num_classes)
-    skips = [("pool4", 0.01, 16), ("pool3", 0.0001, 8)]
     up = f"upscore2{s}"
-    for skip, scale, skip_stride in skips:
+    for skip, scale, skip_stride in SKIPS:
         if skip_stride < stride:
             break
-        upscored = upsample(n, up, coarse, num_classes, 2)
-        feature = skip
+        feature = blobs[skip_stride]
+        upscored = upsample(n, up, coarse, num_classes, 2, rules.kernel(n, coarse, 2, feature))
         if at_once:
-            feature = n.Scale(f"scale_{skip}", skip, filler=dict(type="constant", value=scale), param=FROZEN)
+            feature = n.Scale(f"scale_{skip}", feature, filler=dict(type="constant", value=scale), param=FROZEN)
         score = score_conv(n, f"score_{skip}{s}", feature, num_classes)
-        cropped = n.crop(f"score_{skip}{s}c", score, upscored)
-        coarse = n.Eltwise(f"fuse_{skip}{s}", upscored, cropped, operation="SUM")
+        if rules.crop_skip(n, upscored, score):
+            cropped = n.crop(f"score_{skip}{s}c", score, upscored)
+            coarse = n.Eltwise(f"fuse_{skip}{s}", upscored, cropped, operation="SUM")
+        else:
+            cropped = n.crop(f"{up}c", upscored, score)
+            coarse = n.Eltwise(f"fuse_{skip}{s}", cropped, score, operation="SUM")
         up = f"upscore_{skip}{s}"
-    final = upsample(n, f"upscore{s}" if stride == 32 else f"upscore{stride}{s}", coarse, num_classes, stride)
+    name = f"upscore{s}" if stride == 32 else f"upscore{stride}{s}"
+    final = upsample(n, name, coarse, num_classes, stride, rules.kernel(n, coarse, stride, reference))
     return n.crop(f"score{s}", final, reference)
 
 

@@ -20,7 +20,7 @@ from port.caffe import NetDef
 from port.models import classes, nets
 from port.models import preprocess as pre
 from port.models._registry import get_meta, register
-from port.models.weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
+from port.weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
 from port.models.meta import Digests, ModelMeta
 from port.net.engine import CaffeNet
 from port.net.fillers import start_frozen_upsamplings

@@ -25,7 +25,7 @@ from port.errors import PortError
 __all__ = [
     "CoordMap", "Geometry", "CoordMapError", "UndefinedMapError", "CropMismatchError",
     "IDENTITY", "PASS_THROUGH_LAYERS", "layer_map", "compose", "inverse", "map_between",
-    "crop_offset_from_map", "derive_crop_offsets", "crop_offsets", "check_crops", "geometry_from_layer",
+    "crop_offset_from_map", "derive_crop_offsets", "maps_from", "crop_offsets", "check_crops", "geometry_from_layer",
     "geometry_from_net", "conv_geometry", "pool_geometry", "spatial_params",
 ]
 
@@ -296,6 +296,27 @@ def map_between(layers: Iterable[Geometry], source: str, target: str) -> CoordMa
     through their nearest common ancestor, for blobs as they stand after the last layer."""
     graph = _Graph.build(layers)
     return _map_between(graph, graph.blob(source), graph.blob(target), {})
+
+
+def maps_from(net_or_layers: Any, source: str) -> dict[str, CoordMap]:
+    """The map from ``source``'s coordinates to each blob's (``blob = scale * source + shift``;
+    a blob's stride is ``1 / scale``), walking forward in layer order from each layer's first
+    bottom (a Crop's first bottom; merged bottoms agree wherever a net's crops are placed).
+    Blobs behind a layer without a map (InnerProduct, global pooling) get none; an in-place
+    blob keeps its name and the map of its last version."""
+    maps = {source: IDENTITY}
+    for g in _as_geometry(net_or_layers):
+        if not g.bottoms or g.bottoms[0] not in maps:
+            continue
+        try:
+            cmap = compose(layer_map(g), maps[g.bottoms[0]])
+        except UndefinedMapError:
+            for top in g.tops:
+                maps.pop(top, None)
+            continue
+        for top in g.tops:
+            maps[top] = cmap
+    return maps
 
 
 def crop_offset_from_map(cmap: CoordMap, layer: str = "") -> tuple[int, ...]:

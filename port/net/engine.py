@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from port.caffe.net import NetState
-from port.errors import PortError
 from port.net import coord_map
 from port.net.layers import INPUT_LAYER_TYPES, LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
 from port.net.ops import CaffeSemanticsError
+from port.weights import BLOB_NAMES, WeightsMismatchError, check_fit
 
 __all__ = ["CaffeNet", "BlobMismatchError", "InputError", "data_input_shapes", "DATA_LAYER_CHANNELS",
            "PROPAGATION_SIZE", "set_inference_executor"]
@@ -77,13 +77,9 @@ class InputError(CaffeGraphError):
     ``Net::Reshape`` of an input blob lets them be."""
 
 
-class BlobMismatchError(PortError):
-    """Caffemodel blobs that do not fill the net's parameters exactly; lists every mismatch."""
-
-    def __init__(self, source: str, problems: Sequence[str]):
-        self.problems = list(problems)
-        super().__init__(f"{source}: {len(self.problems)} blob mismatch(es):\n  " + "\n  ".join(self.problems))
-
+#: Caffemodel blobs that do not fill the net's parameters exactly: the one fit error of
+#: :mod:`port.weights` (every mismatch in ``problems``). The name is kept for its users.
+BlobMismatchError = WeightsMismatchError
 
 
 def _input_shapes(net: Any, original: Any, overrides: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
@@ -322,32 +318,30 @@ class CaffeNet(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def load_blobs(self, netdef_with_blobs: Any, source: str | None = None) -> None:
-        """Fill every parameter from a caffemodel's ``NetDef`` (``port.caffe.load_caffemodel``),
-        matching layers by name and blobs by index as Caffe's ``Net::CopyTrainedLayersFrom``,
-        but strictly: every parameter filled, every blob used, equal shapes (legacy 4-D shapes
-        as ``Blob::ShapeEquals``); otherwise one :class:`BlobMismatchError` listing each."""
+        """Fill every parameter from a caffemodel's ``NetDef`` (``port.caffe.load_caffemodel``,
+        or any weights file as ``port.weights.read_blobs`` gives it), matching layers by name
+        and blobs by index as Caffe's ``Net::CopyTrainedLayersFrom``, but strictly
+        (``port.weights.check_fit``: every parameter filled, every blob used, equal shapes,
+        legacy 4-D shapes as ``Blob::ShapeEquals``); otherwise one :class:`BlobMismatchError`
+        listing each. Blob i of layer L is named as the net names L's i-th parameter
+        (``L.weight``, ``L.bias``)."""
         source = source or str(getattr(netdef_with_blobs, "path", None) or "caffemodel")
         found = {layer.name: list(layer.blobs) for layer in netdef_with_blobs.layers if len(layer.blobs)}
-        problems, pairs = [], []
-        for name, params in self.caffe_params().items():
-            blobs = found.pop(name, None)
-            if blobs is None:
-                problems.append(f"layer {name!r}: no blobs in the caffemodel, expected {len(params)}")
-                continue
-            if len(blobs) != len(params):
-                problems.append(f"layer {name!r}: {len(blobs)} blobs, expected {len(params)}")
-            for index, (param, blob) in enumerate(zip(params, blobs)):
-                want, got = tuple(param.shape), tuple(np.shape(blob))
-                if got != want and not _legacy_equal(got, want):
-                    problems.append(f"layer {name!r} blob {index}: expected shape {want}, found {got}")
-                pairs.append((param, blob))
-        problems += [f"layer {name!r}: {len(blobs)} blob(s) unused (no such parameterised layer in "
-                     f"the net)" for name, blobs in found.items()]
-        if problems:
-            raise BlobMismatchError(source, problems)
+        params = self.caffe_params()
+        names = {id(p): n for n, p in self.named_parameters()}
+
+        def key(layer: str, index: int) -> str:
+            own = params.get(layer, [])
+            if index < len(own):
+                return names[id(own[index])]
+            return f"{layer}.{BLOB_NAMES[index]}" if index < len(BLOB_NAMES) else f"{layer} blob {index}"
+        check_fit({key(n, i): tuple(p.shape) for n, ps in params.items() for i, p in enumerate(ps)},
+                  {key(n, i): tuple(np.shape(b)) for n, bs in found.items() for i, b in enumerate(bs)},
+                  source, f"net {self.net_name!r}", equal=lambda got, want: got == want or _legacy_equal(got, want))
         with torch.no_grad():
-            for param, blob in pairs:
-                param.copy_(torch.from_numpy(np.asarray(blob, dtype=np.float32).reshape(param.shape)))
+            for name, layer_params in params.items():
+                for param, blob in zip(layer_params, found[name]):
+                    param.copy_(torch.from_numpy(np.asarray(blob, dtype=np.float32).reshape(param.shape)))
 
     #: The name the family helper's converter and the brief use.
     load_caffemodel_blobs = load_blobs

@@ -180,8 +180,10 @@ def layer_fillers(layer: Any, module: Any = None) -> list[Any]:
     order, as its ``LayerSetUp`` picks them: Convolution/Deconvolution ``convolution_param``
     and InnerProduct ``inner_product_param`` ``weight_filler``, ``bias_filler``; Scale
     ``scale_param.filler`` (constant 1 when unset; no scale blob with two bottoms) and
-    ``bias_filler`` (the Bias layer's filler). ``module`` (the built layer) tells how many
-    blobs there are; without it, ``bias_term`` does."""
+    ``bias_filler`` (the Bias layer's filler); Bias ``bias_param.filler`` (no blob with two
+    bottoms); BatchNorm's three statistics blobs constant 0 (``LayerSetUp``'s ``caffe_set``).
+    ``module`` (the built layer) tells how many blobs there are; without it, ``bias_term``
+    does."""
     kind = layer.type
     if kind in ("Convolution", "Deconvolution", "InnerProduct"):
         param = layer.convolution_param if kind != "InnerProduct" else layer.inner_product_param
@@ -194,9 +196,16 @@ def layer_fillers(layer: Any, module: Any = None) -> list[Any]:
         specs = [] if two_bottoms else [param.filler if param.has("filler") else SCALE_DEFAULT]
         specs.append(param.bias_filler if param.has("bias_filler") else None)
         blobs = len(specs) - (not param.bias_term)
+    elif kind == "Bias":
+        specs = [layer.bias_param.filler if layer.bias_param.has("filler") else None]
+        blobs = 0 if len(layer.bottom) == 2 else 1
+    elif kind == "BatchNorm":
+        # batch_norm_layer.cpp LayerSetUp: caffe_set(..., 0) on the three blobs, no filler
+        specs, blobs = [None, None, None], 3
     else:
         raise FillerError(f"layer {layer.name!r}: no Caffe filler rule for parameters of a "
-                          f"{kind} layer (Convolution, Deconvolution, InnerProduct, Scale)")
+                          f"{kind} layer (Convolution, Deconvolution, InnerProduct, Scale, "
+                          f"Bias, BatchNorm)")
     if module is not None:
         blobs = len(module.caffe_params())
     return specs[:blobs]

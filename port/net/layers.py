@@ -19,10 +19,12 @@ from port.errors import PortError
 from port.net import coord_map, fillers, ops
 from port.net.coord_map import spatial_params
 from port.net.ops import CaffeSemanticsError
+from port.weights import BATCH_NORM_BLOBS
 
 __all__ = ["CaffeGraphError", "CaffeLayer", "LAYER_TYPES", "INPUT_LAYER_TYPES",
            "SUPPORTED_LAYER_TYPES", "build_layer", "redress", "Convolution", "Pooling", "LRN",
-           "ReLU", "Identity", "relu_in_place_after"]
+           "ReLU", "Identity", "relu_in_place_after", "Scale", "Bias", "BatchNorm",
+           "BATCH_NORM_BLOBS", "Sigmoid"]
 
 #: Layer types whose tops are forward inputs (their data comes from outside the net).
 INPUT_LAYER_TYPES = ("Input", "Python")
@@ -189,6 +191,15 @@ class Pooling(CaffeLayer):
             raise CaffeGraphError(f"layer {layer.name!r}: pooling method {self.mode} unsupported (MAX, AVE)")
         if not self.global_pooling and 0 in geo["kernel"]:
             raise CaffeGraphError(f"layer {layer.name!r}: pooling needs kernel_size or kernel_h/kernel_w")
+        if self.global_pooling and (any(param.has(f) for f in ("kernel_size", "kernel_h", "kernel_w"))
+                                    or set(geo["pad"]) != {0} or set(geo["stride"]) != {1}):
+            # pooling_layer.cpp LayerSetUp's CHECKs
+            raise CaffeGraphError(f"layer {layer.name!r}: with global_pooling the kernel is the whole "
+                                  f"input; no kernel size, pad 0 and stride 1 only")
+        if str(param.round_mode) != "CEIL":
+            # Caffe's later round_mode: FLOOR; every Caffe FCN and classifier uses the default CEIL
+            raise CaffeGraphError(f"layer {layer.name!r}: pooling round_mode {param.round_mode} is not "
+                                  f"supported (CEIL only)")
         self.kernel = _one(geo["kernel"], "kernel", layer.name)
         self.stride, self.pad = _one(geo["stride"], "stride", layer.name), _one(geo["pad"], "pad", layer.name)
 
@@ -349,7 +360,9 @@ class Concat(CaffeLayer):
 @_register("Scale")
 class Scale(CaffeLayer):
     """Caffe Scale (scale_layer.cpp): ``x * scale (+ bias)``, the scale a parameter of shape
-    ``x.shape[axis:axis+num_axes]`` (one bottom) or the second bottom; bias a parameter."""
+    ``x.shape[axis:axis+num_axes]`` (one bottom; ``num_axes`` -1: to the end, 0: a scalar) or
+    the second bottom; the bias (``bias_term``, Caffe's inner Bias layer) a parameter of the
+    scale's shape, the layer's last blob."""
 
     bottoms = (1, 2)
 
@@ -358,12 +371,9 @@ class Scale(CaffeLayer):
         p = layer.scale_param
         self.axis, self.two_bottoms = int(p.axis), len(shapes) == 2
         if self.two_bottoms:
-            scale_shape = shapes[1]
+            scale_shape = tuple(shapes[1])
         else:
-            start = self.axis % len(shapes[0]) if len(shapes[0]) else 0
-            num_axes = int(p.num_axes)
-            stop = len(shapes[0]) if num_axes == -1 else start + num_axes
-            scale_shape = shapes[0][start:stop]
+            scale_shape = ops.param_blob_shape(shapes[0], self.axis, int(p.num_axes), "scale", layer.name)
             self._new_param("weight", scale_shape)
             # scale_layer.cpp LayerSetUp: the scale's filler, by default constant 1 (a constant
             # filler is applied here; the random ones are fill_net's, seeded by its caller).
@@ -385,6 +395,114 @@ class Scale(CaffeLayer):
     def forward(self, x: torch.Tensor, *scale: torch.Tensor) -> tuple[torch.Tensor]:
         weight = scale[0] if self.two_bottoms else self.weight
         return (ops.scale(x, weight, self._bias(), self.axis, self.caffe_name),)
+
+
+@_register("Bias")
+class Bias(CaffeLayer):
+    """Caffe Bias (bias_layer.cpp): ``x + bias``, the bias a parameter of shape
+    ``x.shape[axis:axis+num_axes]`` (one bottom; by default constant 0) or the second bottom."""
+
+    bottoms = (1, 2)
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        p = layer.bias_param
+        self.axis, self.two_bottoms = int(p.axis), len(shapes) == 2
+        if not self.two_bottoms:
+            self._new_param("bias", ops.param_blob_shape(shapes[0], self.axis, int(p.num_axes), "bias",
+                                                         layer.name))
+            spec = fillers.layer_fillers(layer)[0]
+            if fillers.filler_type(spec) == "constant":
+                fillers.fill_(self.bias, spec, where=f"layer {layer.name!r} blob 0")
+
+    def caffe_params(self) -> list[nn.Parameter]:
+        return [] if self.two_bottoms else [self.bias]
+
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """The first bottom's shape (``BiasLayer::Reshape``), the bias checked against the axes
+        from ``axis`` (:func:`port.net.ops.broadcast_shape`)."""
+        value = tuple(bottoms[1]) if self.two_bottoms else tuple(self.bias.shape)
+        ops.broadcast_shape(tuple(bottoms[0]), value, self.axis, "bias", self.caffe_name)
+        return (tuple(bottoms[0]),)
+
+    def forward(self, x: torch.Tensor, *value: torch.Tensor) -> tuple[torch.Tensor]:
+        return (ops.bias(x, value[0] if self.two_bottoms else self.bias, self.axis, self.caffe_name),)
+
+
+#: BatchNorm's blobs in Caffe's order (batch_norm_layer.cpp): the moving sums of the mean and
+#: of the variance, and the scale factor they are divided by (``[1]``).
+
+
+def _statistics_frozen(layer: Any, count: int) -> Any:
+    """``layer`` as ``BatchNormLayer::LayerSetUp`` leaves its ``layer_param_``: a ``param {
+    lr_mult: 0 }`` appended for each of the ``count`` blobs the prototxt gives no spec (so the
+    solver never updates the statistics); a spec with another ``lr_mult`` is refused ("Cannot
+    configure batch normalization statistics as layer parameters"). A copy when specs are
+    added; the parsed net is left as it was."""
+    specs = layer.params
+    for index, spec in enumerate(specs[:count]):
+        if float(spec.lr_mult) != 0:
+            raise CaffeGraphError(f"layer {layer.name!r} (BatchNorm): param {index} has lr_mult "
+                                  f"{spec.lr_mult:g}; its statistics cannot be learned parameters "
+                                  f"(Caffe requires lr_mult 0)")
+    if len(specs) >= count:
+        return layer
+    msg = layer.msg.copy()
+    for _ in range(count - len(specs)):
+        msg.add("param").set("lr_mult", 0.0)
+    return type(layer)(msg, layer.blobs)
+
+
+@_register("BatchNorm")
+class BatchNorm(CaffeLayer):
+    """Caffe BatchNorm (batch_norm_layer.cpp): per channel (axis 1), ``(x - mean) /
+    sqrt(variance + eps)``. Three parameters in Caffe's blob order (:data:`BATCH_NORM_BLOBS`):
+    ``mean`` and ``variance`` (C,), the moving sums, and ``scale_factor`` (1,); Caffe's
+    default filler makes all three 0. They are never learned (``requires_grad`` off, and
+    :attr:`layer` carries ``lr_mult: 0`` for each, as ``LayerSetUp`` adds it) but they are the
+    layer's weights: every weights path (caffemodel, state dict, snapshots) carries them.
+
+    ``use_global_stats`` (default: true in the TEST phase, false in TRAIN): normalise with the
+    stored statistics, ``blob / blob2`` (:func:`port.net.ops.batch_norm_global_stats`).
+    Without it, with the batch's own mean and biased variance over every axis but 1
+    (:func:`port.net.ops.batch_norm_batch_stats`), and each forward pass updates the stored
+    blobs in place (:func:`port.net.ops.batch_norm_update_`, ``moving_average_fraction``), as
+    Caffe's does in either phase."""
+
+    def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
+        super().__init__(layer, shapes, phase)
+        p = layer.batch_norm_param
+        self.use_global_stats = bool(p.use_global_stats) if p.has("use_global_stats") else phase == "TEST"
+        self.fraction, self.eps = float(p.moving_average_fraction), float(p.eps)
+        self.channels = ops.batch_norm_channels(shapes[0], layer.name)
+        for name, shape in zip(BATCH_NORM_BLOBS, ((self.channels,), (self.channels,), (1,))):
+            self._new_param(name, shape)
+            getattr(self, name).requires_grad_(False)
+        self.layer = _statistics_frozen(layer, len(BATCH_NORM_BLOBS))
+
+    def caffe_params(self) -> list[nn.Parameter]:
+        return [getattr(self, name) for name in BATCH_NORM_BLOBS]
+
+    def output_shapes(self, bottoms: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...]]:
+        """The bottom's shape, its channels checked (``BatchNormLayer::Reshape``)."""
+        return (ops.batch_norm_output_shape(tuple(bottoms[0]), self.channels, self.caffe_name),)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        if self.use_global_stats:
+            mean, variance = ops.batch_norm_global_stats(self.mean, self.variance, self.scale_factor)
+        else:
+            mean, variance = ops.batch_norm_batch_stats(x)
+            ops.batch_norm_update_(self.mean, self.variance, self.scale_factor, mean, variance,
+                                   x.numel() // self.channels, self.fraction)
+        return (ops.batch_norm(x, mean, variance, self.eps, self.caffe_name),)
+
+
+@_register("Sigmoid")
+class Sigmoid(CaffeLayer):
+    """Caffe Sigmoid (sigmoid_layer.cpp) by :func:`port.net.ops.sigmoid`."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (ops.sigmoid(x),)
 
 
 @_register("Softmax")

@@ -28,6 +28,9 @@ __all__ = [
     "inner_product", "concat", "lrn_across_channels", "lrn_within_channel", "eltwise", "scale",
     "softmax", "softmax_with_loss", "accuracy", "loss_normalization", "bilinear_kernel",
     "bilinear_weight", "is_bilinear", "upsample_filt_refusal", "set_upsample_filt_", "FLT_MIN",
+    "broadcast_shape", "param_blob_shape", "bias", "batch_norm_channels", "batch_norm_output_shape",
+    "batch_norm_global_stats", "batch_norm_batch_stats", "batch_norm", "batch_norm_update_",
+    "sigmoid",
 ]
 
 #: Caffe clamps probabilities at ``FLT_MIN`` before the log (softmax_loss_layer.cpp).
@@ -484,29 +487,147 @@ def scale_output_shape(x_shape: Sequence[int], scale_shape: Sequence[int],
                        bias_shape: Sequence[int] | None = None, axis: int = 1,
                        layer: str = "") -> tuple[int, ...]:
     """The top shape of caffe ``ScaleLayer::Reshape``, the bottom's, with its check that the
-    scale covers the bottom's axes from ``axis`` (and that a bias has the scale's shape)."""
-    x, weight = tuple(int(s) for s in x_shape), tuple(int(s) for s in scale_shape)
-    start = axis + len(x) if axis < 0 else axis
-    if not 0 <= start <= len(x) or x[start:start + len(weight)] != weight:
+    scale covers the bottom's axes from ``axis`` (:func:`broadcast_shape`; a 0-axis scale
+    covers everything) and that a bias has the scale's shape."""
+    broadcast_shape(x_shape, scale_shape, axis, "scale", layer)
+    if bias_shape is not None and tuple(bias_shape) != tuple(scale_shape):
         raise CaffeSemanticsError(
-            f"{_where(layer)}scale of shape {weight} does not match input {x} from axis {axis}")
-    if bias_shape is not None and tuple(bias_shape) != weight:
-        raise CaffeSemanticsError(
-            f"{_where(layer)}bias shape {tuple(bias_shape)} differs from scale shape {weight}")
-    return x
+            f"{_where(layer)}bias shape {tuple(bias_shape)} differs from scale shape {tuple(scale_shape)}")
+    return tuple(int(s) for s in x_shape)
 
 
 def scale(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
           axis: int = 1, layer: str = "") -> torch.Tensor:
     """Caffe Scale (scale_layer.cpp): ``x * weight (+ bias)`` with ``weight`` covering axes
     ``axis .. axis + weight.dim() - 1`` of ``x`` and broadcast over the others (a 0-d weight
-    scales everything)."""
+    scales everything); the bias (its Bias layer) is added after the product."""
     scale_output_shape(tuple(x.shape), tuple(weight.shape), None if bias is None else tuple(bias.shape),
                        axis, layer)
-    start = axis + x.dim() if axis < 0 else axis
-    view = (1,) * start + tuple(weight.shape) + (1,) * (x.dim() - start - weight.dim())
+    view = broadcast_shape(tuple(x.shape), tuple(weight.shape), axis, "scale", layer)
     y = x * weight.reshape(view)
     return y if bias is None else y + bias.reshape(view)
+
+
+def broadcast_shape(x_shape: Sequence[int], blob_shape: Sequence[int], axis: int = 1,
+                    what: str = "scale", layer: str = "") -> tuple[int, ...]:
+    """How a Scale or Bias blob of ``blob_shape`` applied from ``axis`` broadcasts over a bottom
+    of ``x_shape`` (scale_layer.cpp / bias_layer.cpp ``Reshape``: ``axis`` made canonical, but 0
+    for a 0-axis blob, which applies everywhere; the blob must match the bottom's axes
+    ``axis .. axis + blob.num_axes() - 1``): the blob's shape padded with 1s to the bottom's
+    rank. ``what`` names the blob in the error."""
+    x, blob = tuple(int(s) for s in x_shape), tuple(int(s) for s in blob_shape)
+    start = 0 if not blob else canonical_axis(axis, len(x), layer, f"{what} axis")
+    if x[start:start + len(blob)] != blob:
+        raise CaffeSemanticsError(
+            f"{_where(layer)}{what} of shape {blob} does not match input {x} from axis {axis}")
+    return (1,) * start + blob + (1,) * (len(x) - start - len(blob))
+
+
+def param_blob_shape(x_shape: Sequence[int], axis: int = 1, num_axes: int = 1,
+                     what: str = "scale", layer: str = "") -> tuple[int, ...]:
+    """The shape of a Scale or Bias layer's learned blob (scale_layer.cpp / bias_layer.cpp
+    ``LayerSetUp`` with one bottom): the bottom's axes from ``axis`` (canonical), ``num_axes``
+    of them, or all the rest for -1; ``num_axes: 0`` is a scalar (a 0-axis blob)."""
+    x = tuple(int(s) for s in x_shape)
+    start = canonical_axis(axis, len(x), layer, f"{what} axis")
+    if num_axes < -1:
+        raise CaffeSemanticsError(f"{_where(layer)}{what} num_axes {num_axes} must be >= -1 "
+                                  f"(-1: to the end of the bottom)")
+    if num_axes >= 0 and start + num_axes > len(x):
+        raise CaffeSemanticsError(f"{_where(layer)}{what} blob of {num_axes} axes from axis {axis} "
+                                  f"extends past the bottom's shape {x}")
+    return x[start:] if num_axes == -1 else x[start:start + num_axes]
+
+
+def bias(x: torch.Tensor, value: torch.Tensor, axis: int = 1, layer: str = "") -> torch.Tensor:
+    """Caffe Bias (bias_layer.cpp): ``x + bias`` with ``bias`` covering axes
+    ``axis .. axis + bias.dim() - 1`` of ``x`` (:func:`broadcast_shape`)."""
+    return x + value.reshape(broadcast_shape(tuple(x.shape), tuple(value.shape), axis, "bias", layer))
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm (batch_norm_layer.cpp)
+
+
+def batch_norm_channels(x_shape: Sequence[int], layer: str = "") -> int:
+    """The channels of caffe ``BatchNormLayer``: the bottom's axis 1. (``LayerSetUp`` takes 1
+    for a 1-axis bottom, but ``Reshape`` then reads ``shape(1)``, which Caffe's
+    ``CanonicalAxisIndex`` refuses: a BatchNorm bottom needs at least 2 axes.)"""
+    if len(x_shape) < 2:
+        raise CaffeSemanticsError(f"{_where(layer)}BatchNorm needs a bottom with a channel axis "
+                                  f"(N x C x ...), got shape {tuple(x_shape)}")
+    return int(x_shape[1])
+
+
+def batch_norm_output_shape(x_shape: Sequence[int], channels: int, layer: str = "") -> tuple[int, ...]:
+    """The top shape of caffe ``BatchNormLayer::Reshape``, the bottom's, whose axis 1 must be
+    the ``channels`` the layer was set up with (its blobs' length)."""
+    if batch_norm_channels(x_shape, layer) != channels:
+        raise CaffeSemanticsError(f"{_where(layer)}BatchNorm of {channels} channels got a bottom "
+                                  f"of shape {tuple(x_shape)}")
+    return tuple(int(s) for s in x_shape)
+
+
+def _channel_view(x: torch.Tensor) -> tuple[int, ...]:
+    return (1, -1) + (1,) * (x.dim() - 2)
+
+
+def batch_norm_global_stats(mean_sum: torch.Tensor, variance_sum: torch.Tensor,
+                            scale_factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stored statistics of caffe ``BatchNormLayer::Forward_cpu`` with
+    ``use_global_stats``: blob 0 and blob 1 times ``1 / blob2[0]`` (that reciprocal rounded to
+    the blobs' float type first, as ``caffe_cpu_scale`` takes it), or times 0 when the scale
+    factor is 0 (zero mean and variance)."""
+    factor = scale_factor.reshape(-1)[:1]
+    reciprocal = torch.where(factor == 0, torch.zeros_like(factor), 1 / factor)
+    return mean_sum * reciprocal, variance_sum * reciprocal
+
+
+def batch_norm_batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The statistics of caffe ``BatchNormLayer::Forward_cpu`` without ``use_global_stats``:
+    per channel (axis 1) the mean over every other axis (N x H x W) and the biased variance
+    ``E((x - mean)^2)`` of the mean-subtracted input, as Caffe computes it (two passes)."""
+    dims = (0,) + tuple(range(2, x.dim()))
+    mean = x.mean(dims)
+    centred = x - mean.reshape(_channel_view(x))
+    return mean, (centred * centred).mean(dims)
+
+
+def batch_norm(x: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor, eps: float = 1e-5,
+               layer: str = "") -> torch.Tensor:
+    """Caffe BatchNorm's normalisation (batch_norm_layer.cpp ``Forward_cpu``):
+    ``(x - mean) / sqrt(variance + eps)`` per channel (axis 1), a division as Caffe's
+    ``caffe_div``. Its gradient is ``Backward_cpu``'s: with constant statistics (the global
+    ones) ``dy / sqrt(variance + eps)``; with :func:`batch_norm_batch_stats` of ``x`` itself,
+    autograd through them gives ``(dy - mean(dy) - mean(dy * y) * y) / sqrt(variance + eps)``."""
+    batch_norm_output_shape(tuple(x.shape), int(mean.numel()), layer)
+    view = _channel_view(x)
+    std = torch.sqrt(variance + np.float32(eps).item())
+    return (x - mean.reshape(view)) / std.reshape(view)
+
+
+def batch_norm_update_(mean_sum: torch.Tensor, variance_sum: torch.Tensor, scale_factor: torch.Tensor,
+                       mean: torch.Tensor, variance: torch.Tensor, count: int,
+                       fraction: float = 0.999) -> None:
+    """Caffe BatchNorm's moving averages (batch_norm_layer.cpp ``Forward_cpu`` without
+    ``use_global_stats``), in place and without autograd: ``blob2 = f * blob2 + 1``,
+    ``blob0 = f * blob0 + mean``, ``blob1 = f * blob1 + m / (m - 1) * variance`` with ``f`` the
+    ``moving_average_fraction`` and ``m`` = ``count`` / channels the values per channel
+    (N x H x W; the correction is 1 when ``m`` is 1), both factors in float32."""
+    m = int(count)
+    fraction = np.float32(fraction).item()
+    correction = (np.float32(m) / np.float32(m - 1)).item() if m > 1 else 1.0
+    with torch.no_grad():
+        scale_factor.mul_(fraction).add_(1.0)
+        mean_sum.mul_(fraction).add_(mean.detach().to(mean_sum.dtype))
+        variance_sum.mul_(fraction).add_(variance.detach().to(variance_sum.dtype) * correction)
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Caffe Sigmoid (sigmoid_layer.cpp): ``0.5 * tanh(0.5 * x) + 0.5``, evaluated there in
+    double and stored as float, i.e. the logistic function rounded once; gradient
+    ``dy * y * (1 - y)``."""
+    return torch.sigmoid(x)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from port.net import ops
 from port.net.engine import CaffeNet
 from port.net.layers import Convolution, Identity, redress, relu_in_place_after
 from port.run import canvas
+from port.run.fold import fold_batchnorm
 
 __all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAST_BF16", "MODES",
            "FAST_TF32_CONV5", "FAST_TF32_SPLIT5", "FAST_FP16", "FAST_FP16_CONV5", "keep_fp32",
@@ -414,10 +415,11 @@ def prepack_cpu(model: CaffeNet) -> CaffeNet:
 
 def cpu_fast_net(model: CaffeNet, *, skip_constant: bool = True) -> CaffeNet:
     """The CPU form of :data:`CPU_FAST` (and of the default path, :mod:`port.run.prepared`): a
-    copy sharing the net's parameters, prepacked (:func:`prepack_cpu`) and, with
+    copy sharing the net's parameters (but for the convolutions a BatchNorm folds into:
+    :func:`port.run.fold.fold_batchnorm`), prepacked (:func:`prepack_cpu`) and, with
     ``skip_constant``, its trunk on the constant canvas where :func:`port.run.canvas.pays_off`.
     Its inputs go in NHWC (:func:`to_input`)."""
-    model = prepack_cpu(model)
+    model = prepack_cpu(fold_batchnorm(model))  # BatchNorm + Scale folded into their convolution first
     if skip_constant and canvas.pays_off(model):
         model = canvas.constant_canvas(model, inplace=True)
     return model
@@ -425,9 +427,12 @@ def cpu_fast_net(model: CaffeNet, *, skip_constant: bool = True) -> CaffeNet:
 
 # -- putting it together -----------------------------------------------------------------------
 def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device = "cpu") -> nn.Module:
-    """``model`` in eval mode on ``device`` in ``mode``'s memory format, prepacked on the CPU
-    when ``mode.prepack``, its trunk on the constant canvas when ``mode.skip_constant`` and
-    :func:`port.run.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does),
+    """``model`` in eval mode on ``device`` (moved in place as ``Module.to`` does); on the CPU
+    with ``mode.prepack``, its :func:`cpu_fast_net` (NHWC inputs; BatchNorm and Scale folded
+    into their convolution, :func:`port.run.fold.fold_batchnorm`; prepacked; the canvas when
+    ``mode.skip_constant``); otherwise in ``mode``'s memory format, its trunk on the constant
+    canvas when ``mode.skip_constant`` and :func:`port.run.canvas.pays_off` (a
+    :func:`port.run.canvas.sharing_copy` then),
     ``mode.fp32_layers`` kept in fp32 (:func:`keep_fp32`), ``mode.split_tf32_layers`` split
     (:func:`split_tf32`, in place). ``mode.compile`` is left to
     :func:`compile_model`, whose warm-up the caller times."""

@@ -48,10 +48,12 @@ import numpy as np
 import torch
 
 from port.errors import PortError
-from port.fileio import write_bytes_atomic
+from port.weights import (NotSafetensorsError, WeightsError, check_fit, load_weights, read_metadata,
+                          write_safetensors)
 
 __all__ = ["SolverError", "SolverParameter", "LR_POLICIES", "SUPPORTED_TYPES", "learning_rate",
-           "CaffeSGD", "Solver", "loss_weights", "scale_diff_overwritten", "refuse_shared_params", "param_key"]
+           "CaffeSGD", "Solver", "loss_weights", "scale_diff_overwritten", "refuse_shared_params", "param_key",
+           "snapshot_counters", "snapshot_passes"]
 
 #: GetLearningRate's policies.
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
@@ -569,33 +571,28 @@ class Solver:
                 "net": self.net.net_name, "type": self.param.type}
         return tensors, meta
 
-    def snapshot(self, path: str | os.PathLike) -> Path:
+    def snapshot(self, path: str | os.PathLike, extra: Mapping[str, str] | None = None) -> Path:
         """Write weights, history, counters and RNG state to ``path`` (safetensors; the
-        counters as JSON in its metadata) atomically."""
-        from safetensors.torch import save
+        counters as JSON in its ``solver`` metadata, ``extra`` beside them) atomically
+        (``port.weights.write_safetensors``)."""
         tensors, meta = self.state_tensors()
-        return write_bytes_atomic(path, save(tensors, metadata={"solver": json.dumps(meta)}))
+        return write_safetensors(path, tensors, {"solver": json.dumps(meta), **(extra or {})})
 
     def restore(self, path: str | os.PathLike) -> None:
         """Load a :meth:`snapshot` (weights, history, counters, RNG state) into this solver."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
         where = str(path)
-        try:
-            with safe_open(where, "pt") as fh:
-                meta = json.loads((fh.metadata() or {})["solver"])
-            tensors = load_file(where)
-        except Exception as err:  # OSError, a bad header (safetensors' own error), no metadata
-            raise SolverError(f"{where}: not a solver snapshot ({type(err).__name__}: {err})") from None
+        meta = snapshot_counters(path)
+        tensors, _ = load_weights(path)
         if meta.get("format") != STATE_FORMAT:
             raise SolverError(f"{where}: format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
         params = {f"param/{param_key(layer, i)}": p for layer, ps in self.net.caffe_params().items()
                   for i, p in enumerate(ps)}
-        missing = sorted(set(params) - set(tensors))
-        wrong = [k for k, p in params.items() if k in tensors and tuple(tensors[k].shape) != tuple(p.shape)]
-        if missing or wrong:
-            raise SolverError(f"{where}: snapshot does not fit net {self.net.net_name!r}: "
-                              f"missing {missing[:5]}, wrong shape {wrong[:5]}")
+        try:
+            check_fit({k: p.shape for k, p in params.items()},
+                      {k: t.shape for k, t in tensors.items() if k.startswith("param/")},
+                      where, f"net {self.net.net_name!r}")
+        except WeightsError as err:
+            raise SolverError(f"{err}: a snapshot of another net") from None
         with torch.no_grad():
             for key, p in params.items():
                 p.copy_(tensors[key].to(p.device))
@@ -611,3 +608,27 @@ class Solver:
         torch.set_rng_state(tensors["rng/cpu"])
         if "rng/cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+
+
+def snapshot_counters(path: str | os.PathLike) -> dict[str, Any]:
+    """The counters a :meth:`Solver.snapshot` file records (its ``solver`` metadata: iteration,
+    passes, ...), read without its tensors; a file that is none is a :class:`SolverError`."""
+    if not Path(path).is_file():
+        raise SolverError(f"{path}: solver snapshot not found")
+    try:
+        counters = json.loads(read_metadata(path)["solver"])
+    except NotSafetensorsError as err:
+        raise SolverError(f"{path}: not a solver snapshot ({err.reason})") from None
+    except (KeyError, ValueError):
+        raise SolverError(f"{path}: not a solver snapshot (no solver counters in its metadata)") from None
+    if not isinstance(counters, dict):
+        raise SolverError(f"{path}: not a solver snapshot (its solver counters are not a JSON object)")
+    return counters
+
+
+def snapshot_passes(path: str | os.PathLike) -> int:
+    """The forward passes made before a :meth:`Solver.snapshot` (where its run continues)."""
+    try:
+        return int(snapshot_counters(path)["passes"])
+    except (KeyError, TypeError, ValueError):
+        raise SolverError(f"{path}: not a solver snapshot (no passes counter)") from None

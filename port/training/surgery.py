@@ -157,16 +157,23 @@ def data_shapes(netdef: Any, src_netdef: Any | None = None,
 
 
 def init_from(dst_netdef: Any, src_netdef: Any | None = None, seed: int = 0, do_interp: bool = False,
-              input_shapes: Mapping[str, Sequence[int]] | None = None
+              input_shapes: Mapping[str, Sequence[int]] | None = None, require: Iterable[str] = ()
               ) -> tuple[Any, TransplantReport]:
     """Upstream ``solve.py``'s starting point: the TRAIN-phase ``CaffeNet`` of ``dst_netdef``,
     every parameter from its Caffe filler (seeded by ``seed``), ``src_netdef``'s blobs
-    transplanted, and, with ``do_interp``, :func:`interp` on the frozen Deconvolutions."""
+    transplanted, and, with ``do_interp``, :func:`interp` on the frozen Deconvolutions.
+    ``require``: layers whose parameters must come from the source (an FCN's trunk); one the
+    source leaves at its filler is a :class:`SurgeryError`."""
     shapes = data_shapes(dst_netdef.for_phase("TRAIN"), src_netdef, input_shapes)
     net = CaffeNet(dst_netdef, "TRAIN", input_shapes=shapes)
     fill_net(net, seed)
     if src_netdef is not None:
         report = transplant(net, src_netdef)
+        missing = [name for name in require if report.entries.get(f"{name}.0") == "filled"]
+        if missing:
+            source = str(getattr(src_netdef, "path", None) or "source")
+            raise SurgeryError(f"{source}: no blobs for layer(s) {', '.join(map(repr, missing))} of "
+                               f"the net to fill: the weights are not this classifier's")
     else:
         report = TransplantReport({f"{n}.{i}": "filled" for n, ps in net.caffe_params().items()
                                    for i in range(len(ps))})

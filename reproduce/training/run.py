@@ -33,14 +33,14 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from port import weights as fmt
 from port.errors import PortError
-from port.fileio import write_bytes_atomic, write_text_atomic
+from port.fileio import write_text_atomic
 from reproduce import distributed as dist_
 from reproduce.training.data import TrainData, open_split
 from reproduce.training.recipes import Recipe, get_recipe, solver_parameter, with_overrides
@@ -87,26 +87,10 @@ class TrainOptions:
 
 
 # ------------------------------------------------------------------------------ weights
-def _safetensors_as_netdef(path: Path) -> Any:
-    """A builder-names safetensors (``<layer>.weight``/``<layer>.bias``) as the ``layers`` /
-    ``blobs`` view ``surgery.transplant`` reads."""
-    from port.models import load_weights
-    state, _ = load_weights(path)
-    layers: dict[str, list] = {}
-    for key in state:
-        layer, _, blob = key.rpartition(".")
-        layers.setdefault(layer, [None, None])[0 if blob == "weight" else 1] = state[key].numpy()
-    return SimpleNamespace(path=str(path), layers=[
-        SimpleNamespace(name=n, blobs=[b for b in bs if b is not None]) for n, bs in layers.items()])
-
-
 def _read_source(path: Path) -> Any:
     if not path.is_file():
         raise TrainError(f"--init {path}: file not found")
-    if path.suffix == ".safetensors":
-        return _safetensors_as_netdef(path)
-    from port.caffe import load_caffemodel
-    return load_caffemodel(path)
+    return fmt.read_blobs(path)
 
 
 def _stage_weights(opts: TrainOptions, source: str) -> Path:
@@ -116,8 +100,7 @@ def _stage_weights(opts: TrainOptions, source: str) -> Path:
         raise TrainError(f"--init auto for {opts.model} starts from {source}'s final weights, "
                          f"{path} not found: train {source.replace('_', '-')} first (make "
                          f"train-{source.replace('_', '-')}) or pass --init FILE")
-    from port.models.weights import builder_kwargs as stored_kwargs, read_metadata
-    width = stored_kwargs(read_metadata(path)).get("width_divisor", 1)
+    width = fmt.builder_kwargs(fmt.read_metadata(path)).get("width_divisor", 1)
     if int(width) != int(opts.width_divisor):
         raise TrainError(f"{path}: {source}'s final weights are of --width-divisor {width}, this "
                          f"run's is {opts.width_divisor}: train every stage at one width")
@@ -173,14 +156,9 @@ def builder_kwargs(recipe: Recipe, width_divisor: int) -> dict[str, int]:
 def save_weights(net: Any, path: Path, recipe: Recipe, width_divisor: int, extra: dict[str, str]) -> Path:
     """The net's parameters in the builder's names with the metadata ``port.models`` reads
     (builder, its arguments), atomically."""
-    from safetensors.torch import save
-    from port.models import weights as fmt
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    meta = {fmt.FORMAT_KEY: fmt.FORMAT, fmt.BUILDER: recipe.model, fmt.CANDIDATES: recipe.model,
-            fmt.NET_NAME: net.net_name, fmt.SOURCE_NAME: path.name,
-            fmt.BUILDER_KWARGS: json.dumps(builder_kwargs(recipe, width_divisor), sort_keys=True),
-            **extra}
-    return write_bytes_atomic(path, save(state, metadata=meta))
+    return fmt.write_safetensors(path, net.state_dict(), fmt.metadata(
+        source_name=path.name, net_name=net.net_name, builder=recipe.model, candidates=[recipe.model],
+        builder_kwargs=builder_kwargs(recipe, width_divisor), **extra))
 
 
 # ------------------------------------------------------------------------------ snapshots
@@ -328,9 +306,7 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     if snapshot is not None:
         start, weights_path = snapshot
         state_path = weights_path.with_name(f"iter_{start}.solverstate.safetensors")
-        from safetensors import safe_open
-        with safe_open(str(state_path), "pt") as fh:
-            stored = json.loads((fh.metadata() or {}).get("run", "{}"))
+        stored = json.loads(fmt.read_metadata(state_path).get("run", "{}"))
         _check_identity(state_path, stored, identity)
         solver.restore(state_path)
         records = [r for r in read_log(out / LOG_NAME) if r["iter"] <= start]
@@ -350,11 +326,7 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
             return None
         folder = out / SNAPSHOT_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        from safetensors.torch import save
-        tensors, meta_ = solver.state_tensors()
-        state = folder / f"iter_{iteration}.solverstate.safetensors"
-        write_bytes_atomic(state, save(tensors, metadata={"solver": json.dumps(meta_),
-                                                          "run": json.dumps(identity)}))
+        solver.snapshot(folder / f"iter_{iteration}.solverstate.safetensors", {"run": json.dumps(identity)})
         return save_weights(net, folder / f"iter_{iteration}.safetensors", recipe,
                             opts.width_divisor, {"iteration": str(iteration)})
 
