@@ -206,6 +206,37 @@ def test_a_net_port_load_builds_runs_prepared(goldens_dir):
         assert rel_err(got[name], reference[name]) <= TOLERANCE, name
 
 
+def test_a_batchnorm_net_runs_folded_within_caffes_blobs(goldens_dir):
+    """ResNet-50 (1/8 width): the default path folds each BatchNorm + Scale (as cpu-fast does)
+    and keeps every blob Caffe computed within 1e-5."""
+    from port.run.fold import Folded
+    folder = goldens_dir / "resnet50-div8"
+    net, _ = load_net_and_weights(folder / "net.prototxt", folder / "weights.caffemodel")
+    net.eval()
+    arrays = np.load(folder / "blobs-224x224.npz")
+    got = default(net, return_blobs=True, **{n: torch.from_numpy(arrays[n]) for n in net.input_names})
+    assert calls(net) == 1 and any(isinstance(m, Folded) for m in prepared.form_of(net).net.modules())
+    for name in arrays.files:
+        assert rel_err(got[name], torch.from_numpy(arrays[name])) <= TOLERANCE, name
+
+
+def test_a_layer_that_updates_its_own_state_is_no_weight_change(goldens_dir):
+    """A BatchNorm on its batch's statistics updates its moving sums as it runs: the form reads
+    them live, is not made again for that, and the net ends as the plain path leaves it."""
+    folder = goldens_dir / "batchnorm-zoo"
+    net, _ = load_net_and_weights(folder / "net.prototxt", folder / "weights.caffemodel")
+    net.eval()
+    twin = copy.deepcopy(net)
+    arrays = np.load(folder / "blobs-23x31.npz")
+    inputs = {n: torch.from_numpy(arrays[n]) for n in net.input_names}
+    for _ in range(2):
+        got, reference = default(net, return_blobs=True, **inputs), plain(twin, return_blobs=True, **inputs)
+        assert all(rel_err(got[n], reference[n]) <= TOLERANCE for n in reference)
+    assert calls(net) == 2
+    ours, theirs = net.state_dict(), twin.state_dict()
+    assert all(rel_err(ours[k], theirs[k]) <= TOLERANCE for k in theirs if theirs[k].abs().max() > 0)
+
+
 # -- Caffe's own blobs -------------------------------------------------------------------------
 @pytest.mark.parametrize("folder", GOLDEN_NETS)
 def test_goldens_through_the_default_path(folder, goldens_dir, tmp_path):

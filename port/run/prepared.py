@@ -101,8 +101,8 @@ def _declines(blobs: dict[str, Any]) -> bool:
         return True
     if torch.jit.is_tracing() or torch.jit.is_scripting():  # (the engine leaves torch.compile out)
         return True
-    return not all(isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dtype == torch.float32
-                   and t.dim() == 4 for t in blobs.values())
+    return not all(isinstance(t, torch.Tensor) and t.device.type == "cpu"
+                   and (t.dtype == torch.float32 or not t.is_floating_point()) for t in blobs.values())
 
 
 def execute(net: CaffeNet, blobs: dict[str, torch.Tensor], return_blobs: bool) -> dict[str, Any] | None:
@@ -120,8 +120,13 @@ def execute(net: CaffeNet, blobs: dict[str, torch.Tensor], return_blobs: bool) -
     if form is None:
         form = net.inference_cache = PreparedForm(net, key)
     form.calls += 1
-    return form.net.run_steps({name: t.contiguous(memory_format=torch.channels_last)
-                               for name, t in blobs.items()}, return_blobs)
+    out = form.net.run_steps({name: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                              for name, t in blobs.items()}, return_blobs)
+    # A layer may change its own state as it runs (a BatchNorm on its batch's statistics
+    # updates its moving sums, which the form reads live, never folded): that is no change
+    # of the weights the form was made for.
+    form.key = weights_key(net)
+    return out
 
 
 engine.set_inference_executor(execute)
