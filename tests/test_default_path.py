@@ -185,6 +185,19 @@ def test_other_calls_run_plainly():
     assert prepared.form_of(dressed) is None
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_on_a_gpu_the_module_runs_the_plain_path():
+    model, x = tiny(), data(6)
+    default(model, x)
+    model.cuda()
+    assert prepared.form_of(model) is None
+    got = default(model, x.cuda())
+    assert prepared.form_of(model) is None
+    with speed.backend_flags(speed.STRICT):
+        assert torch.equal(default(model, x.cuda()), plain(model, x.cuda()))
+    assert got.shape == (1, 21, *SIZE)
+
+
 def test_copies_and_pickles_do_not_carry_the_form(tmp_path):
     model, x = tiny(), data()
     default(model, x)
