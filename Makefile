@@ -31,7 +31,8 @@ clean:
 # make reproduce-fcn8s [DATA=/path/above/VOCdevkit] [WEIGHTS=file.caffemodel|.safetensors]
 #                      [DEVICE=cuda|cpu] [ARGS="--fast --limit 50"]
 # Without DATA the dataset is downloaded into ./data; without WEIGHTS the released caffemodel is
-# fetched, verified and converted once into weights/cache. Reports go to reports/<model>/.
+# fetched, verified and converted once into the per-user cache ($FCN_PORT_CACHE, else
+# $XDG_CACHE_HOME/fcn-port, else ~/.cache/fcn-port). Reports go to reports/<model>/.
 DATA ?=
 WEIGHTS ?=
 DEVICE ?=

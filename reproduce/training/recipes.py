@@ -21,7 +21,7 @@ Notes on what upstream does that a recipe records rather than changes:
 - The NYUD data layer reads ``<nyud_dir>/trainval.txt``, which upstream never shipped (its
   repository holds ``data/nyud/train.txt`` and ``val.txt``, disjoint, 795 images together:
   Gupta et al.'s trainval). Without one in the dataset folder, ``trainval`` is train then val
-  (``reproduce.training.data.TRAIN_LISTS``); the set is upstream's, the order an assumption,
+  (``reproduce.splits.LISTS``); the set is upstream's, the order an assumption,
   and it decides which image each of upstream's draws picks. A run records the list it used.
 - ``nyud-fcn32s-color-hha`` starts from two trained single-stream nets transplanted with the
   suffixes ``color`` and ``hha`` (upstream used its own 28k/60k-iteration snapshots); ``auto``

@@ -23,7 +23,7 @@ Files under OUT: ``train_log.jsonl`` (one object per iteration: ``iter``, ``lr``
 builder's names, loadable by ``port.models``) + ``snapshots/iter_<k>.solverstate.safetensors``
 (``Solver.snapshot``: weights, history, counters, RNG), ``final.safetensors``, ``init.json``
 (where each blob started: the file it was copied from, filled, interp; the sources read; the
-training list, ``reproduce.training.data.ListSource``),
+training list, ``reproduce.splits.ListSource``),
 ``report.json``/``report.md`` (``reproduce.report``), ``curves.png``.
 """
 from __future__ import annotations
@@ -199,28 +199,16 @@ class Validator:
 
     def __init__(self, recipe: Recipe, reader: Any, width_divisor: int, device: torch.device):
         from port.models import get_meta, get_model
+        from reproduce import evaluation
         from reproduce import harness as H
-        from reproduce import resolve as R
-        from reproduce.checkpoint import RunIdentity
         self.meta = meta = get_meta(recipe.model)
         self.model = get_model(recipe.model, **builder_kwargs(recipe, width_divisor)).to(device).eval()
-        self.tasks = tuple(H.Task(o, self._label_key(reader, o), tuple(c), H.meta_loss_spec(meta, o))
-                           for o, c in zip(meta.outputs, meta.classes))
-        identity = RunIdentity(recipe.model, reader.name, reader.split, "training",
-                               R.preprocessing_identity(reader.name, meta.preprocess), "strict-fp32",
-                               tuple((t.output, t.num_classes) for t in self.tasks))
-        loader = R.load_siftflow_item if reader.name == "siftflow" else R.load_item
         self.config = H.EvalConfig(device=device, out=None, progress=False, overlays=0)
         # strict fp32 (the Runner moves the net in place: it is self.model the weights go into)
         runner = H.prepare_model(self.model, self.config)
-        self.spec = H.EvalSpec(H.ModelPredictor(runner, meta.inputs, meta.outputs), reader,
-                               list(reader.ids), self.tasks, identity, loader,
-                               R.colour_inverse(dict(zip(meta.inputs, meta.preprocess))))
-
-    @staticmethod
-    def _label_key(reader: Any, output: str) -> str:
-        suffix = output.rsplit("_", 1)[-1]
-        return suffix if reader.name == "siftflow" and suffix in ("sem", "geo") else "label"
+        self.spec = evaluation.for_model(meta, runner, reader, weights_sha256="training",
+                                         precision=self.config.precision.name)
+        self.tasks = self.spec.tasks
 
     def __call__(self, net: Any, ctx: dist_.DistContext) -> Any:
         from reproduce import harness as H
@@ -247,14 +235,8 @@ def val_line(val: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ the run
 def _device(name: str, ctx: dist_.DistContext) -> torch.device:
-    from port.run.devices import DeviceError, check_device
-    try:
-        device = check_device(f"cuda:{ctx.local_rank}" if name == "cuda" else name)
-    except DeviceError as err:
-        raise TrainError(f"--device {name}: {err}") from err
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
+    from reproduce.resolve import rank_device
+    return rank_device(name, ctx.local_rank)
 
 
 def _positive(name: str, value: int | None, zero_ok: bool = False) -> None:
