@@ -74,15 +74,11 @@ def papers_list_match(list_record: dict[str, Any]) -> bool | None:
     False for other ids, None where no record of the papers' list is kept (SBD train, VOC2010
     train: the dataset archives' own lists)."""
     from reproduce.registry import split_digest
-    from reproduce.training.data import DATA_DIR, TRAIN_LISTS
-    from reproduce.datasets.base import read_split
+    from reproduce.splits import papers_ids
     if list_record.get("kind") == "shipped":
         return True
-    entry = TRAIN_LISTS.get((list_record.get("dataset"), list_record.get("split")))
-    if entry is None:
-        return None
-    ids = [i for name, _ in entry.shipped for i in read_split(DATA_DIR / name)]
-    return split_digest(ids) == list_record.get("ids_sha256")
+    ids = papers_ids(list_record.get("dataset"), list_record.get("split"))
+    return None if ids is None else split_digest(ids) == list_record.get("ids_sha256")
 
 
 def _init_shortfalls(recipe: Any, opts: Any, init_record: dict[str, Any]) -> list[str]:
