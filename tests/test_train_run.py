@@ -128,8 +128,8 @@ def _check_lines_and_verdict(tree, out, printed):
     recipe = get_recipe("fcn32s")
     assert str(np.float32(recipe.solver.base_lr)) in (out / "train_log.jsonl").read_text()
     assert any(line.startswith("iteration 2: mean IU ") and line.endswith(" %") for line in printed)
-    assert any(line.startswith("training list sbd train: the dataset's own list, 5 images (ids "
-                               "SHA-256 ") for line in printed)
+    assert any(line.startswith("split sbd train: the dataset folder's own list")
+               and ", 5 images (ids SHA-256 " in line for line in printed)
     assert any(line.startswith("final mean IU ") and " %; report: " in line for line in printed)
     report = json.loads((out / "report.json").read_text())
     reasons = report["not_a_reproduction"]

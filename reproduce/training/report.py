@@ -186,6 +186,7 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
     record and verdict put first, and curves.png."""
     from port.run.devices import device_name
     from reproduce import report as R
+    from reproduce import verdict
     from reproduce.splits import check_split
     from reproduce.training.recipes import get_recipe
     tasks = validator.tasks
