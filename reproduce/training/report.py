@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from port.fileio import atomic_open, write_text_atomic
-from port.load import sha256_file
+from port.weights import read_metadata, sha256_file
 
 __all__ = ["write_train_report", "plot_curves", "curves_figure", "NO_CURVES_NOTE", "training_shortfalls",
            "TRAINING_VERDICT", "papers_list_match"]
@@ -143,7 +143,6 @@ def init_sources_with_digests(init_record: dict[str, Any]) -> dict[str, Any]:
         path = Path(source["file"])
         entry = {**source, "sha256": sha256_file(path) if path.is_file() else None}
         if path.suffix == ".safetensors" and path.is_file():
-            from port.models.weights import read_metadata
             verdict = read_metadata(path).get(TRAINING_VERDICT)
             entry["verdict"] = None if verdict is None else json.loads(verdict)
         sources.append(entry)
