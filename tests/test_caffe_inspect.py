@@ -14,6 +14,7 @@ from port.__main__ import main as port_main
 from port.caffe import Message, load_caffemodel, load_net, write_caffemodel
 from port.caffe.inspect import summary
 from port.cli.inspect import HDF5_NOTE, main
+from helpers import upsample_filt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,14 +83,6 @@ def test_bad_file_is_one_line_error(tmp_path, capsys):
     assert err.strip().endswith("LayerParameter.nmae: no field 'nmae' in LayerParameter")
 
 
-def _upsample_filt(size: int) -> np.ndarray:
-    """fcn.berkeleyvision.org surgery.upsample_filt, as upstream writes it."""
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = np.ogrid[:size, :size]
-    return (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
-
-
 def _deconv_caffemodel(path: Path, weight: np.ndarray) -> None:
     msg = Message("NetParameter", name="up")
     layer = msg.add("layer", Message("LayerParameter", name="upscore", type="Deconvolution",
@@ -103,7 +96,7 @@ def test_bilinear_verdict(tmp_path, capsys):
     pytest.importorskip("torch")
     channels, size = 3, 4
     weight = np.zeros((channels, channels, size, size))
-    weight[range(channels), range(channels)] = _upsample_filt(size)  # surgery.interp
+    weight[range(channels), range(channels)] = upsample_filt(size)  # surgery.interp
     _deconv_caffemodel(tmp_path / "bilinear.caffemodel", weight)
     weight[0, 1, 0, 0] = 1.0
     _deconv_caffemodel(tmp_path / "other.caffemodel", weight)
