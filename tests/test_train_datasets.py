@@ -306,6 +306,21 @@ def test_nyud_trainval_falls_back_to_upstreams_shipped_lists(nyud_folder, tmp_pa
         assert path.read_bytes() == (lists / path.name).read_bytes()
 
 
+def test_a_datasets_own_copy_of_the_papers_list_is_the_papers_list():
+    """The report's "papers_list": a list read from the dataset folder is the papers' when its ids
+    are those of the list shipped for it (reproduce.splits), not when they differ; unknown where
+    no list is on record. (It once read names reproduce.splits had taken over, behind a lazy
+    import, and raised on a dataset's own list.)"""
+    from reproduce.registry import split_digest
+    from reproduce.training.report import papers_list_match
+    ids = read_split(S.shipped_file("split/sift-flow/trainval"))
+    own = {"kind": "dataset", "dataset": "siftflow", "split": "trainval"}
+    assert papers_list_match({**own, "ids_sha256": split_digest(ids)}) is True
+    assert papers_list_match({**own, "ids_sha256": split_digest(ids[:-1])}) is False
+    assert papers_list_match({"kind": "dataset", "dataset": "voc", "split": "train"}) is None
+    assert papers_list_match({"kind": "shipped"}) is True
+
+
 def test_siftflow_trainval_falls_back_to_the_shipped_list(tmp_path):
     make_siftflow(tmp_path, TRAIN_SIZES[:1], splits=("test",))
     reader, source = D.open_split("siftflow", tmp_path, "trainval")
