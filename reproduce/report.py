@@ -560,7 +560,7 @@ def write_report(out_dir: str | Path, result: EvalResult, info: RunInfo, tasks: 
 def has_matplotlib() -> bool:
     """Whether the optional plot dependency (``pip install 'fcn-port[plot]'``) is there."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  (optional: this is the check)
     except ImportError:
         return False
     return True

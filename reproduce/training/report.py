@@ -40,7 +40,7 @@ TRAINING_VERDICT = "not_a_reproduction"
 def curves_figure(records: Sequence[dict], published_mean_iu: float | None, title: str) -> Any:
     """The matplotlib ``Figure`` of :func:`plot_curves`: loss per iteration (left axis) and
     validation mean IU in percent (right axis), one legend naming every line."""
-    import matplotlib
+    import matplotlib  # optional: pip install 'fcn-port[plot]'
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7.0, 4.0), dpi=100)
