@@ -172,3 +172,42 @@ def test_the_dispatcher_names_every_command_line():
     from port.__main__ import COMMANDS
     commands = {m for m in project_modules() if LAYERS[layer_of(m)].name == "port command lines"}
     assert {module for module, _ in COMMANDS.values()} == commands
+
+
+# -- the document names the house as it is ----------------------------------------------------
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(the package folder a ``## `` heading names, or "", the section's text)."""
+    out = []
+    for section in re.split(r"\n(?=## )", text):
+        head = re.match(r"## `?((?:port|reproduce)(?:/\w+)*)/?`?(?=\s|$)", section)
+        out.append((head.group(1) if head else "", section))
+    return out
+
+
+def _names(path: Path, text: str, sections: list[tuple[str, str]]) -> bool:
+    """Whether ARCHITECTURE.md names ``path``: by its path from the repository anywhere, or, in
+    the section of a package above it, by its path from that package (``synth.py`` under
+    ``## port/caffe``, ``datasets/voc.py`` under ``## reproduce``); a package's ``__init__.py``
+    also by its folder (``datasets/``)."""
+    rel = path.relative_to(REPO).as_posix()
+    if re.search(rf"(?<![\w/]){re.escape(rel)}", text):
+        return True
+    for package, section in sections:
+        if not package or not rel.startswith(package + "/"):
+            continue
+        inner = rel[len(package) + 1:]
+        spellings = [inner]
+        if path.name == "__init__.py" and "/" in inner:
+            spellings.append(inner[:-len("__init__.py")])
+        if any(re.search(rf"(?<![\w/]){re.escape(s)}", section) for s in spellings):
+            return True
+    return False
+
+
+def test_architecture_names_every_module():
+    """docs/ARCHITECTURE.md names every module of port/ and reproduce/ (issue 20 item 5)."""
+    text = ARCHITECTURE.read_text()
+    sections = _sections(text)
+    missing = [p.relative_to(REPO).as_posix() for p in project_modules().values()
+               if not _names(p, text, sections)]
+    assert not missing, "docs/ARCHITECTURE.md does not name: " + ", ".join(missing)
