@@ -25,6 +25,7 @@ COMMANDS = {
 
 def version() -> str:
     """The installed distribution's version (the source tree's when not installed)."""
+    # lazy: only --version needs importlib.metadata; the dispatcher stays light
     from importlib.metadata import PackageNotFoundError, version as dist_version
     try:
         return dist_version("fcn-port")

@@ -2,7 +2,6 @@
 (port.caffe.inspect) stays in the formats layer, the command line (port.cli.inspect) above it."""
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -11,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import port.caffe
 from port.__main__ import main as port_main
 from port.caffe import Message, load_caffemodel, load_net, write_caffemodel
 from port.caffe.inspect import summary
 from port.cli.inspect import HDF5_NOTE, main
+from helpers import upsample_filt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,14 +83,6 @@ def test_bad_file_is_one_line_error(tmp_path, capsys):
     assert err.strip().endswith("LayerParameter.nmae: no field 'nmae' in LayerParameter")
 
 
-def _upsample_filt(size: int) -> np.ndarray:
-    """fcn.berkeleyvision.org surgery.upsample_filt, as upstream writes it."""
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = np.ogrid[:size, :size]
-    return (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
-
-
 def _deconv_caffemodel(path: Path, weight: np.ndarray) -> None:
     msg = Message("NetParameter", name="up")
     layer = msg.add("layer", Message("LayerParameter", name="upscore", type="Deconvolution",
@@ -105,7 +96,7 @@ def test_bilinear_verdict(tmp_path, capsys):
     pytest.importorskip("torch")
     channels, size = 3, 4
     weight = np.zeros((channels, channels, size, size))
-    weight[range(channels), range(channels)] = _upsample_filt(size)  # surgery.interp
+    weight[range(channels), range(channels)] = upsample_filt(size)  # surgery.interp
     _deconv_caffemodel(tmp_path / "bilinear.caffemodel", weight)
     weight[0, 1, 0, 0] = 1.0
     _deconv_caffemodel(tmp_path / "other.caffemodel", weight)
@@ -137,24 +128,6 @@ def test_summary_takes_an_annotator(goldens_dir):
     fc6 = next(r for r in s["layers"] if r["name"] == "fc6")
     assert fc6["first_sum"] == float(net.layer("fc6").blobs[0].sum())
     assert "first_sum" not in next(r for r in s["layers"] if not r["blobs"])
-
-
-def test_formats_layer_imports_nothing_later():
-    """port/caffe imports only itself, the standard library, numpy, h5py and the two foundation
-    modules below every stage, port.errors and port.fileio (ARCHITECTURE)."""
-    allowed = {"numpy", "h5py"}
-    foundation = {"port.errors", "port.fileio"}
-    for source in Path(port.caffe.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                assert node.level == 1, f"{source.name} imports from outside port.caffe"
-                continue
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) else [])
-            for name in names:
-                top = name.split(".")[0]
-                assert top in allowed or top in sys.stdlib_module_names or name in foundation or \
-                    name.startswith("port.caffe"), f"{source.name} imports {name}"
 
 
 def test_port_main_dispatches_to_the_cli(upstream_dir, capsys):
@@ -205,25 +178,6 @@ def test_columns_line_up_with_long_layer_names(tmp_path, capsys):
     rows = [l for l in out.splitlines() if l.split()[:2] in ([long, "ReLU"], ["r", "ReLU"])]
     assert rc == 0 and len(rows) == 2
     assert rows[0].index("ReLU") == rows[1].index("ReLU") > len(long)
-
-
-def test_training_layer_imports_only_earlier_stages():
-    """port/training sits after port.caffe, port.weights, port.net and port.models and beside port.convert:
-    it imports none of port.convert, port.run, port.cli (ARCHITECTURE's pipeline); the training
-    command lines (port.cli.solve, port.cli.transplant) sit above it."""
-    import port.training
-    earlier = ("port.caffe", "port.weights", "port.net", "port.models", "port.training", "port.errors",
-               "port.fileio")
-    for source in Path(port.training.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
-            for name in names:
-                if name.split(".")[0] == "port":
-                    assert name.startswith(earlier), f"port/training/{source.name} imports {name}"
-    cli = Path(port.training.__file__).parents[1] / "cli"
-    for name in ("solve.py", "transplant.py"):
-        assert "port.training" in (cli / name).read_text()
 
 
 def test_inspect_imports_torch_only_for_a_deconvolution_weight(goldens_dir, tmp_path):

@@ -260,22 +260,3 @@ def test_weights_leaving_a_tensor_on_meta_is_refused(small_weights, monkeypatch)
     with pytest.raises(WeightsError, match="without data after loading: scratch"):
         get_model("fcn16s", weights=small_weights[0])
     assert get_model("fcn16s", width_divisor=16).scratch.device.type == "cpu"
-
-
-def test_models_and_net_import_nothing_later():
-    """ARCHITECTURE's pipeline: port.net imports none of port.models, port.training, port.run;
-    port.models none of port.training (the rules both use live in port.net); port.run sits
-    before port.models since issue 22 (the builders' nets run its default path)."""
-    import ast
-    from pathlib import Path
-
-    import port
-    later = {"net": ("port.models", "port.training", "port.run", "port.cli", "port.convert", "port.load"),
-             "models": ("port.training", "port.cli", "port.convert", "port.load")}
-    for package, banned in later.items():
-        for source in (Path(port.__file__).parent / package).glob("*.py"):
-            for node in ast.walk(ast.parse(source.read_text())):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                         else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
-                for name in names:
-                    assert not name.startswith(banned), f"port/{package}/{source.name} imports {name}"
