@@ -48,6 +48,8 @@ class CaffeLayer(nn.Module):
         self.caffe_name, self.caffe_type, self.phase = layer.name, layer.type, phase
         self.layer = layer  # the LayerDef: param { lr_mult decay_mult }, *_param, fillers
         self.setup_shapes = rules.layer_setup(layer, shapes)
+        for name, shape in zip(rules.param_names(layer, len(shapes)), self.setup_shapes):
+            self._new_param(name, shape)
 
     def caffe_params(self) -> list[nn.Parameter]:
         """Parameters in Caffe's blob order (``layer.blobs()``)."""
@@ -65,15 +67,9 @@ class CaffeLayer(nn.Module):
                                    [tuple(p.shape) for p in self.caffe_params()])
 
     def _new_param(self, name: str, shape: Sequence[int]) -> None:
+        """A parameter of ``shape`` (:func:`port.net.shapes.param_names` names each blob)."""
         # Caffe's default filler is constant 0; real values come from a caffemodel.
         self.register_parameter(name, nn.Parameter(torch.zeros(tuple(int(s) for s in shape))))
-
-    def _new_bias(self, bias_term: bool) -> None:
-        """A layer's ``bias_term`` and, when it is set, its ``bias`` parameter: the last of
-        :attr:`setup_shapes` (Caffe's last blob)."""
-        self.bias_term = bool(bias_term)
-        if self.bias_term:
-            self._new_param("bias", self.setup_shapes[-1])
 
     def _bias(self) -> nn.Parameter | None:
         """The bias, or None without ``bias_term``."""
@@ -98,8 +94,7 @@ class Convolution(CaffeLayer):
         self.stride, self.pad = (spatial_value(geo[k], k, layer.name) for k in ("stride", "pad"))
         self.dilation = spatial_value(geo["dilation"], "dilation", layer.name)
         self.groups = int(layer.convolution_param.group)
-        self._new_param("weight", self.setup_shapes[0])
-        self._new_bias(layer.convolution_param.bias_term)
+        self.bias_term = bool(layer.convolution_param.bias_term)
 
     def caffe_params(self) -> list[nn.Parameter]:
         return [self.weight, *self._bias_params()]
@@ -119,8 +114,7 @@ class InnerProduct(CaffeLayer):
         super().__init__(layer, shapes, phase)
         param = layer.inner_product_param
         self.axis, self.transpose = int(param.axis), bool(param.transpose)
-        self._new_param("weight", self.setup_shapes[0])
-        self._new_bias(param.bias_term)
+        self.bias_term = bool(param.bias_term)
 
     def caffe_params(self) -> list[nn.Parameter]:
         return [self.weight, *self._bias_params()]
@@ -267,14 +261,13 @@ class Scale(CaffeLayer):
         super().__init__(layer, shapes, phase)
         p = layer.scale_param
         self.axis, self.two_bottoms = int(p.axis), len(shapes) == 2
+        self.bias_term = bool(p.bias_term)
         if not self.two_bottoms:
-            self._new_param("weight", self.setup_shapes[0])
             # scale_layer.cpp LayerSetUp: the scale's filler, by default constant 1 (a constant
             # filler is applied here; the random ones are fill_net's, seeded by its caller).
             spec = fillers.layer_fillers(layer)[0]
             if fillers.filler_type(spec) == "constant":
                 fillers.fill_(self.weight, spec, where=f"layer {layer.name!r} blob 0")
-        self._new_bias(p.bias_term)
 
     def caffe_params(self) -> list[nn.Parameter]:
         return ([] if self.two_bottoms else [self.weight]) + self._bias_params()
@@ -294,7 +287,6 @@ class Bias(CaffeLayer):
         p = layer.bias_param
         self.axis, self.two_bottoms = int(p.axis), len(shapes) == 2
         if not self.two_bottoms:
-            self._new_param("bias", self.setup_shapes[0])
             spec = fillers.layer_fillers(layer)[0]
             if fillers.filler_type(spec) == "constant":
                 fillers.fill_(self.bias, spec, where=f"layer {layer.name!r} blob 0")
@@ -348,8 +340,7 @@ class BatchNorm(CaffeLayer):
         self.use_global_stats = bool(p.use_global_stats) if p.has("use_global_stats") else phase == "TEST"
         self.fraction, self.eps = float(p.moving_average_fraction), float(p.eps)
         self.channels = self.setup_shapes[0][0]
-        for name, shape in zip(BATCH_NORM_BLOBS, self.setup_shapes):
-            self._new_param(name, shape)
+        for name in BATCH_NORM_BLOBS:
             getattr(self, name).requires_grad_(False)
         self.layer = _statistics_frozen(layer, len(BATCH_NORM_BLOBS))
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from port.errors import PortError
 from port.net import coord_map
+from port.weights import BATCH_NORM_BLOBS, BLOB_NAMES
 from port.net.coord_map import spatial_params
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
     "inner_product_output_shape", "concat_output_shape", "lrn_output_shape", "eltwise_output_shape",
     "scale_output_shape", "broadcast_shape", "param_blob_shape", "batch_norm_channels",
     "batch_norm_output_shape", "loss_normalization", "label_target_shape", "reshape_target",
-    "spatial_value", "check_counts", "check_statistics_specs", "layer_setup", "layer_reshape",
+    "spatial_value", "check_counts", "check_statistics_specs", "layer_setup", "param_names", "layer_reshape",
     "check_layer_name", "data_input_shapes", "input_shapes", "located", "legacy_equal", "check_crop_offsets", "walk",
     "NetShapes", "net_shapes",
 ]
@@ -711,6 +712,19 @@ def layer_setup(layer: Any, bottoms: Sequence[Shape]) -> tuple[Shape, ...]:
     return _SETUP.get(layer.type, _no_params)(layer, bottoms)
 
 
+def param_names(layer: Any, bottoms: int) -> tuple[str, ...]:
+    """The names of the layer's parameters (``{layer}.{name}`` in a state dict) in Caffe's
+    blob order, for a layer with ``bottoms`` bottoms: a BatchNorm's statistics
+    (``port.weights.BATCH_NORM_BLOBS``); a Bias's one blob, and the one blob of a Scale whose
+    scale is its second bottom, ``bias``; else ``weight`` then ``bias``
+    (``port.weights.BLOB_NAMES``)."""
+    if layer.type == "BatchNorm":
+        return BATCH_NORM_BLOBS
+    if layer.type == "Bias" or (layer.type == "Scale" and bottoms == 2):
+        return ("bias",)
+    return BLOB_NAMES
+
+
 def layer_reshape(layer: Any, bottoms: Sequence[Shape], params: Sequence[Shape]) -> tuple[Shape, ...]:
     """The layer's ``Reshape``: its tops' shapes for bottoms of these shapes and parameters of
     these shapes (no data, no compute), raising what its ``Forward`` would. A type without a
@@ -851,14 +865,21 @@ def walk(net: Any, shapes: dict[str, Shape], add: Callable[[Any, list[Shape]], t
 class NetShapes:
     """What ``Net::Init`` sizes, without building a layer: every named blob's shape
     (``blobs``), each parameterised layer's parameter shapes in Caffe's blob order
-    (``params``, by layer name, in net order), the layer types, the net's outputs and the
-    phase-filtered definition."""
+    (``params``, by layer name, in net order) and their names (``param_names``), the layer
+    types, the net's outputs and the phase-filtered definition."""
 
     blobs: dict[str, Shape]
     params: dict[str, tuple[Shape, ...]]
+    param_names: dict[str, tuple[str, ...]]
     types: dict[str, str]
     outputs: tuple[str, ...]
     netdef: Any
+
+    def state_shapes(self) -> dict[str, Shape]:
+        """``{layer}.{name}`` -> shape for every parameter, in the order a built net's
+        ``state_dict`` lists them."""
+        return {f"{layer}.{name}": shape for layer, shapes in self.params.items()
+                for name, shape in zip(self.param_names[layer], shapes)}
 
 
 def net_shapes(netdef: Any, phase: str = "TEST", input_shapes_: Mapping[str, Sequence[int]] | None = None,
@@ -870,6 +891,7 @@ def net_shapes(netdef: Any, phase: str = "TEST", input_shapes_: Mapping[str, Seq
     net = netdef.for_state(state)
     shapes = input_shapes(net, netdef, dict(input_shapes_ or {}))
     params: dict[str, tuple[Shape, ...]] = {}
+    names: dict[str, tuple[str, ...]] = {}
     types: dict[str, str] = {}
 
     def add(layer: Any, bottoms: list[Shape]) -> tuple[Shape, ...]:
@@ -877,9 +899,10 @@ def net_shapes(netdef: Any, phase: str = "TEST", input_shapes_: Mapping[str, Seq
         layer_params = layer_setup(layer, bottoms)
         if layer_params:
             params[layer.name] = layer_params
+            names[layer.name] = param_names(layer, len(bottoms))[:len(layer_params)]
         types[layer.name] = layer.type
         return layer_reshape(layer, bottoms, layer_params)
     outputs = walk(net, shapes, add)
     if check_crops:
         check_crop_offsets(net)
-    return NetShapes(shapes, params, types, outputs, net)
+    return NetShapes(shapes, params, names, types, outputs, net)
