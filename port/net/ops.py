@@ -27,6 +27,7 @@ from port.net.shapes import (NORMALIZATION_MODES, CaffeSemanticsError, _crop_geo
                              inner_product_weight_shape, label_target_shape, loss_normalization,
                              lrn_output_shape, param_blob_shape, pool2d_output_shape, pool_output_size,
                              scale_output_shape)
+from port.net.bilinear import is_bilinear, upsample_filt, upsample_filt_refusal  # noqa: F401  (numpy)
 
 __all__ = [
     "CaffeSemanticsError", "conv_output_size", "pool_output_size", "deconv_output_size",
@@ -413,30 +414,9 @@ def accuracy(score: torch.Tensor, label: torch.Tensor, top_k: int = 1, axis: int
 
 
 def bilinear_kernel(size: int) -> torch.Tensor:
-    """The 2-D bilinear interpolation kernel of fcn.berkeleyvision.org ``surgery.upsample_filt``:
-    ``factor = (size+1)//2``, centre ``factor-1`` (odd) or ``factor-0.5`` (even),
-    ``(1 - |i-centre|/factor) * (1 - |j-centre|/factor)``; computed in float64 as numpy does,
-    returned as float32 ``(size, size)``."""
-    if size < 1:
-        raise CaffeSemanticsError(f"bilinear kernel size must be >= 1, got {size}")
-    factor = (size + 1) // 2
-    centre = factor - 1 if size % 2 == 1 else factor - 0.5
-    ramp = 1 - np.abs(np.arange(size, dtype=np.float64) - centre) / factor
-    return torch.from_numpy(np.outer(ramp, ramp).astype(np.float32))
-
-
-def upsample_filt_refusal(shape: Sequence[int]) -> str | None:
-    """Why upstream ``surgery.interp`` refuses a weight of ``shape`` ``(m, k, h, w)``: not
-    4-D, input and output channels neither equal nor ``k == 1``, or a non-square kernel; None
-    when it takes it (the message is upstream's ``print`` before its ``raise``)."""
-    if len(shape) != 4:
-        return "not 4-D"
-    m, k, h, w = (int(s) for s in shape)
-    if m != k and k != 1:
-        return "input and output channels need to be the same or |output| == 1"
-    if h != w:
-        return "filters need to be square"
-    return None
+    """The 2-D bilinear interpolation kernel of fcn.berkeleyvision.org ``surgery.upsample_filt``
+    as a float32 ``(size, size)`` tensor (:func:`port.net.bilinear.upsample_filt`, numpy)."""
+    return torch.from_numpy(upsample_filt(size))
 
 
 def set_upsample_filt_(weight: torch.Tensor) -> torch.Tensor:
@@ -459,13 +439,3 @@ def bilinear_weight(channels: int, size: int) -> torch.Tensor:
     """A ``(channels, channels, size, size)`` deconvolution weight that upsamples each channel
     on its own: :func:`set_upsample_filt_` on zeros (the kernel on the diagonal ``[i, i]``)."""
     return set_upsample_filt_(torch.zeros(channels, channels, size, size, dtype=torch.float32))
-
-
-def is_bilinear(weight: np.ndarray | torch.Tensor, atol: float = 1e-6) -> bool:
-    """Whether ``weight`` (numpy or torch) is a square ``(C, C, k, k)`` bilinear upsampling
-    weight as :func:`bilinear_weight` builds (``atol`` allows a float32 round trip)."""
-    w = weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
-    if w.ndim != 4 or w.shape[0] != w.shape[1] or w.shape[2] != w.shape[3] or w.shape[2] < 1:
-        return False
-    expected = bilinear_weight(w.shape[0], w.shape[2]).numpy()
-    return bool(np.allclose(w.astype(np.float64), expected, rtol=0.0, atol=atol))
