@@ -20,15 +20,13 @@ import torch
 from torch import nn
 
 from port.caffe.net import NetState
-from port.net import coord_map
-from port.net.layers import INPUT_LAYER_TYPES, LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
-from port.net.ops import CaffeSemanticsError
-# Net::Init's shape pass (inputs, the walk, the crop check) is port.net.shapes', shared with
-# port.convert, which sizes a net without torch.
-from port.net.shapes import (DATA_LAYER_CHANNELS, PROPAGATION_SIZE, check_layer_name, data_input_shapes, walk,  # noqa: F401
-                             check_crop_offsets as _check_crop_offsets, input_shapes as _input_shapes,
-                             legacy_equal as _legacy_equal, located as _located)
-from port.weights import BLOB_NAMES, WeightsMismatchError, check_fit
+from port.net.layers import LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
+# Net::Init's shape pass (inputs, the walk, the blob and crop checks) is port.net.shapes',
+# shared with port.convert, which sizes a net without torch.
+from port.net.shapes import (DATA_LAYER_CHANNELS, PROPAGATION_SIZE, check_blobs, check_layer_name,  # noqa: F401
+                             data_input_shapes, walk, check_crop_offsets as _check_crop_offsets,
+                             input_shapes as _input_shapes)
+from port.weights import WeightsMismatchError
 
 __all__ = ["CaffeNet", "BlobMismatchError", "InputError", "data_input_shapes", "DATA_LAYER_CHANNELS",
            "PROPAGATION_SIZE"]
@@ -185,16 +183,9 @@ class CaffeNet(nn.Module):
         source = source or str(getattr(netdef_with_blobs, "path", None) or "caffemodel")
         found = {layer.name: list(layer.blobs) for layer in netdef_with_blobs.layers if len(layer.blobs)}
         params = self.caffe_params()
-        names = {id(p): n for n, p in self.named_parameters()}
-
-        def key(layer: str, index: int) -> str:
-            own = params.get(layer, [])
-            if index < len(own):
-                return names[id(own[index])]
-            return f"{layer}.{BLOB_NAMES[index]}" if index < len(BLOB_NAMES) else f"{layer} blob {index}"
-        check_fit({key(n, i): tuple(p.shape) for n, ps in params.items() for i, p in enumerate(ps)},
-                  {key(n, i): tuple(np.shape(b)) for n, bs in found.items() for i, b in enumerate(bs)},
-                  source, f"net {self.net_name!r}", equal=lambda got, want: got == want or _legacy_equal(got, want))
+        names = {id(p): n.split(".", 1)[1] for n, p in self.named_parameters()}
+        check_blobs({layer: [(names[id(p)], tuple(p.shape)) for p in ps] for layer, ps in params.items()},
+                    found, source, f"net {self.net_name!r}")
         with torch.no_grad():
             for name, layer_params in params.items():
                 for param, blob in zip(layer_params, found[name]):

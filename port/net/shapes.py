@@ -20,7 +20,7 @@ import numpy as np
 
 from port.errors import PortError
 from port.net import coord_map
-from port.weights import BATCH_NORM_BLOBS, BLOB_NAMES
+from port.weights import BATCH_NORM_BLOBS, BLOB_NAMES, check_fit
 from port.net.coord_map import spatial_params
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
     "scale_output_shape", "broadcast_shape", "param_blob_shape", "batch_norm_channels",
     "batch_norm_output_shape", "loss_normalization", "label_target_shape", "reshape_target",
     "spatial_value", "check_counts", "check_statistics_specs", "layer_setup", "param_names", "layer_reshape",
-    "check_layer_name", "data_input_shapes", "input_shapes", "located", "legacy_equal", "check_crop_offsets", "walk",
+    "check_layer_name", "data_input_shapes", "input_shapes", "located", "legacy_equal", "check_blobs", "check_crop_offsets", "walk",
     "NetShapes", "net_shapes",
 ]
 
@@ -808,6 +808,24 @@ def legacy_equal(blob_shape: tuple[int, ...], param_shape: tuple[int, ...]) -> b
     return len(blob_shape) == 4 and pad > 0 and blob_shape == (1,) * pad + param_shape
 
 
+def check_blobs(params: Mapping[str, Sequence[tuple[str, Shape]]], blobs: Mapping[str, Sequence[Any]],
+                source: str, target: str) -> None:
+    """Caffe's ``Net::CopyTrainedLayersFrom`` check, strictly: a caffemodel's ``blobs`` (by
+    layer name, each layer's in blob order) against a net's parameters (``params``: by layer
+    name, each ``(name, shape)`` in blob order) by ``port.weights.check_fit``: every parameter
+    filled, every blob used, equal shapes (legacy 4-D shapes as ``Blob::ShapeEquals``); else
+    one ``WeightsMismatchError`` listing each. Blob i of layer L is named as the net names L's
+    i-th parameter (``L.weight``, ``L.bias``)."""
+    def key(layer: str, index: int) -> str:
+        own = params.get(layer, ())
+        if index < len(own):
+            return f"{layer}.{own[index][0]}"
+        return f"{layer}.{BLOB_NAMES[index]}" if index < len(BLOB_NAMES) else f"{layer} blob {index}"
+    check_fit({key(n, i): tuple(shape) for n, ps in params.items() for i, (_, shape) in enumerate(ps)},
+              {key(n, i): tuple(np.shape(b)) for n, bs in blobs.items() for i, b in enumerate(bs)},
+              source, target, equal=lambda got, want: got == want or legacy_equal(got, want))
+
+
 def check_crop_offsets(net: Any) -> None:
     """Refuse a net whose written Crop offsets disagree with its geometry (``coord_map``).
 
@@ -874,6 +892,11 @@ class NetShapes:
     types: dict[str, str]
     outputs: tuple[str, ...]
     netdef: Any
+
+    def named_params(self) -> dict[str, tuple[tuple[str, Shape], ...]]:
+        """Each parameterised layer's ``(name, shape)`` pairs in blob order, by layer name
+        (what :func:`check_blobs` takes)."""
+        return {layer: tuple(zip(self.param_names[layer], shapes)) for layer, shapes in self.params.items()}
 
     def state_shapes(self) -> dict[str, Shape]:
         """``{layer}.{name}`` -> shape for every parameter, in the order a built net's
