@@ -12,8 +12,9 @@ and reused by later runs. Each measurement runs in a fresh interpreter so that i
 - the whole command, process start and imports included: ``python -m port convert FILE -o OUT``
   against ``cp FILE COPY && sync COPY`` (the copy's data on disk, as convert's fsync puts it)
   plus a bare ``python -c pass``, and the imports alone (``python -c "import port.convert"``,
-  ``python -c "import torch"``). The output is removed before each run (untimed), so no run
-  pays for replacing an existing file.
+  ``python -c "import torch"``), interleaved round by round (a shared machine's load falls on
+  each alike). The output is removed before each run (untimed), so no run pays for replacing an
+  existing file.
 
 Not a test: ``python benchmarks/bench_convert.py [--repeat 3] [--json FILE]``.
 """
@@ -97,19 +98,25 @@ def child(what: str, src: Path, out: Path, repeat: int) -> dict:
 
 def whole_process(src: Path, repeat: int) -> dict:
     """Wall times of whole processes (best of ``repeat``): the convert command against
-    ``cp`` + ``sync`` of the copy + a bare interpreter, and the imports on their own."""
+    ``cp`` + ``sync`` of the copy + a bare interpreter, and the imports on their own. The
+    commands are interleaved (each round runs every one once), so a load that comes and goes
+    on a shared machine falls on all of them alike rather than on one."""
     out, copy = src.with_name(src.stem + "-cli.safetensors"), src.with_name(src.name + ".copy")
     python = f"'{sys.executable}'"
     env = f"PYTHONPATH='{REPO}'"
-    figures = {
-        "python_pass_s": best_shell(f"{python} -c pass", repeat),
-        "cp_sync_s": best_shell(f"cp '{src}' '{copy}' && sync '{copy}'", repeat, after=f"rm -f '{copy}'"),
-        "import_convert_s": best_shell(f"{env} {python} -c 'import port.convert'", repeat),
-        "import_torch_s": best_shell(f"{python} -c 'import torch'", repeat),
+    commands = {  # name: (command, untimed clean-up after it)
+        "python_pass_s": (f"{python} -c pass", ""),
+        "cp_sync_s": (f"cp '{src}' '{copy}' && sync '{copy}'", f"rm -f '{copy}'"),
+        "import_convert_s": (f"{env} {python} -c 'import port.convert'", ""),
+        "import_torch_s": (f"{python} -c 'import torch'", ""),
+        "command_s": (f"{env} {python} -m port convert '{src}' -o '{out}' > /dev/null", f"rm -f '{out}'"),
     }
-    subprocess.run(f"rm -f '{out}'", shell=True, check=True)
-    figures["command_s"] = best_shell(f"{env} {python} -m port convert '{src}' -o '{out}' > /dev/null",
-                                      repeat, after=f"rm -f '{out}'")
+    subprocess.run(f"rm -f '{out}' '{copy}'", shell=True, check=True)
+    best_shell(f"cat '{src}' > /dev/null", 1)  # warm the page cache
+    figures = dict.fromkeys(commands, float("inf"))
+    for _ in range(repeat):
+        for name, (command, after) in commands.items():
+            figures[name] = min(figures[name], best_shell(command, 1, after=after))
     figures["reference_s"] = figures["cp_sync_s"] + figures["python_pass_s"]
     return figures
 
