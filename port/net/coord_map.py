@@ -235,6 +235,23 @@ class _Graph:
     bottoms: list[tuple[tuple[str, int], ...]] = field(default_factory=list)
     producer: dict[tuple[str, int], int] = field(default_factory=dict)
     latest: dict[str, int] = field(default_factory=dict)
+    #: Each layer's map (or why it has none) with its written offsets, computed once: every
+    #: walk through the net's trunk crosses the same layers.
+    maps: dict[int, CoordMap | UndefinedMapError] = field(default_factory=dict)
+
+    def layer_map(self, index: int, offset: Sequence[int] | None = None) -> CoordMap:
+        """:func:`layer_map` of layer ``index`` (``offset`` overriding a Crop's)."""
+        if offset is not None:
+            return layer_map(self.layers[index], offset)
+        if index not in self.maps:
+            try:
+                self.maps[index] = layer_map(self.layers[index])
+            except UndefinedMapError as err:
+                self.maps[index] = err
+        found = self.maps[index]
+        if isinstance(found, UndefinedMapError):
+            raise found
+        return found
 
     @classmethod
     def build(cls, layers: Iterable[Geometry]) -> "_Graph":
@@ -267,7 +284,7 @@ def _walk(graph: _Graph, start: tuple[str, int], offsets: Mapping[str, Sequence[
             continue
         g = graph.layers[index]
         try:
-            cmap = layer_map(g, offsets.get(g.name))
+            cmap = graph.layer_map(index, offsets.get(g.name))
         except UndefinedMapError as err:
             stops.append(str(err))
             continue
@@ -365,6 +382,23 @@ def derive_crop_offsets(net_or_layers: Any) -> dict[str, tuple[int, ...]]:
         _crop_axis(g, cmap)
         derived[g.name] = crop_offset_from_map(cmap, g.name)
     return derived
+
+
+def derive_crop_offset(net_or_layers: Any, name: str) -> tuple[int, ...]:
+    """The offsets of the Crop ``name`` derived from geometry, every other Crop walked with
+    its written offsets: upstream ``net_spec``'s ``coord_map.crop`` as it writes a crop (the
+    ones written before it are in the net as written). One walk, where
+    :func:`derive_crop_offsets` derives every crop of the net."""
+    graph = _Graph.build(_as_geometry(net_or_layers))
+    for index, g in enumerate(graph.layers):
+        if g.kind == "Crop" and g.name == name:
+            if len(g.bottoms) != 2:
+                raise CoordMapError(f"layer {g.name!r}: Crop needs 2 bottoms, got {len(g.bottoms)}")
+            source, target = graph.bottoms[index]
+            cmap = _map_between(graph, source, target, {})
+            _crop_axis(g, cmap)
+            return crop_offset_from_map(cmap, g.name)
+    raise CoordMapError(f"no Crop layer {name!r}")
 
 
 #: The name ``docs/ARCHITECTURE.md`` gives the derivation.

@@ -159,7 +159,8 @@ class NetSpec:
         """A Crop of ``bottom`` to ``reference``'s size with the offsets their coordinate maps
         imply (upstream ``caffe.coord_map.crop``: ``axis: 2``, ``offset`` from the maps)."""
         top = self.layer("Crop", name, bottom, reference, crop_param={"axis": coord_map.SPATIAL_AXIS})
-        offsets = coord_map.derive_crop_offsets(self.netdef())[name]
+        # Read in place (no copy of the net so far): the derivation only reads the layers.
+        offsets = coord_map.derive_crop_offset(netdef_from_message(self._net), name)
         self._net.layer[-1].crop_param.offset = list(offsets)
         return top
 
