@@ -96,14 +96,17 @@ def child(what: str, src: Path, out: Path, repeat: int) -> dict:
     return min(runs, key=lambda r: r["total_s"])
 
 
-def whole_process(src: Path, repeat: int) -> dict:
+def whole_process(src: Path, repeat: int, other_repo: Path | None = None) -> dict:
     """Wall times of whole processes (best of ``repeat``): the convert command against
     ``cp`` + ``sync`` of the copy + a bare interpreter, and the imports on their own. The
     commands are interleaved (each round runs every one once), so a load that comes and goes
-    on a shared machine falls on all of them alike rather than on one."""
+    on a shared machine falls on all of them alike rather than on one. ``other_repo``: another
+    checkout's command too (``other_command_s``), e.g. the one before a change."""
+    src = src.resolve()  # the commands run in their checkouts
     out, copy = src.with_name(src.stem + "-cli.safetensors"), src.with_name(src.name + ".copy")
     python = f"'{sys.executable}'"
-    env = f"PYTHONPATH='{REPO}'"
+    # ``python -m`` puts the working folder first on sys.path: each command runs in its checkout
+    env = f"cd '{REPO}' && PYTHONPATH='{REPO}'"
     commands = {  # name: (command, untimed clean-up after it)
         "python_pass_s": (f"{python} -c pass", ""),
         "cp_sync_s": (f"cp '{src}' '{copy}' && sync '{copy}'", f"rm -f '{copy}'"),
@@ -111,6 +114,10 @@ def whole_process(src: Path, repeat: int) -> dict:
         "import_torch_s": (f"{python} -c 'import torch'", ""),
         "command_s": (f"{env} {python} -m port convert '{src}' -o '{out}' > /dev/null", f"rm -f '{out}'"),
     }
+    if other_repo is not None:
+        commands["other_command_s"] = (f"cd '{other_repo}' && PYTHONPATH='{other_repo}' {python} -m port convert "
+                                       f"'{src}' -o '{out}' "
+                                       f"> /dev/null", f"rm -f '{out}'")
     subprocess.run(f"rm -f '{out}' '{copy}'", shell=True, check=True)
     best_shell(f"cat '{src}' > /dev/null", 1)  # warm the page cache
     figures = dict.fromkeys(commands, float("inf"))
@@ -193,9 +200,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--whole-process-only", action="store_true",
                         help="only the whole-command figures (python -m port convert vs cp + sync)")
+    parser.add_argument("--other-repo", type=Path,
+                        help="with --whole-process-only: also time this checkout's command in the same rounds")
     args = parser.parse_args(argv)
     if args.whole_process_only:
-        w = whole_process(caffemodel(args.folder), args.repeat)
+        w = whole_process(caffemodel(args.folder), args.repeat, args.other_repo)
         print("\n".join(f"{k}: {v:.3f}" for k, v in w.items()))
         print(f"command / reference: {w['command_s'] / w['reference_s']:.2f}")
         if args.json:
