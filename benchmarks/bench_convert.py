@@ -13,7 +13,8 @@ and reused by later runs. Each measurement runs in a fresh interpreter so that i
   against ``cp FILE COPY && sync COPY`` (the copy's data on disk, as convert's fsync puts it)
   plus a bare ``python -c pass``, and the imports alone (``python -c "import port.convert"``,
   ``python -c "import torch"``), interleaved round by round (a shared machine's load falls on
-  each alike). The output is removed before each run (untimed), so no run pays for replacing an
+  each alike), the modules loaded from bytecode as an installed package's are (``--no-bytecode``:
+  compiled in every run, as where ``PYTHONDONTWRITEBYTECODE`` is set). The output is removed before each run (untimed), so no run pays for replacing an
   existing file.
 
 Not a test: ``python benchmarks/bench_convert.py [--repeat 3] [--json FILE]``.
@@ -96,15 +97,22 @@ def child(what: str, src: Path, out: Path, repeat: int) -> dict:
     return min(runs, key=lambda r: r["total_s"])
 
 
-def whole_process(src: Path, repeat: int, other_repo: Path | None = None) -> dict:
+def whole_process(src: Path, repeat: int, other_repo: Path | None = None, bytecode: bool = True) -> dict:
     """Wall times of whole processes (best of ``repeat``): the convert command against
     ``cp`` + ``sync`` of the copy + a bare interpreter, and the imports on their own. The
     commands are interleaved (each round runs every one once), so a load that comes and goes
     on a shared machine falls on all of them alike rather than on one. ``other_repo``: another
-    checkout's command too (``other_command_s``), e.g. the one before a change."""
+    checkout's command too (``other_command_s``), e.g. the one before a change.
+
+    ``bytecode``: the project's modules load from compiled bytecode, as an installed package's
+    do (a cache under ``.bench/pycache`` via ``PYTHONPYCACHEPREFIX``, filled by an untimed first
+    round; no checkout is written into), even where the environment sets
+    ``PYTHONDONTWRITEBYTECODE``; without it every run compiles them from source."""
     src = src.resolve()  # the commands run in their checkouts
     out, copy = src.with_name(src.stem + "-cli.safetensors"), src.with_name(src.name + ".copy")
-    python = f"'{sys.executable}'"
+    cache = BENCH_DIR / "pycache"
+    python = (f"env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX='{cache}' '{sys.executable}'" if bytecode
+              else f"env PYTHONDONTWRITEBYTECODE=1 '{sys.executable}'")
     # ``python -m`` puts the working folder first on sys.path: each command runs in its checkout
     env = f"cd '{REPO}' && PYTHONPATH='{REPO}'"
     commands = {  # name: (command, untimed clean-up after it)
@@ -121,6 +129,9 @@ def whole_process(src: Path, repeat: int, other_repo: Path | None = None) -> dic
     subprocess.run(f"rm -f '{out}' '{copy}'", shell=True, check=True)
     best_shell(f"cat '{src}' > /dev/null", 1)  # warm the page cache
     figures = dict.fromkeys(commands, float("inf"))
+    if bytecode:  # untimed: fills the bytecode cache
+        for command, after in commands.values():
+            best_shell(command, 1, after=after)
     for _ in range(repeat):
         for name, (command, after) in commands.items():
             figures[name] = min(figures[name], best_shell(command, 1, after=after))
@@ -200,11 +211,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--whole-process-only", action="store_true",
                         help="only the whole-command figures (python -m port convert vs cp + sync)")
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="with --whole-process-only: compile the modules in every run (no bytecode cache)")
     parser.add_argument("--other-repo", type=Path,
                         help="with --whole-process-only: also time this checkout's command in the same rounds")
     args = parser.parse_args(argv)
     if args.whole_process_only:
-        w = whole_process(caffemodel(args.folder), args.repeat, args.other_repo)
+        w = whole_process(caffemodel(args.folder), args.repeat, args.other_repo, bytecode=not args.no_bytecode)
         print("\n".join(f"{k}: {v:.3f}" for k, v in w.items()))
         print(f"command / reference: {w['command_s'] / w['reference_s']:.2f}")
         if args.json:
