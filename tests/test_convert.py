@@ -310,3 +310,21 @@ def test_the_shape_pass_sizes_what_the_engine_builds(goldens_dir, net):
         sized = net_shapes(netdef, phase, data_input_shapes(netdef.for_phase(phase)))
         assert list(sized.state_shapes().items()) == [(k, tuple(v.shape)) for k, v in graph.state_dict().items()]
         assert sized.blobs == graph.blob_shapes and sized.outputs == graph.output_names
+
+
+def test_the_registry_needs_no_torch_and_builders_still_load():
+    """Listing the models, reading a record and writing a released net import no torch (what
+    convert's matching reads); a builder named on port.models loads the builders then."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import sys\nimport port.models as m\nfrom port.models.released import deploy_netdef\n"
+            "names = m.list_models()\ndeploy_netdef(m.get_meta('voc-fcn8s'), width_divisor=16)\n"
+            "print(len(names), 'torch' in sys.modules)\n"
+            "from port.models import fcn32s\n"
+            "print(m.zoo.FCN.__name__, m.get_builder('fcn32s') is fcn32s, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                          env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(len(list_models())), "False", "FCN", "True", "True"]

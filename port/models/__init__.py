@@ -31,13 +31,20 @@ _LAZY = {"InputError": "port.net.engine",
                           "siftflow_fcn16s", "siftflow_fcn32s"), "port.models.zoo")}
 
 
+#: Submodules reachable as attributes (``port.models.zoo``) before anything imported them.
+_SUBMODULES = ("zoo", "weights", "fcnize", "classes", "preprocess", "nets", "meta", "released")
+
+
 def __getattr__(name: str):
+    import importlib
     if name in _LAZY:
-        import importlib
         value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
