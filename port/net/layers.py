@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from port.net import coord_map, fillers, ops, shapes as rules
-from port.net.shapes import (INPUT_LAYER_TYPES, CaffeGraphError, CaffeSemanticsError, reshape_target,
+from port.net.shapes import (INPUT_LAYER_TYPES, CaffeGraphError, CaffeSemanticsError, reshape_target,  # noqa: F401
                              spatial_value)
 from port.weights import BATCH_NORM_BLOBS
 
