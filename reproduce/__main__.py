@@ -14,18 +14,21 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
+from port.caffe import load_net
+from port.errors import EXIT_BAD_INPUT, PortError
 from port.run import speed
-from port.run.devices import DeviceError, check_device, device_name
+from port.run.devices import default_device, device_name
 from reproduce import distributed as dist_
+from reproduce import evaluation as E
 from reproduce import harness as H
 from reproduce import resolve as R
-from reproduce.checkpoint import CHECKPOINT_NAME, RunIdentity
-
-from port.errors import EXIT_BAD_INPUT, PortError
+from reproduce import verdict
+from reproduce.checkpoint import CHECKPOINT_NAME
+from reproduce.datasets import dataset_class
 
 EXIT_BAD_ITEM, EXIT_SIGNAL_BASE = EXIT_BAD_INPUT, 128
 DEFAULT_OVERLAYS = 4
@@ -43,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
         description=fill("Evaluate a released FCN (or any Caffe segmentation net) as upstream "
                          "score.py does and compare with the published numbers. 'python -m "
                          "reproduce demo' runs FCN-8s on the upstream demo image ('python -m "
-                         "reproduce demo --help')."),
+                         "reproduce demo --help'); 'python -m reproduce train MODEL' trains one "
+                         "by upstream's recipe ('python -m reproduce train --help')."),
         epilog=fill(f"models: {models} (dashes or underscores).") + "\n\n" + fill(
             "exit status: 0 done, 1 bad input (a file, name or value; said in one line), 2 "
             "usage error, 128+N stopped by signal N after a checkpoint (continue with "
@@ -61,9 +65,9 @@ def parser() -> argparse.ArgumentParser:
                         "and NYUDv2's test lists ship with fcn-port)")
     p.add_argument("--dataset", help="dataset reader (default: the model's; voc for --net)")
     p.add_argument("--device", choices=("cuda", "cpu"),
-                   default="cuda" if torch.cuda.is_available() else "cpu",
+                   default=default_device(),
                    help="where the net runs (default: cuda when a GPU is visible, else cpu)")
-    p.add_argument("--out", type=Path, help="report folder (default: reports/<model>)")
+    p.add_argument("--out", type=Path, help="report folder (default: ./reports/<model>)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images of "
                    "the split (default: all; a partial run is no reproduction)")
     precision = p.add_mutually_exclusive_group()
@@ -96,7 +100,8 @@ def parser() -> argparse.ArgumentParser:
                         "score_sem and score_geo)")
     p.add_argument("--compare", metavar="MODEL", help="compare a --net run with this model's "
                    "published numbers (default: none)")
-    p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
+    p.add_argument("--cache", type=Path, help="download/conversion cache (default: "
+                   "$FCN_PORT_CACHE, else $XDG_CACHE_HOME/fcn-port, else ~/.cache/fcn-port)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: a tqdm bar "
                    "with the running mean IU and images/s)")
     return p
@@ -113,39 +118,9 @@ def _config(args: argparse.Namespace, device: torch.device, out: Path) -> H.Eval
                         workers=workers, progress=not args.quiet)
 
 
-def _device(args: argparse.Namespace, ctx: dist_.DistContext) -> torch.device:
-    """The device this rank runs on: ``cuda:LOCAL_RANK`` or the CPU, checked up front."""
-    try:
-        device = check_device(f"cuda:{ctx.local_rank}" if args.device == "cuda" else "cpu")
-    except DeviceError as err:
-        raise R.ResolveError(f"--device {args.device}: {err}") from err
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
 def _data_root(args: argparse.Namespace) -> tuple[Path, bool]:
     """(where to look for the dataset, whether it may be downloaded there)."""
-    return (args.data, False) if args.data is not None else (R.REPO_ROOT / "data", True)
-
-
-def _label_key(dataset: Any, output: str) -> str:
-    """SIFT Flow's heads score ``sem``/``geo`` labels; every other net the one label map."""
-    suffix = output.rsplit("_", 1)[-1]
-    return suffix if getattr(dataset, "name", "") == "siftflow" and suffix in ("sem", "geo") \
-        else "label"
-
-
-def _loader(dataset: Any, wants_label_blob: bool) -> Any:
-    if getattr(dataset, "name", "") == "siftflow":
-        return R.load_siftflow_item
-    return R.load_item_with_label_blob if wants_label_blob else R.load_item
-
-
-def _ids(dataset: Any, limit: int | None) -> list[str]:
-    if limit is not None and limit < 1:
-        raise R.ResolveError(f"--limit must be at least 1, got {limit}")
-    return list(dataset.ids[:limit] if limit else dataset.ids)
+    return (args.data, False) if args.data is not None else (R.default_data_root(), True)
 
 
 def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str]:
@@ -154,29 +129,18 @@ def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, 
     builder = args.model.replace("-", "_")
     meta = get_meta(builder)
     name = args.dataset or meta.dataset
-    options = {"inputs": meta.inputs} if name == "nyud" else {}
     root, download = _data_root(args)
     # the data first: a wrong --data must not wait for (or fail on) a weights download
-    dataset = R.open_dataset(name, root, args.split, download=download, **options)
+    dataset, source = R.open_split(name, root, args.split, download=download,
+                                   **E.model_reader_options(meta, name))
     weights = R.resolve_weights(builder, args.weights, args.cache)
-    model = H.prepare_model(get_model(builder, weights=weights.path), config)
-    tasks = tuple(H.Task(o, _label_key(dataset, o), tuple(c), H.meta_loss_spec(meta, o))
-                  for o, c in zip(meta.outputs, meta.classes))
-    identity = RunIdentity(builder, name, dataset.split, weights.sha256,
-                           R.preprocessing_identity(name, meta.preprocess), config.precision.name,
-                           tuple((t.output, t.num_classes) for t in tasks))
-    spec = H.EvalSpec(H.ModelPredictor(model, meta.inputs, meta.outputs), dataset,
-                      _ids(dataset, args.limit), tasks, identity, _loader(dataset, False),
-                      R.colour_inverse(dict(zip(meta.inputs, meta.preprocess))))
-    return spec, {"weights": f"{weights.path} ({weights.origin})"}, builder
-
-
-def _net_preprocess(name: str, inputs: Sequence[str]) -> dict[str, Any]:
-    from port.models.preprocess import PREPROCESSORS
-    if name == "nyud":
-        from reproduce.datasets.nyud import NYUD_INPUTS
-        return {blob: NYUD_INPUTS[blob][2] for blob in inputs if blob in NYUD_INPUTS}
-    return {"data": PREPROCESSORS[name]}
+    runner = H.prepare_model(get_model(builder, weights=weights.path), config)
+    spec = E.for_model(meta, runner, dataset, weights_sha256=weights.sha256,
+                       precision=config.precision.name, limit=args.limit)
+    check = verdict.weights_check(builder, str(weights.path), weights.sha256, weights.released)
+    return spec, {"weights": f"{weights.path} ({weights.origin})",
+                  "weights_check": check.as_dict(),
+                  "split_list": source.as_dict(dataset.ids)}, builder
 
 
 def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str | None]:
@@ -189,26 +153,19 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
     R.find_dataset(name, root, args.split, download=download)  # before loading the weights
     model, sha = R.caffenet_from_files(args.net, Path(args.weights))
     runner = H.prepare_model(model, config)
-    preprocess = _net_preprocess(name, model.input_names)
-    options = {"inputs": tuple(preprocess)} if name == "nyud" else {}
-    dataset = R.open_dataset(name, root, args.split, download=download, **options)
-    blobs = args.score_blob or (["score_sem", "score_geo"] if name == "siftflow" else ["score"])
-    classes = {"sem": dataset.class_names, "geo": dataset.class_names}
-    if name == "siftflow":
-        from reproduce.datasets import SIFTFLOW_GEOMETRIC_CLASSES, SIFTFLOW_SEMANTIC_CLASSES
-        classes = {"sem": SIFTFLOW_SEMANTIC_CLASSES, "geo": SIFTFLOW_GEOMETRIC_CLASSES}
-    from port.caffe import load_net
-    losses = H.net_loss_specs(load_net(args.net), blobs)
-    tasks = tuple(H.Task(b, key := _label_key(dataset, b),
-                         tuple(classes.get(key, dataset.class_names)), losses.get(b))
-                  for b in blobs)
-    identity = RunIdentity(f"net:{model.net_name}", name, dataset.split, sha,
-                           R.preprocessing_identity(name, list(preprocess.values())),
-                           config.precision.name, tuple((t.output, t.num_classes) for t in tasks))
-    wants_label = "label" in model.input_names
-    spec = H.EvalSpec(H.CaffeNetPredictor(runner, blobs), dataset, _ids(dataset, args.limit), tasks,
-                      identity, _loader(dataset, wants_label), R.colour_inverse(preprocess))
-    return spec, {"weights": str(args.weights), "net": str(args.net)}, args.compare
+    reader = dataset_class(name)
+    preprocess = reader.preprocessing(model.input_names)
+    dataset, source = R.open_split(
+        name, root, args.split, download=download,
+        **reader.reader_options(list(preprocess), list(preprocess.values())))
+    spec = E.for_net(load_net(args.net), runner, model.input_names, dataset,
+                     model=f"net:{model.net_name}", weights_sha256=sha,
+                     precision=config.precision.name, outputs=args.score_blob, limit=args.limit)
+    compare = args.compare.replace("-", "_") if args.compare else None
+    check = verdict.weights_check(compare, str(args.weights), sha)
+    return spec, {"weights": str(args.weights), "net": str(args.net),
+                  "weights_check": check.as_dict(),
+                  "split_list": source.as_dict(dataset.ids)}, compare
 
 
 def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
@@ -224,6 +181,7 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
     info = R.RunInfo(model=spec.identity.model, dataset=spec.identity.dataset,
                      dataset_path=str(spec.dataset.root), split=spec.identity.split,
                      weights=extra.pop("weights"), weights_sha256=spec.identity.weights_sha256,
+                     weights_check=extra.pop("weights_check"),
                      device=str(config.device), device_name=device_name(config.device),
                      precision=config.precision.name,
                      precision_description=config.precision.description,
@@ -248,13 +206,13 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
 
 
 def _out(args: argparse.Namespace) -> Path:
-    """The report folder: --out, else reports/<model>."""
+    """The report folder: --out, else ./reports/<model>."""
     name = args.model or (args.net.stem if args.net else "")
-    return args.out or R.REPO_ROOT / "reports" / name.replace("_", "-")
+    return args.out or R.default_report_dir(name)
 
 
 def _run(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
-    device = _device(args, ctx)
+    device = R.rank_device(args.device, ctx.local_rank)
     config = _config(args, device, _out(args))
     spec, extra, table_model = (_net if args.net else _named)(args, config)
     result = H.evaluate(spec, config, ctx)
@@ -296,8 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if (args.model is None) == (args.net is None):
         parser().error("give a MODEL name or --net NET.prototxt (one of them)")
-    ctx = dist_.setup(args.device)
+    ctx = dist_.DistContext()
     try:
+        ctx = dist_.setup(args.device)   # a bad torchrun setting is a DistributedError: one line
         return _run(args, ctx)
     except H.Interrupted as exc:
         print(f"python -m reproduce: {exc}", file=sys.stderr)

@@ -34,11 +34,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from port.run.devices import default_device
+
 from reproduce import harness as H
 from reproduce import resolve as R
 from port.run import speed
 from port.fileio import atomic_open, write_text_atomic
-from reproduce.palette import colour_to_label, overlay, save_label_png
+from port.models.classes import VOC_CLASSES
+from reproduce.palette import colour_to_label, save_label_png
+from reproduce.report import compose_overlay
 
 __all__ = ["DemoResult", "compare_with_reference", "predict_image", "main"]
 
@@ -94,15 +98,33 @@ def compare_with_reference(prediction: np.ndarray, reference_rgb: np.ndarray) ->
     return DemoResult(prediction, reference, agreement, unknown)
 
 
+#: overlay.png's column titles.
+OVERLAY_CAPTIONS = ("image", "released demo/output.png", "ours (fcn-port)")
+
+
 def write_demo(out: Path, rgb: np.ndarray, result: DemoResult, info: dict) -> None:
-    """prediction.png (palette), overlay.png (image | released | ours) and demo.json."""
+    """prediction.png (palette), overlay.png (image | released | ours, each column titled,
+    a legend of the classes shown: ``report.compose_overlay``) and demo.json."""
     save_label_png(result.prediction, out / "prediction.png")
     released = np.where(result.reference >= 0, result.reference, 0)
-    side = np.concatenate([rgb, overlay(rgb, released), overlay(rgb, result.prediction)], axis=1)
+    side = compose_overlay({"image": rgb, "truth": released.astype(np.uint8),
+                            "prediction": result.prediction.astype(np.uint8)},
+                           VOC_CLASSES, OVERLAY_CAPTIONS)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / "overlay.png") as handle:
         Image.fromarray(side).save(handle, format="PNG")
     write_text_atomic(out / "demo.json", json.dumps({**info, **result.as_dict()}, indent=1) + "\n")
+
+
+def _passed_line(min_agreement: float) -> str:
+    """What a pass means: the released weights' agreement, another threshold, or none asked."""
+    if min_agreement <= 0:
+        return (f"OK: no agreement required (--min-agreement {min_agreement:g}); "
+                f"{MIN_AGREEMENT:g}% is what the released weights must give")
+    if min_agreement == MIN_AGREEMENT:
+        return (f"OK: at least the {min_agreement:g}% the released weights give through an "
+                f"exact port (100% in Caffe)")
+    return f"OK: at least the {min_agreement:g}% asked for (--min-agreement)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,12 +135,12 @@ def _parser() -> argparse.ArgumentParser:
                    ".caffemodel.h5 (default: the released fcn8s-heavy-pascal.caffemodel, "
                    "fetched, verified and converted once)")
     p.add_argument("--device", choices=("cuda", "cpu"),
-                   default="cuda" if torch.cuda.is_available() else "cpu",
+                   default=default_device(),
                    help="where the net runs (default: cuda when available)")
-    p.add_argument("--out", type=Path, default=R.REPO_ROOT / "reports" / "demo",
-                   help="folder for prediction.png, overlay.png and demo.json "
-                        "(default: reports/demo)")
-    p.add_argument("--cache", type=Path, help="download/conversion cache (default weights/cache)")
+    p.add_argument("--out", type=Path, help="folder for prediction.png, overlay.png and "
+                   "demo.json (default: ./reports/demo)")
+    p.add_argument("--cache", type=Path, help="download/conversion cache (default: "
+                   "$FCN_PORT_CACHE, else $XDG_CACHE_HOME/fcn-port, else ~/.cache/fcn-port)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, metavar="PERCENT",
                    help=f"exit 1 when fewer pixels than this agree with the released output "
                         f"(default {MIN_AGREEMENT:g}: the released weights give 100%% in Caffe; "
@@ -129,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from port.models import get_meta, get_model
     args = _parser().parse_args(argv)
+    args.out = args.out or R.default_report_dir("demo")
     device = torch.device(args.device)
     paths = {k: R.upstream_file(*v) for k, v in DEMO_FILES.items()}
     weights = R.resolve_weights("fcn8s", args.weights, args.cache)
@@ -150,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{paths['output']} ({result.as_dict()['differing_pixels']} differ); written to "
           f"{args.out}")
     if passed:
-        print(f"OK: at least the {args.min_agreement:g}% the released weights give through an "
-              f"exact port (100% in Caffe)")
+        print(_passed_line(args.min_agreement))
         return 0
     print(f"python -m reproduce demo: {percent:.3f}% agreement is below the "
           f"{args.min_agreement:g}% the released weights give (100% in Caffe): these are not "

@@ -6,9 +6,10 @@ shelhamer/fcn.berkeleyvision.org at commit 1305c73 (copies in `../shared/upstrea
 URLs are those of its `data/*/README.md` files. Where no digest was published, the downloader
 records a SHA-256 on the first verified download (`HashStore`) and checks it on every later one.
 
-Everything a user can set lives here: the cache folder (argument, `FCN_PORT_CACHE`, or
-`<repo>/weights/cache`) and mirror base URLs (argument, then `FCN_PORT_MIRRORS`), tried before
-the registry's own URLs.
+Everything a user can set lives here: the cache folder of downloads and converted weights
+(argument, else `FCN_PORT_CACHE`, else `$XDG_CACHE_HOME/fcn-port`, else `~/.cache/fcn-port`: a
+per-user cache as torch.hub's, never inside the installed package) and mirror base URLs
+(argument, then `FCN_PORT_MIRRORS`), tried before the registry's own URLs.
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from port.models.meta import WAYBACK, Digests, ModelMeta
 
 ENV_CACHE = "FCN_PORT_CACHE"
 ENV_MIRRORS = "FCN_PORT_MIRRORS"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CACHE = REPO_ROOT / "weights" / "cache"
+#: The cache's folder name under ``$XDG_CACHE_HOME`` (else ``~/.cache``).
+CACHE_NAME = "fcn-port"
 HASHES_FILENAME = "recorded-sha256.json"
 
 # The reference release the caffemodel-url files, splits and demo files are taken from.
@@ -319,12 +320,21 @@ def caffemodel_for(builder: str) -> Artifact:
     raise _unknown("model builder", builder, sorted([*_BY_BUILDER, *UNRELEASED_BUILDERS]))
 
 
-def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """The download cache: the argument, else $FCN_PORT_CACHE, else <repo>/weights/cache."""
-    if override is not None:
-        return Path(override)
+def user_cache_dir() -> Path:
+    """The per-user cache: ``$FCN_PORT_CACHE``, else ``$XDG_CACHE_HOME/fcn-port``, else
+    ``~/.cache/fcn-port`` (the XDG base directory rule, as torch.hub's ``$TORCH_HOME``)."""
     env = os.environ.get(ENV_CACHE, "").strip()
-    return Path(env) if env else DEFAULT_CACHE
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / CACHE_NAME
+
+
+def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The download and conversion cache: the argument (``--cache``), else the per-user cache
+    (``user_cache_dir``)."""
+    return Path(override) if override is not None else user_cache_dir()
 
 
 def user_mirrors(mirrors: Sequence[str] | None = None) -> tuple[str, ...]:

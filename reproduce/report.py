@@ -15,7 +15,10 @@ its rows still show the published values, but they are not a reproduction of the
 holds for a whole list that is not the split the numbers were published for: its identity
 (``reproduce.splits.SplitCheck``: the count and digest of its ids against the registry's) is
 recorded as ``split_check``, and when it differs the run is *not like for like*
-(``like_for_like: false``). ``not_a_reproduction`` lists every reason, one line each.
+(``like_for_like: false``). A reproduction also needs the weights the numbers were computed
+with (``weights_check``: the released caffemodel by the registry's digest, or a complete
+upstream recipe's result). ``not_a_reproduction`` lists every reason, one line each, and
+report.md says them at its top (the rule: ``reproduce.verdict``).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import numpy as np
 from port.fileio import atomic_open, write_text_atomic
 from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
+from reproduce import verdict
 
 __all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare",
            "format_table", "is_partial", "coverage_text", "partial_warning", "like_for_like",
@@ -122,6 +126,9 @@ class RunInfo:
     extra: dict[str, Any] = field(default_factory=dict)
     #: ``reproduce.splits.SplitCheck.as_dict()`` of the evaluated list (None: not checked)
     split_check: dict[str, Any] | None = None
+    #: ``reproduce.verdict.WeightsCheck.as_dict()`` of the weights (None: not checked, which
+    #: is no reproduction)
+    weights_check: dict[str, Any] | None = None
 
 
 def _table_task(output: str) -> str:
@@ -238,16 +245,12 @@ def like_for_like(info: RunInfo) -> bool | None:
 def not_a_reproduction(info: RunInfo, result: EvalResult,
                        rows: Sequence[Comparison]) -> list[str]:
     """Every reason the comparison is no reproduction of the published numbers, one line
-    each; empty when it is one."""
-    reasons = []
-    if like_for_like(info) is False:
-        reasons.append(f"NOT LIKE FOR LIKE: {info.split_check['description']}")
-    if is_partial(info, result):
-        reasons.append(partial_warning(info, result))
-    if not any(r.published is not None for r in rows):
-        reasons.append(f"no published numbers for {info.model} on {info.split}: nothing to "
-                       f"compare with")
-    return reasons
+    each; empty when it is one (the rule: ``reproduce.verdict.reasons``)."""
+    return verdict.reasons(
+        split_check=info.split_check,
+        partial=partial_warning(info, result) if is_partial(info, result) else None,
+        weights=info.weights_check, published=any(r.published is not None for r in rows),
+        model=info.model, split=info.split)
 
 
 def versions() -> dict[str, str | None]:
@@ -283,8 +286,7 @@ def build_report(result: EvalResult, info: RunInfo, tasks: Sequence[Task],
     return {
         "format": "fcn-port-report/1", **info_d, **extra,
         "images": result.images, "images_evaluated": result.images, "skipped": result.skipped,
-        "partial": partial, "like_for_like": like_for_like(info),
-        "reproduction": not reasons, "not_a_reproduction": reasons,
+        "partial": partial, "like_for_like": like_for_like(info), **verdict.verdict(reasons),
         "resumed_from_images": result.resumed_from,
         "seconds": result.seconds,
         "images_per_second": result.images / result.seconds if result.seconds > 0 else None,
@@ -350,6 +352,11 @@ def _partial_md(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _weights_md(report: dict[str, Any]) -> list[str]:
+    check = report.get("weights_check")
+    return [] if not check else [f"- {check['description']}"]
+
+
 def _split_md(report: dict[str, Any]) -> list[str]:
     check = report.get("split_check")
     return [] if not check else [f"- {check['description']}"]
@@ -361,12 +368,15 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
     rate = report["images_per_second"]
     of = "" if report["split_size"] is None else f" of {report['split_size']} in the split"
     limit = "" if report["limit"] is None else f", --limit {report['limit']}"
+    sha = report["weights_sha256"]
     lines = [f"# {report['model']} on {report['dataset']} {report['split']}", "",
+             *verdict.markdown(report["not_a_reproduction"]),
              f"- images evaluated: {report['images_evaluated']}{of} "
              f"(skipped: {len(report['skipped'])}{limit})",
              f"- data: `{report['dataset_path']}`",
              *_split_md(report),
-             f"- weights: `{report['weights']}` (SHA-256 `{report['weights_sha256']}`)",
+             f"- weights: `{report['weights']}`" + (f" (SHA-256 `{sha}`)" if sha else ""),
+             *_weights_md(report),
              f"- device: {report['device']} ({report['device_name']}), "
              f"{report['world_size']} {plural(report['world_size'], 'process', 'processes')}",
              f"- precision: {report['precision']} ({report['precision_description']})",
@@ -391,10 +401,22 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
     return "\n".join(lines) + "\n"
 
 
+def plot_title(info: RunInfo, result: EvalResult, task: Task) -> str:
+    """The per-class IU plot's title: what was evaluated, and over how much of the split (a
+    partial run says so: its bars are not the split's)."""
+    head = f"{info.model} on {info.dataset} {info.split}: per-class IU, {task.output}"
+    if is_partial(info, result):
+        of = "" if info.split_size is None else f" of {info.split_size}"
+        return f"{head}\nPARTIAL: {result.images}{of} {plural(result.images, 'image')}"
+    return f"{head}\n{result.images} {plural(result.images, 'image')}, the whole list"
+
+
 def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Comparison],
-                   published_per_class: dict[str, float] | None = None) -> Path:
+                   published_per_class: dict[str, float] | None = None,
+                   title: str | None = None) -> Path:
     """Bar chart of our per-class IU, with the published per-class IU where the source gives
-    it and the published mean IU as a line; PNG, Agg backend, written atomically."""
+    it and the published mean IU as a line; ``title`` (default: the output's name); PNG, Agg
+    backend, written atomically."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -416,7 +438,7 @@ def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Compar
     ax.set_xticks(x, task.class_names, rotation=90)
     ax.set_ylabel("IU (%)")
     ax.set_ylim(0, PERCENT)
-    ax.set_title(f"per-class IU, {task.output}")
+    ax.set_title(title or f"per-class IU, {task.output}")
     # Right of the axes: a trained net's bars reach the top wherever a legend inside would sit,
     # and below the class names it left an empty band whose height depends on the longest
     # name. savefig's tight bounding box takes it in.
@@ -441,11 +463,13 @@ def _font(size: int = 14) -> Any:
         return ImageFont.load_default()
 
 
-def compose_overlay(parts: dict[str, np.ndarray], class_names: Sequence[str]) -> np.ndarray:
+def compose_overlay(parts: dict[str, np.ndarray], class_names: Sequence[str],
+                    captions: Sequence[str] = OVERLAY_CAPTIONS) -> np.ndarray:
     """One picture of an evaluated image: the image, the ground truth and the prediction
     blended with the VOC palette side by side (``harness`` keeps the three as ``parts``),
-    enlarged to ``MIN_OVERLAY_SIDE``, a caption over each panel and a legend of the classes
-    shown (their palette colour and name; void is left uncoloured: it is not scored)."""
+    enlarged to ``MIN_OVERLAY_SIDE``, a caption over each panel (``captions``: the demo names
+    its columns image, released, ours) and a legend of the classes shown (their palette colour
+    and name; void is left uncoloured: it is not scored)."""
     from PIL import Image, ImageDraw
     from reproduce.palette import VOID_LABEL, overlay, voc_palette
     rgb = np.asarray(parts["image"], dtype=np.uint8)
@@ -477,7 +501,7 @@ def compose_overlay(parts: dict[str, np.ndarray], class_names: Sequence[str]) ->
     canvas.paste(Image.fromarray(body), (0, line))
     draw = ImageDraw.Draw(canvas)
     panel = w * k
-    for i, caption in enumerate(OVERLAY_CAPTIONS):
+    for i, caption in enumerate(captions):
         text_w = probe.textlength(caption, font=font)
         draw.text((i * panel + max(0.0, (panel - text_w) / 2), 3), caption, fill="black", font=font)
     top = line + body.shape[0] + 4
@@ -522,7 +546,8 @@ def write_report(out_dir: str | Path, result: EvalResult, info: RunInfo, tasks: 
     report = build_report(result, info, tasks, rows)
     plot: Path | None = out / "per_class_iu.png"
     if has_matplotlib():
-        plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class)
+        plot_per_class(plot, tasks[0], result.scores[tasks[0].output], rows, published_per_class,
+                       plot_title(info, result, tasks[0]))
     else:
         plot = None
     overlays = write_overlays(out, result.overlays, tasks[0].class_names)

@@ -19,8 +19,9 @@ import torch
 from port import convert
 from port.errors import PortError
 from port.load import load_net_and_weights
+from port.run.devices import DeviceError, check_device
 from port.weights import SOURCE_NAME, SOURCE_SHA256, kind_of, read_metadata
-from reproduce import download, registry, splits
+from reproduce import download, registry, splits, verdict
 from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_dataset, locate
 
 
@@ -29,7 +30,9 @@ def _note(message: str) -> None:
     from tqdm import tqdm
     tqdm.write(message)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The folder above the package: a source checkout's root, whose ``../shared/upstream`` a
+#: developer's copy of upstream may be (read only; nothing is ever written under it).
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
 #: Where upstream split files and the demo are looked for before downloading them.
 ENV_UPSTREAM = "FCN_PORT_UPSTREAM"
 #: Registry dataset archives to fetch for each dataset reader, when no data is given.
@@ -41,10 +44,25 @@ class ResolveError(PortError):
     """A model, weights file or dataset the command line names that cannot be used."""
 
 
+# Where a run's outputs go by default: relative to the working directory (reports, runs,
+# downloaded datasets) or the per-user cache (weights downloads and conversions, the demo's
+# files: ``registry.cache_dir``), never inside the installed package, which may be read-only
+# or shared by several users.
+def default_data_root() -> Path:
+    """Where a dataset is looked for, and downloaded when absent, without ``--data``:
+    ``./data`` (its archives in ``./data/archives``)."""
+    return Path.cwd() / "data"
+
+
+def default_report_dir(name: str) -> Path:
+    """A report folder without ``--out``: ``./reports/<name>``."""
+    return Path.cwd() / "reports" / name.replace("_", "-")
+
+
 def upstream_dir() -> Path | None:
     """A local copy of the upstream repository: $FCN_PORT_UPSTREAM, else ../shared/upstream."""
     env = os.environ.get(ENV_UPSTREAM)
-    for candidate in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "upstream"]:
+    for candidate in ([Path(env)] if env else []) + [SOURCE_ROOT.parent / "shared" / "upstream"]:
         if candidate.is_dir():
             return candidate
     return None
@@ -60,11 +78,30 @@ def upstream_file(relpath: str, artifact: str) -> Path:
 
 @dataclass(frozen=True)
 class Weights:
-    """The weights a run uses: the file loaded, and the SHA-256 of the caffemodel behind it."""
+    """The weights a run uses: the file loaded, the SHA-256 of the caffemodel behind it, where
+    it came from, and whether it is the model's released caffemodel (``released``: fetched
+    and verified through the registry, or a file matching the registry's digests)."""
 
     path: Path
     sha256: str
     origin: str
+    released: bool = False
+
+
+def _is_released(builder: str, source: Path, sha256: str) -> bool:
+    """Whether a caffemodel is ``builder``'s released one: its SHA-256 is known to the
+    registry (``verdict.released_weights``), or it matches a published MD5/SHA-1 record."""
+    if verdict.released_weights(builder, sha256):
+        return True
+    try:
+        known = registry.caffemodel_for(builder).known
+    except LookupError:
+        return False
+    others = [d.as_dict() for d in known if not d.sha256]
+    if not others:
+        return False
+    actual = download.hash_file(source, sorted({a for d in others for a in d}))
+    return any(all(actual[a] == v for a, v in d.items()) for d in others)
 
 
 def resolve_weights(builder: str, weights: str | Path | None,
@@ -80,35 +117,45 @@ def resolve_weights(builder: str, weights: str | Path | None,
             raise ResolveError(f"{source}: weights file not found")
         if kind_of(source) == "safetensors":
             meta = read_metadata(source)
-            sha = meta.get(SOURCE_SHA256) or convert.sha256_file(source)
-            return Weights(source, sha, f"converted file ({meta.get(SOURCE_NAME, '?')})")
+            recorded = meta.get(SOURCE_SHA256)
+            sha = recorded or convert.sha256_file(source)
+            return Weights(source, sha, f"converted file ({meta.get(SOURCE_NAME, '?')})",
+                           bool(recorded) and verdict.released_weights(builder, recorded))
     sha = convert.sha256_file(source)
     folder = registry.cache_dir(cache)
     cached = folder / f"{source.name.split('.')[0]}-{builder}-{sha[:16]}.safetensors"
     if not cached.is_file():
         convert.convert(source, out=cached, builder=builder)
-    return Weights(cached, sha, f"{origin} caffemodel {source}")
+    released = origin == "released" or _is_released(builder, source, sha)
+    return Weights(cached, sha, f"{origin} caffemodel {source}", released)
 
 
-def load_item(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
-    """A reader's item as ``(id, inputs, label)`` (``SegmentationDataset.item``)."""
-    item = dataset.item(item_id)
+def load_item(dataset: Any, item_id: str) -> tuple[str, dict, dict]:
+    """A reader's item as ``(id, inputs, labels)``, ``labels`` every label map of the image by
+    the data layer's label top (``SegmentationDataset.item(all_labels=True)``: ``label``;
+    SIFT Flow ``sem`` and ``geo``, for both heads), which each ``Task.label`` picks from."""
+    item = dataset.item(item_id, all_labels=True)
     return item.id, item.inputs, item.label
 
 
-def load_siftflow_item(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
-    """A SIFT Flow item with both label maps, ``{"sem": ..., "geo": ...}``, for both heads."""
-    item = dataset.item(item_id)
-    other = "geo" if dataset.task == "sem" else "sem"
-    return item.id, item.inputs, {dataset.task: item.label,
-                                  other: dataset.load_task_label(item_id, other)}
-
-
-def load_item_with_label_blob(dataset: Any, item_id: str) -> tuple[str, dict, Any]:
+def load_item_with_label_blob(dataset: Any, item_id: str) -> tuple[str, dict, dict]:
     """An item whose label also feeds the net's ``label`` input (1 x H x W float, as Caffe's
     data layer gives it to a SoftmaxWithLoss)."""
-    item_id, inputs, label = load_item(dataset, item_id)
-    return item_id, {**inputs, "label": label[None].astype(np.float32)}, label
+    item_id, inputs, labels = load_item(dataset, item_id)
+    label = labels[dataset.label_name]
+    return item_id, {**inputs, "label": label[None].astype(np.float32)}, labels
+
+
+def rank_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device a process runs on for ``--device name``: ``cuda:LOCAL_RANK`` (set as the
+    current one) or the CPU, checked up front (``port.run.devices.check_device``)."""
+    try:
+        device = check_device(f"cuda:{local_rank}" if name == "cuda" else name)
+    except DeviceError as err:
+        raise ResolveError(f"--device {name}: {err}") from err
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 _PROBE_SIZE = (2, 3)
@@ -161,17 +208,6 @@ def _fetch_dataset(name: str, root: Path) -> None:
         download.extract(download.fetch(artifact, root / "archives"), root)
 
 
-def _split_options(name: str, root: Path, choice: Any) -> dict[str, Any]:
-    """``split_file=`` for a list file given with ``--split PATH``, or for a split the dataset
-    folder does not ship (VOC's seg11valid: the list shipped in the package,
-    ``reproduce.splits``)."""
-    path = splits.split_file_for(name, locate(name, root, choice.name).path, choice)
-    if path is None:
-        return {}
-    _note(f"split {choice.name}: reading the list {path}")
-    return {"split_file": path}
-
-
 def find_dataset(name: str, root: Path, split: str | None, *, download: bool = False) -> None:
     """Make sure dataset ``name`` is at or under ``root``: fetched there if ``download`` and
     absent, else ``DatasetNotFoundError`` naming ``root``. Cheap; the command line calls it
@@ -184,27 +220,36 @@ def find_dataset(name: str, root: Path, split: str | None, *, download: bool = F
         _fetch_dataset(name, root)
 
 
-def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
-                 **options: Any) -> Any:
+def open_split(name: str, root: Path, split: str | None, *, download: bool = False,
+               **options: Any) -> tuple[Any, splits.ListSource]:
     """The reader of dataset ``name`` at or under ``root`` (fetched first if ``download`` and
-    absent); says which folder it found. ``split``: a name, a list file's path, or None for
-    the papers' evaluation split (``reproduce.splits.choose``)."""
+    absent) and the list it reads (``reproduce.splits.list_source``: the user's, the folder's
+    own, its parts or the shipped lists, verified); says which folder and which list.
+    ``split``: a name, a list file's path, or None for the papers' evaluation split."""
     find_dataset(name, root, split, download=download)
     choice = splits.choose(name, split)
-    split = choice.name
-    options = {**_split_options(name, root, choice), **options}
+    source = splits.list_source(name, locate(name, root, choice.name).path, choice)
+    if source.split_file is not None:
+        _note(source.describe())
+        options = {"split_file": source.split_file, **options}
     try:
-        dataset = get_dataset(name, root, split, **options)
+        dataset = get_dataset(name, root, choice.name, **options)
     except MissingFileError as exc:
         local = upstream_dir()
         if name != "pascalcontext" or local is None or "class_lists" in options:
             raise
         _note(f"{exc}; using the class lists of {local / 'data' / 'pascal-context'}")
-        dataset = get_dataset(name, root, split, class_lists=local / "data" / "pascal-context",
-                              **options)
+        dataset = get_dataset(name, root, choice.name,
+                              class_lists=local / "data" / "pascal-context", **options)
     located = getattr(dataset, "located", None)
     _note(located.message if located is not None else f"reading {dataset!r}")
-    return dataset
+    return dataset, source
+
+
+def open_dataset(name: str, root: Path, split: str | None, *, download: bool = False,
+                 **options: Any) -> Any:
+    """``open_split``'s reader alone."""
+    return open_split(name, root, split, download=download, **options)[0]
 
 
 def caffenet_from_files(prototxt: Path, weights: Path) -> tuple[torch.nn.Module, str]:

@@ -101,11 +101,16 @@ def test_voc_prefers_the_splits_year(tmp_path):
 
 def test_voc_split_file_override(tmp_path):
     make_voc(tmp_path, sizes=ODD_SIZES[:4], splits=())
-    with pytest.raises(ds.MissingFileError, match="seg11valid.txt.*--split FILE"):
+    with pytest.raises(ds.MissingFileError, match="seg11valid.txt.*--split FILE") as err:
         ds.VOC(tmp_path)
+    assert "split_file=" not in str(err.value)     # a Python argument, not for the command line
     split = tmp_path / "mine.txt"
     split.write_text("2007_000002\n2007_000000\n")
     assert ds.VOC(tmp_path, split_file=split).ids == ["2007_000002", "2007_000000"]
+    other = tmp_path / "more.txt"                  # several files: their ids joined in order
+    other.write_bytes(b"2007_000001")               # (no final newline: nothing is fused)
+    assert ds.VOC(tmp_path, split_file=[split, other]).ids == [
+        "2007_000002", "2007_000000", "2007_000001"]
 
 
 def test_voc_errors_name_the_file(tmp_path):
@@ -354,3 +359,5 @@ def test_registry_and_locate_errors(tmp_path):
     for name in ds.DATASETS:
         with pytest.raises(ds.DatasetNotFoundError, match=str(tmp_path)):
             ds.locate(name, tmp_path)
+    with pytest.raises(ds.DatasetNotFoundError, match="not a folder.*--data DIR"):  # 19.13
+        ds.locate("voc", tmp_path / "nonexistent")

@@ -50,7 +50,14 @@ def test_demo_runs_on_the_upstream_image(make_caffemodel, upstream_dir, tmp_path
     # ... unless told that these are weights of the user's own
     assert main(["demo", "--weights", str(weights), "--out", str(out), "--device", "cpu",
                  "--cache", str(tmp_path / "cache"), "--min-agreement", "0"]) == 0
+    said = capsys.readouterr().out
+    assert "at least the 0%" not in said and "no agreement required" in said   # issue 19.13
     report = json.loads((out / "demo.json").read_text())
+    # overlay.png: three titled columns (image | released | ours) above a class legend
+    picture = np.array(Image.open(out / "overlay.png").convert("RGB"))
+    h, w = np.array(Image.open(upstream_dir / "demo" / "image.jpg")).shape[:2]
+    assert picture.shape[1] == 3 * w and picture.shape[0] > h
+    assert (picture[:8] != 255).any()                     # the column titles
     # the same net and image, run here by hand as upstream infer.py does
     model = get_model("fcn8s", weights=next((tmp_path / "cache").glob("*.safetensors"))).eval()
     rgb = np.array(Image.open(upstream_dir / "demo" / "image.jpg"), dtype=np.float32)
@@ -91,3 +98,10 @@ def test_the_released_prediction_passes_the_demo(make_caffemodel, upstream_dir, 
     assert main(["demo", "--weights", str(weights), "--out", str(tmp_path / "demo"),
                  "--device", "cpu", "--cache", str(tmp_path / "cache")]) == 0
     assert "100.000% of pixels agree" in capsys.readouterr().out
+
+
+def test_the_pass_line_says_what_was_required():
+    from reproduce.demo import _passed_line
+    assert "no agreement required" in _passed_line(0) and "0%" not in _passed_line(0).split(";")[0]
+    assert "released weights give" in _passed_line(MIN_AGREEMENT)
+    assert "asked for" in _passed_line(50)

@@ -70,6 +70,7 @@ def independent(synthetic_prototxt, voc_tree, caffemodel) -> Independent:
     label fed to its `label` input as the data layer does."""
     from port.caffe import load_caffemodel, load_net
     from port.net.engine import CaffeNet
+    from port.run.speed import plain_path
     net = load_net(synthetic_prototxt)
     model = CaffeNet(net)
     model.load_blobs(load_caffemodel(caffemodel, net))
@@ -81,7 +82,7 @@ def independent(synthetic_prototxt, voc_tree, caffemodel) -> Independent:
         rgb = np.array(Image.open(voc / "JPEGImages" / f"{image_id}.jpg"), dtype=np.float32)
         data = (rgb[:, :, ::-1] - mean).transpose(2, 0, 1).copy()
         label = np.array(Image.open(voc / "SegmentationClass" / f"{image_id}.png"))
-        with torch.inference_mode():
+        with torch.inference_mode(), plain_path():  # strict fp32 as the harness runs it
             blobs = model(data=torch.from_numpy(data)[None],
                           label=torch.from_numpy(label.astype(np.float32))[None, None],
                           return_blobs=True)
@@ -112,8 +113,11 @@ def test_predictions_and_metrics_match_an_independent_evaluation(
     # the whole list, but a list of the tests' own with no published numbers: nothing reproduced
     assert not report["partial"] and report["like_for_like"] is None and not report["reproduction"]
     assert report["split_check"]["images"] == len(ids)
-    assert report["not_a_reproduction"] == ["no published numbers for net:fcn on synthetic: "
-                                            "nothing to compare with"]
+    # issue 19.2: and it says what it lacks, the published numbers and the released weights
+    assert report["not_a_reproduction"][-1] == ("no published numbers for net:fcn on "
+                                                "synthetic: nothing to compare with")
+    assert report["weights_check"]["matches"] is None
+    assert any(r.startswith("NOT THE RELEASED WEIGHTS") for r in report["not_a_reproduction"])
     assert report["weights_sha256"] == __import__("hashlib").sha256(caffemodel.read_bytes()).hexdigest()
 
 
@@ -363,3 +367,38 @@ def test_device_cuda_without_cuda_is_named_before_any_work(voc_tree, tmp_path, m
     assert code == 1 and len(err.splitlines()) == 1, err
     assert "--device cuda: device 'cuda:0'" in err and "available: cpu" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model", ["nyud_fcn32s_hha", "siftflow_fcn32s"])
+def test_named_nets_beyond_voc_are_evaluated_by_their_dataset_class(model, tmp_path):
+    """One evaluation setup (``reproduce.evaluation``): the label maps, classes and reader
+    options come from the dataset class. NYUD's HHA net reads the HHA image into its blob
+    ``data`` (the reader was given 'data' as a modality before), SIFT Flow scores both heads."""
+    from train_trees import TRAIN_SIZES, make_nyud, make_siftflow, random_init
+    from port.models import get_meta
+    (make_nyud if model.startswith("nyud") else make_siftflow)(tmp_path / "data", TRAIN_SIZES[:2])
+    weights = random_init(model, tmp_path / "w.safetensors")
+    out = tmp_path / "out"
+    assert main([model, "--data", str(tmp_path / "data"), "--weights", str(weights), "--out",
+                 str(out), "--device", "cpu", "--quiet", "--workers", "0", "--overlays", "0",
+                 "--split", "test"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    meta = get_meta(model)
+    assert list(report["outputs"]) == list(meta.outputs) and report["images"] == 2
+    for output, classes in zip(meta.outputs, meta.classes):
+        assert report["outputs"][output]["classes"] == list(classes)
+
+
+def test_given_weights_are_the_released_ones_by_the_registrys_digest(caffemodel, tmp_path,
+                                                                       monkeypatch):
+    """The weights half of the verdict for a file the user gives: a caffemodel, or its
+    converted safetensors, is the released one when the caffemodel's SHA-256 is the registry's
+    (here recorded as by a verified download); any other file is not."""
+    from reproduce import registry, resolve
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "cache"))
+    first = resolve.resolve_weights("fcn16s", caffemodel, tmp_path / "converted")
+    assert not first.released
+    registry.HashStore().record(registry.caffemodel_for("fcn16s").name, sha256=first.sha256)
+    again = resolve.resolve_weights("fcn16s", caffemodel, tmp_path / "converted")
+    assert again.released and again.path == first.path
+    assert resolve.resolve_weights("fcn16s", first.path).released   # its converted file

@@ -96,27 +96,39 @@ def _run(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------ item 1: the shipped split
-@pytest.mark.parametrize("key", sorted(splits.PACKAGED))
-def test_packaged_lists_are_the_registrys(key):
-    """Each shipped list is the registry's file byte for byte, and its ids are the count and
-    digest the registry records."""
-    entry = splits.PACKAGED[key]
-    artifact = registry.get(entry.artifact)
-    path = splits.packaged_file(*key)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == artifact.known[0].sha256
-    ids = _ids_of(path)
-    assert len(ids) == artifact.ids and registry.split_digest(ids) == artifact.ids_sha256
-    assert splits.default_split(key[0]) == key[1]      # the shipped lists are the defaults
+SHIPPED = sorted({a for entry in splits.LISTS.values() for a in entry.shipped})
 
 
-def test_the_packaged_lists_are_declared_package_data(package_data_patterns):
-    """``pip install .`` ships reproduce/data: setup.cfg's package_data covers every list."""
+@pytest.mark.parametrize("artifact", SHIPPED)
+def test_shipped_lists_are_the_registrys(artifact):
+    """Each shipped list (evaluation and training, one folder) is the registry's file byte
+    for byte, and an evaluation list's ids are the count and digest the registry records."""
+    record = registry.get(artifact)
+    path = splits.shipped_file(artifact)
+    assert path.parent.parent == splits.DATA_DIR
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record.known[0].sha256
+    if record.ids_sha256 is not None:
+        ids = _ids_of(path)
+        assert len(ids) == record.ids and registry.split_digest(ids) == record.ids_sha256
+
+
+def test_the_papers_evaluation_lists_are_the_defaults():
+    for dataset, split in (("voc", "seg11valid"), ("siftflow", "test"), ("nyud", "test")):
+        assert splits.default_split(dataset) == split and (dataset, split) in splits.LISTS
+
+
+def test_the_shipped_lists_are_declared_package_data(package_data_patterns):
+    """``pip install .`` ships reproduce/data: setup.cfg's package_data covers every list, and
+    there is one folder of them (issue 20.4)."""
     patterns = package_data_patterns("reproduce")
     package = Path(splits.__file__).parent
-    for entry in splits.PACKAGED.values():
-        rel = (splits.DATA_DIR / entry.packaged).relative_to(package)
+    for artifact in SHIPPED:
+        rel = (splits.DATA_DIR / splits.shipped_name(artifact)).relative_to(package)
         assert any(rel.match(p) for p in patterns), (rel, patterns)
     assert (splits.DATA_DIR / "README.md").is_file()
+    assert sorted(p.relative_to(splits.DATA_DIR).as_posix() for p in
+                  splits.DATA_DIR.rglob("*.txt")) == sorted(map(splits.shipped_name, SHIPPED))
+    assert not list(package.glob("*/data/*/*.txt"))       # no second folder of lists
 
 
 def test_an_altered_packaged_list_is_refused(tmp_path, monkeypatch):
@@ -124,7 +136,7 @@ def test_an_altered_packaged_list_is_refused(tmp_path, monkeypatch):
     (tmp_path / "pascal" / "seg11valid.txt").write_text("\n".join(SEG11VALID[:5]) + "\n")
     monkeypatch.setattr(splits, "DATA_DIR", tmp_path)
     with pytest.raises(splits.SplitError, match="altered.*reinstall"):
-        splits.packaged_file("voc", "seg11valid")
+        splits.shipped_file("split/pascal/seg11valid")
 
 
 def test_split_is_a_name_or_a_list_file(tmp_path):
@@ -151,10 +163,18 @@ def test_the_main_command_runs_on_voc_as_shipped(shipped_voc, small_fcn8s, tmp_p
     assert report["split_size"] == report["images"] == len(SEG11VALID) == 736
     assert not report["partial"] and report["skipped"] == []
     assert "seg11valid.txt" in capsys.readouterr().out      # it says which list it read
-    # the papers' list, whole: a like-for-like comparison with the published numbers
+    listed = report["split_list"]                        # ... and records where it came from
+    assert listed["kind"] == "shipped" and listed["files"][0].endswith("pascal/seg11valid.txt")
+    assert listed["ids_sha256"] == registry.split_digest(SEG11VALID)
+    # the papers' list, whole: a like-for-like comparison with the published numbers ...
     assert report["split_check"]["matches"] and report["like_for_like"] is True
-    assert report["reproduction"] and report["not_a_reproduction"] == []
     assert any(r["published"] is not None for r in report["comparison"])
+    # ... but of random 1/16-width weights, not the released ones: no reproduction, and the
+    # one reason is said (issue 19.2)
+    assert report["weights_check"]["matches"] is False and not report["reproduction"]
+    [reason] = report["not_a_reproduction"]
+    assert reason.startswith("NOT THE RELEASED WEIGHTS") and str(small_fcn8s) in reason
+    assert "NOT THE RELEASED WEIGHTS" in (out / "report.md").read_text().split("## ")[0]
 
 
 def test_split_file_path_is_not_given_a_second_txt(shipped_voc, small_fcn8s, tmp_path, offline):
@@ -351,6 +371,7 @@ def test_help_is_plain_text_lists_the_models_and_every_option_says_its_default(c
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "`" not in text                                    # no reStructuredText markup
+    assert "python -m reproduce train" in " ".join(text.split())   # 19.13: train is named
     listed = text.split("models:", 1)[1].split("(dashes", 1)[0].replace("\n", " ")
     assert {m.strip() for m in listed.split(",")} == {m.replace("_", "-") for m in list_models()}
     for action in parser()._actions:
@@ -430,13 +451,15 @@ def test_the_readmes_make_targets_exist():
 
 def test_offline_dataset_download_says_data_and_leaves_no_folder(no_network, small_fcn8s,
                                                                  tmp_path, monkeypatch, capsys):
-    """No --data: the dataset would be downloaded into <repo>/data (here a tmp folder); offline
-    that is one line naming the archive, its hosts and DATA=, and no empty data/ is left."""
-    from reproduce import resolve
-    monkeypatch.setattr(resolve, "REPO_ROOT", tmp_path / "repo")
+    """No --data: the dataset would be downloaded into ./data of the working directory (never
+    the package's folder); offline that is one line naming the archive, its hosts and DATA=,
+    and no empty data/ is left."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
     code = _run(["fcn8s", "--weights", str(small_fcn8s), "--out", str(tmp_path / "out")])
     err = _one_line_error(capsys)
     assert code == 1 and "VOCtrainval_11-May-2012.tar: no URL gave the file" in err
     assert "host.robots.ox.ac.uk" in err and "--data DIR (make: DATA=DIR)" in err
-    assert f"put it at {tmp_path / 'repo' / 'data' / 'archives'}" in err
-    assert not (tmp_path / "repo").exists()
+    assert f"put it at {work / 'data' / 'archives'}" in err
+    assert not list(work.iterdir())

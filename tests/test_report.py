@@ -132,8 +132,11 @@ def test_a_whole_split_is_a_reproduction_and_skipped_items_make_it_partial(tmp_p
     result, task = _small_run(5)
     rows = compare(result.scores, [Target("score", "mean_iu", 100 * result.scores["score"].mean_iu,
                                           4, "paper")])
-    whole = json.loads(write_report(tmp_path / "a", result, _info(split_size=5), [task],
-                                    rows)["json"].read_text())
+    # the whole split and the released weights (issue 19.2: both are needed)
+    released = {"matches": True, "description": "the released weights of m"}
+    whole = json.loads(write_report(tmp_path / "a", result, _info(split_size=5,
+                                                                  weights_check=released),
+                                    [task], rows)["json"].read_text())
     assert not whole["partial"] and whole["reproduction"] and whole["all_within_tolerance"]
     assert whole["limit"] is None and whole["images_evaluated"] == whole["split_size"] == 5
     bad = [{"id": "y", "path": "/p/y.jpg", "error": "OSError"}]
@@ -179,3 +182,64 @@ def test_each_metric_is_shown_once_with_its_published_values_beside_it():
         line_a, line_b = [line for line in text.splitlines() if "paper" in line]
         assert f"{100 * scores['score'].mean_iu:.4f}" in line_a
         assert f"{100 * scores['score'].mean_iu:.4f}" not in line_b and "65.5126" in line_b
+
+
+@pytest.mark.parametrize("check", [None, {"matches": False, "description": "weights w are not "
+                                          "the released caffemodel of m"}])
+def test_the_whole_split_with_other_weights_is_no_reproduction(tmp_path, check):
+    """Issue 19.2: random weights over the whole split said ``reproduction: True``. Without
+    the released weights (or unchecked ones) the verdict says what is lacking, in report.json
+    and at the top of report.md; an unknown SHA-256 is not shown as an empty one."""
+    result, task = _small_run(5)
+    rows = compare(result.scores, [Target("score", "mean_iu", 100 * result.scores["score"].mean_iu,
+                                          4, "paper")])
+    info = RunInfo("m", "voc", "/d", "val", "w", "", "cpu", "cpu", "strict-fp32", "fp32",
+                   split_size=5, weights_check=check)
+    paths = write_report(tmp_path, result, info, [task], rows)
+    report = json.loads(paths["json"].read_text())
+    assert not report["partial"] and not report["reproduction"]
+    assert report["all_within_tolerance"] is None
+    assert [r for r in report["not_a_reproduction"] if "NOT THE RELEASED WEIGHTS" in r]
+    md = paths["md"].read_text()
+    top = md.split("## ")[0]
+    assert "Not a reproduction" in top and "NOT THE RELEASED WEIGHTS" in top
+    assert "SHA-256 ``" not in md and "(SHA-256" not in md
+
+
+def test_released_weights_are_known_by_the_registrys_digest(tmp_path, monkeypatch):
+    """The weights half of the verdict: a caffemodel SHA-256 is the released one when the
+    registry knows it (here: recorded by a verified download into the cache)."""
+    from reproduce import registry, verdict
+    monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path))
+    sha = "ab" * 32
+    assert not verdict.released_weights("fcn8s", sha)
+    assert verdict.weights_check("fcn8s", "w", sha).matches is False
+    registry.HashStore().record(registry.caffemodel_for("fcn8s").name, sha256=sha)
+    assert verdict.released_weights("fcn8s", sha) and not verdict.released_weights("fcn32s", sha)
+    assert verdict.weights_check("fcn8s", "w", sha).matches is True
+    assert verdict.weights_check(None, "w", sha).matches is None
+    assert not verdict.released_weights("fcn8s", "")
+
+
+def test_the_plot_title_says_what_and_how_much_was_evaluated():
+    """Issue 19.13: per_class_iu.png was titled "per-class IU, score" whatever the run; a
+    partial run's title says it is partial and how many images it holds."""
+    from reproduce.report import plot_title
+    result, task = _small_run(4)
+    partial = plot_title(_info(limit=4, split_size=13), result, task)
+    assert "m on voc val" in partial and "PARTIAL: 4 of 13 images" in partial
+    whole = plot_title(_info(split_size=4), result, task)
+    assert "PARTIAL" not in whole and "4 images" in whole
+
+
+def test_a_training_run_passes_its_recipe_check():
+    """The training report's half of the verdict (helper: ``verdict.recipe_check``)."""
+    from reproduce import verdict
+    complete = verdict.recipe_check([], "final.safetensors")
+    assert complete.matches and not verdict.reasons(
+        split_check=None, partial=None, weights=complete.as_dict(), published=True, model="m",
+        split="s")
+    toy = verdict.recipe_check(["6 of 100000 iterations", "width 1/16"], "final.safetensors")
+    [reason] = verdict.reasons(split_check=None, partial=None, weights=toy.as_dict(),
+                               published=True, model="m", split="s")
+    assert "6 of 100000 iterations" in reason and "width 1/16" in reason

@@ -2,7 +2,7 @@
 PASCAL-Context trees at 1/16 width: two label tops (SIFT Flow), the NYUD single-stream nets
 (HHA through a blob named ``data``) and their fusion from the two runs' final weights, Context,
 a staged init (SIFT Flow FCN-16s from FCN-32s), bit-identical ``--resume``, ``port export``;
-and where the NYUD ``trainval`` list comes from (``reproduce.training.data.TRAIN_LISTS``).
+and where the NYUD ``trainval`` list comes from (``reproduce.splits.LISTS``).
 
 The runs are made once per module and shared; each test checks one thing of them."""
 from __future__ import annotations
@@ -20,6 +20,7 @@ from safetensors.numpy import load_file
 from port.models import get_meta, train_net
 from reproduce.__main__ import main as reproduce_main
 from reproduce.datasets.base import read_split
+from reproduce import splits as S
 from reproduce.training import data as D
 from reproduce.training.recipes import get_recipe
 from reproduce.training.run import TrainOptions, initialise
@@ -30,7 +31,7 @@ from train_trees import (
     write_split,
 )
 
-COMMON = ["--width-divisor", "16", "--quiet"]
+COMMON = ["--width-divisor", "16", "--quiet", "--device", "cpu"]
 METRICS = {"pixel_acc", "mean_acc", "mean_iu", "fw_iu", "loss"}
 
 
@@ -301,7 +302,7 @@ def test_nyud_trainval_joins_the_folders_train_and_val_as_id_lists(nyud_folder, 
     assert ids == ["0001", "0002", "0003", "0004"] and source.kind == "dataset parts"
     assert "order is assumed" in source.assumption and "assumed" in source.describe()
     (nyud_folder / "val.txt").unlink()
-    with pytest.raises(D.TrainDataError, match=r"has train.txt but not val.txt"):
+    with pytest.raises(S.SplitError, match=r"has train.txt but not val.txt"):
         _ids(tmp_path)
 
 
@@ -310,8 +311,8 @@ def test_nyud_trainval_falls_back_to_upstreams_shipped_lists(nyud_folder, tmp_pa
     lists = upstream_dir / "data" / "nyud"
     expected = read_split(lists / "train.txt") + read_split(lists / "val.txt")
     assert ids == expected and len(set(ids)) == len(ids)
-    assert source.kind == "shipped" and source.files == (D.DATA_DIR / "nyud" / "train.txt",
-                                                          D.DATA_DIR / "nyud" / "val.txt")
+    assert source.kind == "shipped" and source.files == (S.DATA_DIR / "nyud" / "train.txt",
+                                                          S.DATA_DIR / "nyud" / "val.txt")
     for path in source.files:   # byte for byte upstream's
         assert path.read_bytes() == (lists / path.name).read_bytes()
 
@@ -319,26 +320,18 @@ def test_nyud_trainval_falls_back_to_upstreams_shipped_lists(nyud_folder, tmp_pa
 def test_siftflow_trainval_falls_back_to_the_shipped_list(tmp_path):
     make_siftflow(tmp_path, TRAIN_SIZES[:1], splits=("test",))
     reader, source = D.open_split("siftflow", tmp_path, "trainval")
-    assert source.kind == "shipped" and source.files == (D.DATA_DIR / "sift-flow" / "trainval.txt",)
+    assert source.kind == "shipped" and source.files == (S.DATA_DIR / "sift-flow" / "trainval.txt",)
     assert reader.ids == read_split(source.files[0]) and not source.assumption
 
 
 def test_an_altered_shipped_list_is_refused_in_one_line(nyud_folder, tmp_path, monkeypatch, capsys):
     copy = tmp_path / "shipped"
-    shutil.copytree(D.DATA_DIR, copy)
+    shutil.copytree(S.DATA_DIR, copy)
     with open(copy / "nyud" / "val.txt", "a") as fh:
         fh.write("9999\n")
-    monkeypatch.setattr(D, "DATA_DIR", copy)
+    monkeypatch.setattr(S, "DATA_DIR", copy)
     assert _train("nyud_fcn32s_color", tmp_path, tmp_path / "out") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(copy / "nyud" / "val.txt") in err and "altered" in err
 
 
-def test_the_shipped_training_lists_are_package_data(package_data_patterns):
-    patterns = package_data_patterns("reproduce.training")
-    package = Path(D.__file__).parent
-    for entry in D.TRAIN_LISTS.values():
-        for name, artifact in entry.shipped:
-            rel = (D.DATA_DIR / name).relative_to(package)
-            assert any(rel.match(p) for p in patterns), (rel, patterns)
-            assert D._checked(name, artifact) == D.DATA_DIR / name

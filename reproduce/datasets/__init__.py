@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+from port.errors import PortError
+
 from .base import (
     VOID, DatasetError, DatasetNotFoundError, Item, LabelError, Located, MissingFileError,
     SegmentationDataset,
@@ -19,7 +21,8 @@ __all__ = [
     "VOID", "DatasetError", "DatasetNotFoundError", "Item", "LabelError", "Located",
     "MissingFileError", "SegmentationDataset", "VOC", "SBD", "SIFTFlow", "NYUDv2",
     "PASCALContext", "VOC_CLASSES", "SIFTFLOW_SEMANTIC_CLASSES", "SIFTFLOW_GEOMETRIC_CLASSES",
-    "NYUD_CLASSES", "CONTEXT_CLASSES", "DATASETS", "get_dataset", "locate",
+    "NYUD_CLASSES", "CONTEXT_CLASSES", "DATASETS", "UnknownDatasetError", "dataset_class",
+    "get_dataset", "locate",
 ]
 
 #: Dataset name -> reader class.
@@ -28,10 +31,23 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
 }
 
 
-def _reader(name: str) -> type[SegmentationDataset]:
+class UnknownDatasetError(PortError, KeyError):
+    """A dataset name no reader has."""
+
+    def __str__(self) -> str:      # KeyError's own str() would quote the message
+        return str(self.args[0])
+
+
+def dataset_class(name: str) -> type[SegmentationDataset]:
+    """The reader class of dataset ``name`` (its class properties say what an evaluation of
+    it needs: ``score_blobs``, ``label_key``, ``classes_for``, ``preprocessing``,
+    ``reader_options``)."""
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+        raise UnknownDatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
+
+
+_reader = dataset_class
 
 
 def get_dataset(name: str, root, split: str | None = None, **options) -> SegmentationDataset:

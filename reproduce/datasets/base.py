@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Iterable, NamedTuple
+from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import scipy.io
@@ -21,6 +21,7 @@ import torch.utils.data
 from PIL import Image
 
 from port.errors import PortError
+from port.models.preprocess import PREPROCESSORS
 
 #: The ignore label of every FCN data layer (VOC's void; the shifted 0 of SIFT Flow and NYUD).
 VOID = 255
@@ -80,7 +81,8 @@ def find_dirs(root, is_match: Callable[[Path], bool], depth: int = SEARCH_DEPTH)
     """Folders at and below ``root`` (breadth first, shallowest first) for which ``is_match``."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetNotFoundError(root, "not a folder")
+        raise DatasetNotFoundError(root, "not a folder; give the dataset's folder or any "
+                                         "folder above it (--data DIR)")
     found, queue = [], deque([(root, 0)])
     while queue:
         folder, level = queue.popleft()
@@ -122,14 +124,21 @@ def read_split(path: Path, hint: str = "") -> list[str]:
     return ids
 
 
-#: What a missing split file's error suggests (the command line's and the Python way).
-SPLIT_FILE_HINT = " (give a list of image ids with --split FILE, or split_file= in Python)"
+#: What a missing split file's error suggests: the command line's option (a Python caller
+#: reads ``split_file=`` in the reader's signature; issue 19.13: a command-line user was
+#: told of the Python argument).
+SPLIT_FILE_HINT = " (give a file of image ids, one a line, with --split FILE)"
 
 
 def split_ids(split_file, default: Path, hint: str = SPLIT_FILE_HINT) -> list[str]:
     """The ids of ``split_file`` when the user gave one, else of the dataset's own ``default``
-    split file (:func:`read_split`)."""
-    return read_split(Path(split_file) if split_file else default, hint)
+    split file (:func:`read_split`). ``split_file`` may be several files (a sequence of
+    paths): their ids joined in order, as id lists, not bytes (a file without a final newline
+    must not fuse its last id with the next file's first)."""
+    if not split_file:
+        return read_split(default, hint)
+    files = [split_file] if isinstance(split_file, (str, Path)) else list(split_file)
+    return [i for f in files for i in read_split(Path(f), hint)]
 
 
 def _require(path: Path) -> Path:
@@ -193,12 +202,42 @@ class SegmentationDataset(torch.utils.data.Dataset):
     """Base of the readers: ids in split order, ``item(id)`` and ``dataset[i]`` give an Item.
 
     Subclasses set ``name``, ``class_names`` and implement ``load_inputs`` and ``load_label``.
+    What an evaluation needs to know of a dataset before it is opened is a class property
+    (``score_blobs``, ``label_key``, ``classes_for``, ``preprocessing``, ``reader_options``):
+    ``reproduce.evaluation`` builds every evaluation from them, never from a dataset's name.
     """
 
     name: ClassVar[str] = ""
     class_names: ClassVar[tuple[str, ...]] = ()
     ignore_label: ClassVar[int] = VOID
     label_name: str = "label"
+    #: The output blobs a net of this dataset is scored on when none are named (upstream
+    #: ``score.seg_tests(..., layer='score')``).
+    score_blobs: ClassVar[tuple[str, ...]] = ("score",)
+
+    @classmethod
+    def label_key(cls, output: str) -> str:
+        """The label map (the data layer's label top) that output blob ``output`` is scored
+        against: the one ``label``."""
+        return "label"
+
+    @classmethod
+    def classes_for(cls, label_key: str) -> tuple[str, ...]:
+        """The class names of label map ``label_key``, in the net's output order."""
+        return tuple(cls.class_names)
+
+    @classmethod
+    def preprocessing(cls, input_blobs: Sequence[str]) -> dict[str, Callable[..., np.ndarray]]:
+        """{net input blob: its data layer's preprocessing} for a net (e.g. a user's
+        prototxt) with these inputs: the dataset's one image on ``data``."""
+        return {"data": PREPROCESSORS[cls.name]}
+
+    @classmethod
+    def reader_options(cls, input_blobs: Sequence[str],
+                       preprocess: Sequence[Callable[..., np.ndarray]]) -> dict[str, Any]:
+        """Keyword arguments the reader needs to feed a net whose ``input_blobs`` take
+        ``preprocess`` (aligned): none, one image."""
+        return {}
 
     def __init__(self, root: Path, split: str, ids: Iterable[str]):
         self.root = Path(root)

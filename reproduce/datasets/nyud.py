@@ -67,6 +67,17 @@ class NYUDv2(SegmentationDataset):
     name = "nyud"
     class_names = NYUD_CLASSES
 
+    @classmethod
+    def preprocessing(cls, input_blobs) -> dict[str, Callable[..., np.ndarray]]:
+        """Each input blob named after a modality (``color``, ``hha``, ``depth``) takes that
+        modality's preprocessing."""
+        return {blob: NYUD_INPUTS[blob][2] for blob in input_blobs if blob in NYUD_INPUTS}
+
+    @classmethod
+    def reader_options(cls, input_blobs, preprocess) -> dict:
+        """``inputs=``: each input blob's modality, known by its preprocessing (``inputs_for``)."""
+        return {"inputs": inputs_for(input_blobs, preprocess)}
+
     def __init__(self, root, split: str = "test", *, inputs=("color",), split_file=None):
         self.inputs = _input_map(inputs)
         self.located = self.locate(root)

@@ -41,6 +41,18 @@ class SIFTFlow(SegmentationDataset):
     item carries, named as the net's label blob: ``"sem"`` (33 classes) or ``"geo"`` (3)."""
 
     name = "siftflow"
+    score_blobs = ("score_sem", "score_geo")
+
+    @classmethod
+    def label_key(cls, output: str) -> str:
+        """``score_sem`` against ``sem``, ``score_geo`` against ``geo`` (the data layer's two
+        label tops); any other blob against ``sem``."""
+        suffix = output.rsplit("_", 1)[-1]
+        return suffix if suffix in _TASKS else "sem"
+
+    @classmethod
+    def classes_for(cls, label_key: str) -> tuple[str, ...]:
+        return tuple(_TASKS[label_key][1])
 
     def __init__(self, root, split: str = "test", *, task: str = "sem", split_file=None):
         if task not in _TASKS:
