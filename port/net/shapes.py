@@ -526,6 +526,11 @@ def pooling_settings(layer: Any, bottoms: Sequence[Shape]) -> dict[str, Any]:
                 **{k: spatial_value(geo[k], k, layer.name) for k in ("kernel", "stride", "pad")})
 
 
+def _setup_pooling(layer: Any, bottoms: Sequence[Shape]) -> tuple[Shape, ...]:
+    pooling_settings(layer, bottoms)  # its checks; no parameters
+    return ()
+
+
 def _reshape_pooling(layer: Any, bottoms: Sequence[Shape], params: Sequence[Shape]) -> tuple[Shape, ...]:
     s = pooling_settings(layer, bottoms)
     return (pool2d_output_shape(tuple(bottoms[0]), s["kernel"], s["stride"], s["pad"], s["global_pooling"],
@@ -684,7 +689,7 @@ def _elementwise(layer: Any, bottoms: Sequence[Shape], params: Sequence[Shape]) 
 
 _SETUP: dict[str, Callable[[Any, Sequence[Shape]], tuple[Shape, ...]]] = {
     "Convolution": _setup_convolution, "Deconvolution": _setup_convolution,
-    "InnerProduct": _setup_inner_product, "Pooling": lambda l, b: (pooling_settings(l, b), ())[1],
+    "InnerProduct": _setup_inner_product, "Pooling": _setup_pooling,
     "LRN": _setup_lrn, "Scale": _setup_scale, "Bias": _setup_bias, "BatchNorm": _setup_batch_norm,
     "SoftmaxWithLoss": _setup_softmax_loss, "Flatten": _setup_flatten,
 }
