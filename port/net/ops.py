@@ -59,6 +59,30 @@ def _pair(value: int | Sequence[int], what: str, layer: str = "") -> tuple[int, 
     return pair  # type: ignore[return-value]
 
 
+def _dims(shape: Sequence[int]) -> tuple[int, ...]:
+    """A shape as a tuple of ints; a symbolic size (``torch.SymInt``, while ``torch.export``
+    traces with dynamic height and width) stays symbolic, where ``int()`` would bake in the
+    traced size."""
+    return tuple(s if isinstance(s, torch.SymInt) else int(s) for s in shape)
+
+
+def _dim(size: int) -> int:
+    """One size as :func:`_dims` keeps it."""
+    return size if isinstance(size, torch.SymInt) else int(size)
+
+
+def _fails(condition: bool) -> bool:
+    """Whether the refusal ``condition`` of a Caffe ``CHECK`` on sizes holds. A plain bool is
+    itself. A symbolic one (``torch.export`` tracing dynamic sizes) holds only where it is
+    provable from the sizes' declared range, and adds no guard: a guard would tie the exported
+    program to the traced size, and ``port.export`` checks these refusals over the range of
+    sizes it declares (the smallest size every layer takes, and on)."""
+    if isinstance(condition, torch.SymBool):
+        from torch.fx.experimental.symbolic_shapes import statically_known_true
+        return statically_known_true(condition)
+    return bool(condition)
+
+
 def canonical_axis(axis: int, ndim: int, layer: str = "", what: str = "axis") -> int:
     """Caffe ``Blob::CanonicalAxisIndex``: ``axis`` in ``[-ndim, ndim)``, negative from the
     end, as the non-negative index; ``what`` names the parameter in the error."""
@@ -78,7 +102,7 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, dila
     stride + 1`` (caffe ``ConvolutionLayer::compute_output_shape``)."""
     extent = dilation * (kernel - 1) + 1
     out = (size + 2 * pad - extent) // stride + 1
-    if out < 1:
+    if _fails(out < 1):
         raise CaffeSemanticsError(
             f"{_where(layer)}convolution of input size {size} with dilated kernel {extent}, "
             f"pad {pad}, stride {stride} gives output size {out} (< 1)")
@@ -89,10 +113,12 @@ def pool_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, laye
     """Pooling output size as caffe ``PoolingLayer::Reshape``: ceil rounding,
     ``ceil((size + 2*pad - kernel) / stride) + 1``, then, only when padding, drop a last window
     that would start in the padding (``(out - 1) * stride >= size + pad``)."""
-    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    # Ceil division as floor((a + stride - 1) / stride), the form of PyTorch's own ceil_mode
+    # size: equal for every integer, and under symbolic sizes the two read as one expression.
+    out = (size + 2 * pad - kernel + stride - 1) // stride + 1
     if pad and (out - 1) * stride >= size + pad:
         out -= 1
-    if out < 1:
+    if _fails(out < 1):
         raise CaffeSemanticsError(
             f"{_where(layer)}pooling of input size {size} with kernel {kernel}, pad {pad}, "
             f"stride {stride} gives output size {out} (< 1)")
@@ -104,7 +130,7 @@ def deconv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, di
     """Deconvolution output size ``stride*(size-1) + dilation*(kernel-1)+1 - 2*pad``
     (caffe ``DeconvolutionLayer::compute_output_shape``)."""
     out = stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
-    if out < 1:
+    if _fails(out < 1):
         raise CaffeSemanticsError(
             f"{_where(layer)}deconvolution of input size {size} with kernel {kernel}, pad {pad}, "
             f"stride {stride} gives output size {out} (< 1)")
@@ -116,7 +142,7 @@ def deconv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, di
 
 
 def _check_shape(result: torch.Tensor, expected: tuple[int, ...], what: str, layer: str) -> None:
-    if tuple(result.shape[-len(expected):]) != expected:
+    if any(_fails(a != b) for a, b in zip(result.shape[-len(expected):], expected)):
         raise CaffeSemanticsError(
             f"{_where(layer)}{what} output spatial shape {tuple(result.shape[-len(expected):])} "
             f"differs from Caffe's formula {expected}")
@@ -136,6 +162,11 @@ def _torch_ceil_pool_agrees(height: int, width: int, kernel: tuple[int, int], st
     """Whether ``F.max_pool2d(..., ceil_mode=True)`` makes Caffe's windows: PyTorch needs
     pad <= kernel / 2, and drops a last window starting in the padding even when pad is 0
     (Caffe applies that rule only with padding), so the sizes must be compared."""
+    if not any(pad) and all(k >= s for k, s in zip(kernel, stride)):
+        # Without padding a last window starts inside the input when kernel >= stride
+        # ((out - 1) * s = ceil((n - k) / s) * s < n - k + s <= n), so the sizes agree for
+        # every input size: decided without comparing sizes (symbolic under torch.export).
+        return True
     def torch_size(size: int, k: int, s: int, p: int) -> int:
         out = -(-(size + 2 * p - k) // s) + 1
         return out - 1 if (out - 1) * s >= size + p else out
@@ -152,12 +183,12 @@ def _pool_geometry(x_shape: Sequence[int], kernel: int | Sequence[int], stride: 
     if len(x_shape) != 4:
         raise CaffeSemanticsError(f"{_where(layer)}pooling expects N x C x H x W, got {tuple(x_shape)}")
     if global_pooling:
-        kernel, stride, pad = (int(x_shape[2]), int(x_shape[3])), 1, 0
+        kernel, stride, pad = (_dim(x_shape[2]), _dim(x_shape[3])), 1, 0
     (kh, kw), (sh, sw), (ph, pw) = (_pair(kernel, "kernel", layer), _pair(stride, "stride", layer),
                                     _pair(pad, "pad", layer))
     if ph >= kh or pw >= kw:
         raise CaffeSemanticsError(f"{_where(layer)}pad ({ph}, {pw}) must be smaller than kernel ({kh}, {kw})")
-    height, width = int(x_shape[2]), int(x_shape[3])
+    height, width = _dim(x_shape[2]), _dim(x_shape[3])
     out = pool_output_size(height, kh, sh, ph, layer), pool_output_size(width, kw, sw, pw, layer)
     return (kh, kw), (sh, sw), (ph, pw), out
 
@@ -169,7 +200,7 @@ def pool2d_output_shape(x_shape: Sequence[int], kernel: int | Sequence[int],
     bottom, H' and W' by :func:`pool_output_size`, with ``LayerSetUp``'s checks (4-D bottom,
     ``pad < kernel``); ``global_pooling`` gives 1 x 1."""
     oh, ow = _pool_geometry(x_shape, kernel, stride, pad, global_pooling, layer)[3]
-    return int(x_shape[0]), int(x_shape[1]), oh, ow
+    return _dim(x_shape[0]), _dim(x_shape[1]), oh, ow
 
 
 def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[int] = 1,
@@ -185,12 +216,16 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
     """
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = _pool_geometry(tuple(x.shape), kernel, stride, pad,
                                                            global_pooling, layer)
-    height, width = int(x.shape[2]), int(x.shape[3])
+    height, width = x.shape[2], x.shape[3]
     # Explicit padding so the last (ceil-rounded) window is complete; negative = rows no window reads.
     bottom_pad = (oh - 1) * sh + kh - ph - height
     right_pad = (ow - 1) * sw + kw - pw - width
     padding = (pw, right_pad, ph, bottom_pad)
-    if mode == "MAX" and _torch_ceil_pool_agrees(height, width, (kh, kw), (sh, sw), (ph, pw), (oh, ow)):
+    # Symbolic sizes (torch.export with a dynamic height and width) take the padded form:
+    # PyTorch's ceil_mode size rule would guard on the traced size.
+    symbolic = isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt)
+    if mode == "MAX" and not symbolic and _torch_ceil_pool_agrees(height, width, (kh, kw), (sh, sw),
+                                                                  (ph, pw), (oh, ow)):
         # Same windows without a padded copy (pool1 of FCN-8s: ~3x faster on a CPU). Every
         # window then overlaps the input, so implicit -inf padding never wins, as in Caffe.
         y = F.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode=True)
@@ -239,14 +274,14 @@ def _crop_geometry(x_shape: Sequence[int], ref_shape: Sequence[int], axis: int,
     """The first cropped axis, the per-axis offsets and the top shape of caffe
     ``CropLayer::Reshape``, with its checks (same number of axes; every offset in range:
     ``0 <= offset`` and ``offset + reference size <= input size``)."""
-    x_shape, ref_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in ref_shape)
+    x_shape, ref_shape = _dims(x_shape), _dims(ref_shape)
     if len(ref_shape) != len(x_shape):
         raise CaffeSemanticsError(
             f"{_where(layer)}crop reference has {len(ref_shape)} axes, input has {len(x_shape)}")
     start, per_axis = _crop_offsets(len(x_shape), axis, offsets, layer)
     for i in range(start, len(x_shape)):
         offset, size = per_axis[i], x_shape[i]
-        if offset < 0 or size - offset < ref_shape[i]:
+        if offset < 0 or _fails(size - offset < ref_shape[i]):
             raise CaffeSemanticsError(
                 f"{_where(layer)}crop on axis {i}: offset {offset} + reference size {ref_shape[i]} "
                 f"exceeds input size {size}")
@@ -267,9 +302,17 @@ def crop(x: torch.Tensor, ref: torch.Tensor | Sequence[int], axis: int = 2,
     ``ref`` (a tensor or its shape) on that axis, starting at that axis's offset."""
     ref_shape = ref.shape if isinstance(ref, torch.Tensor) else ref
     start, per_axis, out_shape = _crop_geometry(tuple(x.shape), ref_shape, axis, offsets, layer)
-    index = [slice(None)] * start
-    index += [slice(per_axis[i], per_axis[i] + out_shape[i]) for i in range(start, x.dim())]
-    return x[tuple(index)]
+    if not any(isinstance(n, torch.SymInt) for n in (*x.shape, *out_shape)):
+        index = [slice(None)] * start
+        index += [slice(per_axis[i], per_axis[i] + out_shape[i]) for i in range(start, x.dim())]
+        return x[tuple(index)]
+    # Symbolic sizes (torch.export with a dynamic height and width): the same rows and columns
+    # gathered by index, since a slice's clamping at the end, or narrow's bound, is a relation
+    # between sizes that the exporter would guard on or fail to solve; the fit was checked above.
+    for i in range(start, x.dim()):
+        rows = torch.arange(out_shape[i], device=x.device) + per_axis[i]
+        x = x.index_select(i, rows)
+    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +338,7 @@ def conv2d_output_shape(x_shape: Sequence[int], weight_shape: Sequence[int],
     :func:`conv_output_size` (``ConvolutionLayer::compute_output_shape``) or, ``transposed``,
     :func:`deconv_output_size` (``DeconvolutionLayer::compute_output_shape``). Raises when the
     weight's input channels (times ``groups``) do not match the bottom's channels."""
-    x, w = tuple(int(s) for s in x_shape), tuple(int(s) for s in weight_shape)
+    x, w = _dims(x_shape), _dims(weight_shape)
     if transposed and (len(w) != 4 or len(x) != 4 or w[0] != x[1]):
         raise CaffeSemanticsError(
             f"{_where(layer)}deconvolution weight {w} (C_in, C_out/group, kh, kw) "
@@ -359,7 +402,7 @@ def inner_product_output_shape(x_shape: Sequence[int], weight_shape: Sequence[in
     """The top shape of caffe ``InnerProductLayer::Reshape``: the bottom's axes before ``axis``,
     then ``num_output``, for a weight laid out as :func:`inner_product_weight_shape`; raises,
     as its ``CHECK_EQ(K_, new_K)``, when the bottom's count from ``axis`` is not the weight's K."""
-    x = tuple(int(s) for s in x_shape)
+    x = _dims(x_shape)
     start = canonical_axis(axis, len(x), layer)
     k_axis, n_axis = (0, 1) if transpose else (1, 0)
     features, want = math.prod(x[start:]), int(weight_shape[k_axis])
@@ -384,10 +427,10 @@ def concat_output_shape(shapes: Sequence[Sequence[int]], axis: int = 1, layer: s
     ``axis`` (checked by :func:`canonical_axis`), their sizes there summed."""
     if not shapes:
         raise CaffeSemanticsError(f"{_where(layer)}Concat needs at least 1 bottom, got 0")
-    first = tuple(int(s) for s in shapes[0])
+    first = _dims(shapes[0])
     start = canonical_axis(axis, len(first), layer, "concat axis")
     rest = first[:start] + first[start + 1:]
-    for i, other in enumerate((tuple(int(s) for s in b) for b in shapes[1:]), 1):
+    for i, other in enumerate((_dims(b) for b in shapes[1:]), 1):
         if len(other) != len(first) or other[:start] + other[start + 1:] != rest:
             raise CaffeSemanticsError(f"{_where(layer)}Concat bottom {i} has shape {other}, bottom 0 "
                                       f"has {first}; all must be equal except on axis {start}")
@@ -412,7 +455,7 @@ def lrn_output_shape(x_shape: Sequence[int], local_size: int, layer: str = "") -
     ``local_size`` is refused as ``LRNLayer::LayerSetUp`` does."""
     if local_size % 2 != 1:
         raise CaffeSemanticsError(f"{_where(layer)}LRN only supports odd local_size, got {local_size}")
-    return tuple(int(s) for s in x_shape)
+    return _dims(x_shape)
 
 
 def lrn_across_channels(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0,
@@ -493,7 +536,7 @@ def scale_output_shape(x_shape: Sequence[int], scale_shape: Sequence[int],
     if bias_shape is not None and tuple(bias_shape) != tuple(scale_shape):
         raise CaffeSemanticsError(
             f"{_where(layer)}bias shape {tuple(bias_shape)} differs from scale shape {tuple(scale_shape)}")
-    return tuple(int(s) for s in x_shape)
+    return _dims(x_shape)
 
 
 def scale(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -515,7 +558,7 @@ def broadcast_shape(x_shape: Sequence[int], blob_shape: Sequence[int], axis: int
     for a 0-axis blob, which applies everywhere; the blob must match the bottom's axes
     ``axis .. axis + blob.num_axes() - 1``): the blob's shape padded with 1s to the bottom's
     rank. ``what`` names the blob in the error."""
-    x, blob = tuple(int(s) for s in x_shape), tuple(int(s) for s in blob_shape)
+    x, blob = _dims(x_shape), _dims(blob_shape)
     start = 0 if not blob else canonical_axis(axis, len(x), layer, f"{what} axis")
     if x[start:start + len(blob)] != blob:
         raise CaffeSemanticsError(
@@ -528,7 +571,7 @@ def param_blob_shape(x_shape: Sequence[int], axis: int = 1, num_axes: int = 1,
     """The shape of a Scale or Bias layer's learned blob (scale_layer.cpp / bias_layer.cpp
     ``LayerSetUp`` with one bottom): the bottom's axes from ``axis`` (canonical), ``num_axes``
     of them, or all the rest for -1; ``num_axes: 0`` is a scalar (a 0-axis blob)."""
-    x = tuple(int(s) for s in x_shape)
+    x = _dims(x_shape)
     start = canonical_axis(axis, len(x), layer, f"{what} axis")
     if num_axes < -1:
         raise CaffeSemanticsError(f"{_where(layer)}{what} num_axes {num_axes} must be >= -1 "
@@ -565,7 +608,7 @@ def batch_norm_output_shape(x_shape: Sequence[int], channels: int, layer: str = 
     if batch_norm_channels(x_shape, layer) != channels:
         raise CaffeSemanticsError(f"{_where(layer)}BatchNorm of {channels} channels got a bottom "
                                   f"of shape {tuple(x_shape)}")
-    return tuple(int(s) for s in x_shape)
+    return _dims(x_shape)
 
 
 def _channel_view(x: torch.Tensor) -> tuple[int, ...]:
@@ -658,7 +701,7 @@ def label_target_shape(score_shape: Sequence[int], label_shape: Sequence[int], a
     (canonical, >= 0), checked by the count only as ``SoftmaxWithLossLayer::Reshape`` and
     ``AccuracyLayer::Reshape`` do (``outer_num * inner_num == label.count()``); ``what`` names
     the layer type in the error."""
-    score, label = tuple(int(s) for s in score_shape), tuple(int(s) for s in label_shape)
+    score, label = _dims(score_shape), _dims(label_shape)
     target = score[:axis] + score[axis + 1:]
     if math.prod(label) != math.prod(target):
         raise CaffeSemanticsError(
