@@ -233,7 +233,12 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
         lowest = float(torch.finfo(x.dtype).min)  # -FLT_MAX, Caffe's initial maxval
         y = F.max_pool2d(F.pad(x, padding, value=lowest), (kh, kw), (sh, sw))
     elif mode == "AVE":
-        sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw), divisor_override=1)
+        if torch.compiler.is_exporting():
+            # ONNX's AveragePool has no divisor_override (the exporter would drop it): the
+            # window's mean times its size, the sum to float rounding.
+            sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw)) * float(kh * kw)
+        else:
+            sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw), divisor_override=1)
         counts = (_pool_counts(height, oh, kh, sh, ph, x.device, x.dtype)[:, None]
                   * _pool_counts(width, ow, kw, sw, pw, x.device, x.dtype)[None, :])
         y = sums / counts
@@ -466,7 +471,15 @@ def lrn_across_channels(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0
     lrn_output_shape(tuple(x.shape), local_size, layer)
     pre_pad = (local_size - 1) // 2
     squares = F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, pre_pad, local_size - pre_pad - 1))
-    sums = F.avg_pool3d(squares, (local_size, 1, 1), stride=1, divisor_override=1).squeeze(1)
+    if torch.compiler.is_exporting():
+        # ONNX's AveragePool has no divisor_override (PyTorch's ONNX exporter drops it and
+        # divides by the window): the same sums as shifted channel slices, in window order.
+        squares, channels = squares.squeeze(1), x.shape[1]
+        sums = squares[:, 0:channels]
+        for i in range(1, local_size):
+            sums = sums + squares[:, i:i + channels]
+    else:
+        sums = F.avg_pool3d(squares, (local_size, 1, 1), stride=1, divisor_override=1).squeeze(1)
     return x * torch.pow(k + (alpha / local_size) * sums, -beta)
 
 
