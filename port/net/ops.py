@@ -2,7 +2,9 @@
 
 Every function reproduces one piece of BVLC/caffe (master 9b89154) and cites the source it
 follows. They take only Python numbers for geometry, so they are usable inside ``nn.Module``
-forwards and under ``torch.compile`` (no Python loops over pixels, no data-dependent shapes).
+forwards and under ``torch.compile`` (no Python loops over pixels, no data-dependent shapes),
+and keep sizes symbolic under ``torch.export`` with a dynamic height and width (``port.export``):
+no ``int()`` of a size, refusals that add no guard (:func:`_fails`).
 Shape disagreements raise :class:`CaffeSemanticsError` naming the layer. The ``*_output_shape``
 functions are the layers' ``Reshape`` arithmetic and checks on shapes alone (no tensor); the
 tensor functions and ``port.net.engine``'s shape inference both call them, so each rule and each
