@@ -2,7 +2,9 @@
 
 Every function reproduces one piece of BVLC/caffe (master 9b89154) and cites the source it
 follows. They take only Python numbers for geometry, so they are usable inside ``nn.Module``
-forwards and under ``torch.compile`` (no Python loops over pixels, no data-dependent shapes).
+forwards and under ``torch.compile`` (no Python loops over pixels, no data-dependent shapes),
+and keep sizes symbolic under ``torch.export`` with a dynamic height and width (``port.export``):
+no ``int()`` of a size, refusals that add no guard (:func:`_fails`).
 Shape disagreements raise :class:`CaffeSemanticsError` naming the layer. The ``*_output_shape``
 functions are the layers' ``Reshape`` arithmetic and checks on shapes alone (no tensor); they
 live in :mod:`port.net.shapes` (no torch), re-exported here; the tensor functions and the
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 
 # The shape arithmetic lives in port.net.shapes (torch-free, shared with port.convert); its
 # names are re-exported here, where the tensor functions that check with them are.
-from port.net.shapes import (NORMALIZATION_MODES, CaffeSemanticsError, _crop_geometry, _pair,  # noqa: F401
+from port.net.shapes import (NORMALIZATION_MODES, CaffeSemanticsError, _crop_geometry, _dims, _fails, _pair,  # noqa: F401
                              _pool_geometry, _where, batch_norm_channels, batch_norm_output_shape,
                              broadcast_shape, canonical_axis, concat_output_shape, conv2d_output_shape,
                              conv_output_size, conv_weight_shape, crop_offsets_for, crop_output_shape,
@@ -56,7 +58,7 @@ FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
 def _check_shape(result: torch.Tensor, expected: tuple[int, ...], what: str, layer: str) -> None:
-    if tuple(result.shape[-len(expected):]) != expected:
+    if any(_fails(a != b) for a, b in zip(result.shape[-len(expected):], expected)):
         raise CaffeSemanticsError(
             f"{_where(layer)}{what} output spatial shape {tuple(result.shape[-len(expected):])} "
             f"differs from Caffe's formula {expected}")
@@ -76,6 +78,11 @@ def _torch_ceil_pool_agrees(height: int, width: int, kernel: tuple[int, int], st
     """Whether ``F.max_pool2d(..., ceil_mode=True)`` makes Caffe's windows: PyTorch needs
     pad <= kernel / 2, and drops a last window starting in the padding even when pad is 0
     (Caffe applies that rule only with padding), so the sizes must be compared."""
+    if not any(pad) and all(k >= s for k, s in zip(kernel, stride)):
+        # Without padding a last window starts inside the input when kernel >= stride
+        # ((out - 1) * s = ceil((n - k) / s) * s < n - k + s <= n), so the sizes agree for
+        # every input size: decided without comparing sizes (symbolic under torch.export).
+        return True
     def torch_size(size: int, k: int, s: int, p: int) -> int:
         out = -(-(size + 2 * p - k) // s) + 1
         return out - 1 if (out - 1) * s >= size + p else out
@@ -96,12 +103,16 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
     """
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = _pool_geometry(tuple(x.shape), kernel, stride, pad,
                                                            global_pooling, layer)
-    height, width = int(x.shape[2]), int(x.shape[3])
+    height, width = x.shape[2], x.shape[3]
     # Explicit padding so the last (ceil-rounded) window is complete; negative = rows no window reads.
     bottom_pad = (oh - 1) * sh + kh - ph - height
     right_pad = (ow - 1) * sw + kw - pw - width
     padding = (pw, right_pad, ph, bottom_pad)
-    if mode == "MAX" and _torch_ceil_pool_agrees(height, width, (kh, kw), (sh, sw), (ph, pw), (oh, ow)):
+    # Symbolic sizes (torch.export with a dynamic height and width) take the padded form:
+    # PyTorch's ceil_mode size rule would guard on the traced size.
+    symbolic = isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt)
+    if mode == "MAX" and not symbolic and _torch_ceil_pool_agrees(height, width, (kh, kw), (sh, sw),
+                                                                  (ph, pw), (oh, ow)):
         # Same windows without a padded copy (pool1 of FCN-8s: ~3x faster on a CPU). Every
         # window then overlaps the input, so implicit -inf padding never wins, as in Caffe.
         y = F.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode=True)
@@ -109,7 +120,12 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
         lowest = float(torch.finfo(x.dtype).min)  # -FLT_MAX, Caffe's initial maxval
         y = F.max_pool2d(F.pad(x, padding, value=lowest), (kh, kw), (sh, sw))
     elif mode == "AVE":
-        sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw), divisor_override=1)
+        if torch.compiler.is_exporting():
+            # ONNX's AveragePool has no divisor_override (the exporter would drop it): the
+            # window's mean times its size, the sum to float rounding.
+            sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw)) * float(kh * kw)
+        else:
+            sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw), divisor_override=1)
         counts = (_pool_counts(height, oh, kh, sh, ph, x.device, x.dtype)[:, None]
                   * _pool_counts(width, ow, kw, sw, pw, x.device, x.dtype)[None, :])
         y = sums / counts
@@ -129,9 +145,17 @@ def crop(x: torch.Tensor, ref: torch.Tensor | Sequence[int], axis: int = 2,
     ``ref`` (a tensor or its shape) on that axis, starting at that axis's offset."""
     ref_shape = ref.shape if isinstance(ref, torch.Tensor) else ref
     start, per_axis, out_shape = _crop_geometry(tuple(x.shape), ref_shape, axis, offsets, layer)
-    index = [slice(None)] * start
-    index += [slice(per_axis[i], per_axis[i] + out_shape[i]) for i in range(start, x.dim())]
-    return x[tuple(index)]
+    if not any(isinstance(n, torch.SymInt) for n in (*x.shape, *out_shape)):
+        index = [slice(None)] * start
+        index += [slice(per_axis[i], per_axis[i] + out_shape[i]) for i in range(start, x.dim())]
+        return x[tuple(index)]
+    # Symbolic sizes (torch.export with a dynamic height and width): the same rows and columns
+    # gathered by index, since a slice's clamping at the end, or narrow's bound, is a relation
+    # between sizes that the exporter would guard on or fail to solve; the fit was checked above.
+    for i in range(start, x.dim()):
+        rows = torch.arange(out_shape[i], device=x.device) + per_axis[i]
+        x = x.index_select(i, rows)
+    return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +225,15 @@ def lrn_across_channels(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0
     lrn_output_shape(tuple(x.shape), local_size, layer)
     pre_pad = (local_size - 1) // 2
     squares = F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, pre_pad, local_size - pre_pad - 1))
-    sums = F.avg_pool3d(squares, (local_size, 1, 1), stride=1, divisor_override=1).squeeze(1)
+    if torch.compiler.is_exporting():
+        # ONNX's AveragePool has no divisor_override (PyTorch's ONNX exporter drops it and
+        # divides by the window): the same sums as shifted channel slices, in window order.
+        squares, channels = squares.squeeze(1), x.shape[1]
+        sums = squares[:, 0:channels]
+        for i in range(1, local_size):
+            sums = sums + squares[:, i:i + channels]
+    else:
+        sums = F.avg_pool3d(squares, (local_size, 1, 1), stride=1, divisor_override=1).squeeze(1)
     return x * torch.pow(k + (alpha / local_size) * sums, -beta)
 
 

@@ -71,6 +71,31 @@ def _pair(value: int | Sequence[int], what: str, layer: str = "") -> tuple[int, 
     return pair  # type: ignore[return-value]
 
 
+def _dims(shape: Sequence[int]) -> tuple[int, ...]:
+    """A shape as a tuple of ints; a symbolic size (a ``torch.SymInt``, while ``torch.export``
+    traces with dynamic height and width: anything that is not an integer) stays symbolic,
+    where ``int()`` would bake in the traced size. No torch is imported here."""
+    return tuple(_dim(s) for s in shape)
+
+
+def _dim(size: Any) -> Any:
+    """One size as :func:`_dims` keeps it."""
+    return int(size) if isinstance(size, (int, np.integer)) else size
+
+
+def _fails(condition: Any) -> bool:
+    """Whether the refusal ``condition`` of a Caffe ``CHECK`` on sizes holds. A plain bool is
+    itself. A symbolic one (a ``torch.SymBool``: ``torch.export`` tracing dynamic sizes) holds
+    only where it is provable from the sizes' declared range, and adds no guard: a guard would
+    tie the exported program to the traced size, and ``port.export`` checks these refusals over
+    the range of sizes it declares (the smallest size every layer takes, and on)."""
+    if isinstance(condition, (bool, np.bool_)):
+        return bool(condition)
+    # only reached while torch traces, so torch is already imported
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+    return statically_known_true(condition)
+
+
 def canonical_axis(axis: int, ndim: int, layer: str = "", what: str = "axis") -> int:
     """Caffe ``Blob::CanonicalAxisIndex``: ``axis`` in ``[-ndim, ndim)``, negative from the
     end, as the non-negative index; ``what`` names the parameter in the error."""
@@ -86,7 +111,7 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, dila
     stride + 1`` (caffe ``ConvolutionLayer::compute_output_shape``)."""
     extent = dilation * (kernel - 1) + 1
     out = (size + 2 * pad - extent) // stride + 1
-    if out < 1:
+    if _fails(out < 1):
         raise CaffeSemanticsError(
             f"{_where(layer)}convolution of input size {size} with dilated kernel {extent}, "
             f"pad {pad}, stride {stride} gives output size {out} (< 1)")
@@ -97,10 +122,12 @@ def pool_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, laye
     """Pooling output size as caffe ``PoolingLayer::Reshape``: ceil rounding,
     ``ceil((size + 2*pad - kernel) / stride) + 1``, then, only when padding, drop a last window
     that would start in the padding (``(out - 1) * stride >= size + pad``)."""
-    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    # Ceil division as floor((a + stride - 1) / stride), the form of PyTorch's own ceil_mode
+    # size: equal for every integer, and under symbolic sizes the two read as one expression.
+    out = (size + 2 * pad - kernel + stride - 1) // stride + 1
     if pad and (out - 1) * stride >= size + pad:
         out -= 1
-    if out < 1:
+    if _fails(out < 1):
         raise CaffeSemanticsError(
             f"{_where(layer)}pooling of input size {size} with kernel {kernel}, pad {pad}, "
             f"stride {stride} gives output size {out} (< 1)")
@@ -112,7 +139,7 @@ def deconv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, di
     """Deconvolution output size ``stride*(size-1) + dilation*(kernel-1)+1 - 2*pad``
     (caffe ``DeconvolutionLayer::compute_output_shape``)."""
     out = stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
-    if out < 1:
+    if _fails(out < 1):
         raise CaffeSemanticsError(
             f"{_where(layer)}deconvolution of input size {size} with kernel {kernel}, pad {pad}, "
             f"stride {stride} gives output size {out} (< 1)")
@@ -128,12 +155,12 @@ def _pool_geometry(x_shape: Sequence[int], kernel: int | Sequence[int], stride: 
     if len(x_shape) != 4:
         raise CaffeSemanticsError(f"{_where(layer)}pooling expects N x C x H x W, got {tuple(x_shape)}")
     if global_pooling:
-        kernel, stride, pad = (int(x_shape[2]), int(x_shape[3])), 1, 0
+        kernel, stride, pad = (_dim(x_shape[2]), _dim(x_shape[3])), 1, 0
     (kh, kw), (sh, sw), (ph, pw) = (_pair(kernel, "kernel", layer), _pair(stride, "stride", layer),
                                     _pair(pad, "pad", layer))
     if ph >= kh or pw >= kw:
         raise CaffeSemanticsError(f"{_where(layer)}pad ({ph}, {pw}) must be smaller than kernel ({kh}, {kw})")
-    height, width = int(x_shape[2]), int(x_shape[3])
+    height, width = _dim(x_shape[2]), _dim(x_shape[3])
     out = pool_output_size(height, kh, sh, ph, layer), pool_output_size(width, kw, sw, pw, layer)
     return (kh, kw), (sh, sw), (ph, pw), out
 
@@ -145,7 +172,7 @@ def pool2d_output_shape(x_shape: Sequence[int], kernel: int | Sequence[int],
     bottom, H' and W' by :func:`pool_output_size`, with ``LayerSetUp``'s checks (4-D bottom,
     ``pad < kernel``); ``global_pooling`` gives 1 x 1."""
     oh, ow = _pool_geometry(x_shape, kernel, stride, pad, global_pooling, layer)[3]
-    return int(x_shape[0]), int(x_shape[1]), oh, ow
+    return _dim(x_shape[0]), _dim(x_shape[1]), oh, ow
 
 
 def _crop_offsets(ndim: int, axis: int, offsets: Sequence[int], layer: str) -> tuple[int, list[int]]:
@@ -175,14 +202,14 @@ def _crop_geometry(x_shape: Sequence[int], ref_shape: Sequence[int], axis: int,
     """The first cropped axis, the per-axis offsets and the top shape of caffe
     ``CropLayer::Reshape``, with its checks (same number of axes; every offset in range:
     ``0 <= offset`` and ``offset + reference size <= input size``)."""
-    x_shape, ref_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in ref_shape)
+    x_shape, ref_shape = _dims(x_shape), _dims(ref_shape)
     if len(ref_shape) != len(x_shape):
         raise CaffeSemanticsError(
             f"{_where(layer)}crop reference has {len(ref_shape)} axes, input has {len(x_shape)}")
     start, per_axis = _crop_offsets(len(x_shape), axis, offsets, layer)
     for i in range(start, len(x_shape)):
         offset, size = per_axis[i], x_shape[i]
-        if offset < 0 or size - offset < ref_shape[i]:
+        if offset < 0 or _fails(size - offset < ref_shape[i]):
             raise CaffeSemanticsError(
                 f"{_where(layer)}crop on axis {i}: offset {offset} + reference size {ref_shape[i]} "
                 f"exceeds input size {size}")
@@ -216,7 +243,7 @@ def conv2d_output_shape(x_shape: Sequence[int], weight_shape: Sequence[int],
     :func:`conv_output_size` (``ConvolutionLayer::compute_output_shape``) or, ``transposed``,
     :func:`deconv_output_size` (``DeconvolutionLayer::compute_output_shape``). Raises when the
     weight's input channels (times ``groups``) do not match the bottom's channels."""
-    x, w = tuple(int(s) for s in x_shape), tuple(int(s) for s in weight_shape)
+    x, w = _dims(x_shape), _dims(weight_shape)
     if transposed and (len(w) != 4 or len(x) != 4 or w[0] != x[1]):
         raise CaffeSemanticsError(
             f"{_where(layer)}deconvolution weight {w} (C_in, C_out/group, kh, kw) "
@@ -247,7 +274,7 @@ def inner_product_output_shape(x_shape: Sequence[int], weight_shape: Sequence[in
     """The top shape of caffe ``InnerProductLayer::Reshape``: the bottom's axes before ``axis``,
     then ``num_output``, for a weight laid out as :func:`inner_product_weight_shape`; raises,
     as its ``CHECK_EQ(K_, new_K)``, when the bottom's count from ``axis`` is not the weight's K."""
-    x = tuple(int(s) for s in x_shape)
+    x = _dims(x_shape)
     start = canonical_axis(axis, len(x), layer)
     k_axis, n_axis = (0, 1) if transpose else (1, 0)
     features, want = math.prod(x[start:]), int(weight_shape[k_axis])
@@ -262,10 +289,10 @@ def concat_output_shape(shapes: Sequence[Sequence[int]], axis: int = 1, layer: s
     ``axis`` (checked by :func:`canonical_axis`), their sizes there summed."""
     if not shapes:
         raise CaffeSemanticsError(f"{_where(layer)}Concat needs at least 1 bottom, got 0")
-    first = tuple(int(s) for s in shapes[0])
+    first = _dims(shapes[0])
     start = canonical_axis(axis, len(first), layer, "concat axis")
     rest = first[:start] + first[start + 1:]
-    for i, other in enumerate((tuple(int(s) for s in b) for b in shapes[1:]), 1):
+    for i, other in enumerate((_dims(b) for b in shapes[1:]), 1):
         if len(other) != len(first) or other[:start] + other[start + 1:] != rest:
             raise CaffeSemanticsError(f"{_where(layer)}Concat bottom {i} has shape {other}, bottom 0 "
                                       f"has {first}; all must be equal except on axis {start}")
@@ -278,7 +305,7 @@ def lrn_output_shape(x_shape: Sequence[int], local_size: int, layer: str = "") -
     ``local_size`` is refused as ``LRNLayer::LayerSetUp`` does."""
     if local_size % 2 != 1:
         raise CaffeSemanticsError(f"{_where(layer)}LRN only supports odd local_size, got {local_size}")
-    return tuple(int(s) for s in x_shape)
+    return _dims(x_shape)
 
 
 def eltwise_output_shape(shapes: Sequence[Sequence[int]], operation: str = "SUM",
@@ -313,7 +340,7 @@ def scale_output_shape(x_shape: Sequence[int], scale_shape: Sequence[int],
     if bias_shape is not None and tuple(bias_shape) != tuple(scale_shape):
         raise CaffeSemanticsError(
             f"{_where(layer)}bias shape {tuple(bias_shape)} differs from scale shape {tuple(scale_shape)}")
-    return tuple(int(s) for s in x_shape)
+    return _dims(x_shape)
 
 
 def broadcast_shape(x_shape: Sequence[int], blob_shape: Sequence[int], axis: int = 1,
@@ -323,7 +350,7 @@ def broadcast_shape(x_shape: Sequence[int], blob_shape: Sequence[int], axis: int
     for a 0-axis blob, which applies everywhere; the blob must match the bottom's axes
     ``axis .. axis + blob.num_axes() - 1``): the blob's shape padded with 1s to the bottom's
     rank. ``what`` names the blob in the error."""
-    x, blob = tuple(int(s) for s in x_shape), tuple(int(s) for s in blob_shape)
+    x, blob = _dims(x_shape), _dims(blob_shape)
     start = 0 if not blob else canonical_axis(axis, len(x), layer, f"{what} axis")
     if x[start:start + len(blob)] != blob:
         raise CaffeSemanticsError(
@@ -336,7 +363,7 @@ def param_blob_shape(x_shape: Sequence[int], axis: int = 1, num_axes: int = 1,
     """The shape of a Scale or Bias layer's learned blob (scale_layer.cpp / bias_layer.cpp
     ``LayerSetUp`` with one bottom): the bottom's axes from ``axis`` (canonical), ``num_axes``
     of them, or all the rest for -1; ``num_axes: 0`` is a scalar (a 0-axis blob)."""
-    x = tuple(int(s) for s in x_shape)
+    x = _dims(x_shape)
     start = canonical_axis(axis, len(x), layer, f"{what} axis")
     if num_axes < -1:
         raise CaffeSemanticsError(f"{_where(layer)}{what} num_axes {num_axes} must be >= -1 "
@@ -363,7 +390,7 @@ def batch_norm_output_shape(x_shape: Sequence[int], channels: int, layer: str = 
     if batch_norm_channels(x_shape, layer) != channels:
         raise CaffeSemanticsError(f"{_where(layer)}BatchNorm of {channels} channels got a bottom "
                                   f"of shape {tuple(x_shape)}")
-    return tuple(int(s) for s in x_shape)
+    return _dims(x_shape)
 
 
 def loss_normalization(normalization: str | None = None, normalize: bool | None = None) -> str:
@@ -385,7 +412,7 @@ def label_target_shape(score_shape: Sequence[int], label_shape: Sequence[int], a
     (canonical, >= 0), checked by the count only as ``SoftmaxWithLossLayer::Reshape`` and
     ``AccuracyLayer::Reshape`` do (``outer_num * inner_num == label.count()``); ``what`` names
     the layer type in the error."""
-    score, label = tuple(int(s) for s in score_shape), tuple(int(s) for s in label_shape)
+    score, label = _dims(score_shape), _dims(label_shape)
     target = score[:axis] + score[axis + 1:]
     if math.prod(label) != math.prod(target):
         raise CaffeSemanticsError(
