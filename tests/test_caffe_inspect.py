@@ -112,7 +112,7 @@ def test_bilinear_verdict_needs_no_torch(tmp_path, capsys, monkeypatch):
     unimportable the listing says bilinear or not."""
     channels, size = 2, 4
     weight = np.zeros((channels, channels, size, size))
-    weight[range(channels), range(channels)] = _upsample_filt(size)  # surgery.interp
+    weight[range(channels), range(channels)] = upsample_filt(size)  # surgery.interp
     _deconv_caffemodel(tmp_path / "up.caffemodel", weight)
     _deconv_caffemodel(tmp_path / "ones.caffemodel", np.ones((2, 2, 4, 4)))
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail

@@ -47,7 +47,7 @@ LAYERS = (
     # a training net in training mode or with autograd always runs the engine's plain path
     Layer("training", ("port.training",), never=("port.run",)),
     Layer("loader", ("port.load",)),
-    Layer("conversion", ("port.convert",)),
+    Layer("conversion", ("port.convert", "port.export")),
     Layer("port command lines' shared helpers", ("port.cli",), imported_by=("port command lines",)),
     Layer("port command lines", ("port.cli.*",), imported_by=("port dispatcher",), alone=True),
     Layer("port dispatcher", ("port.__main__",), imported_by=()),
