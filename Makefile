@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 help:
 	@echo "make test               create/refresh $(VENV) and run the test suite"
 	@echo "make reproduce-fcn8s    fetch, convert and evaluate FCN-8s on seg11valid (see README)"
-	@echo "make train-fcn8s        train FCN-32s -> 16s -> 8s by upstream's recipe (DATA=, DEVICE=; README Training)"
+	@echo "make train-fcn8s        train FCN-32s -> 16s -> 8s by upstream's recipe (DATA=, DEVICE=, INIT=; README Training)"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,15 +63,21 @@ reproduce-demo: $(VENV)/.installed
 	$(PY) -m reproduce demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(DEVICE),--device $(DEVICE))
 
 # --- train the released nets by upstream's recipes (python -m reproduce train) ------------------
-# make train-fcn32s DATA=/path/above/SBD-and-VOC [DEVICE=cuda] [RUNS=runs] [TRAIN_ARGS="--iters 100"]
+# make train-fcn32s DATA=/path/above/SBD-and-VOC [DEVICE=cpu] [INIT=VGG16.caffemodel] [RUNS=runs]
+#      [TRAIN_ARGS="--iters 100"]   (the device: cuda when a GPU is visible, as evaluation)
 # Runs go to $(RUNS)/<model>/ (train_log.jsonl, snapshots/, final.safetensors, report.md,
 # curves.png). A later stage starts from the previous stage's $(RUNS)/<stage>/final.safetensors
 # (upstream voc-fcn16s/solve.py, voc-fcn8s/solve.py), so make train-fcn8s runs FCN-32s ->
 # FCN-16s -> FCN-8s, each stage once. Interrupted (SIGTERM/Ctrl-C)? Rerun with
 # TRAIN_ARGS=--resume. Several GPUs: torchrun --nproc_per_node=N -m reproduce train MODEL ...
+# INIT=FILE: your copy of the ILSVRC classifier (VGG16, or CaffeNet for fcn-alexnet) instead of
+# the download, passed as --init FILE to the stages that start from it (TRAIN_CLASSIFIER_INIT).
 RUNS ?= runs
 TRAIN_ARGS ?=
+INIT ?=
 TRAIN_MODELS := $(REPRODUCE_MODELS)
+TRAIN_CLASSIFIER_INIT := fcn32s fcn8s-atonce fcn-alexnet siftflow-fcn32s nyud-fcn32s-color \
+	nyud-fcn32s-hha pascalcontext-fcn32s
 TRAIN_FLAGS = --data $(or $(DATA),data) $(if $(DEVICE),--device $(DEVICE)) $(TRAIN_ARGS)
 
 .PHONY: $(addprefix train-,$(TRAIN_MODELS))
@@ -79,7 +85,8 @@ TRAIN_FLAGS = --data $(or $(DATA),data) $(if $(DEVICE),--device $(DEVICE)) $(TRA
 $(addprefix train-,$(TRAIN_MODELS)): train-%: $(RUNS)/%/final.safetensors
 
 $(RUNS)/%/final.safetensors: | $(VENV)/.installed
-	$(PY) -m reproduce train $* --out $(RUNS)/$* $(TRAIN_FLAGS)
+	$(PY) -m reproduce train $* --out $(RUNS)/$* $(TRAIN_FLAGS) \
+		$(if $(and $(INIT),$(filter $*,$(TRAIN_CLASSIFIER_INIT))),--init $(INIT))
 
 # the staged chains: each stage from the previous stage's final weights
 $(RUNS)/fcn16s/final.safetensors: $(RUNS)/fcn32s/final.safetensors

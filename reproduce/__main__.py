@@ -21,7 +21,7 @@ import torch
 from port.caffe import load_net
 from port.errors import EXIT_BAD_INPUT, PortError
 from port.run import speed
-from port.run.devices import device_name
+from port.run.devices import default_device, device_name
 from reproduce import distributed as dist_
 from reproduce import evaluation as E
 from reproduce import harness as H
@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
                         "and NYUDv2's test lists ship with fcn-port)")
     p.add_argument("--dataset", help="dataset reader (default: the model's; voc for --net)")
     p.add_argument("--device", choices=("cuda", "cpu"),
-                   default="cuda" if torch.cuda.is_available() else "cpu",
+                   default=default_device(),
                    help="where the net runs (default: cuda when a GPU is visible, else cpu)")
     p.add_argument("--out", type=Path, help="report folder (default: ./reports/<model>)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images of "

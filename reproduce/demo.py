@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from port.run.devices import default_device
+
 from reproduce import harness as H
 from reproduce import resolve as R
 from port.run import speed
@@ -133,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
                    ".caffemodel.h5 (default: the released fcn8s-heavy-pascal.caffemodel, "
                    "fetched, verified and converted once)")
     p.add_argument("--device", choices=("cuda", "cpu"),
-                   default="cuda" if torch.cuda.is_available() else "cpu",
+                   default=default_device(),
                    help="where the net runs (default: cuda when available)")
     p.add_argument("--out", type=Path, help="folder for prediction.png, overlay.png and "
                    "demo.json (default: ./reports/demo)")

@@ -19,14 +19,16 @@ from typing import Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from port.errors import PortError
+
 __all__ = ["DistributedError", "DistContext", "setup", "teardown", "shard", "all_reduce_sum",
            "all_reduce_max", "all_gather_ints", "gather_objects"]
 
 T = TypeVar("T")
 
 
-class DistributedError(RuntimeError):
-    """A torchrun environment this evaluation cannot run in."""
+class DistributedError(PortError, RuntimeError):
+    """A torchrun environment this run cannot join (a user's setting: one line, exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,20 @@ def setup(device_type: str, *, init_method: str | None = None, rank: int | None 
     local_rank = _env_int("LOCAL_RANK", rank)
     if world <= 1:
         return DistContext()
+    if not 0 <= rank < world:
+        raise DistributedError(f"environment variable RANK={rank} is outside WORLD_SIZE={world} "
+                               f"(ranks 0 to {world - 1}; torchrun sets both)")
     backend = "nccl" if device_type == "cuda" else "gloo"
     comm_device = f"cuda:{local_rank}" if backend == "nccl" else "cpu"
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group(backend, init_method=init_method or "env://",
-                                rank=rank, world_size=world)
+        try:
+            dist.init_process_group(backend, init_method=init_method or "env://",
+                                    rank=rank, world_size=world)
+        except (ValueError, RuntimeError) as err:  # env:// without MASTER_ADDR/PORT, a bad port
+            first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise DistributedError(f"cannot join the {backend} process group of WORLD_SIZE={world} "
+                                   f"(start several processes with torchrun): {first}") from None
     return DistContext(rank, world, local_rank, backend, comm_device, owns)
 
 

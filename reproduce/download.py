@@ -112,6 +112,7 @@ class _Target:
     urls: tuple[str, ...]
     constraints: tuple[tuple[Digests, ...], ...]
     kind: str | None = None
+    instead: str | None = None  # the calling command's own hint (None: INSTEAD[kind])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,10 +387,13 @@ def _download_any(http: requests.Session, target: _Target, dest: Path,
 def _failed_message(target: _Target, dest: Path, failures: Sequence[str]) -> str:
     """One line: the file, each host tried and why it failed, what to do instead."""
     tried = []
-    for url, failure in zip(target.urls, failures):
+    hosts = [urlsplit(url).netloc or url for url in target.urls]
+    for url, host, failure in zip(target.urls, hosts, failures):
         reason = failure.removeprefix(f"{url}: ")
-        tried.append(f"{urlsplit(url).netloc or url} ({reason})")
-    instead = INSTEAD.get(target.kind or "", "")
+        if hosts.count(host) > 1:  # one host by http and https: say which
+            host = f"{urlsplit(url).scheme}://{host}"
+        tried.append(f"{host} ({reason})")
+    instead = target.instead if target.instead is not None else INSTEAD.get(target.kind or "", "")
     return (f"{dest.name}: no URL gave the file, tried {'; '.join(tried)}. Download "
             f"{target.urls[0]} by hand and put it at {dest}" + (f", {instead}" if instead else ""))
 
@@ -401,7 +405,7 @@ def fetch(artifact_or_url: Artifact | str, dest_dir: str | os.PathLike[str] | No
           session: requests.Session | None = None, retries: int = 4, backoff: float = 2.0,
           sleep: Callable[[float], None] = time.sleep,
           timeout: float | tuple[float, float] = (15.0, 60.0),
-          chunk_size: int = 1 << 20, progress: bool = True) -> Path:
+          chunk_size: int = 1 << 20, progress: bool = True, instead: str | None = None) -> Path:
     """Download an artifact (an `Artifact`, a registry name or builder name) or a URL into
     `dest_dir` (default: the cache folder) and return the path of the verified file.
 
@@ -409,12 +413,16 @@ def fetch(artifact_or_url: Artifact | str, dest_dir: str | os.PathLike[str] | No
     The file must match the artifact's known digests, `expected` ({'md5'|'sha1'|'sha256': hex}
     or a `Digests`), and the SHA-256 recorded in `hashes` (default: the cache folder's) by an
     earlier verified download; a verified download of an artifact records its SHA-256.
+    `instead`: what the calling command takes in place of the download, for the failure
+    message (default: `INSTEAD` by the artifact's kind).
     """
     if retries < 0 or backoff < 0 or chunk_size <= 0:
         raise ValueError(f"fetch: need retries >= 0, backoff >= 0, chunk_size > 0; got "
                          f"{retries}, {backoff}, {chunk_size}")
     store = hashes if hashes is not None else HashStore()
     target = _resolve(artifact_or_url, mirrors, expected, filename)
+    if instead is not None:
+        target = dataclasses.replace(target, instead=instead)
     folder = Path(dest_dir) if dest_dir is not None else registry.cache_dir()
     dest = folder / target.filename
     made = _missing_parents(folder)

@@ -161,13 +161,16 @@ class ListSource:
                 "ids_sha256": registry.split_digest(ids),
                 **({"assumption": self.assumption} if self.assumption else {})}
 
-    def describe(self) -> str:
-        """One line: ``split nyud trainval: the lists shipped with fcn-port A + B (...)``."""
+    def describe(self, ids: Sequence[str] | None = None) -> str:
+        """One line: ``split nyud trainval: the lists shipped with fcn-port A + B (...)``, with
+        the number of ``ids`` read and their digest when given."""
         files = " + ".join(str(f) for f in self.files)
         where = _KINDS[self.kind] + (f" {files}" if files else "")
         verified = " (verified against the registry's SHA-256)" if self.kind == "shipped" else ""
+        count = (f", {len(ids)} images (ids SHA-256 {registry.split_digest(list(ids))[:12]})"
+                 if ids is not None else "")
         note = f" [{self.assumption}]" if self.assumption else ""
-        return f"split {self.dataset} {self.split}: {where}{verified}{note}"
+        return f"split {self.dataset} {self.split}: {where}{verified}{count}{note}"
 
 
 _KINDS = {"given": "the list", "dataset": "the dataset folder's own list",

@@ -70,6 +70,7 @@ def independent(synthetic_prototxt, voc_tree, caffemodel) -> Independent:
     label fed to its `label` input as the data layer does."""
     from port.caffe import load_caffemodel, load_net
     from port.net.engine import CaffeNet
+    from port.run.speed import plain_path
     net = load_net(synthetic_prototxt)
     model = CaffeNet(net)
     model.load_blobs(load_caffemodel(caffemodel, net))
@@ -81,7 +82,7 @@ def independent(synthetic_prototxt, voc_tree, caffemodel) -> Independent:
         rgb = np.array(Image.open(voc / "JPEGImages" / f"{image_id}.jpg"), dtype=np.float32)
         data = (rgb[:, :, ::-1] - mean).transpose(2, 0, 1).copy()
         label = np.array(Image.open(voc / "SegmentationClass" / f"{image_id}.png"))
-        with torch.inference_mode():
+        with torch.inference_mode(), plain_path():  # strict fp32 as the harness runs it
             blobs = model(data=torch.from_numpy(data)[None],
                           label=torch.from_numpy(label.astype(np.float32))[None, None],
                           return_blobs=True)

@@ -14,8 +14,9 @@ from port.caffe import parse_text
 from port.caffe.net import netdef_from_message
 from port.net.engine import CaffeNet
 from port.net.fillers import fill_net
-from port.training.solver import (CaffeSGD, Solver, SolverError, SolverParameter, learning_rate,
-                                  loss_weights, scale_diff_overwritten)
+from port.training.solver import (NONE, STOP, CaffeSGD, Solver, SolverCallback, SolverError,
+                                  SolverParameter, learning_rate, loss_weights,
+                                  scale_diff_overwritten)
 
 TINY = """
 name: "tiny"
@@ -414,3 +415,90 @@ def test_a_given_net_must_be_built_for_the_solvers_train_state():
     with pytest.raises(SolverError, match="phase: TRAIN.*phase: TEST"):
         Solver(solver_param(base_lr=0.1, lr_policy="fixed"), feed_of(), net=CaffeNet(
             netdef_from_message(parse_text(TINY)), "TEST"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Solver::Step's callbacks
+
+
+class _Recorder(SolverCallback):
+    def __init__(self, stop_at=None):
+        self.calls, self.stop_at = [], stop_at
+
+    def on_start(self, solver):
+        self.calls.append(("start", solver.iter))
+
+    def on_gradients_ready(self, solver, losses):
+        self.calls.append(("gradients", solver.iter, len(losses)))
+
+    def on_iteration_end(self, solver, losses):
+        self.calls.append(("end", solver.iter))
+
+    def requested_action(self, solver):
+        return STOP if solver.iter == self.stop_at else NONE
+
+    def snapshot(self, solver):
+        self.calls.append(("snapshot", solver.iter))
+
+
+def test_step_calls_its_callbacks_where_caffe_does_and_stops_on_request():
+    param = solver_param(base_lr=0.01, lr_policy="fixed", iter_size=2, snapshot=2)
+    recorder = _Recorder(stop_at=3)
+    solver = Solver(param, feed_of(), net=tiny_net(), callbacks=[recorder])
+    out = solver.step(5)
+    assert len(out) == 3 and solver.iter == 3 and solver.requested_early_exit
+    assert solver.passes == 3 * param.iter_size
+    expected = []
+    for it in range(3):
+        expected += [("start", it), ("gradients", it, 2), ("end", it + 1)]
+        if (it + 1) % 2 == 0 or it + 1 == 3:  # every `snapshot` iterations, and on the stop
+            expected.append(("snapshot", it + 1))
+    assert recorder.calls == expected
+    solver.step(1)  # a later step() starts afresh
+    assert solver.iter == 4 and not solver.requested_early_exit
+
+
+def test_processes_sharing_the_passes_equal_one_process_with_the_whole_iter_size():
+    """Two solvers (threads standing for processes) of world_size 2, each running its pass of
+    iter_size 2 and summing the diffs in on_gradients_ready, make the updates and losses of one
+    solver with iter_size 2, bit for bit (one pass each: the one fp32 addition either way)."""
+    import threading
+    param = solver_param(base_lr=0.1, lr_policy="fixed", momentum=0.9, weight_decay=0.01, iter_size=2)
+    single = Solver(param, feed_of(), net=tiny_net())
+    single_losses = single.step(3)
+    barrier, grads, losses = threading.Barrier(2), [None, None], [None, None]
+
+    class SumOverRanks(SolverCallback):
+        def on_gradients_ready(self, solver, mine):
+            grads[solver.rank] = [p.grad.clone() for p in solver.learnable_params()]
+            losses[solver.rank] = mine
+            barrier.wait()
+            for p, a, b in zip(solver.learnable_params(), grads[0], grads[1]):
+                p.grad.copy_(a + b)
+            everyone = losses[0] + losses[1]
+            barrier.wait()
+            return everyone
+
+    seen = [[], []]
+
+    def feed_for(rank):
+        base = feed_of()
+        return lambda k: (seen[rank].append(k), base(k))[1]
+
+    solvers = [Solver(param, feed_for(r), net=tiny_net(), rank=r, world_size=2,
+                      callbacks=[SumOverRanks()]) for r in range(2)]
+    results = [None, None]
+    threads = [threading.Thread(target=lambda r=r: results.__setitem__(r, solvers[r].step(3)))
+               for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [[0, 2, 4], [1, 3, 5]]
+    assert results[0] == results[1] == single_losses
+    for solver in solvers:
+        for key, value in single.blobs().items():
+            assert np.array_equal(solver.blobs()[key], value), key
+    with pytest.raises(SolverError, match="cannot be shared"):
+        Solver(solver_param(base_lr=0.1, lr_policy="fixed", iter_size=3), feed_of(), net=tiny_net(),
+               world_size=2)

@@ -34,7 +34,8 @@ def data(seed: int = 0) -> torch.Tensor:
 
 
 def run(model: nn.Module, mode: speed.SpeedMode, x: torch.Tensor, **kw):
-    with speed.backend_flags(mode), speed.autocast(mode, "cpu"), torch.inference_mode():
+    """``model`` in ``mode`` alone, as a Runner runs it (no default prepared path on top)."""
+    with speed.backend_flags(mode), speed.autocast(mode, "cpu"), torch.inference_mode(), speed.plain_path():
         return model(speed.to_input(x, mode), **kw)
 
 
@@ -64,7 +65,7 @@ def test_prepack_keeps_every_blob_and_parameter(name):
     assert any(isinstance(m, speed.PackedConvolution) for m in packed.modules())
     assert not any(isinstance(m, speed.PackedConvolution) for m in model.modules())  # a copy
     assert {k: v.shape for k, v in packed.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
-    with torch.inference_mode():
+    with torch.inference_mode(), speed.plain_path():
         expected, got = model(x, return_blobs=True), packed(x, return_blobs=True)
     assert set(got) == set(expected)
     for blob, value in expected.items():
@@ -88,7 +89,7 @@ def test_prepacked_weights_follow_a_weight_change():
         packed(x)  # packs the weights once
     new = randomize(get_model("fcn8s", width_divisor=16), seed=4).eval()
     packed.load_state_dict(new.state_dict())
-    with torch.inference_mode():
+    with torch.inference_mode(), speed.plain_path():
         assert rel_err(packed(x), new(x)) < 1e-5
 
 
@@ -230,7 +231,7 @@ def test_keep_fp32_runs_the_named_layers_in_fp32_inside_autocast():
 
 def test_keep_fp32_in_fp32_changes_nothing_and_names_a_missing_layer():
     x = data(5)
-    with torch.inference_mode():
+    with torch.inference_mode(), speed.plain_path():
         assert torch.equal(speed.keep_fp32(tiny(), speed.CONV5)(x), tiny()(x))
     with pytest.raises(ValueError, match="no layer.*conv5_1"):
         speed.keep_fp32(tiny("fcn_alexnet"), speed.CONV5)
@@ -278,7 +279,7 @@ def test_split_tf32_parts_are_exact_and_follow_the_weight():
 
 def test_split_tf32_in_fp32_equals_the_plain_convolution():
     x = data(6)
-    with torch.inference_mode():
+    with torch.inference_mode(), speed.plain_path():
         plain = tiny()(x)
         split = speed.prepare_model(tiny(), dataclasses.replace(speed.FAST_TF32_SPLIT5, tf32=False,
                                                                 channels_last=False))(x)
@@ -333,7 +334,7 @@ def test_every_mode_runs_a_builder_net_and_a_prototxt_net(mode, source, goldens_
         inputs = {n: torch.from_numpy(a) for n, a in np.load(goldens_dir / "voc-fcn8s" / "blobs-48x64.npz").items()
                   if n in model.input_names}
     def outputs(net, m):
-        with speed.backend_flags(m), speed.autocast(m, "cpu"), torch.inference_mode():
+        with speed.backend_flags(m), speed.autocast(m, "cpu"), torch.inference_mode(), speed.plain_path():
             out = net(**{n: speed.to_input(v, m) for n, v in inputs.items()})
         return out if isinstance(out, dict) else {"score": out}
     reference = outputs(model, speed.STRICT)

@@ -31,7 +31,7 @@ from train_trees import (
     write_split,
 )
 
-COMMON = ["--width-divisor", "16", "--quiet"]
+COMMON = ["--width-divisor", "16", "--quiet", "--device", "cpu"]
 METRICS = {"pixel_acc", "mean_acc", "mean_iu", "fw_iu", "loss"}
 
 

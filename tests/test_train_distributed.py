@@ -27,7 +27,8 @@ def test_two_processes_equal_one_with_twice_the_iter_size(tmp_path):
     root = make_sbd_voc(tmp_path / "data")
     init = random_init("fcn32s", tmp_path / "init.safetensors")
     common = ["fcn32s", "--data", str(root), "--init", str(init), "--width-divisor", "16",
-              "--iters", "2", "--test-interval", "2", "--snapshot", "0", "--quiet"]
+              "--iters", "2", "--test-interval", "2", "--snapshot", "0", "--quiet",
+              "--device", "cpu"]
     single = tmp_path / "single"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -98,3 +98,15 @@ def test_make_targets_run_the_staged_chains(tmp_path):
     assert _make_n("train-fcn8s-atonce", tmp_path) == ["fcn8s-atonce"]
     assert _make_n("train-nyud-fcn32s-color-hha", tmp_path) == [
         "nyud-fcn32s-color", "nyud-fcn32s-hha", "nyud-fcn32s-color-hha"]
+
+
+def test_makefile_passes_init_to_exactly_the_stages_that_start_from_a_classifier():
+    """``make train-* INIT=FILE`` (the hint of a failed classifier download) reaches the
+    recipes whose init is an ILSVRC classifier, and no later stage."""
+    import re
+    from pathlib import Path
+    from reproduce.training.recipes import RECIPES
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    listed = re.search(r"^TRAIN_CLASSIFIER_INIT := (.*?[^\\])$", makefile, re.M | re.S).group(1)
+    expected = {name.replace("_", "-") for name, r in RECIPES.items() if r.init.kind == "classifier"}
+    assert set(listed.replace("\\", " ").split()) == expected

@@ -177,3 +177,10 @@ def random_init(model: str, path: Path, seed: int = 0, width_divisor: int = 16) 
                 fan = max(1, p[0].numel()) if p.dim() > 1 else 1
                 p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / fan) ** 0.5 * (p.dim() > 1))
     return save_weights(net, path, get_recipe(model), width_divisor, {})
+
+
+def sbd_voc_and_init(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny SBD/VOC tree (:func:`make_sbd_voc`) and random 1/16-width FCN-32s weights, the
+    inputs of the ``reproduce train fcn32s`` tests."""
+    root = make_sbd_voc(tmp_path_factory.mktemp("data"))
+    return root, random_init("fcn32s", tmp_path_factory.mktemp("init") / "init.safetensors")

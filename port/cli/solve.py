@@ -26,6 +26,7 @@ import numpy as np
 from port.cli import describe, fail, read_npz
 from port.errors import PortError
 from port.fileio import atomic_open, write_text_atomic
+from port.training.solver import Solver, SolverCallback, SolverParameter, snapshot_passes
 from port.weights import load_into
 
 PROG = "python -m port solve"
@@ -68,7 +69,6 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
         log=print) -> list[list[float]]:
     """The command's work; returns the per-pass losses of the run."""
     from port.caffe import load_net
-    from port.training.solver import Solver, SolverParameter, snapshot_passes
     if iters < 1:
         raise SolveError(f"--iters {iters}: give at least 1 iteration")
     if not Path(solver_path).is_file():
@@ -94,17 +94,30 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
         solver.restore(restore)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    losses: list[list[float]] = []
-    for _ in range(iters):
-        passes = solver.step(1)[0]
-        losses.append(passes)
-        write_npz(folder / f"params-iter{solver.iter}.npz", solver.blobs())
-        write_text_atomic(folder / "losses.json", json.dumps({"passes": losses}, indent=1) + "\n")
-        log(f"iteration {solver.iter}: lr = {solver.optimizer.last_rate:.6g}, "
-            f"loss = {Solver.iteration_loss(passes):.6g} (passes: {', '.join(f'{p:.6g}' for p in passes)})")
+    writer = _GoldensLayout(folder, log)
+    solver.add_callback(writer)
+    solver.step(iters)
     if snapshot:
         solver.snapshot(snapshot)
-    return losses
+    return writer.losses
+
+
+class _GoldensLayout(SolverCallback):
+    """After each iteration of ``Solver::Step``: ``params-iter<i>.npz``, ``losses.json`` and
+    the console line (the caffe-goldens training folders' layout)."""
+
+    def __init__(self, folder: Path, log):
+        self.folder, self.log = folder, log
+        self.losses: list[list[float]] = []
+
+    def on_iteration_end(self, solver: Solver, losses: list[float]) -> None:
+        self.losses.append(list(losses))
+        write_npz(self.folder / f"params-iter{solver.iter}.npz", solver.blobs())
+        write_text_atomic(self.folder / "losses.json",
+                          json.dumps({"passes": self.losses}, indent=1) + "\n")
+        self.log(f"iteration {solver.iter}: lr = {solver.optimizer.last_rate:.6g}, "
+                 f"loss = {Solver.iteration_loss(losses):.6g} "
+                 f"(passes: {', '.join(f'{p:.6g}' for p in losses)})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from port.weights import WeightsError, load_state_strict, load_weights, resolve_
 from port.models.meta import Digests, ModelMeta
 from port.net.engine import CaffeNet
 from port.net.fillers import start_frozen_upsamplings
+from port.run import prepared  # noqa: F401  (registers the default inference path with the engine)
 
 PathLike = str | os.PathLike | None
 #: Effective loss normalization of upstream ``normalize: false`` and ``normalize: true``.
@@ -36,7 +37,12 @@ class FCN(CaffeNet):
 
     ``model(data)`` (or ``model(color=..., hha=...)``) returns the score tensor, or for a net
     with several score heads (SIFT Flow) the dict of them by blob name;
-    ``model(data, return_blobs=True)`` every named blob as Caffe holds it."""
+    ``model(data, return_blobs=True)`` every named blob as Caffe holds it.
+
+    In ``eval()`` mode under ``torch.no_grad()``/``torch.inference_mode()`` on the CPU it runs
+    the fast exact path of ``port.run.speed.CPU_FAST`` by itself (:mod:`port.run.prepared`:
+    prepacked oneDNN weights, fused ReLU, NHWC, the constant canvas; strict fp32 arithmetic);
+    in training mode or with autograd, the plain path, gradients as Caffe's."""
 
     def __init__(self, netdef: NetDef, meta: ModelMeta):
         # The net's crop offsets were derived by coord_map as it was written (NetSpec.crop):

@@ -13,7 +13,7 @@ touches no tensor data and compiles nothing.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from port.net.ops import CaffeSemanticsError
 from port.weights import BLOB_NAMES, WeightsMismatchError, check_fit
 
 __all__ = ["CaffeNet", "BlobMismatchError", "InputError", "data_input_shapes", "DATA_LAYER_CHANNELS",
-           "PROPAGATION_SIZE"]
+           "PROPAGATION_SIZE", "set_inference_executor"]
 
 #: Spatial size given to a data layer's tops whose size Caffe learns only at run time; any
 #: size the net accepts gives the same parameter shapes.
@@ -56,6 +56,19 @@ def data_input_shapes(net: Any, blobs: Mapping[str, Sequence] | None = None,
                     break
             shapes[top] = (1, channels, size, size)
     return shapes
+
+
+#: Runs a net in eval mode without autograd, or returns None to leave it to the plain path:
+#: ``executor(net, inputs, return_blobs)``. The engine knows no run mode; the layer above it
+#: that does (``port.run.prepared``) registers one.
+_inference_executor: Callable[[Any, dict, bool], dict | None] | None = None
+
+
+def set_inference_executor(executor: Callable[[Any, dict, bool], dict | None] | None) -> None:
+    """Register the executor :meth:`CaffeNet.forward` consults in eval mode without autograd
+    (None: always the plain path)."""
+    global _inference_executor
+    _inference_executor = executor
 
 
 class InputError(CaffeGraphError):
@@ -270,14 +283,39 @@ class CaffeNet(nn.Module):
 
     def forward(self, *args: Any, return_blobs: bool = False, **inputs: Any) -> dict[str, torch.Tensor]:
         """The net's outputs by name for its inputs, given by name or positionally in
-        :attr:`input_names` order; with ``return_blobs`` every named blob."""
+        :attr:`input_names` order; with ``return_blobs`` every named blob. In eval mode without
+        autograd the registered inference executor (:func:`set_inference_executor`) may run
+        them in a prepared form; otherwise, and whenever it declines, :meth:`run_steps`."""
         blobs = self._inputs(args, inputs)
+        if (_inference_executor is not None and not self.training and not torch.is_grad_enabled()
+                and not torch.compiler.is_compiling()):  # a compiler traces the plain path
+            out = _inference_executor(self, blobs, return_blobs)
+            if out is not None:
+                return out
+        return self.run_steps(blobs, return_blobs)
+
+    def run_steps(self, blobs: dict[str, torch.Tensor], return_blobs: bool = False) -> dict[str, torch.Tensor]:
+        """The plain path: each layer in order over ``blobs`` (the checked inputs by name)."""
         for name, bottoms, tops in self._steps:
             outs = self._modules[name](*[blobs[b] for b in bottoms])
             blobs.update(zip(tops, outs))
         if return_blobs:
             return blobs
         return {name: blobs[name] for name in self.output_names}
+
+    #: What the inference executor keeps for this net (its prepared form); None when nothing.
+    #: Dropped when the net goes to training mode or is moved or cast (``to``, ``cuda``,
+    #: ``float``: ``Module._apply``); the executor drops it itself when the weights change.
+    inference_cache: Any = None
+
+    def train(self, mode: bool = True) -> "CaffeNet":
+        if mode:
+            self.inference_cache = None
+        return super().train(mode)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "CaffeNet":
+        self.inference_cache = None
+        return super()._apply(fn, *args, **kwargs)
 
     def load_blobs(self, netdef_with_blobs: Any, source: str | None = None) -> None:
         """Fill every parameter from a caffemodel's ``NetDef`` (``port.caffe.load_caffemodel``,

@@ -42,7 +42,7 @@ from port.net.layers import LRN, Convolution, Identity, Pooling, ReLU, redress, 
 
 __all__ = ["Stencil", "AxisPlan", "CanvasError", "plan_axis", "plan_chain", "trunk_chains",
            "constant_canvas", "CanvasChain", "CanvasConvolution", "CanvasPooling", "CanvasLRN",
-           "canvas_flops"]
+           "canvas_flops", "sharing_copy", "pays_off"]
 
 Interval = tuple[int, int]
 
@@ -355,14 +355,28 @@ def _wrap(model: CaffeNet, chain: list[tuple[str, str | None]]) -> None:
             setattr(model, name, CanvasLRN.of(module, state, index))
 
 
+def sharing_copy(model: CaffeNet) -> CaffeNet:
+    """A copy of a net that shares its layers and their Parameter objects but has its own
+    table of layers, so a run mode can put variants of some layers in it without touching the
+    original or copying a weight (a change to the original's weights is the copy's too). The
+    copy keeps no inference cache of the original (``CaffeNet.inference_cache``)."""
+    if not isinstance(model, CaffeNet):
+        raise TypeError(f"sharing_copy needs a port.net.engine.CaffeNet, got {type(model).__name__}")
+    clone = copy.copy(model)
+    clone._modules = type(model._modules)(model._modules)
+    clone.inference_cache = None
+    return clone
+
+
 def constant_canvas(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """``model`` (a :mod:`port.models` family net, a copy unless ``inplace``) with each trunk
+    """``model`` (a :mod:`port.models` family net; unless ``inplace``, a :func:`sharing_copy`:
+    the same Parameter objects, its own layer table) with each trunk
     (:func:`trunk_chains`) evaluated on the constant canvas: same parameters and state-dict
     keys, same outputs to fp32 summation order, the work on the padding done once per channel.
     A prepacked model (:func:`port.run.speed.prepack_cpu`) keeps its oneDNN convolutions."""
     chains = trunk_chains(model)
     if not inplace:
-        model = copy.deepcopy(model)
+        model = sharing_copy(model)
     for chain in chains:
         _wrap(model, chain)
     return model

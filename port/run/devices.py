@@ -16,7 +16,7 @@ import torch
 
 from port.errors import PortError
 
-__all__ = ["DeviceError", "available_devices", "check_device", "device_name", "cpu_name", "cpuinfo_cpu_name"]
+__all__ = ["DeviceError", "available_devices", "default_device", "check_device", "device_name", "cpu_name", "cpuinfo_cpu_name"]
 
 
 class DeviceError(PortError):
@@ -31,6 +31,12 @@ def available_devices() -> list[str]:
     if torch.backends.mps.is_available():
         devices.append("mps")
     return devices
+
+
+def default_device() -> str:
+    """The default ``--device`` of every command that runs a net on data (evaluation, the
+    demo, training): ``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _unavailable(device: torch.device) -> str | None:

@@ -13,7 +13,6 @@ outputs move by float32 rounding; :mod:`port.run.speed` folds only in its CPU fa
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from torch import nn
 
 from port.net import ops
 from port.net.layers import BatchNorm, CaffeLayer, Convolution, Scale, redress
+from port.run.canvas import sharing_copy
 
 __all__ = ["Folded", "foldable", "fold_batchnorm"]
 
@@ -73,16 +73,23 @@ def fold_batchnorm(model: Any) -> Any:
     """A copy of ``model`` (a ``CaffeNet``) with each :func:`foldable` chain folded into its
     convolution (which gains a bias when it had none); the BatchNorm and Scale become
     :class:`Folded` (they pass their input through and keep their parameters).
-    ``model`` itself when nothing folds. For inference only: the copy's parameters are no
-    longer the net's."""
+    ``model`` itself when nothing folds. For inference only. The copy is a
+    :func:`port.run.canvas.sharing_copy`: each folded convolution is a new layer with new
+    parameters (the folded weight and bias), every other layer and parameter is the net's
+    own, so no weight the fold leaves alone is copied."""
     chains = foldable(model)
     if not chains:
         return model
-    model = copy.deepcopy(model)
+    model = sharing_copy(model)
     layers = model.caffe_layers()
     with torch.no_grad():
         for conv_name, bn_name, scale_name in chains:
-            conv, bn = layers[conv_name], layers[bn_name]
+            bn = layers[bn_name]
+            conv = redress(Convolution, layers[conv_name])  # its own parameters, set below
+            conv.register_parameter("weight", nn.Parameter(conv.weight.detach().clone(), requires_grad=False))
+            if conv.bias_term:
+                conv.register_parameter("bias", nn.Parameter(conv.bias.detach().clone(), requires_grad=False))
+            setattr(model, conv_name, conv)
             mean, variance = ops.batch_norm_global_stats(bn.mean, bn.variance, bn.scale_factor)
             std = torch.sqrt(variance + np.float32(bn.eps).item()).double()  # as ops.batch_norm
             gain, shift = torch.ones_like(std), torch.zeros_like(std)

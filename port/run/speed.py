@@ -16,7 +16,7 @@ and recorded in ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import contextlib
-import copy
+import contextvars
 import math
 import os
 import time
@@ -39,7 +39,8 @@ __all__ = ["SpeedMode", "STRICT", "STRICT_CANVAS", "CPU_FAST", "FAST_TF32", "FAS
            "to_tf32", "SplitTf32Convolution", "split_tf32",
            "PackedConvolution", "set_backend_flags", "backend_flags", "autocast", "to_input",
            "set_threads", "prepack_cpu", "prepare_model", "compile_model", "CompileResult",
-           "count_flops", "Runner", "mode_named", "UnknownModeError"]
+           "count_flops", "Runner", "mode_named", "UnknownModeError", "plain_path", "on_plain_path",
+           "cpu_fast_net", "mkldnn_ok", "weight_key", "fusable_relus"]
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,26 @@ def backend_flags(mode: SpeedMode) -> Iterator[None]:
         _restore(previous)
 
 
+_PLAIN_PATH = contextvars.ContextVar("port_run_plain_path", default=False)
+
+
+@contextlib.contextmanager
+def plain_path() -> Iterator[None]:
+    """Inside the block every net runs the engine's plain path, also in eval mode without
+    autograd where it would otherwise run prepared (:mod:`port.run.prepared`): what a named
+    precision mode runs is that mode alone (:class:`Runner` enters this block)."""
+    token = _PLAIN_PATH.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN_PATH.reset(token)
+
+
+def on_plain_path() -> bool:
+    """Whether the caller is inside :func:`plain_path`."""
+    return _PLAIN_PATH.get()
+
+
 def autocast(mode: SpeedMode, device: str | torch.device) -> contextlib.AbstractContextManager:
     """The autocast context of ``mode`` on ``device`` (a no-op for the fp32 modes)."""
     if mode.autocast is None:
@@ -229,7 +250,7 @@ class SplitTf32Convolution(Convolution):
 
     def parts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(hi, lo)`` of the current weight, in its memory format."""
-        key = _weight_key(self.weight)
+        key = weight_key(self.weight)
         if self._split is None or self._split[0] != key:
             w = self.weight.detach()
             hi = to_tf32(w).contiguous(memory_format=_memory_format(w))
@@ -244,7 +265,7 @@ class SplitTf32Convolution(Convolution):
                                self.caffe_name),)
 
 
-def _weight_key(weight: torch.Tensor) -> tuple:
+def weight_key(weight: torch.Tensor) -> tuple:
     """What identifies a weight's current values: storage, device and in-place version (an
     inference-mode tensor has no version counter: its storage alone)."""
     try:
@@ -297,8 +318,12 @@ def set_threads(threads: int | None = None) -> int:
 
 
 # -- CPU: prepacked oneDNN convolutions --------------------------------------------------------
-def _mkldnn_ok() -> bool:
+def mkldnn_ok() -> bool:
+    """Whether this torch has oneDNN with the fused convolution the prepacked path calls."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+_mkldnn_ok = mkldnn_ok
 
 
 def _pair(value: int | tuple[int, ...]) -> list[int]:
@@ -311,27 +336,30 @@ class PackedConvolution(Convolution):
 
     The arithmetic is the one :func:`port.net.ops.conv2d` gets from oneDNN (same kernels, same
     summation), so outputs are bit-identical to the unfused convolution + ReLU. Parameters are
-    the original ones (state-dict keys unchanged); the packed copy is rebuilt when the weight
-    changes. Off the CPU, outside fp32, or with autograd on, it runs :func:`port.net.ops.conv2d`.
+    the original ones (state-dict keys unchanged); the packed copy is made at the first call
+    (oneDNN's layout for that input) and again when the weight changes (the old one released
+    first). Off the CPU, outside fp32, or with autograd on, it runs
+    :func:`port.net.ops.conv2d`.
     """
 
     @classmethod
     def of(cls, conv: Convolution, relu: bool) -> "PackedConvolution":
-        return redress(cls, conv, relu=relu, _packed=None)  # type: ignore[return-value]
+        return redress(cls, conv, relu=relu, _packed=[None])  # type: ignore[return-value]
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
-        key = _weight_key(self.weight)
-        if self._packed is None or self._packed[0] != key:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
+        key, cell = weight_key(self.weight), self._packed
+        if cell[0] is None or cell[0][0] != key:
+            cell[0] = None
+            cell[0] = (key, torch.ops.mkldnn._reorder_convolution_weight(
                 self.weight.detach(), _pair(self.pad), _pair(self.stride), _pair(self.dilation),
-                self.groups, list(x.shape))
-            self._packed = (key, packed)
-        return self._packed[1]
+                self.groups, list(x.shape)))
+        return cell[0][1]
 
     def unpadded(self) -> "PackedConvolution":
-        """The same convolution with ``pad: 0`` (same parameters, own packed copy), for the
-        crops of :mod:`port.run.canvas`."""
-        return redress(PackedConvolution, self, pad=0, _packed=None)  # type: ignore[return-value]
+        """The same convolution with ``pad: 0``, for the crops of :mod:`port.run.canvas`: same
+        parameters and the same packed copy (oneDNN reorders a packed weight only where a
+        primitive wants another layout, and the crops' primitives want this one)."""
+        return redress(PackedConvolution, self, pad=0, _packed=self._packed)  # type: ignore[return-value]
 
     def _fast(self, x: torch.Tensor) -> bool:
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
@@ -368,13 +396,14 @@ def _check_net(model: nn.Module, what: str) -> None:
 
 
 def prepack_cpu(model: CaffeNet) -> CaffeNet:
-    """A copy of a net whose convolutions are :class:`PackedConvolution` (each fusing the
-    in-place ReLU that follows it; that ReLU becomes an identity). Same parameters, same
-    outputs bit for bit, fewer passes over memory (MAX pooling's fast path lives in
-    :func:`port.net.ops.pool2d`). Without oneDNN the copy is returned unchanged."""
+    """A copy of a net (:func:`port.run.canvas.sharing_copy`: the same Parameter objects)
+    whose convolutions are :class:`PackedConvolution` (each fusing the in-place ReLU that
+    follows it; that ReLU becomes an identity). Same parameters, same outputs bit for bit,
+    fewer passes over memory (MAX pooling's fast path lives in :func:`port.net.ops.pool2d`).
+    Without oneDNN the copy is returned unchanged."""
     _check_net(model, "prepack_cpu")
-    model = copy.deepcopy(model)
-    if not _mkldnn_ok():
+    model = canvas.sharing_copy(model)
+    if not mkldnn_ok():
         return model
     relus = fusable_relus(model)
     for name, module in _plain_convolutions(model).items():
@@ -384,25 +413,39 @@ def prepack_cpu(model: CaffeNet) -> CaffeNet:
     return model
 
 
+def cpu_fast_net(model: CaffeNet, *, skip_constant: bool = True) -> CaffeNet:
+    """The CPU form of :data:`CPU_FAST` (and of the default path, :mod:`port.run.prepared`): a
+    copy sharing the net's parameters (but for the convolutions a BatchNorm folds into:
+    :func:`port.run.fold.fold_batchnorm`), prepacked (:func:`prepack_cpu`) and, with
+    ``skip_constant``, its trunk on the constant canvas where :func:`port.run.canvas.pays_off`.
+    Its inputs go in NHWC (:func:`to_input`)."""
+    model = prepack_cpu(fold_batchnorm(model))  # BatchNorm + Scale folded into their convolution first
+    if skip_constant and canvas.pays_off(model):
+        model = canvas.constant_canvas(model, inplace=True)
+    return model
+
+
 # -- putting it together -----------------------------------------------------------------------
 def prepare_model(model: nn.Module, mode: SpeedMode, device: str | torch.device = "cpu") -> nn.Module:
-    """``model`` in eval mode on ``device`` in ``mode``'s memory format, prepacked on the CPU
-    when ``mode.prepack`` (BatchNorm and Scale first folded into their convolution,
-    :func:`port.run.fold.fold_batchnorm`), its trunk on the constant canvas when
-    ``mode.skip_constant`` and :func:`port.run.canvas.pays_off` (a copy then; otherwise moved in place as ``Module.to`` does),
+    """``model`` in eval mode on ``device`` (moved in place as ``Module.to`` does); on the CPU
+    with ``mode.prepack``, its :func:`cpu_fast_net` (NHWC inputs; BatchNorm and Scale folded
+    into their convolution, :func:`port.run.fold.fold_batchnorm`; prepacked; the canvas when
+    ``mode.skip_constant``); otherwise in ``mode``'s memory format, its trunk on the constant
+    canvas when ``mode.skip_constant`` and :func:`port.run.canvas.pays_off` (a
+    :func:`port.run.canvas.sharing_copy` then),
     ``mode.fp32_layers`` kept in fp32 (:func:`keep_fp32`), ``mode.split_tf32_layers`` split
     (:func:`split_tf32`, in place). ``mode.compile`` is left to
     :func:`compile_model`, whose warm-up the caller times."""
     _check_net(model, "prepare_model")
     device = torch.device(device)
     model = model.eval().to(device)
-    if mode.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    copied = mode.prepack and device.type == "cpu"
-    if copied:  # BatchNorm + Scale folded into their convolution first (a copy when any)
-        model = prepack_cpu(fold_batchnorm(model))
-    if mode.skip_constant and canvas.pays_off(model):
-        model = canvas.constant_canvas(model, inplace=copied)
+    if mode.prepack and device.type == "cpu":
+        model = cpu_fast_net(model, skip_constant=mode.skip_constant)
+    else:
+        if mode.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if mode.skip_constant and canvas.pays_off(model):
+            model = canvas.constant_canvas(model)
     if mode.fp32_layers:
         model = keep_fp32(model, _present(model, mode, "fp32_layers", dict(model.named_modules())))
     if mode.split_tf32_layers:
@@ -527,9 +570,10 @@ class Runner:
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
-        """The mode's backend flags and autocast, no autograd: for a caller that runs the
-        prepared net itself (:attr:`model`) over many inputs."""
-        with backend_flags(self.mode), autocast(self.mode, self.device), torch.inference_mode():
+        """The mode's backend flags and autocast, no autograd, and the mode alone (no default
+        prepared path on top of it: :func:`plain_path`): for a caller that runs the prepared net
+        itself (:attr:`model`) over many inputs."""
+        with backend_flags(self.mode), autocast(self.mode, self.device), torch.inference_mode(), plain_path():
             yield
 
     def __call__(self, *args: Any, **inputs: Any) -> Any:
@@ -539,7 +583,7 @@ class Runner:
     def compile(self, example: dict[str, torch.Tensor], *, budget_s: float = math.inf) -> CompileResult:
         """``torch.compile`` the prepared net, warmed up on ``example`` under the mode's flags
         (eager again when it fails or runs over ``budget_s``)."""
-        with backend_flags(self.mode), autocast(self.mode, self.device):
+        with backend_flags(self.mode), autocast(self.mode, self.device), plain_path():
             self.compiled = compile_model(self.model, {k: self.place(v) for k, v in example.items()},
                                           budget_s=budget_s)
         self.model = self.compiled.model

@@ -17,11 +17,17 @@
   ``local_decay = weight_decay * decay_mult``, all in float32 as Caffe's ``Dtype``.
   Parameters with ``lr_mult: 0`` are not in it (Caffe computes no diff for them and their
   update is ``0 * diff``: they never move).
-- :class:`Solver`: ``Solver::Step``: per iteration, clear the diffs, ``iter_size`` forward /
-  backward passes accumulating them (data from a callable), the iteration's loss the mean of
-  the passes' losses, then :meth:`CaffeSGD.step`. The loss of a pass is ``Net::ForwardBackward``'s:
-  the sum over loss tops of ``loss_weight * sum(top)`` (loss layers default to weight 1 on their
-  first top, ``LossLayer::LayerSetUp``). Snapshots (weights, history, iteration, the multistep
+- :class:`Solver`: ``Solver::Step``, the one step loop of the project (``python -m port solve``
+  and ``python -m reproduce train`` both drive it): per iteration, clear the diffs, the
+  callbacks' ``on_start``, ``iter_size`` forward / backward passes accumulating them (data from
+  a callable; several processes may share them), the callbacks' ``on_gradients_ready`` (where
+  Caffe's multi-GPU sync sums the diffs), the iteration's loss the mean of the passes' losses
+  and the smoothed loss (``UpdateSmoothedLoss``, ``average_loss``), :meth:`CaffeSGD.step`,
+  then the callbacks' ``on_iteration_end``, ``snapshot`` (every ``snapshot`` iterations or on
+  request) and ``requested_action`` (``SolverAction``: a signal's stop) (:class:`SolverCallback`).
+  The loss of a pass is ``Net::ForwardBackward``'s: the sum over loss tops of
+  ``loss_weight * sum(top)`` (loss layers default to weight 1 on their first top,
+  ``LossLayer::LayerSetUp``). Snapshots (weights, history, iteration, the multistep
   counter, passes made, the RNG state) are one safetensors file with its JSON metadata, written
   atomically; a restored run continues bit-identically on the CPU.
 
@@ -52,8 +58,8 @@ from port.weights import (NotSafetensorsError, WeightsError, check_fit, load_wei
                           write_safetensors)
 
 __all__ = ["SolverError", "SolverParameter", "LR_POLICIES", "SUPPORTED_TYPES", "learning_rate",
-           "CaffeSGD", "Solver", "loss_weights", "scale_diff_overwritten", "refuse_shared_params", "param_key",
-           "snapshot_counters", "snapshot_passes"]
+           "CaffeSGD", "Solver", "SolverCallback", "NONE", "STOP", "SNAPSHOT", "loss_weights",
+           "scale_diff_overwritten", "refuse_shared_params", "param_key", "snapshot_counters", "snapshot_passes"]
 
 #: GetLearningRate's policies.
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
@@ -444,6 +450,38 @@ def _scale_layers(net: Any) -> list[Any]:
 
 Feed = Callable[[int], Mapping[str, Any]]
 
+#: ``SolverAction::Enum`` (solver.hpp): what a request function asks of ``Solver::Step``.
+NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"
+
+
+class SolverCallback:
+    """The points of ``Solver::Step`` a harness plugs into, as Caffe's ``Solver::Callback``
+    (``on_start``, ``on_gradients_ready``: its multi-GPU ``P2PSync`` / ``NCCL`` reduce the diffs
+    there) and the rest of ``Step``'s iteration (``Snapshot()``, ``GetRequestedAction()``) as
+    methods. Every method does nothing by default; :meth:`Solver.add_callback` registers one."""
+
+    def on_start(self, solver: "Solver") -> None:
+        """After ``ClearParamDiffs``, before the iteration's forward/backward passes."""
+
+    def on_gradients_ready(self, solver: "Solver", losses: list[float]) -> list[float] | None:
+        """After this process's passes (their losses given), before ``ApplyUpdate``: the place
+        to sum the diffs over processes. May return the losses of every pass of the iteration
+        (all processes', in pass order), of which the iteration's loss is the mean."""
+
+    def on_iteration_end(self, solver: "Solver", losses: list[float]) -> None:
+        """After ``ApplyUpdate`` and ``++iter_`` (``solver.iter`` is the iteration just made,
+        ``solver.smoothed_loss`` Caffe's ``smoothed_loss_``): logging, a validation between
+        steps (upstream ``solve.py`` runs ``score.seg_tests`` after ``solver.step``)."""
+
+    def requested_action(self, solver: "Solver") -> str:
+        """``GetRequestedAction``: :data:`NONE`, :data:`SNAPSHOT` or :data:`STOP` (a signal)."""
+        return NONE
+
+    def snapshot(self, solver: "Solver") -> None:
+        """``Solver::Snapshot``: called every ``param.snapshot`` iterations and on a
+        :data:`SNAPSHOT` request (a :data:`STOP` request snapshots too: ``Solve``'s
+        ``snapshot_after_train``). A solver without callbacks writes nothing."""
+
 
 class Solver:
     """Caffe's ``Solver::Step`` over a TRAIN-phase ``CaffeNet`` with :class:`CaffeSGD`.
@@ -454,13 +492,25 @@ class Solver:
     (:meth:`SolverParameter.build_train_net`: phase TRAIN, the net's own ``state``, the
     solver's ``train_state``), at ``input_shapes`` (or, for Python data layers, at the shapes
     of ``feed(0)``); a given net must have been built for that state.
+
+    ``world_size`` processes may share an iteration's ``iter_size`` passes (each process a
+    solver of its own; the diffs summed by a :class:`SolverCallback`'s ``on_gradients_ready``):
+    process ``rank`` runs passes ``rank * m ... rank * m + m - 1`` of each iteration's
+    ``iter_size`` (``m = iter_size / world_size``), numbered over the whole run, and
+    ``Normalize`` divides by the whole ``iter_size``.
     """
 
     def __init__(self, param: SolverParameter, feed: Feed | None = None, net: Any = None,
                  netdef: Any = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", *, rank: int = 0, world_size: int = 1,
+                 callbacks: Sequence[SolverCallback] = ()):
         param.check()
+        if world_size < 1 or param.iter_size % world_size or not 0 <= rank < world_size:
+            raise SolverError(f"{param.where}: iter_size {param.iter_size} cannot be shared by "
+                              f"rank {rank} of {world_size} processes (a multiple of the count)")
         self.param, self.feed = param, feed
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.callbacks: list[SolverCallback] = list(callbacks)
         if param.random_seed >= 0:  # Solver::Init: Caffe::set_random_seed (Dropout's masks)
             torch.manual_seed(param.random_seed)
         if net is None:
@@ -482,8 +532,10 @@ class Solver:
         self.losses = loss_weights(self.net)
         if not self.losses:
             raise SolverError(f"net {self.net.net_name!r}: no loss (no *Loss layer and no loss_weight)")
-        self.passes = 0
+        self.passes = 0  # forward passes of the run (every process's), the feed's k
         self.smoothed_loss = 0.0  # Caffe's smoothed_loss_ over average_loss iterations of a step()
+        self._losses_window: list[float] = []  # Caffe's losses_
+        self.requested_early_exit = False
         self._scales = _scale_layers(self.net)
         self._scale_bottoms: dict[str, tuple[int, ...]] = {}
         for module in self._scales:
@@ -492,10 +544,19 @@ class Solver:
     def _record_scale_bottom(self, module: Any, args: tuple) -> None:
         self._scale_bottoms[module.caffe_name] = tuple(args[0].shape)
 
+    def add_callback(self, callback: SolverCallback) -> None:
+        """``Solver::add_callback``."""
+        self.callbacks.append(callback)
+
     @property
     def iter(self) -> int:
         """Caffe's ``iter_``: the number of updates made."""
         return self.optimizer.iter
+
+    def learnable_params(self) -> list[torch.Tensor]:
+        """Caffe's ``learnable_params()`` (``lr_mult != 0``), in net order: the diffs a
+        multi-process callback sums."""
+        return [p for _, p in self.optimizer._learnable()]
 
     def forward_backward(self, inputs: Mapping[str, Any]) -> float:
         """``Net::ForwardBackward``: the loss (float32 value) and the gradients accumulated."""
@@ -511,31 +572,60 @@ class Solver:
         loss.backward()
         return float(loss.detach().cpu().to(torch.float32))
 
+    def own_passes(self) -> range:
+        """The run's pass numbers this process makes in the coming iteration."""
+        share = self.param.iter_size // self.world_size
+        first = self.passes + self.rank * share
+        return range(first, first + share)
+
+    def update_smoothed_loss(self, loss: float, start_iter: int, average_loss: int) -> None:
+        """``Solver::UpdateSmoothedLoss``: the mean of the last ``average_loss`` iteration
+        losses of this :meth:`step` call, updated in place as Caffe does."""
+        window = self._losses_window
+        if len(window) < average_loss:
+            window.append(loss)
+            self.smoothed_loss = (self.smoothed_loss * (len(window) - 1) + loss) / len(window)
+        else:
+            index = (self.iter - start_iter) % average_loss
+            self.smoothed_loss += (loss - window[index]) / average_loss
+            window[index] = loss
+
     def step(self, iters: int, feed: Feed | None = None) -> list[list[float]]:
-        """``iters`` iterations; returns, per iteration, the loss of each of its ``iter_size``
-        passes (the iteration's loss, Caffe's, is their float32 mean: :meth:`iteration_loss`)."""
+        """``Solver::Step(iters)``: returns, per iteration, the loss of each of its
+        ``iter_size`` passes (every process's; the iteration's loss, Caffe's, is their float32
+        mean: :meth:`iteration_loss`). Stops early when a callback requests :data:`STOP`
+        (:attr:`requested_early_exit`)."""
         feed = feed or self.feed
         if feed is None:
             raise SolverError("Solver.step needs a feed: a callable giving the inputs of pass k")
-        out = []
-        start_iter, average, window = self.iter, max(1, self.param.average_loss), []
-        self.smoothed_loss = 0.0
-        for _ in range(int(iters)):
+        out: list[list[float]] = []
+        start_iter, stop_iter = self.iter, self.iter + int(iters)
+        average = max(1, self.param.average_loss)
+        self._losses_window, self.smoothed_loss = [], 0.0
+        self.requested_early_exit = False
+        while self.iter < stop_iter:
             self.optimizer.zero_grad(set_to_none=True)  # Net::ClearParamDiffs
-            passes = []
-            for _ in range(self.param.iter_size):
-                passes.append(self.forward_backward(feed(self.passes)))
-                self.passes += 1
-            loss = self.iteration_loss(passes)
-            if len(window) < average:  # Solver::UpdateSmoothedLoss
-                window.append(loss)
-                self.smoothed_loss = (self.smoothed_loss * (len(window) - 1) + loss) / len(window)
-            else:
-                index = (self.iter - start_iter) % average
-                self.smoothed_loss += (loss - window[index]) / average
-                window[index] = loss
-            self.optimizer.step()
+            for callback in self.callbacks:
+                callback.on_start(self)
+            passes = [self.forward_backward(feed(k)) for k in self.own_passes()]
+            for callback in self.callbacks:
+                passes = callback.on_gradients_ready(self, passes) or passes
+            self.update_smoothed_loss(self.iteration_loss(passes), start_iter, average)
+            self.optimizer.step()  # ApplyUpdate; ++iter_
+            self.passes += self.param.iter_size
             out.append(passes)
+            for callback in self.callbacks:
+                callback.on_iteration_end(self, passes)
+            request = NONE
+            for callback in self.callbacks:
+                asked = callback.requested_action(self)
+                request = asked if request == NONE else request
+            if (self.param.snapshot and self.iter % self.param.snapshot == 0) or request != NONE:
+                for callback in self.callbacks:
+                    callback.snapshot(self)
+            if request == STOP:
+                self.requested_early_exit = True
+                break
         return out
 
     @staticmethod

@@ -28,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
                    "snapshots/, final.safetensors, report.md, curves.png)")
     p.add_argument("--init", default="auto", help="auto (the recipe's: ILSVRC classifier "
                    "transplanted, or the previous stage's OUT/../<stage>/final.safetensors), or "
-                   "a .caffemodel/.h5/.safetensors copied/transplanted by layer name (default auto)")
+                   "a .caffemodel/.h5/.safetensors copied/transplanted by layer name, e.g. your copy "
+                   "of the classifier the recipe downloads (default auto)")
     p.add_argument("--width-divisor", type=int, default=1, help="train net widths / N (default 1)")
     p.add_argument("--iters", type=int, help="iterations (default: the recipe's rounds x step)")
     p.add_argument("--snapshot", type=int, help="snapshot every N iterations (default: solver.prototxt's)")
@@ -36,8 +37,13 @@ def parser() -> argparse.ArgumentParser:
                    "solve.py's step); 0: only at the end")
     p.add_argument("--iter-size", type=int, help="passes per iteration per process (default: the recipe's)")
     p.add_argument("--seed", type=int, help="the data layer's seed (default 1337, upstream's)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--resume", action="store_true", help="continue from the last snapshot in OUT")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, "
+                   "else cpu; under torchrun cuda is cuda:LOCAL_RANK)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest intact "
+                   "snapshot in OUT")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images or labels "
+                   "out of the training and validation lists (each recorded in the report) "
+                   "instead of stopping before the first iteration")
     p.add_argument("--cache", type=Path, help="download cache (default weights/cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -45,28 +51,31 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from reproduce import distributed as dist_
-    from reproduce.training.run import TrainOptions, TrainStopped, train
+    from port.run.devices import default_device
+    from reproduce.training.run import TrainOptions, TrainStopped, ran_line, train
     args = parser().parse_args(argv)
     opts = TrainOptions(model=args.model, data=args.data, out=args.out, init=args.init,
                         width_divisor=args.width_divisor, iters=args.iters,
                         snapshot=args.snapshot, test_interval=args.test_interval,
                         iter_size=args.iter_size, seed=args.seed, device=args.device,
-                        resume=args.resume, cache=args.cache, progress=not args.quiet)
-    ctx = dist_.setup("cuda" if args.device.startswith("cuda") else "cpu")
+                        resume=args.resume, skip_bad=args.skip_bad, cache=args.cache,
+                        progress=not args.quiet)
+    device = args.device or default_device()
+    ctx = dist_.DistContext()
     try:
+        ctx = dist_.setup("cuda" if device.startswith("cuda") else "cpu")
         summary = train(opts, ctx)
     except TrainStopped as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_SIGNAL_BASE + int(exc.signum)
-    except (PortError, OSError) as exc:
+    except (PortError, OSError) as exc:  # a bad torchrun setting too (DistributedError)
         text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"{PROG}: {text}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         dist_.teardown(ctx)
     if ctx.is_main:
-        print(f"trained {summary['iterations']} iterations in {summary['seconds']:.1f} s: "
-              f"{summary.get('final')}")
+        print(ran_line(summary))
         if summary.get("report"):
-            print(f"final mean IU {100 * summary['mean_iu']:.2f}; report: {summary['report']}")
+            print(f"final mean IU {100 * summary['mean_iu']:.2f} %; report: {summary['report']}")
     return 0

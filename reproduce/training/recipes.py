@@ -35,10 +35,13 @@ Notes on what upstream does that a recipe records rather than changes:
 """
 from __future__ import annotations
 
+import difflib
+
 from dataclasses import dataclass, replace
 from typing import Any
 
 from port.errors import PortError
+from port.models import list_models
 
 __all__ = ["RecipeError", "SolverSettings", "Init", "Recipe", "RECIPES", "get_recipe",
            "recipe_names", "STAGED_CHAINS", "UPSTREAM_SEED"]
@@ -209,9 +212,13 @@ def get_recipe(model: str) -> Recipe:
     """The recipe of a released net, by builder name (dashes or underscores)."""
     key = model.replace("-", "_").lower()
     if key not in RECIPES:
-        known = ", ".join(n.replace("_", "-") for n in recipe_names())
-        raise RecipeError(f"model {model!r} has no training recipe (upstream released none for "
-                          f"it); recipes: {known}")
+        known = [n.replace("_", "-") for n in recipe_names()]
+        near = difflib.get_close_matches(key.replace("_", "-"), known, n=1, cutoff=0.6)
+        released = key in list_models()
+        why = (f"did you mean {near[0]}?" if near and not released
+               else "upstream released none for it")
+        raise RecipeError(f"model {model!r} has no training recipe ({why}); recipes: "
+                          f"{', '.join(known)}")
     return RECIPES[key]
 
 

@@ -5,33 +5,47 @@
 score.seg_tests(solver, ...)``. Here: the builder's TRAIN-phase net
 (``port.models.train_net``), Caffe's fillers (``port.net.fillers``), the recipe's initial
 weights (``surgery.transplant`` / copy by layer name), ``surgery.interp`` on the frozen
-Deconvolutions, Caffe's ``SGDSolver`` update (``port.training.solver.CaffeSGD``) over
-``iter_size`` forward/backward passes per iteration (``Solver::Step``), and every
-``test_interval`` iterations the harness's own evaluation (``reproduce.harness.evaluate``: the
-four metrics and the loss of ``score.py``) on the recipe's validation split.
+Deconvolutions, then ``port.training.solver.Solver.step`` (Caffe's ``Solver::Step``, the one
+step loop) with one :class:`SolverCallback` of this module plugged in: the diffs summed over
+processes (``on_gradients_ready``), every ``test_interval`` iterations the harness's own
+evaluation (``reproduce.harness.evaluate``: the four metrics and the loss of ``score.py``) on
+the recipe's validation split, the log, snapshots and SIGTERM/SIGINT (a snapshot, then stop).
 
-Several processes (``torchrun``): with N processes and ``iter_size`` k each, iteration i's
-global passes are ``i*N*k ... i*N*k + N*k - 1`` of the one sample sequence; rank r runs passes
-``i*N*k + r*k ... + k - 1``, the accumulated diffs are summed over ranks (``all_reduce``) and
-normalised by ``1/(N*k)`` (Caffe's multi-GPU ``P2PSync`` sums the diffs of its solvers and each
-solver divides by its ``iter_size``): the same update as one process with ``iter_size`` N*k, up
-to the order of the fp32 sums. The iteration's loss is the float32 mean of all N*k pass losses
-in global pass order. Rank 0 alone writes the log, snapshots and reports.
+Before the first iteration both lists are read once (:func:`check_items`): a missing or
+unreadable image or label, or one of another size, stops the run in one line naming the file,
+or with ``skip_bad`` leaves the list and is recorded (``init.json``, the report).
 
-Files under OUT: ``train_log.jsonl`` (one object per iteration: ``iter``, ``lr``, ``loss``,
-``samples``, ``val`` after a validation), ``snapshots/iter_<k>.safetensors`` (the weights in the
-builder's names, loadable by ``port.models``) + ``snapshots/iter_<k>.solverstate.safetensors``
-(``Solver.snapshot``: weights, history, counters, RNG), ``final.safetensors``, ``init.json``
-(where each blob started: the file it was copied from, filled, interp; the sources read; the
-training list, ``reproduce.splits.ListSource``),
-``report.json``/``report.md`` (``reproduce.report``), ``curves.png``.
+Several processes (``torchrun``): with N processes and ``iter_size`` k each, the solver's
+``iter_size`` is N*k and iteration i's passes ``i*N*k ... i*N*k + N*k - 1`` of the one sample
+sequence; rank r runs passes ``i*N*k + r*k ... + k - 1`` (``Solver(rank=, world_size=)``), the
+accumulated diffs are summed over ranks (``all_reduce``) and normalised by ``1/(N*k)`` (Caffe's
+multi-GPU ``P2PSync`` sums the diffs of its solvers and each solver divides by its
+``iter_size``): the same update as one process with ``iter_size`` N*k, up to the order of the
+fp32 sums. The iteration's loss is the float32 mean of all N*k pass losses in global pass
+order. Rank 0 alone writes the log, snapshots and reports.
+
+Files under OUT: ``train_log.jsonl`` (one object per iteration: ``iter``, ``lr`` (the float32
+rate's shortest decimal), ``loss``, ``samples``, ``val`` after a validation),
+``snapshots/iter_<k>.safetensors`` (the weights in the builder's names, loadable by
+``port.models``) + ``snapshots/iter_<k>.solverstate.safetensors`` (``Solver.snapshot``: weights,
+history, counters, RNG; and the run's identity), ``final.safetensors`` (with the training
+verdict, ``reproduce.training.report``), ``init.json`` (where each blob started: the file it was
+copied from, filled, interp; the sources read with their SHA-256; the training list,
+``reproduce.splits.ListSource``; the bad items left out), ``report.json``/``report.md``
+(``reproduce.report``, the training record and verdict first), ``curves.png``.
+
+``--resume`` survives what a crash leaves: a torn last log line is dropped (said in one line),
+a damaged solver state is passed over for the newest intact one (:func:`resume_point`; none:
+how to start over, never a silent restart from the init), a damaged snapshot weights file
+beside an intact state is said and written again from it.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,17 +55,27 @@ import torch
 from port import weights as fmt
 from port.errors import PortError
 from port.fileio import write_text_atomic
+from port.models import get_meta, train_net
+from port.run.devices import default_device, device_name
+from port.training.solver import NONE, STOP, Solver, SolverCallback
 from reproduce import distributed as dist_
+from reproduce.checkpoint import StopRequest
+from reproduce.report import plural
 from reproduce.training.data import TrainData, open_split
 from reproduce.training.recipes import Recipe, get_recipe, solver_parameter, with_overrides
+from reproduce.training.report import (TRAINING_VERDICT, init_sources_with_digests,
+                                       training_shortfalls, write_train_report)
 
 __all__ = ["TrainError", "TrainOptions", "TrainStopped", "train", "SNAPSHOT_FORMAT",
-           "latest_snapshot", "read_log"]
+           "resume_point", "read_log"]
 
 SNAPSHOT_FORMAT = "reproduce.training/1"
 LOG_NAME, FINAL_NAME, SNAPSHOT_DIR = "train_log.jsonl", "final.safetensors", "snapshots"
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
-_SNAP = re.compile(r"^iter_(\d+)\.safetensors$")
+#: What a failed download of the recipe's classifier suggests: this command's own option (and
+#: the Makefile variable that passes it to the stages starting from a classifier).
+CLASSIFIER_INSTEAD = "or pass your copy with --init FILE (make: INIT=FILE)"
+_STATE = re.compile(r"^iter_(\d+)\.solverstate\.safetensors$")
 
 
 class TrainError(PortError):
@@ -79,8 +103,9 @@ class TrainOptions:
     test_interval: int | None = None
     iter_size: int | None = None
     seed: int | None = None
-    device: str = "cpu"
+    device: str | None = None  # None: cuda when a GPU is visible, else cpu (as evaluation)
     resume: bool = False
+    skip_bad: bool = False
     cache: Path | None = None
     progress: bool = True
     log: Callable[[str], None] = field(default=print)
@@ -119,7 +144,8 @@ def initialise(net: Any, recipe: Recipe, opts: TrainOptions) -> dict[str, Any]:
     elif recipe.init.kind == "classifier":
         from reproduce import download, registry
         sources = [(Path(download.fetch(registry.get(recipe.init.sources[0]),
-                                        registry.cache_dir(opts.cache))), "")]
+                                        registry.cache_dir(opts.cache),
+                                        instead=CLASSIFIER_INSTEAD)), "")]
     elif recipe.init.kind == "stage":
         sources = [(_stage_weights(opts, recipe.init.sources[0]), "")]
     else:  # fusion: each stream's net with its suffix (nyud-fcn32s-color-hha/solve.py)
@@ -162,19 +188,70 @@ def save_weights(net: Any, path: Path, recipe: Recipe, width_divisor: int, extra
 
 
 # ------------------------------------------------------------------------------ snapshots
-def latest_snapshot(out: Path) -> tuple[int, Path] | None:
+def _snapshot_states(out: Path) -> list[tuple[int, Path]]:
+    """Every ``iter_<k>.solverstate.safetensors`` under OUT/snapshots, newest first."""
     folder = out / SNAPSHOT_DIR
     if not folder.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _SNAP.match(p.name))
-             and (folder / f"iter_{m.group(1)}.solverstate.safetensors").is_file()]
-    return max(found) if found else None
+        return []
+    return sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := _STATE.match(p.name))),
+                  reverse=True)
 
 
-def read_log(path: Path) -> list[dict]:
+def _unreadable(path: Path) -> tuple[dict[str, str] | None, str | None]:
+    """A safetensors file's metadata, or why it cannot be read (a torn or garbage file: its
+    header does not parse or does not cover the file), through ``port.models``' reader."""
+    if not path.is_file():
+        return None, "missing"
+    try:
+        return fmt.read_metadata(path), None
+    except PortError as err:
+        cause = err.__cause__ or err
+        return None, f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else 'unreadable'}"
+
+
+def read_state_metadata(path: Path) -> dict[str, Any]:
+    """A solver state's JSON metadata (``solver``: the counters; ``run``: the run's identity);
+    a torn or garbage file raises :class:`TrainError`, one line naming it."""
+    meta, damage = _unreadable(path)
+    try:
+        if damage is None:
+            return {"solver": json.loads(meta["solver"]), "run": json.loads(meta.get("run", "{}"))}
+    except (KeyError, ValueError) as err:
+        damage = f"no solver metadata ({type(err).__name__}: {err})"
+    raise TrainError(f"{path}: damaged snapshot ({damage})")
+
+
+def weights_damage(path: Path) -> str | None:
+    """Why a snapshot's weights file cannot be read (None when it can)."""
+    return _unreadable(path)[1]
+
+
+def read_log(path: Path, note: Callable[[str], None] | None = None) -> list[dict]:
+    """The records of ``train_log.jsonl``. A torn last line (a kill during an append) is
+    dropped, said in one line through ``note``; a damaged record elsewhere raises
+    :class:`TrainError` naming the file and line."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(errors="replace").split("\n")
+    records = []
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("iter"), int):
+                raise ValueError("not an iteration record")
+        except ValueError as err:
+            if i == last:
+                if note is not None:
+                    note(f"{path}:{i + 1}: dropped a torn last record (a run stopped while "
+                         f"writing it): {line[:40]!r}")
+                break
+            raise TrainError(f"{path}:{i + 1}: damaged log record ({err}); fix or delete that "
+                             f"line to resume") from None
+        records.append(record)
+    return records
 
 
 def _identity(recipe: Recipe, opts: TrainOptions, seed: int, data: TrainData, world: int) -> dict:
@@ -191,6 +268,31 @@ def _check_identity(path: Path, stored: dict, wanted: dict) -> None:
              for k, v in wanted.items() if stored.get(k) != v]
     if diffs:
         raise TrainError(f"{path}: snapshot of another run, refusing to resume: " + "; ".join(diffs))
+
+
+def resume_point(out: Path, log: Callable[[str], None]) -> tuple[int, Path, dict] | None:
+    """The newest intact snapshot under OUT: ``(iteration, solver state, its metadata)``;
+    each damaged one said in one line and passed over. None when OUT holds no run at all;
+    a run without an intact snapshot raises :class:`TrainError` saying how to start over."""
+    states = _snapshot_states(out)
+    damaged = []
+    for iteration, state in states:
+        try:
+            meta = read_state_metadata(state)
+        except TrainError as err:
+            log(f"{err}; passed over")
+            damaged.append(state.name)
+            continue
+        if damaged:
+            log(f"resuming from the newest intact snapshot, {state.name}")
+        return iteration, state, meta
+    if not states and not (out / LOG_NAME).is_file():
+        log(f"--resume: nothing to resume in {out} (no snapshot, no log): starting from the init")
+        return None
+    what = f"every snapshot is damaged ({', '.join(damaged)})" if damaged else "no snapshot"
+    raise TrainError(f"{out}: --resume found {what}; to start over from the init, run without "
+                     f"--resume after removing {out / SNAPSHOT_DIR} and {out / LOG_NAME} (or "
+                     f"pick another --out)")
 
 
 # ------------------------------------------------------------------------------ validation
@@ -226,17 +328,20 @@ def val_record(result: Any, tasks: tuple) -> dict[str, Any]:
 
 
 def val_line(val: dict[str, Any]) -> str:
-    """The console line of a validation: the mean IU of each output (SIFT Flow: sem and geo)."""
+    """The console line of a validation: the mean IU of each output (SIFT Flow: sem and geo) in
+    percent, as the final report gives it."""
     outputs = val["outputs"]
     if len(outputs) == 1:
-        return f"mean IU {val['mean_iu']:.4f}"
-    return "mean IU " + ", ".join(f"{o} {v['mean_iu']:.4f}" for o, v in outputs.items())
+        return f"mean IU {100 * val['mean_iu']:.2f} %"
+    return "mean IU " + ", ".join(f"{o} {100 * v['mean_iu']:.2f} %" for o, v in outputs.items())
 
 
 # ------------------------------------------------------------------------------ the run
-def _device(name: str, ctx: dist_.DistContext) -> torch.device:
+def _device(name: str | None, ctx: dist_.DistContext) -> torch.device:
+    """``--device`` (default: ``port.run.devices.default_device``, as evaluation) for this
+    process: ``cuda:LOCAL_RANK`` or the CPU (``reproduce.resolve.rank_device``)."""
     from reproduce.resolve import rank_device
-    return rank_device(name, ctx.local_rank)
+    return rank_device(name or default_device(), ctx.local_rank)
 
 
 def _positive(name: str, value: int | None, zero_ok: bool = False) -> None:
@@ -244,136 +349,291 @@ def _positive(name: str, value: int | None, zero_ok: bool = False) -> None:
         raise TrainError(f"--{name} must be {'>= 0' if zero_ok else '>= 1'}, got {value}")
 
 
-def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str, Any]:
-    """Run (or resume) the training; returns a summary (rank 0: paths and the final scores)."""
-    from port.models import get_meta, train_net
-    from port.training.solver import Solver
-    ctx = ctx or dist_.DistContext()
+def lr_text(rate: float) -> str:
+    """A float32 learning rate as its shortest decimal: ``1e-10``, not ``1.000000013351432e-10``
+    (the double the float32 value is)."""
+    return str(np.float32(rate))
+
+
+def start_line(recipe: Recipe, opts: TrainOptions, device: torch.device, total: int, start: int,
+               world: int, test_interval: int, snapshot_every: int) -> str:
+    """The first line of a run: device, precision, net, init and schedule."""
+    s = recipe.solver
+    init = opts.init if opts.init != "auto" else f"auto ({recipe.init.upstream})"
+    width = "" if opts.width_divisor == 1 else f" at 1/{opts.width_divisor} width"
+    ran = f"iterations {start + 1} to {total}" if start else f"{total} iterations"
+    upstream = "" if total == recipe.iterations else f" (upstream's {recipe.iterations})"
+    return (f"training {recipe.model.replace('_', '-')}{width} on {device} ({device_name(device)}), "
+            f"strict-fp32, {world} {plural(world, 'process', 'processes')}; init: {init}; "
+            f"schedule: {ran}{upstream}, {s.iter_size * world} {plural(s.iter_size * world, 'pass', 'passes')} an "
+            f"iteration, lr "
+            f"{lr_text(s.base_lr)} {s.lr_policy}, momentum {s.momentum:g}, "
+            f"{f'validation every {test_interval}' if test_interval else 'validation at the end'}, "
+            f"{f'snapshot every {snapshot_every}' if snapshot_every else 'no snapshots'}")
+
+
+class _Harness(SolverCallback):
+    """What ``reproduce train`` adds to ``Solver::Step``: the diffs summed over processes
+    (``on_gradients_ready``, Caffe's multi-GPU sync), the validation between steps of
+    upstream ``solve.py`` (``score.seg_tests``), the log, the progress bar, snapshots, and
+    SIGTERM/SIGINT (``requested_action``: a snapshot, then stop)."""
+
+    def __init__(self, run: "_Run", stop: Any):
+        self.run, self.stop = run, stop
+        self.signum = 0
+        self.last_snapshot: Path | None = None
+
+    def on_gradients_ready(self, solver: Solver, losses: list[float]) -> list[float] | None:
+        if self.run.ctx.world_size > 1:
+            return _all_reduce_grads_and_gather(solver.learnable_params(), losses, self.run.ctx)
+        return None
+
+    def on_iteration_end(self, solver: Solver, losses: list[float]) -> None:
+        self.run.iteration_done(solver, losses)
+
+    def requested_action(self, solver: Solver) -> str:
+        self.signum = dist_.all_reduce_max(self.stop.signum or 0, self.run.ctx)
+        return STOP if self.signum else NONE
+
+    def snapshot(self, solver: Solver) -> None:
+        self.last_snapshot = self.run.take_snapshot(solver)
+
+
+class _Run:
+    """One ``train`` call's state: the solver's harness callback reports each iteration here."""
+
+    def __init__(self, opts: TrainOptions, ctx: dist_.DistContext, recipe: Recipe, data: TrainData,
+                 validator: "Validator", identity: dict, records: list[dict], total: int,
+                 test_interval: int, start: int):
+        self.opts, self.ctx, self.recipe, self.data = opts, ctx, recipe, data
+        self.validator, self.identity, self.records = validator, identity, records
+        self.total, self.test_interval, self.start = total, test_interval, start
+        self.out = Path(opts.out)
+        self.log = opts.log if ctx.is_main else (lambda *_: None)
+        self.last_val = None
+        self.bar = _bar(total, start, opts.progress and ctx.is_main, recipe.model)
+
+    def iteration_done(self, solver: Solver, losses: list[float]) -> None:
+        it = solver.iter
+        per_iter = solver.param.iter_size
+        record = {"iter": it, "lr": float(lr_text(solver.optimizer.last_rate)),
+                  "loss": Solver.iteration_loss(losses),
+                  "samples": self.data.order.ids(solver.passes - per_iter, per_iter)}
+        done = it == self.total
+        if (self.test_interval and it % self.test_interval == 0) or done:
+            result = self.validator(solver.net, self.ctx)
+            if self.ctx.is_main:
+                record["val"] = val_record(result, self.validator.tasks)
+                self.last_val = result
+                self.log(f"iteration {it}: {val_line(record['val'])}")
+        if self.ctx.is_main:
+            with open(self.out / LOG_NAME, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            self.records.append(record)
+        if self.bar is not None:
+            display = self.recipe.solver.display
+            if display and (it % display == 0 or done or it == self.start + 1):
+                self.bar.set_postfix(loss=f"{solver.smoothed_loss:.4g}", lr=lr_text(record["lr"]))
+            self.bar.update(1)
+
+    def take_snapshot(self, solver: Solver) -> Path | None:
+        if not self.ctx.is_main:
+            return None
+        folder = self.out / SNAPSHOT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        state = folder / f"iter_{solver.iter}.solverstate.safetensors"
+        solver.snapshot(state, {"run": json.dumps(self.identity)})
+        return save_weights(solver.net, folder / f"iter_{solver.iter}.safetensors", self.recipe,
+                            self.opts.width_divisor, {"iteration": str(solver.iter)})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """The run's recipe (with the command line's overrides) and the numbers it runs by."""
+
+    recipe: Recipe
+    seed: int
+    total: int
+    test_interval: int
+    snapshot_every: int
+
+
+def _schedule(opts: TrainOptions) -> _Schedule:
     for name in ("iters", "iter_size", "width_divisor"):
         _positive(name.replace("_", "-"), getattr(opts, name))
     _positive("snapshot", opts.snapshot, True)
     _positive("test-interval", opts.test_interval, True)
     recipe = with_overrides(get_recipe(opts.model), iter_size=opts.iter_size)
     opts.model = recipe.model
-    meta = get_meta(recipe.model)
-    seed = recipe.seed if opts.seed is None else int(opts.seed)
-    total = recipe.iterations if opts.iters is None else int(opts.iters)
-    test_interval = recipe.step if opts.test_interval is None else int(opts.test_interval)
-    snapshot_every = recipe.solver.snapshot if opts.snapshot is None else int(opts.snapshot)
-    device = _device(opts.device, ctx)
-    world, k = ctx.world_size, recipe.solver.iter_size
-    per_iter = world * k
-    log = opts.log if ctx.is_main else (lambda *_: None)
+    return _Schedule(recipe, recipe.seed if opts.seed is None else int(opts.seed),
+                     recipe.iterations if opts.iters is None else int(opts.iters),
+                     recipe.step if opts.test_interval is None else int(opts.test_interval),
+                     recipe.solver.snapshot if opts.snapshot is None else int(opts.snapshot))
 
+
+def _open_lists(recipe: Recipe, opts: TrainOptions, ctx: dist_.DistContext,
+                log: Callable[[str], None]) -> tuple[Any, Any, Any, dict[str, list]]:
+    """The training and validation readers, the training list's source, and the bad items
+    (each list read once, :func:`check_items`)."""
     nyud_inputs = None
     if recipe.train_dataset == "nyud":
         from reproduce.datasets.nyud import inputs_for
+        meta = get_meta(recipe.model)
         nyud_inputs = inputs_for(meta.inputs, meta.preprocess)
     train_reader, train_list = open_split(recipe.train_dataset, opts.data, recipe.train_split,
                                           nyud_inputs)
     val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split, nyud_inputs)
-    log(train_list.describe())
+    log(train_list.describe(train_reader.ids))
+    log(f"reading the {len(train_reader.ids)} training and {len(val_reader.ids)} validation "
+        f"images once before the first iteration")
+    bad = {"train": check_items(train_reader, "training", opts.skip_bad, ctx, log),
+           "val": check_items(val_reader, "validation", opts.skip_bad, ctx, log)}
+    return train_reader, train_list, val_reader, bad
+
+
+def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str, Any]:
+    """Run (or resume) the training; returns a summary (rank 0: paths and the final scores;
+    ``iterations`` what this call ran, ``resumed_from`` the iteration it started at)."""
+    ctx = ctx or dist_.DistContext()
+    plan = _schedule(opts)
+    recipe, total = plan.recipe, plan.total
+    device = _device(opts.device, ctx)
+    world = ctx.world_size
+    log = opts.log if ctx.is_main else (lambda *_: None)
+    out = Path(opts.out)
+    notes: list[str] = []
+    resume = resume_point(out, notes.append) if opts.resume else None
+    start = resume[0] if resume is not None else 0
+    log(start_line(recipe, opts, device, total, start, world, plan.test_interval,
+                   plan.snapshot_every))
+    for note in notes:
+        log(note)
+    train_reader, train_list, val_reader, bad = _open_lists(recipe, opts, ctx, log)
     net = train_net(recipe.model, width_divisor=opts.width_divisor)
     label_tops = tuple(t for t in net.input_names if t in ("label", "sem", "geo"))
-    data = TrainData(train_reader, seed, label_tops, train_list)
-    identity = _identity(recipe, opts, seed, data, world)
+    data = TrainData(train_reader, plan.seed, label_tops, train_list)
+    identity = _identity(recipe, opts, plan.seed, data, world)
 
-    out = Path(opts.out)
-    snapshot = latest_snapshot(out) if opts.resume else None
-    init_record = initialise(net, recipe, opts) if snapshot is None else {}
-    param = solver_parameter(with_overrides(recipe, iter_size=per_iter))
-    solver = Solver(param, net=net, device=device)
-    start = 0
+    init_record = (init_sources_with_digests(initialise(net, recipe, opts)) if resume is None
+                   else _stored_init(out))
+    param = replace(solver_parameter(with_overrides(recipe, iter_size=world * recipe.solver.iter_size)),
+                    snapshot=plan.snapshot_every)
+    solver = Solver(param, net=net, device=device, rank=ctx.rank, world_size=world)
     records: list[dict] = []
-    if snapshot is not None:
-        start, weights_path = snapshot
-        state_path = weights_path.with_name(f"iter_{start}.solverstate.safetensors")
-        stored = json.loads(fmt.read_metadata(state_path).get("run", "{}"))
-        _check_identity(state_path, stored, identity)
-        solver.restore(state_path)
-        records = [r for r in read_log(out / LOG_NAME) if r["iter"] <= start]
-        log(f"resuming from {state_path} (iteration {start})")
+    if resume is not None:
+        _check_identity(resume[1], resume[2]["run"], identity)
+        solver.restore(resume[1])
+        records = [r for r in read_log(out / LOG_NAME, log) if r["iter"] <= start]
+        log(f"resuming from {resume[1]} (iteration {start})")
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / LOG_NAME, "".join(json.dumps(r) + "\n" for r in records))
-        if snapshot is None:
+        if resume is None:
             write_text_atomic(out / "init.json", json.dumps(
                 {"init": opts.init, "recipe_init": recipe.init.upstream, **init_record,
-                 "train_list": data.list_record}, indent=1) + "\n")
+                 "train_list": data.list_record, "skipped": bad}, indent=1) + "\n")
+        else:
+            _repair_snapshot_weights(resume[1], start, solver, recipe, opts, log)
     validator = Validator(recipe, val_reader, opts.width_divisor, device)
-    learnable = [p for g in solver.optimizer.param_groups if float(g["lr_mult"]) != 0 for p in g["params"]]
+    run = _Run(opts, ctx, recipe, data, validator, identity, records, total, plan.test_interval,
+               start)
 
-    def take_snapshot(iteration: int) -> Path | None:
-        if not ctx.is_main:
-            return None
-        folder = out / SNAPSHOT_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        solver.snapshot(folder / f"iter_{iteration}.solverstate.safetensors", {"run": json.dumps(identity)})
-        return save_weights(net, folder / f"iter_{iteration}.safetensors", recipe,
-                            opts.width_divisor, {"iteration": str(iteration)})
+    def feed(k: int) -> dict[str, np.ndarray]:
+        torch.manual_seed(pass_seed(plan.seed, k))  # Dropout's masks: a function of the pass
+        return data.feed(k)
 
-    from reproduce.checkpoint import StopRequest
-    bar = _bar(total, start, opts.progress and ctx.is_main, recipe.model)
-    window: list[float] = []
-    average = max(1, recipe.solver.average_loss)
-    last_val = None
     started = time.perf_counter()
     with StopRequest() as stop:
-        for it in range(start, total):
-            solver.optimizer.zero_grad(set_to_none=True)
-            base = it * per_iter
-            mine = [base + ctx.rank * k + j for j in range(k)]
-            losses = []
-            for p in mine:
-                torch.manual_seed(pass_seed(seed, p))  # Dropout's masks: a function of the pass
-                losses.append(solver.forward_backward(data.feed(p)))
-            if world > 1:
-                losses = _all_reduce_grads_and_gather(learnable, losses, ctx)
-            loss = Solver.iteration_loss(losses)
-            solver.optimizer.step()
-            solver.passes = base + per_iter
-            record = {"iter": it + 1, "lr": solver.optimizer.last_rate, "loss": loss,
-                      "samples": data.order.ids(base, per_iter)}
-            if len(window) < average:
-                window.append(loss)
-            else:
-                window[it % average] = loss
-            smoothed = float(np.mean(window))
-            done = it + 1 == total
-            if (test_interval and (it + 1) % test_interval == 0) or done:
-                result = validator(net, ctx)
-                if ctx.is_main:
-                    record["val"] = val_record(result, validator.tasks)
-                    last_val = result
-                    log(f"iteration {it + 1}: {val_line(record['val'])}")
-            if ctx.is_main:
-                with open(out / LOG_NAME, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                records.append(record)
-            if bar is not None:
-                if recipe.solver.display and ((it + 1) % recipe.solver.display == 0 or done or it == start):
-                    bar.set_postfix(loss=f"{smoothed:.4g}", lr=f"{record['lr']:.3g}")
-                bar.update(1)
-            signum = dist_.all_reduce_max(stop.signum or 0, ctx)
-            if (snapshot_every and (it + 1) % snapshot_every == 0) or signum:
-                path = take_snapshot(it + 1)
-                if signum:
-                    if bar is not None:
-                        bar.close()
-                    raise TrainStopped(signum, path)
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - started
-    summary: dict[str, Any] = {"iterations": total, "seconds": seconds}
+        harness = _Harness(run, stop)
+        solver.add_callback(harness)
+        try:
+            solver.step(total - start, feed)
+        finally:
+            run.close()
+    if solver.requested_early_exit:
+        raise TrainStopped(harness.signum, harness.last_snapshot)
+    summary: dict[str, Any] = {"iterations": total - start, "resumed_from": start,
+                               "total_iterations": total, "seconds": time.perf_counter() - started}
     if ctx.is_main:
+        shortfalls = training_shortfalls(recipe, opts, total, world, init_record,
+                                         data.list_record, bad)
         final = save_weights(net, out / FINAL_NAME, recipe, opts.width_divisor,
-                             {"iteration": str(total)})
+                             {"iteration": str(total), TRAINING_VERDICT: json.dumps(shortfalls)})
         summary["final"] = str(final)
-        if last_val is not None:
-            from reproduce.training.report import write_train_report
-            summary.update(write_train_report(out, recipe, validator, last_val, records, opts,
-                                              data, val_reader, device, world))
+        if run.last_val is not None:
+            summary.update(write_train_report(out, recipe, validator, run.last_val, records, opts,
+                                              data, val_reader, device, world, bad, init_record,
+                                              shortfalls))
     return summary
+
+
+def _stored_init(out: Path) -> dict[str, Any]:
+    """The init record a resumed run wrote at its start (``init.json``; empty if unreadable)."""
+    try:
+        return json.loads((out / "init.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def ran_line(summary: dict[str, Any]) -> str:
+    """What this process ran: ``trained 4 iterations (5 to 8; resumed at 4) in 7.0 s: FILE``."""
+    n, start = summary["iterations"], summary.get("resumed_from", 0)
+    span = f" ({start + 1} to {start + n}; resumed at {start})" if start and n else (
+        f" (resumed at {start}: nothing left to run)" if start else "")
+    return (f"trained {n} {'iteration' if n == 1 else 'iterations'}{span} in "
+            f"{summary['seconds']:.1f} s: {summary.get('final')}")
+
+
+def _repair_snapshot_weights(state: Path, start: int, solver: Solver, recipe: Recipe,
+                             opts: TrainOptions, log: Callable[[str], None]) -> None:
+    """A resumed snapshot's weights file that is damaged (the solver state, intact, holds the
+    weights): said in one line and written again from the restored net."""
+    weights = state.with_name(f"iter_{start}.safetensors")
+    damage = weights_damage(weights)
+    if damage is not None:
+        log(f"{weights}: damaged ({damage}); the solver state holds the weights: resuming "
+            f"from {state.name} and writing {weights.name} again")
+        save_weights(solver.net, weights, recipe, opts.width_divisor, {"iteration": str(start)})
+
+
+def check_items(reader: Any, what: str, skip_bad: bool, ctx: dist_.DistContext,
+                log: Callable[[str], None]) -> list[dict]:
+    """Every item of a list read once before the first iteration (its files exist and
+    decode, label and input sizes agree). A bad item stops the run in one line naming the
+    file, or, with ``skip_bad``, leaves the list and is recorded (returned; the report lists
+    it). Under torchrun each rank reads its share and all learn every bad item."""
+    from concurrent.futures import ThreadPoolExecutor
+    from reproduce.datasets.base import DatasetError
+    mine = dist_.shard(reader.ids, ctx.rank, ctx.world_size)
+
+    def check(item_id: str) -> dict | None:
+        try:
+            reader.item(item_id, all_labels=True)
+        except DatasetError as err:
+            return {"id": item_id, "path": str(err.path), "error": str(err)}
+        return None
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        found = [b for b in pool.map(check, mine) if b is not None]
+    bad = [b for part in dist_.gather_objects(found, ctx) for b in part]
+    if bad and not skip_bad:
+        raise TrainError(f"{what} list {reader.name} {reader.split}: {bad[0]['error']}"
+                         + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                         + "; fix or remove it, or pass --skip-bad to leave it out (recorded in "
+                           "the report)")
+    if bad:
+        gone = {b["id"] for b in bad}
+        reader.ids = [i for i in reader.ids if i not in gone]
+        for b in bad:
+            log(f"--skip-bad: left {b['id']} out of the {what} list: {b['error']}")
+        if not reader.ids:
+            raise TrainError(f"{what} list {reader.name} {reader.split}: every item is bad")
+    return bad
 
 
 def _all_reduce_grads_and_gather(params: list, losses: list[float], ctx: dist_.DistContext) -> list[float]:
