@@ -18,6 +18,7 @@ import torch
 
 from port.caffe import NetDef
 from port.models import classes, nets
+from port.models.classifiers import cast_net
 from port.models import preprocess as pre
 from port.models._registry import get_meta, register
 from port.weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
@@ -60,11 +61,11 @@ class FCN(CaffeNet):
 def _meta(name: str, dataset: str, prototxt: str, caffemodel: str, *, inputs=("data",),
           preprocess=(pre.preprocess_voc,), outputs=("score",), classes_=(classes.VOC_CLASSES,),
           loss=SUM_OVER_BATCH, description: str = "", net: Callable[..., Any],
-          digests: tuple[Digests, ...] = ()) -> ModelMeta:
+          digests: tuple[Digests, ...] = (), classifier: str = "", provenance: str = "") -> ModelMeta:
     return ModelMeta(name=name, dataset=dataset, inputs=tuple(inputs), preprocess=tuple(preprocess),
                      outputs=tuple(outputs), classes=tuple(classes_), upstream_prototxt=prototxt,
                      caffemodel=caffemodel, loss_normalization=loss, description=description, net=net,
-                     caffemodel_digests=tuple(digests))
+                     caffemodel_digests=tuple(digests), classifier=classifier, provenance=provenance)
 
 
 @functools.lru_cache(maxsize=128)
@@ -310,6 +311,56 @@ def pascalcontext_fcn8s(*, weights: PathLike = None, num_classes: int | None = N
                         width_divisor: int | None = None) -> FCN:
     """PASCAL-Context FCN-8s (pascalcontext-fcn8s)."""
     return _build(PASCALCONTEXT_FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
+
+
+# -- cast from an ILSVRC classifier by fcnize: no released weights -----------------------------
+#: Where the numbers of the cast nets stand (``ModelMeta.provenance``).
+TABLE1 = ("the FCN paper's Table 1 (CVPR 2015; 42.5 mean IU on PASCAL VOC 2011 val, trained on "
+          "VOC 2011 train): no weights released (upstream README FAQ: 'coming soon')")
+OWN_RECIPE = ("the project's own recipe (upstream's heavy VOC recipe on a ResNet trunk, BatchNorm "
+              "frozen at the classifier's statistics): no published number to match")
+
+
+def _cast_meta(name: str, classifier: str, stride: int, description: str, provenance: str,
+               loss: str = SUM_OVER_BATCH) -> ModelMeta:
+    """The metadata of an FCN that :func:`port.models.classifiers.cast_net` writes from the
+    shipped ``classifier``: PASCAL VOC's 21 classes, the VOC data layer's preprocessing (BGR,
+    0-255, minus ``VOC_MEAN_BGR``: what upstream's ``voc_layers`` feeds in training, within
+    1.2 of GoogLeNet's training mean 104/117/123 and ResNet's per-channel 103.1/115.9/123.2),
+    no released caffemodel."""
+    normalize = loss == MEAN_OVER_VALID
+    return _meta(name, "voc", "", "", loss=loss, description=description,
+                 net=functools.partial(cast_net, classifier, stride, normalize_loss=normalize),
+                 classifier=classifier, provenance=provenance)
+
+
+def _cast_builder(meta: ModelMeta) -> Callable[..., FCN]:
+    def builder(*, weights: PathLike = None, num_classes: int | None = None,
+                width_divisor: int | None = None) -> FCN:
+        return _build(meta, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
+    builder.__name__ = builder.__qualname__ = meta.name
+    builder.__doc__ = (f"{meta.description}: fcnize of the shipped {meta.classifier} deploy net "
+                       f"(port.models.classifiers); {meta.provenance}.")
+    return register(meta)(builder)
+
+
+FCN_GOOGLENET = _cast_meta(
+    "fcn_googlenet", "bvlc_googlenet", 32,
+    "FCN-GoogLeNet (32s), the paper's Table 1: BVLC GoogLeNet without its final average pooling "
+    "and classifier, score_fr on inception_5b/output, one 32x upsampling", TABLE1, MEAN_OVER_VALID)
+fcn_googlenet = _cast_builder(FCN_GOOGLENET)
+
+_RESNET_METAS = {(depth, stride): _cast_meta(
+    f"fcn_resnet{depth}_{stride}s", f"resnet{depth}", stride,
+    f"FCN-ResNet-{depth} ({stride}s): MSRA ResNet-{depth} without pool5 and fc1000"
+    + {32: ", one 32x upsampling", 16: ", a skip from the last res4 sum",
+       8: ", skips from the last res4 and res3 sums"}[stride], OWN_RECIPE)
+    for depth in (50, 101, 152) for stride in (32, 16, 8)}
+fcn_resnet50_32s, fcn_resnet50_16s, fcn_resnet50_8s = (_cast_builder(_RESNET_METAS[50, s]) for s in (32, 16, 8))
+fcn_resnet101_32s, fcn_resnet101_16s, fcn_resnet101_8s = (_cast_builder(_RESNET_METAS[101, s]) for s in (32, 16, 8))
+fcn_resnet152_32s, fcn_resnet152_16s, fcn_resnet152_8s = (_cast_builder(_RESNET_METAS[152, s]) for s in (32, 16, 8))
+#: The nets cast from a classifier (no upstream prototxt, no released caffemodel).
+CAST_MODELS = (FCN_GOOGLENET.name, *(m.name for m in _RESNET_METAS.values()))
 
 
 # -- every phase of a released net ----------------------------------------------------------
