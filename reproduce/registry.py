@@ -130,7 +130,9 @@ CAFFEMODELS: tuple[Artifact, ...] = tuple(_caffemodel(get_meta(name)) for name i
 # Builders of port.models whose net the reference release ships without weights.
 UNRELEASED_BUILDERS = {
     "nyud_fcn32s_color_d": "upstream nyud-fcn32s-color-d has prototxts but no caffemodel-url",
-    # The nets port.models.fcnize casts from an ILSVRC classifier: never released upstream.
+}
+#: The builders port.models.fcnize casts from an ILSVRC classifier: never released upstream.
+CAST_BUILDERS = {
     "fcn_googlenet": "the paper's FCN-GoogLeNet was never released (upstream README FAQ: "
                      "'coming soon'); train it from classifier/bvlc-googlenet",
     **{name: "cast from an ILSVRC ResNet by fcnize, the project's own net; train it from its "
@@ -357,7 +359,7 @@ def get(name: str) -> Artifact:
     for index in (_BY_NAME, _BY_FILENAME, _BY_BUILDER):
         if name in index:
             return index[name]
-    if name in UNRELEASED_BUILDERS:
+    if name in UNRELEASED_BUILDERS or name in CAST_BUILDERS:
         return caffemodel_for(name)
     raise _unknown("artifact", name, sorted({*_BY_NAME, *_BY_FILENAME, *_BY_BUILDER}))
 
@@ -366,11 +368,12 @@ def caffemodel_for(builder: str) -> Artifact:
     """The released caffemodel of a `port.models` builder."""
     if builder in _BY_BUILDER:
         return _BY_BUILDER[builder]
-    if builder in UNRELEASED_BUILDERS:
+    unreleased = {**UNRELEASED_BUILDERS, **CAST_BUILDERS}
+    if builder in unreleased:
         raise NoReleasedWeightsError(
-            f"model {builder!r} has no released caffemodel ({UNRELEASED_BUILDERS[builder]}); "
+            f"model {builder!r} has no released caffemodel ({unreleased[builder]}); "
             f"train it or pass a local caffemodel")
-    raise _unknown("model builder", builder, sorted([*_BY_BUILDER, *UNRELEASED_BUILDERS]))
+    raise _unknown("model builder", builder, sorted([*_BY_BUILDER, *unreleased]))
 
 
 def user_cache_dir() -> Path:
