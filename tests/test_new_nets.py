@@ -18,6 +18,7 @@ from port.caffe import load_caffemodel, load_net
 from port.caffe.text_writer import format_text
 from port.models import get_meta, get_model, list_models, net_spec, train_net
 from port.models import classifiers as C
+from port.models import fcnize
 from port.models.zoo import CAST_MODELS
 from port.net.engine import CaffeNet
 from port.weights import blob_names, load_weights, write_net
@@ -50,6 +51,13 @@ def test_the_shipped_classifiers_are_the_publishers_files(shared_dir):
         assert shipped == (shared_dir / "classifiers" / SHARED[name]).read_bytes()
         assert hashlib.sha1(shipped).hexdigest() == classifier.sha1
     assert (C.DATA_DIR / "resnet" / "LICENSE").read_text().startswith("The MIT License")
+
+
+@pytest.mark.parametrize("name, stride", [("bvlc_googlenet", 32), ("resnet50", 32), ("resnet50", 8)])
+def test_the_recorded_pad_is_the_padding_rules(name, stride):
+    """The pad each build uses is what fcnize's rule derives (ResNet-101/152 share ResNet-50's
+    geometry stage by stage: the same stem, more blocks of stride-1 3 x 3 pad-1 convolutions)."""
+    assert fcnize.cast(C.classifier_net(name), 21, stride).pad == C.CLASSIFIERS[name].pad
 
 
 def test_the_package_data_ships_them(package_data_patterns):

@@ -31,24 +31,29 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 @dataclass(frozen=True)
 class Classifier:
-    """A shipped deploy net: its file under :data:`DATA_DIR` and the file's SHA-1 (the
-    digest of the publisher's file, checked by tests/test_new_nets.py)."""
+    """A shipped deploy net: its file under :data:`DATA_DIR`, the file's SHA-1 (the digest
+    of the publisher's file), and ``pad``: the first convolution's pad that fcnize's padding
+    rule derives for its FCN at every stride (the smallest that gives every input size from 1
+    to 500 a full-size score). It is recorded, not searched again at each build (the search
+    sizes the trunk at 500 input sizes, seconds for ResNet-152); tests/test_new_nets.py checks
+    both against the rule and the publishers' files."""
 
     name: str
     path: str
     sha1: str
     description: str
+    pad: int
 
 
 CLASSIFIERS = {c.name: c for c in (
     Classifier("bvlc_googlenet", "googlenet/deploy.prototxt", "7060345c8012294baa60eeb5901d2d3fd89d75fc",
-               "BVLC GoogLeNet (BVLC/caffe models/bvlc_googlenet/deploy.prototxt @ 9b89154)"),
+               "BVLC GoogLeNet (BVLC/caffe models/bvlc_googlenet/deploy.prototxt @ 9b89154)", 18),
     Classifier("resnet50", "resnet/ResNet-50-deploy.prototxt", "5d6fd5aeadd8d4684843c5028b4e5672b9e51638",
-               "ResNet-50 (KaimingHe/deep-residual-networks prototxt/ @ a7026cb)"),
+               "ResNet-50 (KaimingHe/deep-residual-networks prototxt/ @ a7026cb)", 4),
     Classifier("resnet101", "resnet/ResNet-101-deploy.prototxt", "c165d6b6ccef7cc39ee16a66f00f927f93de198b",
-               "ResNet-101 (KaimingHe/deep-residual-networks prototxt/ @ a7026cb)"),
+               "ResNet-101 (KaimingHe/deep-residual-networks prototxt/ @ a7026cb)", 4),
     Classifier("resnet152", "resnet/ResNet-152-deploy.prototxt", "ae15aade2304af8a774c5bfb1d32457f119214ef",
-               "ResNet-152 (KaimingHe/deep-residual-networks prototxt/ @ a7026cb)"),
+               "ResNet-152 (KaimingHe/deep-residual-networks prototxt/ @ a7026cb)", 4),
 )}
 
 
@@ -73,10 +78,10 @@ def classifier_net(name: str, width_divisor: int = 1) -> NetDef:
 @functools.lru_cache(maxsize=64)
 def casting(name: str, stride: int, num_classes: int = 21, width_divisor: int = 1,
             normalize_loss: bool = False, dataset: str | None = "voc") -> fcnize.Casting:
-    """``fcnize.cast`` of the shipped classifier ``name`` (cached: the padding rule sizes
-    the trunk at 500 input sizes). The pad does not depend on the widths."""
+    """``fcnize.cast`` of the shipped classifier ``name`` with its recorded pad (the padding
+    rule's, which depends on the geometry only, not on widths or classes), cached."""
     return fcnize.cast(classifier_net(name, width_divisor), num_classes, stride,
-                       dataset=dataset, normalize_loss=normalize_loss)
+                       dataset=dataset, normalize_loss=normalize_loss, pad=CLASSIFIERS[name].pad)
 
 
 def cast_net(name: str, stride: int, *, train: bool = False, deploy: bool = False,
