@@ -254,8 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if (args.model is None) == (args.net is None):
         parser().error("give a MODEL name or --net NET.prototxt (one of them)")
-    ctx = dist_.setup(args.device)
+    ctx = dist_.DistContext()
     try:
+        ctx = dist_.setup(args.device)   # a bad torchrun setting is a DistributedError: one line
         return _run(args, ctx)
     except H.Interrupted as exc:
         print(f"python -m reproduce: {exc}", file=sys.stderr)

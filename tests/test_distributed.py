@@ -97,14 +97,16 @@ def test_a_bad_item_on_another_rank_is_named_on_rank_0(net_argv, voc_tree, caffe
     ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK=5 is outside WORLD_SIZE=2"),
     ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "", "MASTER_PORT": ""}, "cannot join"),
 ])
-def test_a_bad_torchrun_setting_is_one_line(monkeypatch, tmp_path, capsys, env, message):
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_bad_torchrun_setting_is_one_line(monkeypatch, tmp_path, capsys, env, message, command):
     from reproduce.__main__ import main as reproduce_main
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         if value:
             monkeypatch.setenv(key, value)
-    code = reproduce_main(["train", "fcn32s", "--data", str(tmp_path), "--out",
-                           str(tmp_path / "o"), "--device", "cpu", "--quiet"])
+    argv = (["train", "fcn32s", "--quiet"] if command == "train" else ["fcn32s"])
+    code = reproduce_main(argv + ["--data", str(tmp_path), "--out", str(tmp_path / "o"),
+                                  "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and message in err and "Traceback" not in err

@@ -44,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images or labels "
                    "out of the training and validation lists (each recorded in the report) "
                    "instead of stopping before the first iteration")
-    p.add_argument("--cache", type=Path, help="download cache (default weights/cache)")
+    p.add_argument("--cache", type=Path, help="download and conversion cache (default: $FCN_PORT_CACHE, else "
+                   "$XDG_CACHE_HOME/fcn-port, else ~/.cache/fcn-port)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

@@ -160,6 +160,7 @@ def _md_verdict(reasons: Sequence[str]) -> list[str]:
 def _md_training(training: dict[str, Any]) -> list[str]:
     """The report.md section of the training itself."""
     from reproduce import report as R
+    from reproduce import verdict
     files = "; ".join(f"`{s['file']}` (SHA-256 `{s.get('sha256')}`)" for s in training["init_sources"])
     init = f"auto: {files}" if training["init"] == "auto" else (files or f"`{training['init']}`")
     tl = training["train_list"]
@@ -195,6 +196,8 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
     targets = R.published_targets(recipe.model, val_reader.split, [t.output for t in tasks])
     rows = R.compare(result.scores, targets)
     final = out / "final.safetensors"
+    # trained weights stand for the published ones only as a complete upstream recipe's result
+    weights = verdict.recipe_check(shortfalls, str(final))
     training = {"recipe": recipe.source, "iterations": records[-1]["iter"] if records else 0,
                 "recipe_iterations": get_recipe(recipe.model).iterations,
                 "passes_per_iteration": recipe.solver.iter_size * world,
@@ -208,12 +211,15 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
                      device=str(device), device_name=device_name(device),
                      precision="strict-fp32", precision_description="training run's final validation",
                      world_size=world, split_size=len(val_reader.ids) + len(skipped.get("val", [])),
-                     extra={"training": training},
+                     extra={"training": training}, weights_check=weights.as_dict(),
                      split_check=check_split(val_reader.name, val_reader.split, val_reader.ids).as_dict())
     paths = R.write_report(out, result, info, tasks, rows)
-    # the training's shortfalls come first in the verdict and at the top of report.md
+    # the training's shortfalls come first in the verdict and at the top of report.md, each on
+    # its own line, in place of the evaluation's one line that sums them up
     report = json.loads(paths["json"].read_text())
-    reasons = list(shortfalls) + list(report.get("not_a_reproduction", []))
+    summed_up = verdict.reasons(split_check=None, partial=None, weights=weights.as_dict(),
+                                published=True, model=recipe.model, split=val_reader.split)
+    reasons = list(shortfalls) + [r for r in report.get("not_a_reproduction", []) if r not in summed_up]
     report.update(reproduction=not reasons, not_a_reproduction=reasons)
     if reasons:
         report["all_within_tolerance"] = None
