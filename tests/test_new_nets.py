@@ -127,11 +127,12 @@ def test_net_spec_and_train_net_forms():
 
 def test_a_caffemodel_the_project_writes_round_trips(tmp_path, capsys):
     """deploy net + caffemodel (the project's writer) -> convert -> the builder -> forward ->
-    export: every blob (BatchNorm's three too) comes back, the command's scores are the builder's."""
+    export: every blob (BatchNorm's three too) comes back, the command's scores are the
+    builder's; ``reproduce <net> --weights`` evaluates it (no published number to compare)."""
     name = "fcn_resnet50_8s"
-    netdef = net_spec(name, "deploy", width_divisor=16, num_classes=4).netdef()
+    netdef = net_spec(name, "deploy", width_divisor=16, num_classes=21).netdef()
     prototxt, caffemodel = tmp_path / "deploy.prototxt", tmp_path / "w.caffemodel"
-    prototxt.write_text(format_text(net_spec(name, "deploy", width_divisor=16, num_classes=4).to_proto()))
+    prototxt.write_text(format_text(net_spec(name, "deploy", width_divisor=16, num_classes=21).to_proto()))
     engine = _randomized(CaffeNet(netdef, "TEST"), 3)
     write_net(engine, caffemodel)
     weights = tmp_path / "w.safetensors"
@@ -148,7 +149,7 @@ def test_a_caffemodel_the_project_writes_round_trips(tmp_path, capsys):
     score = np.load(tmp_path / "out.npz")["score"]
     with torch.no_grad():
         want = model(torch.from_numpy(data)).numpy()
-    assert score.shape == (1, 4, 39, 27)
+    assert score.shape == (1, 21, 39, 27)
     assert np.abs(score - want).max() <= 1e-5 * np.abs(want).max()
     back = tmp_path / "back.caffemodel"
     write_net(model, back)
@@ -156,6 +157,16 @@ def test_a_caffemodel_the_project_writes_round_trips(tmp_path, capsys):
     for l in load_caffemodel(caffemodel).layers:
         for a, b in zip(l.blobs, blobs[l.name]):
             assert np.array_equal(np.asarray(a.data), np.asarray(b.data)), l.name
+    from train_trees import make_sbd_voc
+    from reproduce.__main__ import main as reproduce_main
+    root = make_sbd_voc(tmp_path / "data", n_train=1, n_val=2)
+    capsys.readouterr()
+    assert reproduce_main(["fcn-resnet50-8s", "--weights", str(weights), "--data", str(root),
+                           "--out", str(tmp_path / "report"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "no published numbers for fcn_resnet50_8s" in out
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert 0 <= report["outputs"]["score"]["metrics"]["mean_iu"] <= 100
 
 
 def test_fcnize_then_solve_a_resnet50_fcn(tmp_path, capsys):
