@@ -243,3 +243,13 @@ def test_registry_records_the_publishers_digests(shared_dir):
     for name in CAST_MODELS:
         with pytest.raises(registry.NoReleasedWeightsError, match=name):
             registry.caffemodel_for(name)
+
+
+def test_tables_keep_table_1_and_mark_the_resnets_as_unpublished():
+    from reproduce import tables
+    rows = {r.model: r for r in tables.published("fcn_googlenet")}
+    assert rows["fcn_googlenet"].source.table == "Table 1" and rows["fcn_googlenet"].weights == "original"
+    assert {r.model for r in tables.PUBLISHED if r.source is tables.CVPR_T1} == {"fcn_alexnet", "fcn32s", "fcn_googlenet"}
+    for name in CAST_MODELS:
+        if name.startswith("fcn_resnet"):
+            assert tables.published(name) == [] and "no published number" in tables.OWN_RECIPE[name]
