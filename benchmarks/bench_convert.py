@@ -12,8 +12,10 @@ and reused by later runs. Each measurement runs in a fresh interpreter so that i
 - the whole command, process start and imports included: ``python -m port convert FILE -o OUT``
   against ``cp FILE COPY && sync COPY`` (the copy's data on disk, as convert's fsync puts it)
   plus a bare ``python -c pass``, and the imports alone (``python -c "import port.convert"``,
-  ``python -c "import torch"``). The output is removed before each run (untimed), so no run
-  pays for replacing an existing file.
+  ``python -c "import torch"``), interleaved round by round (a shared machine's load falls on
+  each alike), the modules loaded from bytecode as an installed package's are (``--no-bytecode``:
+  compiled in every run, as where ``PYTHONDONTWRITEBYTECODE`` is set). The output is removed before each run (untimed), so no run pays for replacing an
+  existing file.
 
 Not a test: ``python benchmarks/bench_convert.py [--repeat 3] [--json FILE]``.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -82,6 +85,19 @@ def best_shell(command: str, repeat: int, after: str = "") -> float:
     return best
 
 
+def timed_shell(command: str, after: str = "") -> tuple[float, float]:
+    """(wall, CPU seconds: user + system of the command's processes) of one run of a shell
+    command (``after`` runs untimed). CPU time is what a shared machine's load slows least."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(command, shell=True, check=True)
+    wall = time.perf_counter() - start
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if after:
+        subprocess.run(after, shell=True, check=True)
+    return wall, (used.ru_utime - before.ru_utime) + (used.ru_stime - before.ru_stime)
+
+
 def child(what: str, src: Path, out: Path, repeat: int) -> dict:
     """The best of ``repeat`` fresh-process runs of ``what`` (by total time); peak RSS of it."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -95,22 +111,49 @@ def child(what: str, src: Path, out: Path, repeat: int) -> dict:
     return min(runs, key=lambda r: r["total_s"])
 
 
-def whole_process(src: Path, repeat: int) -> dict:
+def whole_process(src: Path, repeat: int, other_repo: Path | None = None, bytecode: bool = True) -> dict:
     """Wall times of whole processes (best of ``repeat``): the convert command against
-    ``cp`` + ``sync`` of the copy + a bare interpreter, and the imports on their own."""
+    ``cp`` + ``sync`` of the copy + a bare interpreter, and the imports on their own. The
+    commands are interleaved (each round runs every one once), so a load that comes and goes
+    on a shared machine falls on all of them alike rather than on one. ``other_repo``: another
+    checkout's command too (``other_command_s``), e.g. the one before a change.
+
+    ``bytecode``: the project's modules load from compiled bytecode, as an installed package's
+    do (a cache under ``.bench/pycache`` via ``PYTHONPYCACHEPREFIX``, filled by an untimed first
+    round; no checkout is written into), even where the environment sets
+    ``PYTHONDONTWRITEBYTECODE``; without it every run compiles them from source."""
+    src = src.resolve()  # the commands run in their checkouts
     out, copy = src.with_name(src.stem + "-cli.safetensors"), src.with_name(src.name + ".copy")
-    python = f"'{sys.executable}'"
-    env = f"PYTHONPATH='{REPO}'"
-    figures = {
-        "python_pass_s": best_shell(f"{python} -c pass", repeat),
-        "cp_sync_s": best_shell(f"cp '{src}' '{copy}' && sync '{copy}'", repeat, after=f"rm -f '{copy}'"),
-        "import_convert_s": best_shell(f"{env} {python} -c 'import port.convert'", repeat),
-        "import_torch_s": best_shell(f"{python} -c 'import torch'", repeat),
+    cache = BENCH_DIR / "pycache"
+    python = (f"env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX='{cache}' '{sys.executable}'" if bytecode
+              else f"env PYTHONDONTWRITEBYTECODE=1 '{sys.executable}'")
+    # ``python -m`` puts the working folder first on sys.path: each command runs in its checkout
+    env = f"cd '{REPO}' && PYTHONPATH='{REPO}'"
+    commands = {  # name: (command, untimed clean-up after it)
+        "python_pass_s": (f"{python} -c pass", ""),
+        "cp_sync_s": (f"cp '{src}' '{copy}' && sync '{copy}'", f"rm -f '{copy}'"),
+        "import_convert_s": (f"{env} {python} -c 'import port.convert'", ""),
+        "import_torch_s": (f"{python} -c 'import torch'", ""),
+        "command_s": (f"{env} {python} -m port convert '{src}' -o '{out}' > /dev/null", f"rm -f '{out}'"),
     }
-    subprocess.run(f"rm -f '{out}'", shell=True, check=True)
-    figures["command_s"] = best_shell(f"{env} {python} -m port convert '{src}' -o '{out}' > /dev/null",
-                                      repeat, after=f"rm -f '{out}'")
+    if other_repo is not None:
+        commands["other_command_s"] = (f"cd '{other_repo}' && PYTHONPATH='{other_repo}' {python} -m port convert "
+                                       f"'{src}' -o '{out}' "
+                                       f"> /dev/null", f"rm -f '{out}'")
+    subprocess.run(f"rm -f '{out}' '{copy}'", shell=True, check=True)
+    best_shell(f"cat '{src}' > /dev/null", 1)  # warm the page cache
+    figures = dict.fromkeys(commands, float("inf"))
+    cpu = dict.fromkeys(commands, float("inf"))
+    if bytecode:  # untimed: fills the bytecode cache
+        for command, after in commands.values():
+            best_shell(command, 1, after=after)
+    for _ in range(repeat):
+        for name, (command, after) in commands.items():
+            wall, used = timed_shell(command, after)
+            figures[name], cpu[name] = min(figures[name], wall), min(cpu[name], used)
     figures["reference_s"] = figures["cp_sync_s"] + figures["python_pass_s"]
+    figures.update({name[:-2] + "_cpu_s": value for name, value in cpu.items()})
+    figures["reference_cpu_s"] = cpu["cp_sync_s"] + cpu["python_pass_s"]
     return figures
 
 
@@ -186,11 +229,16 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--whole-process-only", action="store_true",
                         help="only the whole-command figures (python -m port convert vs cp + sync)")
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="with --whole-process-only: compile the modules in every run (no bytecode cache)")
+    parser.add_argument("--other-repo", type=Path,
+                        help="with --whole-process-only: also time this checkout's command in the same rounds")
     args = parser.parse_args(argv)
     if args.whole_process_only:
-        w = whole_process(caffemodel(args.folder), args.repeat)
+        w = whole_process(caffemodel(args.folder), args.repeat, args.other_repo, bytecode=not args.no_bytecode)
         print("\n".join(f"{k}: {v:.3f}" for k, v in w.items()))
-        print(f"command / reference: {w['command_s'] / w['reference_s']:.2f}")
+        print(f"command / reference: {w['command_s'] / w['reference_s']:.2f} (wall), "
+              f"{w['command_cpu_s'] / w['reference_cpu_s']:.2f} (CPU seconds)")
         if args.json:
             args.json.write_text(json.dumps(w, indent=1))
         return 0

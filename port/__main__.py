@@ -18,13 +18,14 @@ COMMANDS = {
     "prototxt": ("port.cli.prototxt", "write a released net (train, test or deploy) as a Caffe prototxt"),
     "solve": ("port.cli.solve", "replay Caffe's SGD solver: K iterations, weights and losses per iteration"),
     "transplant": ("port.cli.transplant", "surgery: a caffemodel's weights into a train net (+ interp)"),
-    "export": ("port.cli.export", "safetensors weights as a caffemodel Caffe loads (inverse of convert)"),
+    "export": ("port.cli.export", "weights for deployment: a caffemodel (inverse of convert), ONNX or torch.export .pt2 (any image size)"),
     "fcnize": ("port.cli.fcnize", "cast a classifier (prototxt or caffemodel) into an FCN: nets, solver, init weights"),
 }
 
 
 def version() -> str:
     """The installed distribution's version (the source tree's when not installed)."""
+    # lazy: only --version needs importlib.metadata; the dispatcher stays light
     from importlib.metadata import PackageNotFoundError, version as dist_version
     try:
         return dist_version("fcn-port")

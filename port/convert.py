@@ -8,6 +8,12 @@ equal, else one error listing each mismatch. Tensors are named ``{layer}.weight`
 ``{layer}.bias`` (blob 1) in Caffe's blob layouts, which is what both :class:`port.net.engine.CaffeNet`
 and the :mod:`port.models` builders expect. The file records the source's SHA-256, the net
 name, and the family builder(s) whose structure (parameter names and shapes) it matches.
+
+No torch: the net's parameter shapes come from Caffe's shape rules
+(:func:`port.net.shapes.net_shapes`, what the engine sizes a net by) and each released net's
+from its definition (:func:`port.models.released.deploy_netdef`), so converting reads the
+file, checks it and writes it without importing torch. Only a builder a user registered
+outside the released ones is built (on the meta device, importing torch) to learn its shapes.
 """
 from __future__ import annotations
 
@@ -22,14 +28,14 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from port.net import coord_map, ops
+from port.net import coord_map
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
 from port.errors import PortError
-from port.load import build_net
-from port.net.layers import CaffeGraphError
-from port.models import get_builder, get_meta, list_models
+from port.net.bilinear import is_bilinear
+from port.net.shapes import CaffeGraphError, CaffeSemanticsError, check_blobs, data_input_shapes, net_shapes
+from port.models._registry import get_builder, get_meta, is_released, list_models  # no torch
+from port.models.released import deploy_netdef
 from port import weights as fmt
 from port.weights import (WeightsMismatchError, check_fit, default_output, load_weights, safetensors_header,
                           sha256_file, write_safetensors)
@@ -119,27 +125,28 @@ def _float32(blob: np.ndarray) -> np.ndarray:
 
 
 def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarray]:
-    """``src``'s blobs by parameter name, checked strictly against :class:`CaffeNet` of ``net``
-    built on the meta device: Caffe's ``Net::Init`` shape pass sizes every parameter without
-    allocating it, and ``load_blobs`` lists each mismatch (its copies are no-ops on meta)."""
+    """``src``'s blobs by parameter name, checked strictly against the parameters of ``net``
+    in the TEST phase as :func:`port.load.build_net` sizes them (data layers' tops by
+    :func:`port.net.shapes.data_input_shapes`): Caffe's ``Net::Init`` shape pass
+    (:func:`port.net.shapes.net_shapes`, no net built) and ``CopyTrainedLayersFrom``'s check
+    (:func:`port.net.shapes.check_blobs`, each mismatch listed)."""
+    blobs = src.blobs()
     try:
-        with torch.device("meta"):
-            graph = build_net(net, "TEST", blobs=src.blobs())
-        graph.load_blobs(src, source)
+        sized = net_shapes(net, "TEST", data_input_shapes(net.for_phase("TEST"), blobs))
+        check_blobs(sized.named_params(), {k: v for k, v in blobs.items() if len(v)}, source,
+                    f"net {sized.netdef.name!r}")
     except WeightsMismatchError as err:
         raise ConversionError(source, f"blobs do not fill the parameters of {err.target}", err.problems) from err
-    except (CaffeGraphError, ops.CaffeSemanticsError) as err:
+    except (CaffeGraphError, CaffeSemanticsError) as err:
         # a mistake in the definition names the file it is in (the prototxt), not the weights
         where, text = net.path or source, str(err)
         if text.startswith(f"{where}: "):
             text = text[len(where) + 2:]
         raise ConversionError(where, text) from err
-    names = {id(param): name for name, param in graph.named_parameters()}
-    found = {layer.name: layer.blobs for layer in src.layers if len(layer.blobs)}
     # The blobs are views of the caffemodel; a legacy 4-D blob reshapes to its parameter.
-    return {names[id(param)]: _float32(blob).reshape(param.shape)
-            for layer, params in graph.caffe_params().items()
-            for param, blob in zip(params, found[layer])}
+    return {f"{layer}.{name}": _float32(blob).reshape(shape)
+            for layer, params in sized.named_params().items()
+            for (name, shape), blob in zip(params, blobs[layer])}
 
 
 def undeclared_inputs(net: NetDef) -> list[str]:
@@ -205,8 +212,21 @@ def _state_from_blobs(src: NetDef) -> dict[str, np.ndarray]:
 
 # -- matching the family ---------------------------------------------------------------------
 def _meta_shapes(builder: str, **kwargs: int) -> dict[str, tuple[int, ...]]:
-    """Parameter names and shapes of ``builder(**kwargs)`` built on the meta device."""
+    """Parameter names and shapes of the net ``builder(**kwargs)`` builds: a released net's
+    from its definition by Caffe's shape rules (no torch), another builder's built on the
+    meta device."""
+    if is_released(builder):
+        return dict(_released_structure(get_meta(builder).name, tuple(sorted(kwargs.items()))))
     return dict(_structure(get_builder(builder), tuple(sorted(kwargs.items()))))
+
+
+@functools.lru_cache(maxsize=256)
+def _released_structure(name: str, kwargs: tuple[tuple[str, int], ...]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """:func:`_meta_shapes` of a released net, cached: the parameters of its deploy
+    definition (what its builder's ``FCN`` holds: TEST phase, crops as written) by
+    :func:`port.net.shapes.net_shapes`."""
+    netdef = deploy_netdef(get_meta(name), **dict(kwargs))
+    return tuple(net_shapes(netdef, "TEST", check_crops=False).state_shapes().items())
 
 
 @functools.lru_cache(maxsize=256)
@@ -214,6 +234,7 @@ def _structure(make: Callable, kwargs: tuple[tuple[str, int], ...]) -> tuple[tup
     """:func:`_meta_shapes` of a builder function, cached: a build's structure depends only on
     the function and its arguments, and matching tries every builder (each build costs
     milliseconds of module construction even on meta)."""
+    import torch  # only for a builder registered outside the released ones
     with torch.device("meta"):
         model = make(**dict(kwargs))
     return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
@@ -301,7 +322,7 @@ def _check_builder(builder: str, shapes: Mapping[str, tuple[int, ...]], source: 
                    hint: str = "") -> dict[str, int]:
     """Strict comparison with a builder named by the caller (``port.weights.check_fit``); its
     inferred arguments. ``hint`` says what the weights fit instead."""
-    get_builder(builder)  # unknown names raise with suggestions
+    get_meta(builder)  # unknown names raise with suggestions
     kwargs = _infer_kwargs(builder, shapes) or {}
     try:
         expected = _meta_shapes(builder, **kwargs) if kwargs else _meta_shapes(builder)
@@ -317,7 +338,7 @@ def _check_builder(builder: str, shapes: Mapping[str, tuple[int, ...]], source: 
 # -- writing ---------------------------------------------------------------------------------
 def _bilinear_report(net: NetDef | None, state: Mapping[str, np.ndarray], builder: str = "",
                      kwargs: Mapping[str, int] | None = None) -> dict[str, bool]:
-    """For each Deconvolution weight: whether it is the bilinear kernel (``ops.is_bilinear``).
+    """For each Deconvolution weight: whether it is the bilinear kernel (``port.net.bilinear.is_bilinear``).
     The Deconvolutions are those of the net's definition, or, for an HDF5 file without one,
     of the matched builder's net."""
     if net is None and builder:
@@ -325,7 +346,7 @@ def _bilinear_report(net: NetDef | None, state: Mapping[str, np.ndarray], builde
     if net is None:
         return {}
     names = [l.name for l in net.layers if l.type == "Deconvolution"]
-    return {n: ops.is_bilinear(state[f"{n}.weight"]) for n in names if f"{n}.weight" in state}
+    return {n: is_bilinear(state[f"{n}.weight"]) for n in names if f"{n}.weight" in state}
 
 
 def _existing(path: str | os.PathLike, what: str) -> Path:

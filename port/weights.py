@@ -64,6 +64,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from port.caffe import load_caffemodel, write_caffemodel
+from port.caffe.net import LayerDef, NetDef
 from port.errors import PortError
 from port.fileio import atomic_open
 
@@ -324,7 +326,6 @@ def read_blobs(path: str | os.PathLike, net: Any = None) -> Any:
     safetensors file as :class:`StoredBlobs` (``{layer}.weight`` blob 0, ``.bias`` blob 1)."""
     kind = kind_of(path)
     if kind != "safetensors":
-        from port.caffe import load_caffemodel
         return load_caffemodel(path, net)
     arrays, meta = read_arrays(path)
     return blobs_from_state(arrays, str(path), meta.get(NET_NAME, ""))
@@ -577,8 +578,6 @@ def write_net(net: Any, out: str | os.PathLike, metadata: Mapping[str, str] | No
     out = Path(out)
     if output_kind(out) == "safetensors":
         return write_safetensors(out, net.state_dict(), metadata or {})
-    from port.caffe import write_caffemodel
-    from port.caffe.net import LayerDef, NetDef
     params = net.caffe_params()
     layers = [LayerDef(layer.msg, [_as_array(p) for p in params.get(layer.name, [])])
               for layer in net.netdef.layers]

@@ -13,22 +13,31 @@ import argparse
 import os
 import signal
 import sys
+import textwrap
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+import port
 from port.caffe import load_net
+from port.convert import ConversionError
 from port.errors import EXIT_BAD_INPUT, PortError
+from port.models import get_meta, get_model, list_models
 from port.run import speed
 from port.run.devices import default_device, device_name
+from reproduce import demo
 from reproduce import distributed as dist_
 from reproduce import evaluation as E
 from reproduce import harness as H
+from reproduce import report as reports
 from reproduce import resolve as R
 from reproduce import verdict
 from reproduce.checkpoint import CHECKPOINT_NAME
 from reproduce.datasets import dataset_class
+from reproduce.splits import check_split
+from reproduce.training import cli as train_cli
 
 EXIT_BAD_ITEM, EXIT_SIGNAL_BASE = EXIT_BAD_INPUT, 128
 DEFAULT_OVERLAYS = 4
@@ -36,10 +45,7 @@ MAX_DEFAULT_WORKERS = 4
 
 
 def parser() -> argparse.ArgumentParser:
-    import port
-    from port.models import list_models
     models = ", ".join(m.replace("_", "-") for m in list_models())
-    import textwrap
     fill = lambda text: textwrap.fill(text, 79, break_on_hyphens=False)  # noqa: E731
     p = argparse.ArgumentParser(
         prog="python -m reproduce", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -125,7 +131,6 @@ def _data_root(args: argparse.Namespace) -> tuple[Path, bool]:
 
 def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str]:
     """A released model by name: its builder, resolved weights, its dataset."""
-    from port.models import get_meta, get_model
     builder = args.model.replace("-", "_")
     meta = get_meta(builder)
     name = args.dataset or meta.dataset
@@ -171,14 +176,11 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
 def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
             config: H.EvalConfig, ctx: dist_.DistContext, extra: dict,
             table_model: str | None) -> None:
-    from dataclasses import asdict
-    from reproduce import report as R
-    targets = (R.published_targets(table_model, spec.identity.split,
+    targets = (reports.published_targets(table_model, spec.identity.split,
                                    [t.output for t in spec.tasks]) if table_model else [])
-    rows = R.compare(result.scores, targets)
-    from reproduce.splits import check_split
+    rows = reports.compare(result.scores, targets)
     split_check = check_split(spec.identity.dataset, spec.identity.split, spec.dataset.ids)
-    info = R.RunInfo(model=spec.identity.model, dataset=spec.identity.dataset,
+    info = reports.RunInfo(model=spec.identity.model, dataset=spec.identity.dataset,
                      dataset_path=str(spec.dataset.root), split=spec.identity.split,
                      weights=extra.pop("weights"), weights_sha256=spec.identity.weights_sha256,
                      weights_check=extra.pop("weights_check"),
@@ -189,16 +191,16 @@ def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
                      split_size=len(spec.dataset.ids),
                      extra={**extra, "precision_mode": asdict(config.precision)},
                      split_check=split_check.as_dict())
-    paths = R.write_report(config.out, result, info, spec.tasks, rows)
+    paths = reports.write_report(config.out, result, info, spec.tasks, rows)
     print(f"\n{spec.identity.model} on {spec.identity.dataset} {spec.identity.split}: "
-          f"{R.coverage_text(info, result)}, {result.seconds:.1f} s, "
+          f"{reports.coverage_text(info, result)}, {result.seconds:.1f} s, "
           f"{config.precision.name} on {info.device_name}")
-    for reason in R.not_a_reproduction(info, result, rows):
+    for reason in reports.not_a_reproduction(info, result, rows):
         print(reason)
-    print(R.format_table(rows))
-    print(R.LEGEND)
+    print(reports.format_table(rows))
+    print(reports.LEGEND)
     if paths["plot"] is None:
-        print(R.NO_PLOT_NOTE)
+        print(reports.NO_PLOT_NOTE)
     print("report: " + "  ".join(str(p) for p in (paths["json"], paths["md"], paths["plot"])
                                  if p is not None))
     print(f"checkpoint: {config.out / CHECKPOINT_NAME} stays: it holds the finished run, from "
@@ -228,21 +230,18 @@ def _run(args: argparse.Namespace, ctx: dist_.DistContext) -> int:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input (files, names, values), reported in one line, not a
     traceback: every ``PortError``, and conversion errors."""
-    from port.convert import ConversionError
     return (PortError, ConversionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
-        from reproduce.training import cli as train_cli
         try:
             return train_cli.main(argv[1:])
         except KeyboardInterrupt:
             print("python -m reproduce train: interrupted", file=sys.stderr)
             return EXIT_SIGNAL_BASE + signal.SIGINT
     if argv[:1] == ["demo"]:
-        from reproduce import demo
         try:
             return demo.main(argv[1:])
         except _expected_errors() as exc:

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+import port
+from port.models import get_meta, get_model
 from port.run.devices import default_device
 
 from reproduce import harness as H
@@ -128,7 +130,6 @@ def _passed_line(min_agreement: float) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    import port
     p = argparse.ArgumentParser(prog="python -m reproduce demo", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"%(prog)s {port.__version__}")
     p.add_argument("--weights", help="fcn8s weights: .safetensors, .caffemodel or "
@@ -149,7 +150,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from port.models import get_meta, get_model
     args = _parser().parse_args(argv)
     args.out = args.out or R.default_report_dir("demo")
     device = torch.device(args.device)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from port.net.ops import loss_normalization, softmax_with_loss
 from port.run import speed
@@ -217,7 +219,7 @@ def _bad_item_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "this item's files are unreadable or wrong", not a bug here."""
     errors: list[type[BaseException]] = [OSError, ValueError, EOFError]
     with contextlib.suppress(ImportError):
-        from scipy.io.matlab import MatReadError
+        from scipy.io.matlab import MatReadError  # heavy (scipy.io), and only .mat datasets need it
         errors.append(MatReadError)
     return tuple(errors)
 
@@ -444,7 +446,6 @@ def _step(spec: EvalSpec, config: EvalConfig, st: _State, loader: Iterator[dict]
 
 
 def _note(message: str) -> None:
-    from tqdm import tqdm
     tqdm.write(message)
 
 
@@ -456,7 +457,6 @@ class _Progress:
     """tqdm over the whole selection on rank 0, with the running mean IU and img/s."""
 
     def __init__(self, spec: EvalSpec, config: EvalConfig, ctx: dist_.DistContext, st: _State):
-        from tqdm import tqdm
         done = len(st.prior.done) if st.prior else 0
         self.bar = tqdm(total=len(spec.ids), initial=done, unit="img", dynamic_ncols=True,
                         desc=spec.identity.model,
@@ -492,7 +492,6 @@ def _bad_items(bad: dict | None, ctx: dist_.DistContext) -> list[dict]:
 
 
 def _raise_stop(code: int, bads: list[dict], signum: int | None, path: Path | None) -> None:
-    import signal
     if code == _BAD and bads:
         first = bads[0]
         raise BadItemError(first["id"], first.get("path"), first["error"], first.get("rank"),

@@ -29,7 +29,7 @@ from port.errors import PortError
 from port.fileio import atomic_open
 from port.models import get_meta, list_models
 from port.models.meta import WAYBACK, Digests, ModelMeta
-from port.models.zoo import CAST_MODELS
+from port.models.cast_meta import CAST_MODELS
 
 ENV_CACHE = "FCN_PORT_CACHE"
 ENV_MIRRORS = "FCN_PORT_MIRRORS"

@@ -33,11 +33,15 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
 
+import port
 from port.fileio import atomic_open, write_text_atomic
 from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
-from reproduce import verdict
+from reproduce import tables, verdict
+from reproduce.palette import VOID_LABEL, overlay, voc_palette
 
 __all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare",
            "format_table", "is_partial", "coverage_text", "partial_warning", "like_for_like",
@@ -139,7 +143,6 @@ def _table_task(output: str) -> str:
 def published_targets(model: str, split: str, outputs: Sequence[str]) -> list[Target]:
     """Every published value for the released weights of ``model`` on ``split``
     (``reproduce.tables``; rows of the never-released CVPR models are not targets)."""
-    from reproduce import tables
     if model not in tables.MODELS:
         return []
     targets = []
@@ -255,8 +258,6 @@ def not_a_reproduction(info: RunInfo, result: EvalResult,
 
 def versions() -> dict[str, str | None]:
     """Versions of what computed the numbers."""
-    import torch
-    import port
     cuda = torch.version.cuda if torch.cuda.is_available() else None
     cudnn = str(torch.backends.cudnn.version()) if cuda else None
     return {"python": platform.python_version(), "torch": torch.__version__,
@@ -417,7 +418,7 @@ def plot_per_class(path: Path, task: Task, scores: Scores, rows: Sequence[Compar
     """Bar chart of our per-class IU, with the published per-class IU where the source gives
     it and the published mean IU as a line; ``title`` (default: the output's name); PNG, Agg
     backend, written atomically."""
-    import matplotlib
+    import matplotlib  # optional: pip install 'fcn-port[plot]'
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
     ours = [_pct(v) if not math.isnan(v) else 0.0 for v in scores.per_class_iu]
@@ -456,7 +457,6 @@ OVERLAY_CAPTIONS = ("image", "ground truth", "prediction")
 
 
 def _font(size: int = 14) -> Any:
-    from PIL import ImageFont
     try:
         return ImageFont.load_default(size=size)      # Pillow >= 10.1 with FreeType
     except (TypeError, OSError, ImportError):
@@ -470,8 +470,6 @@ def compose_overlay(parts: dict[str, np.ndarray], class_names: Sequence[str],
     enlarged to ``MIN_OVERLAY_SIDE``, a caption over each panel (``captions``: the demo names
     its columns image, released, ours) and a legend of the classes shown (their palette colour
     and name; void is left uncoloured: it is not scored)."""
-    from PIL import Image, ImageDraw
-    from reproduce.palette import VOID_LABEL, overlay, voc_palette
     rgb = np.asarray(parts["image"], dtype=np.uint8)
     truth, pred = np.asarray(parts["truth"]), np.asarray(parts["prediction"])
     h, w = truth.shape
@@ -522,7 +520,6 @@ def write_overlays(out_dir: Path, overlays: dict[str, Any],
                    class_names: Sequence[str] = ()) -> list[str]:
     """The overlays as PNGs under ``out_dir/overlays``; their relative paths. A value is
     either the parts ``compose_overlay`` draws or an RGB array written as it is."""
-    from PIL import Image
     written = []
     for item_id in sorted(overlays):
         value = overlays[item_id]
@@ -563,7 +560,7 @@ def write_report(out_dir: str | Path, result: EvalResult, info: RunInfo, tasks: 
 def has_matplotlib() -> bool:
     """Whether the optional plot dependency (``pip install 'fcn-port[plot]'``) is there."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  (optional: this is the check)
     except ImportError:
         return False
     return True

@@ -7,6 +7,7 @@ The evaluation loop itself is :mod:`reproduce.harness`; this module only finds t
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from port import convert
 from port.errors import PortError
@@ -27,7 +29,6 @@ from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_datas
 
 def _note(message: str) -> None:
     """One line above the progress bar (tqdm keeps the bar intact)."""
-    from tqdm import tqdm
     tqdm.write(message)
 
 #: The folder above the package: a source checkout's root, whose ``../shared/upstream`` a
@@ -173,7 +174,6 @@ def _probe(fn: Callable[..., np.ndarray]) -> np.ndarray:
 def preprocessing_identity(dataset: str, functions: Sequence[Callable[..., np.ndarray]]) -> str:
     """Names and a digest of what the preprocessing does to a probe image: a changed mean,
     channel order or scale changes it, so ``--resume`` can refuse a checkpoint made with it."""
-    import hashlib
     digest = hashlib.sha256()
     for fn in functions:
         digest.update(np.ascontiguousarray(_probe(fn), dtype=np.float32).tobytes())

@@ -37,8 +37,9 @@ from typing import Any, Sequence
 from port.errors import PortError
 from reproduce import registry
 from reproduce.datasets import DATASETS
+from reproduce.datasets.base import read_split
 
-__all__ = ["DATA_DIR", "LISTS", "SplitList", "ListSource", "SplitError", "SplitChoice",
+__all__ = ["DATA_DIR", "LISTS", "papers_ids", "SplitList", "ListSource", "SplitError", "SplitChoice",
            "SplitCheck", "default_split", "choose", "shipped_file", "list_source",
            "check_split"]
 
@@ -239,6 +240,16 @@ class SplitCheck:
                 "ids_sha256": self.sha256, "expected_images": self.expected_images,
                 "expected_ids_sha256": self.expected_sha256, "reference": self.reference,
                 "matches": self.matches, "description": self.describe()}
+
+
+def papers_ids(dataset: str, split: str) -> list[str] | None:
+    """The papers' (upstream's) ids of ``split`` where fcn-port ships its list (``LISTS``):
+    the shipped files joined in order, each checked (:func:`shipped_file`); None where none
+    ships (SBD train, VOC2010 train: the dataset archives' own lists)."""
+    entry = LISTS.get((dataset, split))
+    if entry is None:
+        return None
+    return [i for artifact in entry.shipped for i in read_split(shipped_file(artifact))]
 
 
 def _images(n: int | None) -> str:

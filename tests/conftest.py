@@ -32,6 +32,20 @@ def goldens_dir(shared_dir: Path) -> Path:
     return _require(shared_dir / "caffe-goldens")
 
 
+@pytest.fixture(scope="module")
+def golden_nets(goldens_dir: Path):
+    """``golden_nets(name)``: each caffe-goldens net built and loaded once per test module (they
+    are tiny; module scope, as tests may change one)."""
+    from helpers import golden_net
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = golden_net(goldens_dir, name)
+        return cache[name]
+    return get
+
+
 @pytest.fixture(scope="session")
 def upstream_dir(shared_dir: Path) -> Path:
     return _require(shared_dir / "upstream")

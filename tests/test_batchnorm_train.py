@@ -18,7 +18,8 @@ from port.net.engine import CaffeNet
 from port.net.layers import BatchNorm
 from port.training.solver import Solver, SolverParameter
 
-from test_engine_goldens import TOLERANCE, rel_err
+from helpers import rel_err
+from test_engine_goldens import TOLERANCE
 from test_solver_goldens import npz_feed
 
 CASES = ("batch1", "batch2")

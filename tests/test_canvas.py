@@ -23,17 +23,15 @@ from port.net.spec import NetSpec
 from port.cli.selfcheck import randomize
 
 from conftest import GOLDEN_NETS
+from helpers import rel_err, tiny as _tiny
 
 TOLERANCE = 1e-6
 SIZES = [(1, 1), (7, 9), (48, 64), (97, 131), (120, 200)]
 
 
-def tiny(name: str = "fcn8s", **kw) -> nn.Module:
-    return randomize(get_model(name, width_divisor=16, **kw), seed=5).eval()
-
-
-def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((got.double() - ref.double()).abs().max() / ref.double().abs().max().clamp(min=1e-30))
+def tiny(name: str = "fcn8s", **kw):
+    """This file's nets: seed 5."""
+    return _tiny(name, seed=5, **kw)
 
 
 def check_close(fast: nn.Module, model: nn.Module, x: dict[str, torch.Tensor], names) -> None:
@@ -202,18 +200,18 @@ def test_cpu_fast_runs_the_canvas_on_prepacked_convolutions():
 # -- Caffe's own blobs -------------------------------------------------------------------------
 @pytest.mark.parametrize("folder", GOLDEN_NETS)
 def test_goldens_through_the_canvas(folder, goldens_dir, tmp_path):
-    from test_models_goldens import TOLERANCE as GOLDEN_TOLERANCE, check_losses, load_builder, relative_error
+    from test_models_goldens import TOLERANCE as GOLDEN_TOLERANCE, check_losses, load_builder
     model = canvas.constant_canvas(load_builder(goldens_dir, folder, tmp_path), inplace=True)
     assert any(isinstance(m, canvas.CanvasPooling) for m in model.modules())
     arrays = np.load(goldens_dir / folder / "blobs-48x64.npz")
     got = blobs(model, {n: torch.from_numpy(arrays[n]) for n in model.input_names})
     for name in set(got) & set(arrays.files):  # every blob Caffe computed
-        assert relative_error(got[name], arrays[name]) <= GOLDEN_TOLERANCE, name
+        assert rel_err(got[name], arrays[name]) <= GOLDEN_TOLERANCE, name
     arrays = np.load(goldens_dir / folder / "outputs-97x131.npz")
     got = blobs(model, {n: torch.from_numpy(arrays[n]) for n in model.input_names})
     outputs = [n for n in model.meta.outputs if n in arrays.files]
     for name in outputs:
-        assert relative_error(got[name], arrays[name]) <= GOLDEN_TOLERANCE, name
+        assert rel_err(got[name], arrays[name]) <= GOLDEN_TOLERANCE, name
     assert check_losses(goldens_dir, folder, got, arrays) + len(outputs) > 0
 
 

@@ -20,7 +20,8 @@ from port.net.engine import BlobMismatchError, CaffeNet
 from port.net.layers import BATCH_NORM_BLOBS, BatchNorm, CaffeGraphError
 from port.net.ops import CaffeSemanticsError
 
-from test_engine_goldens import TOLERANCE, check_against, rel_err
+from test_engine_goldens import TOLERANCE, check_against
+from helpers import golden_net, rel_err
 
 CLASSIFIERS = ("resnet50-div8", "googlenet-div8")
 #: Each classifier's odd-size outputs file and its final pooling (the classifier's input).
@@ -28,24 +29,6 @@ ODD_SIZE = {"resnet50-div8": "outputs-211x199.npz", "googlenet-div8": "outputs-2
 FINAL_POOL = {"resnet50-div8": "pool5", "googlenet-div8": "pool5/7x7_s1"}
 ZOO = "batchnorm-zoo"
 ZOO_SIZES = ("blobs-23x31.npz", "blobs-40x52.npz")
-
-
-def golden_net(goldens_dir, name: str) -> CaffeNet:
-    folder = goldens_dir / name
-    net = CaffeNet(load_net(folder / "net.prototxt"))
-    net.load_blobs(load_caffemodel(folder / "weights.caffemodel"))
-    return net.eval()
-
-
-@pytest.fixture(scope="module")
-def nets(goldens_dir):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = golden_net(goldens_dir, name)
-        return cache[name]
-    return get
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS + (ZOO,))
@@ -64,23 +47,23 @@ def test_loaded_parameters_are_caffes(goldens_dir, name):
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
-def test_every_classifier_blob_matches_caffe(goldens_dir, nets, name):
+def test_every_classifier_blob_matches_caffe(goldens_dir, golden_nets, name):
     stored = np.load(goldens_dir / name / "blobs-224x224.npz")
-    compared = check_against(nets(name), stored)
-    types = {m.caffe_type for m in nets(name).caffe_layers().values()}
+    compared = check_against(golden_nets(name), stored)
+    types = {m.caffe_type for m in golden_nets(name).caffe_layers().values()}
     assert len(compared) > 70
     expected = {"BatchNorm", "Scale", "Eltwise"} if name.startswith("resnet") else {"LRN", "Concat"}
     assert expected <= types
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
-def test_outputs_at_odd_size_match_caffe(goldens_dir, nets, name):
+def test_outputs_at_odd_size_match_caffe(goldens_dir, golden_nets, name):
     """At a size where the ceil-rounded poolings take their extra window and the final 7 x 7
     pooling still comes out 1 x 1: the classifier's input, its output and ``prob``."""
     stored = np.load(goldens_dir / name / ODD_SIZE[name])
-    assert set(nets(name).output_names) <= set(stored.files)
+    assert set(golden_nets(name).output_names) <= set(stored.files)
     assert FINAL_POOL[name] in stored.files
-    check_against(nets(name), stored)
+    check_against(golden_nets(name), stored)
 
 
 def up_to(netdef: NetDef, last: str) -> NetDef:
@@ -90,11 +73,11 @@ def up_to(netdef: NetDef, last: str) -> NetDef:
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
-def test_trunk_at_a_size_the_classifier_refuses(goldens_dir, nets, name):
+def test_trunk_at_a_size_the_classifier_refuses(goldens_dir, golden_nets, name):
     """At 257 x 301 the InnerProduct's weights do not fit (Caffe aborts; here one error naming
     the layer and both shapes); the net up to its final pooling gives Caffe's blobs (what an FCN computes)."""
     stored = np.load(goldens_dir / name / "trunk-257x301.npz")
-    net = nets(name)
+    net = golden_nets(name)
     with torch.device("meta"):
         whole = CaffeNet(net.netdef, input_shapes={"data": stored["data"].shape})
     with pytest.raises(BlobMismatchError, match=r"\(1 problem: (fc1000|loss3/classifier)\.weight: shape"):
@@ -106,9 +89,9 @@ def test_trunk_at_a_size_the_classifier_refuses(goldens_dir, nets, name):
 
 
 @pytest.mark.parametrize("blobs", ZOO_SIZES)
-def test_every_batchnorm_and_scale_option_matches_caffe(goldens_dir, nets, blobs):
+def test_every_batchnorm_and_scale_option_matches_caffe(goldens_dir, golden_nets, blobs):
     stored = np.load(goldens_dir / ZOO / blobs)
-    net = nets(ZOO)
+    net = golden_nets(ZOO)
     check_against(net, stored)
     layers = net.caffe_layers()
     # the options the golden covers, as the layers read them
@@ -148,10 +131,10 @@ def test_batch_statistics_update_the_blobs_once_per_forward_pass(goldens_dir):
     assert all(torch.equal(a, b) for a, b in zip(others, fresh))  # global statistics never move
 
 
-def test_batchnorm_statistics_are_never_learned(goldens_dir, nets):
+def test_batchnorm_statistics_are_never_learned(goldens_dir, golden_nets):
     """Caffe's ``LayerSetUp`` adds ``param { lr_mult: 0 }`` for each blob: frozen here, in the
     layer's definition (what the solver reads), and the parsed net is left unchanged."""
-    net = nets("resnet50-div8")
+    net = golden_nets("resnet50-div8")
     bn = net.caffe_layers()["bn_conv1"]
     assert [name for name, _ in bn.named_parameters()] == list(BATCH_NORM_BLOBS)
     assert not any(p.requires_grad for p in bn.caffe_params())
@@ -227,7 +210,7 @@ layer {{ name: "gap" type: "Pooling" bottom: "data" top: "gap" pooling_param {{ 
         CaffeNet(netdef_from_message(parse_text(text)))
 
 
-def test_weights_through_load_convert_and_export(goldens_dir, nets, tmp_path):
+def test_weights_through_load_convert_and_export(goldens_dir, golden_nets, tmp_path):
     """The three BatchNorm blobs travel every weights path: ``port.load`` of the caffemodel,
     ``port.convert`` to safetensors and back, and the caffemodel writer (Caffe's own format;
     Scale's 0-axis blobs too)."""
@@ -236,7 +219,7 @@ def test_weights_through_load_convert_and_export(goldens_dir, nets, tmp_path):
     from port.load import load_net_and_weights
     for name in ("resnet50-div8", ZOO):
         folder = goldens_dir / name
-        reference = nets(name).state_dict() if name != ZOO else golden_net(goldens_dir, ZOO).state_dict()
+        reference = golden_nets(name).state_dict() if name != ZOO else golden_net(goldens_dir, ZOO).state_dict()
         loaded, _ = load_net_and_weights(folder / "net.prototxt", folder / "weights.caffemodel")
         convert(folder / "weights.caffemodel", folder / "net.prototxt", out=tmp_path / f"{name}.safetensors")
         converted, _ = load_net_and_weights(folder / "net.prototxt", tmp_path / f"{name}.safetensors")
@@ -251,11 +234,11 @@ def test_weights_through_load_convert_and_export(goldens_dir, nets, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["cpu-fast", "strict-fp32-canvas"])
-def test_run_modes_keep_the_classifiers_outputs(goldens_dir, nets, mode):
+def test_run_modes_keep_the_classifiers_outputs(goldens_dir, golden_nets, mode):
     from port.run.speed import Runner
     for name in ("resnet50-div8",):
         stored = np.load(goldens_dir / name / ODD_SIZE[name])
-        out = Runner(mode, nets(name), "cpu")(data=torch.from_numpy(stored["data"]))
+        out = Runner(mode, golden_nets(name), "cpu")(data=torch.from_numpy(stored["data"]))
         for key, value in out.items():
             assert rel_err(value.float().numpy(), stored[key]) <= TOLERANCE, (name, key)
 
@@ -290,12 +273,12 @@ def test_unchanged_classifier_deploy_nets_build(shared_dir):
         assert shapes["data"] == net.input_shapes["data"]
 
 
-def test_folded_batchnorm_keeps_every_resnet_blob(goldens_dir, nets):
+def test_folded_batchnorm_keeps_every_resnet_blob(goldens_dir, golden_nets):
     """cpu-fast folds each in-place BatchNorm (+ Scale) into its convolution
     (port.run.fold): every blob still within 1e-5 of Caffe's; the net itself is unchanged, and
     a BatchNorm that is not in place or runs on its batch's statistics is left alone."""
     from port.run.fold import Folded, fold_batchnorm, foldable
-    net = nets("resnet50-div8")
+    net = golden_nets("resnet50-div8")
     before = {k: v.clone() for k, v in net.state_dict().items()}
     norms = [n for n, m in net.caffe_layers().items() if isinstance(m, BatchNorm)]
     chains = foldable(net)
@@ -305,11 +288,11 @@ def test_folded_batchnorm_keeps_every_resnet_blob(goldens_dir, nets):
     assert folded.caffe_layers()["res2a_branch1"].bias_term and not net.caffe_layers()["res2a_branch1"].bias_term
     check_against(folded, np.load(goldens_dir / "resnet50-div8" / "blobs-224x224.npz"))
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
-    zoo = nets(ZOO)
+    zoo = golden_nets(ZOO)
     assert foldable(zoo) == [] and fold_batchnorm(zoo) is zoo  # bn_global, bn_batch: not in place
 
 
-def test_classifier_stored_without_its_input_converts_with_batchnorm_blobs(goldens_dir, nets, tmp_path):
+def test_classifier_stored_without_its_input_converts_with_batchnorm_blobs(goldens_dir, golden_nets, tmp_path):
     """A released classifier stores its layers but no input shape (as the ILSVRC caffemodels
     do): converted without a prototxt, BatchNorm's three blobs take the engine's names, and the
     file loads into the deploy net."""
@@ -323,6 +306,6 @@ def test_classifier_stored_without_its_input_converts_with_batchnorm_blobs(golde
     report = convert(tmp_path / "stored.caffemodel", out=tmp_path / "stored.safetensors")
     assert "declares no input for data" in " ".join(report.notes)
     loaded, _ = load_net_and_weights(folder / "net.prototxt", tmp_path / "stored.safetensors")
-    reference = nets("resnet50-div8").state_dict()
+    reference = golden_nets("resnet50-div8").state_dict()
     assert list(loaded.state_dict()) == list(reference)
     assert all(torch.equal(v, reference[k]) for k, v in loaded.state_dict().items())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from port.caffe import load_net, write_caffemodel, write_caffemodel_h5
+from port.caffe import load_caffemodel, load_net, write_caffemodel, write_caffemodel_h5
 from port.convert import ConversionError, convert, load_weights
 from port.models import weights as fmt
 from port.models import get_model, list_models
@@ -240,3 +240,91 @@ def test_a_caffemodel_without_any_blob_is_refused(goldens_dir, tmp_path):
     (tmp_path / "zero.caffemodel").write_bytes(b"")
     with pytest.raises(ConversionError, match="no layers"):
         convert(tmp_path / "zero.caffemodel", out=tmp_path / "o.safetensors")
+
+
+# -- no torch on the caffemodel -> safetensors path (issue 22 item 2) -------------------------
+def test_convert_command_imports_no_torch(goldens_dir, tmp_path, make_caffemodel):
+    """``python -m port convert`` of a caffemodel written by the project's writer (its stored
+    net, --net, --model) reads, checks, matches and writes without importing torch: read from
+    sys.modules in a fresh interpreter after the command ran (a behaviour, never a time)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    caffemodel = make_caffemodel(tmp_path / "fcn16s.caffemodel", seed=5, net="voc-fcn16s")
+    code = ("import sys\nfrom port.__main__ import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "print(rc, sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])")
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    for i, extra in enumerate(([], ["--net", str(goldens_dir / "voc-fcn16s" / "net.prototxt")],
+                               ["--model", "fcn16s"])):
+        out = tmp_path / f"out{i}.safetensors"
+        proc = subprocess.run([sys.executable, "-c", code, "convert", str(caffemodel), "-o", str(out), *extra],
+                              capture_output=True, text=True, cwd=repo, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout
+        state, metadata = load_weights(out)  # this process has torch: the file is the usual one
+        assert metadata[fmt.BUILDER] == "fcn16s" and len(state) == len(blobs_by_key(load_caffemodel(caffemodel)))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_released_structure_without_torch_is_the_builders(name):
+    """The shapes matching reads from a released net's definition (no net built) are its
+    builder's module's state dict: names, order and shapes, at the released arguments and at
+    another width and class count."""
+    from port.convert import _meta_shapes, _structure
+    from port.models import get_builder
+    for kwargs in ({}, {"width_divisor": 16, "num_classes": 5}):
+        built = dict(_structure(get_builder(name), tuple(sorted(kwargs.items()))))
+        shapes = _meta_shapes(name, **kwargs)
+        assert list(shapes.items()) == list(built.items())
+
+
+def test_a_builder_registered_by_a_user_is_still_matched(monkeypatch):
+    """A builder outside the released ones has no definition to read: it is built on meta."""
+    import dataclasses
+    from port.convert import _meta_shapes, match_builders
+    from port.models import _registry, fcn32s, get_meta
+    from port.models._registry import is_released, register
+    meta = dataclasses.replace(get_meta("fcn32s"), name="my_fcn32s", caffemodel="")
+    monkeypatch.setattr(_registry, "_BUILDERS", dict(_registry._BUILDERS))
+    monkeypatch.setattr(_registry, "_METAS", dict(_registry._METAS))
+    register(meta)(lambda **kwargs: fcn32s(**kwargs))
+    assert not is_released("my_fcn32s") and is_released("fcn32s")
+    assert _meta_shapes("my_fcn32s", width_divisor=16) == _meta_shapes("fcn32s", width_divisor=16)
+    _, candidates, _ = match_builders(_meta_shapes("fcn32s", width_divisor=16))
+    assert {"fcn32s", "my_fcn32s"} <= set(candidates)
+
+
+@pytest.mark.parametrize("net", ["voc-fcn8s", "voc-fcn8s-atonce", "siftflow-fcn8s", "nyud-fcn32s-color-hha",
+                                 "voc-fcn-alexnet", "resnet50-div8", "googlenet-div8", "batchnorm-zoo"])
+def test_the_shape_pass_sizes_what_the_engine_builds(goldens_dir, net):
+    """port.net.shapes.net_shapes (what convert checks against) names and sizes every
+    parameter as CaffeNet does (TEST and TRAIN), for the goldens' FCNs and classifiers
+    (BatchNorm, Scale, InnerProduct, Concat, LRN)."""
+    from port.load import build_net
+    from port.net.shapes import data_input_shapes, net_shapes
+    netdef = load_net(goldens_dir / net / "net.prototxt")
+    for phase in ("TEST", "TRAIN"):
+        graph = build_net(netdef, phase, meta=True)
+        sized = net_shapes(netdef, phase, data_input_shapes(netdef.for_phase(phase)))
+        assert list(sized.state_shapes().items()) == [(k, tuple(v.shape)) for k, v in graph.state_dict().items()]
+        assert sized.blobs == graph.blob_shapes and sized.outputs == graph.output_names
+
+
+def test_the_registry_needs_no_torch_and_builders_still_load():
+    """Listing the models, reading a record and writing a released net import no torch (what
+    convert's matching reads); a builder named on port.models loads the builders then."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import sys\nimport port.models as m\nfrom port.models.released import deploy_netdef\n"
+            "names = m.list_models()\ndeploy_netdef(m.get_meta('voc-fcn8s'), width_divisor=16)\n"
+            "print(len(names), 'torch' in sys.modules)\n"
+            "from port.models import fcn32s\n"
+            "print(m.zoo.FCN.__name__, m.get_builder('fcn32s') is fcn32s, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                          env=dict(os.environ, PYTHONPATH=str(repo)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(len(list_models())), "False", "FCN", "True", "True"]

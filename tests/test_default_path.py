@@ -6,35 +6,22 @@ within 1e-5 of strict fp32 and of Caffe's goldens. Behaviour only: the form's us
 its counter, never from a time."""
 from __future__ import annotations
 
-import ast
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import port.run
-from port.cli.selfcheck import randomize
 from port.load import load_net_and_weights
-from port.models import get_model
 from port.net import engine
 from port.net.layers import Convolution
 from port.run import canvas, prepared, speed
 
 from conftest import GOLDEN_NETS
+from helpers import SIZE, data, rel_err, tiny
 
 TOLERANCE = 1e-5
-SIZE = (37, 50)  # odd height: the ceil-rounded poolings get a clipped last window
-
-
-def tiny(name: str = "fcn8s", seed: int = 3) -> nn.Module:
-    return randomize(get_model(name, width_divisor=16), seed=seed).eval()
-
-
-def data(seed: int = 0, size=SIZE) -> torch.Tensor:
-    return torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)) * 50
 
 
 def plain(model: nn.Module, *args, **kw):
@@ -45,10 +32,6 @@ def plain(model: nn.Module, *args, **kw):
 def default(model: nn.Module, *args, **kw):
     with torch.no_grad():
         return model(*args, **kw)
-
-
-def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((got.double() - ref.double()).abs().max() / ref.double().abs().max().clamp(min=1e-30))
 
 
 def calls(model: nn.Module) -> int:
@@ -255,7 +238,7 @@ def test_a_layer_that_updates_its_own_state_is_no_weight_change(goldens_dir):
 def test_goldens_through_the_default_path(folder, goldens_dir, tmp_path):
     """Every blob Caffe computed, through the default module: within 1e-5 of Caffe's and of
     the plain path's, the score's argmax Caffe's at every pixel."""
-    from test_models_goldens import load_builder, relative_error
+    from test_models_goldens import load_builder
     model = load_builder(goldens_dir, folder, tmp_path)
     arrays = np.load(goldens_dir / folder / "blobs-48x64.npz")
     inputs = {n: torch.from_numpy(arrays[n]) for n in model.input_names}
@@ -264,29 +247,14 @@ def test_goldens_through_the_default_path(folder, goldens_dir, tmp_path):
     common = set(got) & set(arrays.files)
     assert set(model.meta.outputs) <= common
     for name in common:
-        assert relative_error(got[name], arrays[name]) <= TOLERANCE, name
+        assert rel_err(got[name], arrays[name]) <= TOLERANCE, name
         assert rel_err(got[name], reference[name]) <= TOLERANCE, name
     for name in model.meta.outputs:
         assert np.array_equal(got[name].argmax(1).numpy(), arrays[name].argmax(1)), name
 
 
 # -- the layering -------------------------------------------------------------------------------
-def test_run_layer_imports_only_earlier_stages():
-    """port/run sits after port.net and before port.models (ARCHITECTURE): it imports only the
-    foundation, port.caffe, port.weights, port.net and itself; the engine registers, never
-    imports, it."""
-    earlier = ("port.caffe", "port.weights", "port.net", "port.run", "port.errors", "port.fileio")
-    for source in Path(port.run.__file__).parent.glob("*.py"):
-        for name in imported(source):
-            assert name.startswith(earlier), f"port/run/{source.name} imports {name}"
-    assert not [n for n in imported(Path(engine.__file__)) if n.startswith("port.run")]
+def test_the_engine_registers_the_default_path_without_importing_it():
+    """The engine consults the one executor port.run.prepared registers (the import rules
+    themselves, port.run between port.net and port.models: tests/test_layering.py)."""
     assert engine._inference_executor is prepared.execute
-
-
-def imported(source: Path) -> list[str]:
-    """The project modules ``source`` imports (absolute imports), anywhere in it."""
-    names = []
-    for node in ast.walk(ast.parse(source.read_text())):
-        names += ([a.name for a in node.names] if isinstance(node, ast.Import)
-                  else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
-    return [n for n in names if n.split(".")[0] == "port"]

@@ -21,13 +21,10 @@ from port.net.coord_map import check_crops
 from port.net.engine import CaffeNet
 
 from conftest import GOLDEN_NETS
+from helpers import rel_err
 
 TOLERANCE = 1e-5
 ALL_NETS = GOLDEN_NETS + ("vgg16-v1",)
-
-
-def rel_err(ours: np.ndarray, caffe: np.ndarray) -> float:
-    return float(np.abs(ours.astype(np.float64) - caffe).max() / max(np.abs(caffe).max(), 1e-30))
 
 
 def golden_files(goldens_dir, name):
@@ -35,21 +32,6 @@ def golden_files(goldens_dir, name):
     prototxt = folder / ("deploy.prototxt" if name == "vgg16-v1" else "net.prototxt")
     blobs = folder / ("blobs-64x64.npz" if name == "vgg16-v1" else "blobs-48x64.npz")
     return folder, prototxt, blobs
-
-
-@pytest.fixture(scope="module")
-def nets(goldens_dir):
-    """Each golden net built and loaded once (they are tiny)."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            folder, prototxt, _ = golden_files(goldens_dir, name)
-            net = CaffeNet(load_net(prototxt))
-            net.load_blobs(load_caffemodel(folder / "weights.caffemodel"))
-            cache[name] = net.eval()
-        return cache[name]
-    return get
 
 
 def losses(net: CaffeNet) -> dict[str, object]:
@@ -97,25 +79,25 @@ def check_against(net: CaffeNet, stored) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ALL_NETS)
-def test_every_blob_matches_caffe(goldens_dir, nets, name):
+def test_every_blob_matches_caffe(goldens_dir, golden_nets, name):
     _, _, blobs = golden_files(goldens_dir, name)
-    compared = check_against(nets(name), np.load(blobs))
-    assert len(compared) > len(nets(name).input_names)
+    compared = check_against(golden_nets(name), np.load(blobs))
+    assert len(compared) > len(golden_nets(name).input_names)
 
 
 @pytest.mark.parametrize("name", GOLDEN_NETS)
-def test_outputs_at_odd_size_match_caffe(goldens_dir, nets, name):
+def test_outputs_at_odd_size_match_caffe(goldens_dir, golden_nets, name):
     stored = np.load(goldens_dir / name / "outputs-97x131.npz")
-    net = nets(name)
+    net = golden_nets(name)
     assert set(net.output_names) <= set(stored.files)
     check_against(net, stored)
 
 
 @pytest.mark.parametrize("name", ALL_NETS)
-def test_loaded_parameters_are_caffes(goldens_dir, nets, name):
+def test_loaded_parameters_are_caffes(goldens_dir, golden_nets, name):
     """params.json: each blob's shape and the SHA-256 of its float32 bytes, as Caffe held them."""
     expected = json.loads((goldens_dir / name / "params.json").read_text())["layers"]
-    ours = nets(name).caffe_params()
+    ours = golden_nets(name).caffe_params()
     assert list(ours) == list(expected)
     for layer, params in ours.items():
         assert len(params) == len(expected[layer]), layer
@@ -125,14 +107,14 @@ def test_loaded_parameters_are_caffes(goldens_dir, nets, name):
             assert hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest() == blob["sha256"], layer
 
 
-def test_hdf5_weights_equal_binary(goldens_dir, nets):
+def test_hdf5_weights_equal_binary(goldens_dir, golden_nets):
     folder = goldens_dir / "voc-fcn8s-atonce"
     h5 = folder / "weights.caffemodel.h5"
     if not h5.exists():
         pytest.skip(f"{h5} not found")
     net = CaffeNet(load_net(folder / "net.prototxt"))
     net.load_blobs(load_caffemodel(h5))
-    binary = nets("voc-fcn8s-atonce").state_dict()
+    binary = golden_nets("voc-fcn8s-atonce").state_dict()
     state = net.state_dict()
     assert list(state) == list(binary)
     for key in state:

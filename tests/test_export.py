@@ -50,3 +50,35 @@ def test_export_of_a_train_prototxt_and_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing" in err
     assert port_main(["export", str(weights), "--net", str(other), "-o", str(tmp_path / "x.bin")]) == 1
+
+
+def test_explicit_caffemodel_format_and_a_suffix_that_does_not_fit(tmp_path, capsys):
+    weights = random_init("fcn32s", tmp_path / "w.safetensors")
+    out = tmp_path / "w.caffemodel"
+    assert port_main(["export", str(weights), "--model", "fcn32s", "--format", "caffemodel", "-o", str(out)]) == 0
+    assert "score_fr" in load_caffemodel(out).blobs()
+    capsys.readouterr()
+    assert port_main(["export", str(weights), "--model", "fcn32s", "-o", str(tmp_path / "w.bin")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ".onnx" in err and ".pt2" in err
+
+
+def test_pool_sizes_in_the_export_friendly_form_equal_caffes():
+    """pool_output_size's ceil division written as PyTorch writes it, and the shortcut that
+    max pooling without padding and kernel >= stride is PyTorch's ceil_mode pooling, hold for
+    every size (against Caffe's ceil formula and PyTorch's own output size)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from port.net import ops
+    for kernel in range(1, 5):
+        for stride in range(1, kernel + 1):
+            for size in range(kernel, 70):
+                caffe = math.ceil((size - kernel) / stride) + 1
+                assert ops.pool_output_size(size, kernel, stride) == caffe
+                x = torch.zeros(1, 1, size, size + 1)
+                y = ops.pool2d(x, kernel, stride)
+                assert tuple(y.shape[2:]) == (caffe, ops.pool_output_size(size + 1, kernel, stride))
+                assert F.max_pool2d(x, kernel, stride, ceil_mode=True).shape == y.shape

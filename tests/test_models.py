@@ -52,7 +52,7 @@ def upstream_nets(upstream_dir):
 
 def test_registry_lists_every_released_net():
     # and the nets fcnize casts from the shipped classifiers (issue 21 item 3; tests/test_new_nets.py)
-    from port.models.zoo import CAST_MODELS
+    from port.models.cast_meta import CAST_MODELS
     assert list_models() == sorted([*UPSTREAM, *CAST_MODELS])
 
 
@@ -262,22 +262,3 @@ def test_weights_leaving_a_tensor_on_meta_is_refused(small_weights, monkeypatch)
     with pytest.raises(WeightsError, match="without data after loading: scratch"):
         get_model("fcn16s", weights=small_weights[0])
     assert get_model("fcn16s", width_divisor=16).scratch.device.type == "cpu"
-
-
-def test_models_and_net_import_nothing_later():
-    """ARCHITECTURE's pipeline: port.net imports none of port.models, port.training, port.run;
-    port.models none of port.training (the rules both use live in port.net); port.run sits
-    before port.models since issue 22 (the builders' nets run its default path)."""
-    import ast
-    from pathlib import Path
-
-    import port
-    later = {"net": ("port.models", "port.training", "port.run", "port.cli", "port.convert", "port.load"),
-             "models": ("port.training", "port.cli", "port.convert", "port.load")}
-    for package, banned in later.items():
-        for source in (Path(port.__file__).parent / package).glob("*.py"):
-            for node in ast.walk(ast.parse(source.read_text())):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                         else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
-                for name in names:
-                    assert not name.startswith(banned), f"port/{package}/{source.name} imports {name}"

@@ -14,6 +14,7 @@ from port.net.engine import CaffeNet
 from port.models import get_model
 
 from conftest import GOLDEN_NETS
+from helpers import rel_err
 
 #: Goldens folder -> registered builder.
 BUILDERS = {
@@ -30,11 +31,6 @@ TOLERANCE = 1e-5
 #: sum; ops.softmax_with_loss sums pairwise, closer to the exact value. Measured at 48x64:
 #: Caffe 182406.89, exact (float64) 182404.88, ours 182404.89 (voc-fcn8s-atonce).
 UNIT_ROUNDOFF = 2.0 ** -24
-
-
-def relative_error(ours: torch.Tensor, caffe: np.ndarray) -> float:
-    reference = np.abs(caffe).max()
-    return float(np.abs(ours.detach().numpy().astype(np.float64) - caffe).max() / max(reference, 1e-30))
 
 
 def builder_kwargs(folder: str) -> dict:
@@ -83,7 +79,7 @@ def check_losses(goldens_dir, folder, blobs, arrays):
         labels = torch.from_numpy(arrays[label])
         ours = ops.softmax_with_loss(blobs[score], labels, ignore, normalization)
         terms = int((labels != ignore).sum())
-        assert relative_error(ours, arrays[loss]) <= TOLERANCE + (terms - 1) * UNIT_ROUNDOFF, loss
+        assert rel_err(ours, arrays[loss]) <= TOLERANCE + (terms - 1) * UNIT_ROUNDOFF, loss
         checked += 1
     return checked
 
@@ -98,7 +94,7 @@ def test_every_blob_at_48x64(folder, goldens_dir, builders):
     assert set(arrays.files) - inputs_and_losses <= set(blobs), "a Caffe blob the builder does not expose"
     for name, value in blobs.items():
         assert tuple(value.shape) == arrays[name].shape, name
-        assert relative_error(value, arrays[name]) <= TOLERANCE, name
+        assert rel_err(value, arrays[name]) <= TOLERANCE, name
     assert check_losses(goldens_dir, folder, blobs, arrays) == len(loss_layers(goldens_dir, folder))
 
 
@@ -110,7 +106,7 @@ def test_outputs_at_97x131(folder, goldens_dir, builders):
     for output in model.meta.outputs:
         assert tuple(blobs[output].shape[2:]) == arrays[model.input_names[0]].shape[2:]
         if output in arrays.files:
-            assert relative_error(blobs[output], arrays[output]) <= TOLERANCE, output
+            assert rel_err(blobs[output], arrays[output]) <= TOLERANCE, output
     check_losses(goldens_dir, folder, blobs, arrays)
     assert any(name in arrays.files for name in model.meta.outputs) or loss_layers(goldens_dir, folder)
 
@@ -120,7 +116,7 @@ def test_hdf5_weights_give_the_same_blobs(goldens_dir, tmp_path):
     model = load_builder(goldens_dir, folder, tmp_path, "weights.caffemodel.h5")
     arrays = np.load(goldens_dir / folder / "blobs-48x64.npz")
     blobs = run(model, arrays)
-    assert all(relative_error(v, arrays[k]) <= TOLERANCE for k, v in blobs.items())
+    assert all(rel_err(v, arrays[k]) <= TOLERANCE for k, v in blobs.items())
 
 
 @pytest.mark.parametrize("folder", GOLDEN_NETS)

@@ -19,7 +19,7 @@ from port.caffe.text_writer import format_text
 from port.models import get_meta, get_model, list_models, net_spec, train_net
 from port.models import classifiers as C
 from port.models import fcnize
-from port.models.zoo import CAST_MODELS
+from port.models.cast_meta import CAST_MODELS
 from port.net.engine import CaffeNet
 from port.weights import blob_names, load_weights, write_net
 from reproduce import registry

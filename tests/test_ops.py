@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from port.net import ops
 from port.net.ops import CaffeSemanticsError
+from helpers import upsample_filt
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
@@ -248,14 +249,6 @@ def test_accuracy_top_k_and_ignore():
             count += 1
             hits += (s[n, :, i, j] > s[n, lab[n, i, j], i, j]).sum() < k
         assert ops.accuracy(score, label.float(), k, ignore_label=255).item() == pytest.approx(hits / count)
-
-
-def upsample_filt(size):
-    """fcn.berkeleyvision.org surgery.upsample_filt, verbatim."""
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = np.ogrid[:size, :size]
-    return (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
 
 
 def test_bilinear_kernel_is_upsample_filt():

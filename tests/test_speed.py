@@ -22,25 +22,13 @@ from port.net.engine import CaffeNet
 from port.net.layers import Convolution, Identity
 from port.cli.selfcheck import randomize
 
-SIZE = (37, 50)  # odd height: the ceil-rounded poolings get a clipped last window
-
-
-def tiny(name: str = "fcn8s") -> nn.Module:
-    return randomize(get_model(name, width_divisor=16), seed=3).eval()
-
-
-def data(seed: int = 0) -> torch.Tensor:
-    return torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(seed)) * 50
+from helpers import data, rel_err, tiny
 
 
 def run(model: nn.Module, mode: speed.SpeedMode, x: torch.Tensor, **kw):
     """``model`` in ``mode`` alone, as a Runner runs it (no default prepared path on top)."""
     with speed.backend_flags(mode), speed.autocast(mode, "cpu"), torch.inference_mode(), speed.plain_path():
         return model(speed.to_input(x, mode), **kw)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().max() / b.abs().max())
 
 
 @pytest.mark.parametrize("mode", list(speed.MODES.values()), ids=list(speed.MODES))

@@ -16,6 +16,7 @@ from port.net.engine import CaffeNet
 from port.training import surgery
 from port.net.fillers import fill
 from port.training.surgery import SurgeryError, init_from, interp, transplant
+from helpers import upsample_filt
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +121,7 @@ def test_interp_chooses_frozen_deconvolutions_by_structure():
         assert torch.equal(net.upg.weight[i, 0], ops.bilinear_kernel(3))  # one output per group
     assert torch.all(net.learned.weight == 0)
     # upstream's upsample_filt in numpy, float64 assigned into float32
-    size = 4
-    factor = (size + 1) // 2
-    center = factor - 0.5
-    og = np.ogrid[:size, :size]
-    filt = (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
-    assert np.array_equal(k4.numpy(), filt.astype(np.float32))
+    assert np.array_equal(k4.numpy(), upsample_filt(4).astype(np.float32))
 
 
 def test_interp_refuses_what_upstream_refuses():

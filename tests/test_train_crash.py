@@ -15,6 +15,7 @@ from port.models.weights import read_metadata
 from reproduce.__main__ import main as reproduce_main
 
 from train_trees import sbd_voc_and_init
+from helpers import train_log
 
 COMMON = ["--width-divisor", "16", "--test-interval", "0", "--snapshot", "2", "--quiet",
           "--device", "cpu"]
@@ -41,10 +42,6 @@ def _copy(first_run, tmp_path):
     return root, init, mine
 
 
-def _log(out):
-    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-
-
 def test_a_torn_last_log_line_is_dropped_and_the_resume_goes_on(first_run, tmp_path, capsys):
     root, init, out = _copy(first_run, tmp_path)
     with open(out / "train_log.jsonl", "a") as fh:
@@ -54,7 +51,7 @@ def test_a_torn_last_log_line_is_dropped_and_the_resume_goes_on(first_run, tmp_p
     printed = capsys.readouterr()
     torn = [line for line in printed.out.splitlines() if "torn last record" in line]
     assert len(torn) == 1 and "train_log.jsonl:5" in torn[0]
-    assert [r["iter"] for r in _log(out)] == [1, 2, 3, 4, 5]
+    assert [r["iter"] for r in train_log(out)] == [1, 2, 3, 4, 5]
 
 
 def test_a_damaged_log_record_elsewhere_is_one_line_naming_file_and_line(first_run, tmp_path, capsys):
@@ -81,7 +78,7 @@ def test_a_damaged_solver_state_is_named_and_the_newest_intact_one_taken(first_r
     named = [line for line in printed if "iter_4.solverstate.safetensors: damaged snapshot" in line]
     assert len(named) == 1
     assert any("newest intact snapshot, iter_2.solverstate.safetensors" in line for line in printed)
-    assert [r["iter"] for r in _log(out)] == [1, 2, 3, 4, 5]
+    assert [r["iter"] for r in train_log(out)] == [1, 2, 3, 4, 5]
     assert "trained 3 iterations (3 to 5; resumed at 2)" in "\n".join(printed)
 
 

@@ -30,6 +30,7 @@ from train_trees import (
     TRAIN_SIZES, context_class_lists, make_context, make_nyud, make_siftflow, random_init,
     write_split,
 )
+from helpers import train_log, upsample_filt
 
 COMMON = ["--width-divisor", "16", "--quiet", "--device", "cpu"]
 METRICS = {"pixel_acc", "mean_acc", "mean_iu", "fw_iu", "loss"}
@@ -38,10 +39,6 @@ METRICS = {"pixel_acc", "mean_acc", "mean_iu", "fw_iu", "loss"}
 def _train(model, data, out, *extra):
     return reproduce_main(["train", model, "--data", str(data), "--out", str(out), *COMMON,
                            *extra])
-
-
-def _log(out):
-    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
 def _json(path):
@@ -60,14 +57,6 @@ def _init_net(model, data, out, init="auto"):
     return net, record
 
 
-def _upsample_filt(size):
-    """upstream surgery.upsample_filt, transcribed."""
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = np.ogrid[:size, :size]
-    return (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
-
-
 # ------------------------------------------------------------------------------ SIFT Flow
 @pytest.fixture(scope="module")
 def sift(tmp_path_factory):
@@ -83,7 +72,7 @@ def sift(tmp_path_factory):
 
 
 def test_siftflow_validates_both_outputs_and_trains_both_losses(sift):
-    log = _log(sift.out)
+    log = train_log(sift.out)
     assert [r["iter"] for r in log] == [1, 2, 3] and [("val" in r) for r in log] == [False, True, True]
     ids = read_split(sift.folder / "trainval.txt")
     assert [r["samples"][0] for r in log] == SampleOrder(ids, 1337).ids(0, 3)
@@ -117,7 +106,7 @@ def test_siftflow_resume_is_bit_identical(sift, tmp_path):
     split = tmp_path / "siftflow-fcn32s"
     assert _train("siftflow_fcn32s", sift.root, split, "--iters", "2", *sift.args) == 0
     assert _train("siftflow_fcn32s", sift.root, split, "--iters", "3", "--resume", *sift.args) == 0
-    assert _log(split) == _log(sift.out)
+    assert train_log(split) == train_log(sift.out)
     assert _same_tensors(load_file(split / "final.safetensors"), load_file(sift.out / "final.safetensors"))
 
 
@@ -141,7 +130,7 @@ def test_siftflow_fcn16s_starts_from_the_32s_stage(sift):
     out16 = sift.runs / "siftflow-fcn16s"
     assert _train("siftflow_fcn16s", sift.root, out16, "--init", "auto", "--iters", "2",
                   "--test-interval", "0", "--snapshot", "0") == 0
-    assert [("val" in r) for r in _log(out16)] == [False, True]
+    assert [("val" in r) for r in train_log(out16)] == [False, True]
     final32 = sift.out / "final.safetensors"
     record = _json(out16 / "init.json")
     assert [s["file"] for s in record["sources"]] == [str(final32)]
@@ -186,7 +175,7 @@ def nyud(tmp_path_factory):
 
 def test_nyud_trains_on_train_then_val_and_records_the_list(nyud):
     for out in nyud.outs.values():
-        log = _log(out)
+        log = train_log(out)
         assert [r["samples"][0] for r in log] == SampleOrder(nyud.ids, 1337).ids(0, 2)
         assert set(log[-1]["val"]) >= METRICS and log[-1]["val"]["images"] == 2
         listed = _json(out / "init.json")["train_list"]
@@ -233,10 +222,10 @@ def test_nyud_fusion_starts_from_the_two_streams(nyud):
     m, k, h, w = up.shape
     assert m == k == 40 and record["blobs"]["upscore.0"] == "filled + interp"
     for i in range(m):
-        np.testing.assert_allclose(up[i, i], _upsample_filt(h), rtol=0, atol=1e-7)
+        np.testing.assert_allclose(up[i, i], upsample_filt(h), rtol=0, atol=1e-7)
     assert not up[~np.eye(m, dtype=bool)].any()           # Caffe's default constant-0 filler
     assert [s["dropped"] for s in record["sources"]] == [["upscore"], ["upscore"]]
-    assert len(_log(nyud.outs["fusion"])) == 2
+    assert len(train_log(nyud.outs["fusion"])) == 2
 
 
 def test_a_stage_of_another_width_is_refused_in_one_line(nyud, capsys):
@@ -261,7 +250,7 @@ def test_pascalcontext_trains_on_voc2010_train(tmp_path):
     out = tmp_path / "pascalcontext-fcn32s"
     assert _train("pascalcontext_fcn32s", root, out, "--init", str(init), "--iters", "2",
                   "--test-interval", "0", "--snapshot", "1") == 0
-    log = _log(out)
+    log = train_log(out)
     ids = read_split(voc / "ImageSets" / "Main" / "train.txt")
     assert [r["samples"][0] for r in log] == SampleOrder(ids, 1337).ids(0, 2)
     assert set(log[-1]["val"]) >= METRICS and log[-1]["val"]["images"] == 2
@@ -315,6 +304,21 @@ def test_nyud_trainval_falls_back_to_upstreams_shipped_lists(nyud_folder, tmp_pa
                                                           S.DATA_DIR / "nyud" / "val.txt")
     for path in source.files:   # byte for byte upstream's
         assert path.read_bytes() == (lists / path.name).read_bytes()
+
+
+def test_a_datasets_own_copy_of_the_papers_list_is_the_papers_list():
+    """The report's "papers_list": a list read from the dataset folder is the papers' when its ids
+    are those of the list shipped for it (reproduce.splits), not when they differ; unknown where
+    no list is on record. (It once read names reproduce.splits had taken over, behind a lazy
+    import, and raised on a dataset's own list.)"""
+    from reproduce.registry import split_digest
+    from reproduce.training.report import papers_list_match
+    ids = read_split(S.shipped_file("split/sift-flow/trainval"))
+    own = {"kind": "dataset", "dataset": "siftflow", "split": "trainval"}
+    assert papers_list_match({**own, "ids_sha256": split_digest(ids)}) is True
+    assert papers_list_match({**own, "ids_sha256": split_digest(ids[:-1])}) is False
+    assert papers_list_match({"kind": "dataset", "dataset": "voc", "split": "train"}) is None
+    assert papers_list_match({"kind": "shipped"}) is True
 
 
 def test_siftflow_trainval_falls_back_to_the_shipped_list(tmp_path):

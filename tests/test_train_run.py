@@ -14,6 +14,7 @@ from reproduce.__main__ import main as reproduce_main
 from reproduce.training.run import TrainOptions, TrainStopped, train
 
 from train_trees import sbd_voc_and_init
+from helpers import train_log
 
 # The LR is raised (--init gives weights of ordinary scale, not the VGG's): set via the recipe?
 COMMON = ["--width-divisor", "16", "--test-interval", "2", "--snapshot", "2", "--quiet",
@@ -31,16 +32,12 @@ def _run(tree, out, *extra):
                            "--init", str(init), *COMMON, *extra])
 
 
-def _log(out):
-    return [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
-
-
 def test_train_writes_log_snapshots_final_and_report(tree, tmp_path, capsys):
     out = tmp_path / "fcn32s"
     capsys.readouterr()
     assert _run(tree, out, "--iters", "4") == 0
     _check_lines_and_verdict(tree, out, capsys.readouterr().out.splitlines())
-    log = _log(out)
+    log = train_log(out)
     assert [r["iter"] for r in log] == [1, 2, 3, 4]
     assert all(len(r["samples"]) == 1 and r["lr"] == pytest.approx(1e-10) for r in log)
     assert [("val" in r) for r in log] == [False, True, False, True]
@@ -74,8 +71,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tree, tmp_path, capsys)
     assert "schedule: iterations 3 to 4" in printed.splitlines()[0]
     a, b = load_file(straight / "final.safetensors"), load_file(split / "final.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    assert _log(straight) == _log(split)
-    assert len(_log(split)[0]["samples"]) == 2
+    assert train_log(straight) == train_log(split)
+    assert len(train_log(split)[0]["samples"]) == 2
 
 
 def test_resume_refuses_a_snapshot_of_another_run(tree, tmp_path, capsys):
@@ -102,7 +99,7 @@ def test_sigterm_writes_a_snapshot_and_stops(tree, tmp_path):
         train(opts)
     assert stopped.value.signum == signal.SIGTERM
     assert stopped.value.snapshot.name == "iter_1.safetensors"
-    assert [r["iter"] for r in _log(out)] == [1]
+    assert [r["iter"] for r in train_log(out)] == [1]
     assert not (out / "final.safetensors").exists()
 
 
@@ -128,8 +125,8 @@ def _check_lines_and_verdict(tree, out, printed):
     recipe = get_recipe("fcn32s")
     assert str(np.float32(recipe.solver.base_lr)) in (out / "train_log.jsonl").read_text()
     assert any(line.startswith("iteration 2: mean IU ") and line.endswith(" %") for line in printed)
-    assert any(line.startswith("training list sbd train: the dataset's own list, 5 images (ids "
-                               "SHA-256 ") for line in printed)
+    assert any(line.startswith("split sbd train: the dataset folder's own list")
+               and ", 5 images (ids SHA-256 " in line for line in printed)
     assert any(line.startswith("final mean IU ") and " %; report: " in line for line in printed)
     report = json.loads((out / "report.json").read_text())
     reasons = report["not_a_reproduction"]
@@ -217,7 +214,7 @@ def test_lists_are_checked_before_the_first_iteration_and_skip_bad_records(tree,
     assert [s["id"] for s in skipped["val"]] == ["2011_000001"]
     assert report["training"]["skip_bad"] is True and report["images"] == 2
     assert "TRAINING LIST: 1 bad items left out (--skip-bad)" in report["not_a_reproduction"]
-    assert all(r["samples"][0] != "2008_000002" for r in _log(out))
+    assert all(r["samples"][0] != "2008_000002" for r in train_log(out))
 
 
 def test_a_failed_classifier_download_hints_train_s_own_option(tree, tmp_path, monkeypatch, capsys):

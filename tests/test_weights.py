@@ -172,7 +172,7 @@ def test_weights_import_no_torch_and_sit_below_the_engine(tmp_path, make_caffemo
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
     names += [n.module for n in top if isinstance(n, ast.ImportFrom) and n.module]
     assert not [n for n in names if n.split(".")[0] == "torch"]
-    assert all(n in ("port.errors", "port.fileio") for n in names if n.startswith("port"))
+    assert all(n in ("port.errors", "port.fileio", "port.caffe", "port.caffe.net") for n in names if n.startswith("port"))
     for path in Path(W.__file__).parent.joinpath("caffe").glob("*.py"):
         assert "port.weights" not in path.read_text(), path
     caffemodel = make_caffemodel(tmp_path / "net.caffemodel")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 
 from .errors import CaffeFormatError
+from .hdf5 import read_caffemodel_h5, write_caffemodel_h5 as _write_caffemodel_h5
 from .message import Message
 from .net import LayerDef, NetDef, NetState, ParamSpec, netdef_from_message
 from .text import parse_text, read_prototxt
 from .wire import decode, read_binaryproto
+from .writer import write_caffemodel as _write_caffemodel
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -39,7 +41,6 @@ def load_caffemodel(path: str | os.PathLike, net: NetDef | None = None) -> NetDe
     layers have names and blobs only unless ``net`` (a parsed prototxt) gives the definitions.
     """
     if is_hdf5(path):
-        from .hdf5 import read_caffemodel_h5  # h5py is imported only for HDF5 files
         return read_caffemodel_h5(path, net)
     netdef = netdef_from_message(read_binaryproto(path, "NetParameter"), path)
     if not netdef.layers:
@@ -50,11 +51,9 @@ def load_caffemodel(path: str | os.PathLike, net: NetDef | None = None) -> NetDe
 
 def write_caffemodel(path, net) -> None:
     """Write a ``NetParameter`` (or a ``NetDef``) as a binary caffemodel, atomically."""
-    from .writer import write_caffemodel as _write
-    _write(path, net)
+    _write_caffemodel(path, net)
 
 
 def write_caffemodel_h5(path, net) -> None:
     """Write a ``NetDef``'s blobs (or a ``NetParameter``'s) as Caffe's HDF5 snapshot, atomically."""
-    from .hdf5 import write_caffemodel_h5 as _write
-    _write(path, net)
+    _write_caffemodel_h5(path, net)

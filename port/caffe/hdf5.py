@@ -17,7 +17,7 @@ from port.fileio import atomic_open
 
 from .errors import CaffeFormatError
 from .message import Message
-from .net import LayerDef, NetDef, check_blob_shape
+from .net import LayerDef, NetDef, check_blob_shape, netdef_from_message
 
 DATA_GROUP = "data"
 
@@ -116,7 +116,6 @@ def with_definitions(bare: NetDef, net: NetDef) -> NetDef:
 def write_caffemodel_h5(path: str | os.PathLike, net) -> None:
     """Write a ``NetDef``'s (or a ``NetParameter``'s) blobs as ``Net::ToHDF5`` does, atomically."""
     if isinstance(net, Message):
-        from .net import netdef_from_message
         net = netdef_from_message(net)
     h5py = _h5py()
     with atomic_open(path) as fh:

@@ -1,4 +1,9 @@
-"""Caffemodels with seeded random weights, built from a parsed net, for tests and benchmarks.
+"""Caffemodels with seeded random weights, built from a parsed net: public API.
+
+A user testing a converter, a loader or a whole pipeline on a net whose trained weights they
+do not have (or cannot share) writes a caffemodel of any prototxt with it, e.g.
+``make_caffemodel(divide_width(load_net("deploy.prototxt"), 16), "random.caffemodel")``;
+the project's tests and benchmarks make theirs this way.
 
 ``random_caffemodel(net)`` gives the ``NetParameter`` Caffe's ``Net::ToProto`` would save
 for that net (layer definitions of the chosen phase plus each parameter blob), with blobs

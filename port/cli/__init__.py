@@ -69,6 +69,7 @@ def released_net_args(model: str, **kwargs: Any) -> dict[str, Any]:
     value) checked against the released net ``model`` before anything runs: an unknown name, an
     argument the net does not take, or a value its builder refuses is a
     :class:`CommandLineError` naming the option."""
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.models import get_meta, net_spec
     meta = get_meta(model)  # an unknown name raises with the nearest names
     given = {k: v for k, v in kwargs.items() if v is not None}

@@ -33,6 +33,7 @@ class FcnizeCliError(PortError):
 
 
 def _classifier(path: Path):
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.caffe import is_hdf5, load_caffemodel, load_net
     if not path.is_file():
         raise FcnizeCliError(f"{path}: classifier not found")
@@ -54,6 +55,7 @@ def _texty(head: bytes) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.models.fcnize import DATASETS, STRIDES
     parser = argparse.ArgumentParser(prog=PROG, description=describe(__doc__))
     parser.add_argument("classifier", metavar="CLASSIFIER",
@@ -92,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> list[str]:
     """Cast, write every file; the lines to print."""
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.caffe import load_caffemodel
     from port.caffe.text_writer import format_text
     from port.fileio import write_text_atomic
@@ -124,6 +127,7 @@ def run(args: argparse.Namespace) -> list[str]:
 
 def _init(casting, train_text: str, weights, seed: int):
     """The TRAIN net started as upstream's solve.py starts it, and its transplant report."""
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.caffe import parse_text
     from port.caffe.net import netdef_from_message
     from port.training.surgery import init_from
@@ -132,6 +136,7 @@ def _init(casting, train_text: str, weights, seed: int):
 
 
 def _write_init(init, out: Path, weights: Path, casting) -> list[str]:
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port import weights as fmt
     net, report = init
     metadata = fmt.metadata(source_name=weights.name, source_sha256=fmt.sha256_file(weights),

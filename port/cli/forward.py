@@ -40,6 +40,7 @@ def check_out(path: str | os.PathLike) -> None:
 
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
     """Write ``arrays`` to an ``.npz`` atomically (temporary name, then rename)."""
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     import numpy as np
     check_out(path)
     with atomic_open(path) as fh:
@@ -50,6 +51,7 @@ def _graph_net(prototxt: str, weights: str) -> Any:
     """:class:`CaffeNet` of ``prototxt`` filled from ``weights``. Sized by the weights (a data
     layer's channels from the convolution reading it), not by the arrays: an input of the wrong
     shape is then the input's error, named so."""
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.load import load_net_and_weights
     return load_net_and_weights(prototxt, weights)[0]
 
@@ -64,6 +66,7 @@ def _check_inputs(names: Sequence[str], arrays: Mapping[str, Any], source: str) 
 def run(net: str, weights: str, arrays: Mapping[str, Any], *, all_blobs: bool = False,
         device: str = "cpu") -> dict[str, Any]:
     """Run ``net`` with ``weights`` on ``arrays``; the outputs (or every blob) as arrays."""
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     import numpy as np
     import torch
     from port.models import get_model

@@ -2,8 +2,8 @@
 
 One line per layer: name, type, bottoms -> tops, blob shapes, parameter count and bytes (the
 rows of :func:`port.caffe.inspect.summary`); for a Deconvolution with weights, whether they are
-the bilinear upsampling kernel FCN's ``surgery.interp`` fills (``port.net.ops.is_bilinear``, when
-torch is installed). An HDF5 snapshot stores no layer definitions; ``--net`` supplies them.
+the bilinear upsampling kernel FCN's ``surgery.interp`` fills (``port.net.bilinear.is_bilinear``,
+numpy: listing imports no torch). An HDF5 snapshot stores no layer definitions; ``--net`` supplies them.
 """
 from __future__ import annotations
 
@@ -23,26 +23,18 @@ from port.errors import EXIT_USAGE, PortError
 PROG = "python -m port inspect"
 HDF5_NOTE = ("note: an HDF5 snapshot stores only blobs, no layer definitions (type, bottoms, "
              "tops); add --net NET.prototxt to show them")
-_BILINEAR_WORDS = {True: "bilinear", False: "not bilinear", None: "bilinear: unknown"}
+_BILINEAR_WORDS = {True: "bilinear", False: "not bilinear"}
 
 
 def bilinear_annotator() -> Annotator:
-    """An annotator giving a Deconvolution's weight (blob 0) its ``bilinear`` verdict:
-    ``port.net.ops.is_bilinear``, or None where port.net.ops cannot be imported (no torch).
-    port.net.ops (and torch with it) is imported at the first Deconvolution weight, so a file
-    without one (a prototxt, a classifier) is listed without importing torch."""
-    check: list = []
+    """An annotator giving a Deconvolution's weight (blob 0) its ``bilinear`` verdict
+    (``port.net.bilinear.is_bilinear``: numpy, no torch)."""
+    from port.net.bilinear import is_bilinear
 
     def annotate(layer: LayerDef, index: int, blob: np.ndarray) -> dict[str, Any] | None:
         if layer.type != "Deconvolution" or index != 0:
             return None
-        if not check:
-            try:
-                from port.net.ops import is_bilinear
-            except ImportError:
-                is_bilinear = None
-            check.append(is_bilinear)
-        return {"bilinear": None if check[0] is None else bool(check[0](blob))}
+        return {"bilinear": bool(is_bilinear(blob))}
     return annotate
 
 

@@ -46,6 +46,7 @@ class OutputCheck:
 def randomize(model: "torch.nn.Module", seed: int) -> "torch.nn.Module":
     """He-scaled normal convolution weights and small normal biases, seeded; the frozen
     upsampling and scale layers keep their fixed (bilinear, constant) values as released."""
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     import torch
     from port.net.layers import Convolution
     generator = torch.Generator().manual_seed(seed)
@@ -61,7 +62,7 @@ def randomize(model: "torch.nn.Module", seed: int) -> "torch.nn.Module":
 
 def random_inputs(model: torch.nn.Module, size: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
     """One seeded N(0, INPUT_STD) tensor per input blob of ``model``."""
-    import torch
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     import torch
     generator = torch.Generator().manual_seed(seed)
     return {name: torch.randn(1, model.input_shapes[name][1], *size, generator=generator) * INPUT_STD
@@ -69,6 +70,7 @@ def random_inputs(model: torch.nn.Module, size: tuple[int, int], seed: int) -> d
 
 
 def _outputs(runner: speed.Runner, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     import torch
     result = runner(**inputs)
     return {runner.model.output_names[0]: result} if isinstance(result, torch.Tensor) else result
@@ -76,7 +78,7 @@ def _outputs(runner: speed.Runner, inputs: dict[str, torch.Tensor]) -> dict[str,
 
 def compare(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> list[OutputCheck]:
     """Max relative error and argmax (class axis 1) agreement of each output."""
-    import torch
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     import torch
     checks = []
     for name, ref in reference.items():
@@ -90,6 +92,7 @@ def compare(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tenso
 def default_precision(device: str) -> str:
     """The mode checked when none is named: ``cpu-fast`` on the CPU (so the check is not of a
     run with itself), strict fp32 elsewhere."""
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     import torch
     from port.run import speed
     return speed.CPU_FAST.name if torch.device(device).type == "cpu" else speed.STRICT.name
@@ -101,8 +104,7 @@ def selfcheck(model_name: str = "fcn8s", *, device: str = "cpu", precision: "str
     """Compare ``model_name`` run in ``precision`` (a mode of ``port.run.speed.MODES``; default
     :func:`default_precision`) on ``device`` against strict fp32 on the CPU; ``channels_last``
     overrides the mode's memory format."""
-    from port.models import get_model
-    from port.run import speed
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.models import get_model
     from port.run import speed
     mode = speed.mode_named(precision or default_precision(device))
@@ -147,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seed of the random weights and inputs (default 0)")
     parser.add_argument("--max-error", type=float, help="fail when a max relative error exceeds this")
     args = parser.parse_args(argv)
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.run import speed
     from port.run.devices import check_device
     if args.precision is not None and args.precision not in speed.MODES:

@@ -26,8 +26,6 @@ import numpy as np
 from port.cli import describe, fail, read_npz
 from port.errors import PortError
 from port.fileio import atomic_open, write_text_atomic
-from port.training.solver import Solver, SolverCallback, SolverParameter, snapshot_passes
-from port.weights import load_into
 
 PROG = "python -m port solve"
 
@@ -68,7 +66,10 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
         device: str = "cpu", snapshot: str | None = None, restore: str | None = None,
         log=print) -> list[list[float]]:
     """The command's work; returns the per-pass losses of the run."""
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.caffe import load_net
+    from port.training.solver import Solver, SolverParameter, snapshot_passes
+    from port.weights import load_into
     if iters < 1:
         raise SolveError(f"--iters {iters}: give at least 1 iteration")
     if not Path(solver_path).is_file():
@@ -94,7 +95,7 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
         solver.restore(restore)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    writer = _GoldensLayout(folder, log)
+    writer = goldens_layout(folder, log)
     solver.add_callback(writer)
     solver.step(iters)
     if snapshot:
@@ -102,22 +103,27 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
     return writer.losses
 
 
-class _GoldensLayout(SolverCallback):
-    """After each iteration of ``Solver::Step``: ``params-iter<i>.npz``, ``losses.json`` and
-    the console line (the caffe-goldens training folders' layout)."""
+def goldens_layout(folder: Path, log) -> Any:
+    """A ``SolverCallback`` that, after each iteration of ``Solver::Step``, writes
+    ``params-iter<i>.npz``, ``losses.json`` and the console line (the caffe-goldens training
+    folders' layout); ``.losses`` the passes' losses so far."""
+    # lazy, so the class is made here: the solver imports torch, and --help must not
+    from port.training.solver import Solver, SolverCallback
 
-    def __init__(self, folder: Path, log):
-        self.folder, self.log = folder, log
-        self.losses: list[list[float]] = []
+    class GoldensLayout(SolverCallback):
+        def __init__(self):
+            self.losses: list[list[float]] = []
 
-    def on_iteration_end(self, solver: Solver, losses: list[float]) -> None:
-        self.losses.append(list(losses))
-        write_npz(self.folder / f"params-iter{solver.iter}.npz", solver.blobs())
-        write_text_atomic(self.folder / "losses.json",
-                          json.dumps({"passes": self.losses}, indent=1) + "\n")
-        self.log(f"iteration {solver.iter}: lr = {solver.optimizer.last_rate:.6g}, "
-                 f"loss = {Solver.iteration_loss(losses):.6g} "
-                 f"(passes: {', '.join(f'{p:.6g}' for p in losses)})")
+        def on_iteration_end(self, solver: Solver, losses: list[float]) -> None:
+            self.losses.append(list(losses))
+            write_npz(folder / f"params-iter{solver.iter}.npz", solver.blobs())
+            write_text_atomic(folder / "losses.json",
+                              json.dumps({"passes": self.losses}, indent=1) + "\n")
+            log(f"iteration {solver.iter}: lr = {solver.optimizer.last_rate:.6g}, "
+                f"loss = {Solver.iteration_loss(losses):.6g} "
+                f"(passes: {', '.join(f'{p:.6g}' for p in losses)})")
+
+    return GoldensLayout()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--snapshot", help="write the solver state here after the last iteration")
     parser.add_argument("--restore", help="start from this solver state (written by --snapshot)")
     args = parser.parse_args(argv)
+    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.run.devices import check_device
     try:
         check_device(args.device)

@@ -51,7 +51,7 @@ The rules:
 - **Input padding**: every input size from 1 to 500 pixels (VOC's largest side; past the
   trunk's smallest sizes the arithmetic repeats with period 32) must get a score covering the
   whole input: every layer's output at least 1 x 1 and every crop inside its input (Caffe's
-  ``Reshape`` rules, :mod:`port.net.ops`). The first convolution keeps its own pad where that
+  ``Reshape`` rules, :mod:`port.net.shapes`). The first convolution keeps its own pad where that
   holds. Else, on a trunk with a cast fully connected layer, upstream's ``pad: 100`` where it
   holds: upstream's README FAQ says it "guarantees that the network output can be aligned to
   the input for any input size in the given datasets"; the cast fc6 needs its whole 7 x 7 (6 x 6)
@@ -89,7 +89,7 @@ import numpy as np
 from port.caffe import Message, NetDef
 from port.errors import PortError
 from port.models import nets
-from port.net import coord_map, ops
+from port.net import coord_map, shapes
 from port.net.spec import NetSpec, assign
 
 __all__ = ["FcnizeError", "Casting", "cast", "fcnize", "solver", "recipe", "spatial_sizes", "STRIDES",
@@ -135,7 +135,7 @@ class FcnizeError(PortError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Spatial sizes (Caffe's Reshape arithmetic, port.net.ops, along a net)
+# Spatial sizes (Caffe's Reshape arithmetic, port.net.shapes, along a net)
 
 
 def _per_axis(values: tuple[int, ...]) -> tuple[int, int]:
@@ -144,7 +144,7 @@ def _per_axis(values: tuple[int, ...]) -> tuple[int, int]:
 
 def _size_rule(layer: Any) -> Callable[[list[tuple[int, int]]], tuple[int, int] | None]:
     """How a layer sizes its tops from its bottoms' (height, width), as Caffe's ``Reshape``
-    (:mod:`port.net.ops`); the rule returns None where the layer ends the spatial map
+    (:mod:`port.net.shapes`); the rule returns None where the layer ends the spatial map
     (InnerProduct, Flatten: their tops are N x C)."""
     kind, name = layer.type, layer.name
     if kind in ("Convolution", "Deconvolution", "Pooling"):
@@ -153,20 +153,20 @@ def _size_rule(layer: Any) -> Callable[[list[tuple[int, int]]], tuple[int, int] 
         p = coord_map.spatial_params(layer)
         geometry = list(zip(*(_per_axis(p[k]) for k in ("kernel", "stride", "pad", "dilation"))))
         if kind == "Pooling":
-            return lambda bottoms: tuple(ops.pool_output_size(size, k, st, pd, name)
+            return lambda bottoms: tuple(shapes.pool_output_size(size, k, st, pd, name)
                                          for size, (k, st, pd, _) in zip(bottoms[0], geometry))
-        size = ops.conv_output_size if kind == "Convolution" else ops.deconv_output_size
+        size = shapes.conv_output_size if kind == "Convolution" else shapes.deconv_output_size
         return lambda bottoms: tuple(size(n, k, st, pd, dl, name) for n, (k, st, pd, dl) in zip(bottoms[0], geometry))
     if kind == "Crop":
         axis, offsets = int(layer.crop_param.axis), tuple(layer.crop_param.offset) or (0,)
-        return lambda bottoms: ops.crop_output_shape((1, 1, *bottoms[0]), (1, 1, *bottoms[1]),
+        return lambda bottoms: shapes.crop_output_shape((1, 1, *bottoms[0]), (1, 1, *bottoms[1]),
                                                      axis, offsets, name)[2:]
     if kind in ("InnerProduct", *FLATTENING) or kind.endswith("Loss") or kind in ("Accuracy", "Silence"):
         return lambda bottoms: None
     if kind in ("Eltwise", "Concat"):
         def merged(bottoms: list[tuple[int, int]]) -> tuple[int, int]:
             if any(b != bottoms[0] for b in bottoms):
-                raise ops.CaffeSemanticsError(f"layer {name!r}: {kind} of maps "
+                raise shapes.CaffeSemanticsError(f"layer {name!r}: {kind} of maps "
                                               f"{' and '.join(f'{h}x{w}' for h, w in bottoms)}")
             return bottoms[0]
         return merged
@@ -208,7 +208,7 @@ def _uncovered(netdef: NetDef, sizes: Iterable[int] = COVERED_SIZES) -> tuple[in
     for size in sizes:
         try:
             sized({"data": (size, size)})
-        except ops.CaffeSemanticsError as err:
+        except shapes.CaffeSemanticsError as err:
             return size, str(err)
     return None
 
@@ -401,7 +401,7 @@ class _Rules(nets.HeadRules):
         for size in COVERED_SIZES:
             try:
                 sizes = sized({"data": (size, size)})
-            except ops.CaffeSemanticsError:
+            except shapes.CaffeSemanticsError:
                 continue  # the trunk does not take this size at this pad
             if any(sizes[score][i] < sizes[upscored][i] + offset[i] for i in range(2)):
                 return False

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from port.net.engine import DATA_LAYER_CHANNELS
+from port.net.shapes import DATA_LAYER_CHANNELS
 from port.net.spec import NetSpec
 
 #: upstream ``conv_relu``'s ``param``: weights at the base rate with weight decay, biases at
@@ -35,7 +35,7 @@ VGG16_CONVS = (2, 2, 3, 3, 3)
 FC_WIDTH = 4096
 #: The input size of upstream deploy.prototxt's Input layer ("purely for sake of example").
 DEPLOY_SIZE = (500, 500)
-#: Channels of the image tops of upstream's data layers (port.net.engine.DATA_LAYER_CHANNELS);
+#: Channels of the image tops of upstream's data layers (port.net.shapes.DATA_LAYER_CHANNELS);
 #: label tops (label, sem, geo) have one.
 IMAGE_CHANNELS = {t: DATA_LAYER_CHANNELS[t] for t in ("data", "color", "hha", "depth")}
 LABEL_CHANNELS = DATA_LAYER_CHANNELS["label"]

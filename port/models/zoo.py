@@ -9,7 +9,6 @@ shelhamer/fcn.berkeleyvision.org (``<model>/caffemodel-url``).
 """
 from __future__ import annotations
 
-import functools
 import os
 from contextlib import nullcontext
 from typing import Any, Callable, Mapping
@@ -17,19 +16,22 @@ from typing import Any, Callable, Mapping
 import torch
 
 from port.caffe import NetDef
-from port.models import classes, nets
-from port.models.classifiers import cast_net
-from port.models import preprocess as pre
+from port.models import nets
 from port.models._registry import get_meta, register
 from port.weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
-from port.models.meta import Digests, ModelMeta
+from port.models.meta import ModelMeta
+# The records live in port.models.released (no torch: the registry and port.convert read them).
+from port.models.released import (  # noqa: F401
+    FCN8S, FCN8S_ATONCE, FCN16S, FCN32S, FCN_ALEXNET, MEAN_OVER_VALID, NYUD_FCN32S_COLOR,
+    NYUD_FCN32S_COLOR_D, NYUD_FCN32S_COLOR_HHA, NYUD_FCN32S_HHA, PASCALCONTEXT_FCN8S,
+    PASCALCONTEXT_FCN16S, PASCALCONTEXT_FCN32S, SIFTFLOW_FCN8S, SIFTFLOW_FCN16S, SIFTFLOW_FCN32S,
+    SUM_OVER_BATCH, _deploy_netdef, _extra_defaults,
+)
 from port.net.engine import CaffeNet
 from port.net.fillers import start_frozen_upsamplings
 from port.run import prepared  # noqa: F401  (registers the default inference path with the engine)
 
 PathLike = str | os.PathLike | None
-#: Effective loss normalization of upstream ``normalize: false`` and ``normalize: true``.
-SUM_OVER_BATCH, MEAN_OVER_VALID = "BATCH_SIZE", "VALID"
 
 
 class FCN(CaffeNet):
@@ -56,23 +58,6 @@ class FCN(CaffeNet):
         if return_blobs or len(out) != 1:
             return out
         return next(iter(out.values()))
-
-
-def _meta(name: str, dataset: str, prototxt: str, caffemodel: str, *, inputs=("data",),
-          preprocess=(pre.preprocess_voc,), outputs=("score",), classes_=(classes.VOC_CLASSES,),
-          loss=SUM_OVER_BATCH, description: str = "", net: Callable[..., Any],
-          digests: tuple[Digests, ...] = (), classifier: str = "", provenance: str = "") -> ModelMeta:
-    return ModelMeta(name=name, dataset=dataset, inputs=tuple(inputs), preprocess=tuple(preprocess),
-                     outputs=tuple(outputs), classes=tuple(classes_), upstream_prototxt=prototxt,
-                     caffemodel=caffemodel, loss_normalization=loss, description=description, net=net,
-                     caffemodel_digests=tuple(digests), classifier=classifier, provenance=provenance)
-
-
-@functools.lru_cache(maxsize=128)
-def _deploy_netdef(net: Callable[..., Any], kwargs: tuple[tuple[str, Any], ...]) -> NetDef:
-    """The deploy ``NetDef`` of ``net(**kwargs)``, cached: a definition depends only on the
-    function and its arguments (matching in ``port.convert`` builds every net several times)."""
-    return net(deploy=True, **dict(kwargs)).netdef()
 
 
 def init_unweighted(model: CaffeNet) -> list[str]:
@@ -124,37 +109,7 @@ def _check_materialized(model: torch.nn.Module, source: str) -> None:
                            f"{len(left)} tensor(s) without data after loading: {', '.join(left)}")
 
 
-def _extra_defaults(meta: ModelMeta) -> dict[str, Any]:
-    """Defaults of the arguments beyond num_classes (SIFT Flow's geometric head)."""
-    return {"num_geo_classes": meta.num_classes[1]} if len(meta.num_classes) > 1 else {}
-
-
-#: Each builder's net (port.models.nets), as upstream's net.py of its folder writes it.
-_VOC32, _VOC16, _VOC8 = (functools.partial(nets.voc_fcn, s) for s in (32, 16, 8))
-_VOC8_ATONCE = functools.partial(nets.voc_fcn, 8, at_once=True)
-_SIFTFLOW = {s: functools.partial(nets.siftflow_fcn, s) for s in (32, 16, 8)}
-_NYUD = {m: functools.partial(nets.nyud_fcn32s, m) for m in ("color", "hha")}
-_CONTEXT = {s: functools.partial(nets.pascalcontext_fcn, s) for s in (32, 16, 8)}
-
-
 # -- PASCAL VOC -------------------------------------------------------------------------------
-FCN32S = _meta("fcn32s", "voc", "voc-fcn32s/val.prototxt", "fcn32s-heavy-pascal.caffemodel",
-               description="FCN-32s, VGG16, PASCAL VOC (SBD train), one 32x upsampling", net=_VOC32)
-FCN16S = _meta("fcn16s", "voc", "voc-fcn16s/val.prototxt", "fcn16s-heavy-pascal.caffemodel",
-               description="FCN-16s, VGG16, PASCAL VOC, pool4 skip", net=_VOC16)
-FCN8S = _meta("fcn8s", "voc", "voc-fcn8s/val.prototxt", "fcn8s-heavy-pascal.caffemodel",
-              description="FCN-8s, VGG16, PASCAL VOC, pool4 and pool3 skips", net=_VOC8,
-              digests=(Digests(md5="c03b2953ebd846c270da1a8e8f200c09",
-                               sha1="c449ea74dd7d83751d1357d6a8c323fcf4038962",
-                               source="opencv_extra testdata/dnn/download_models.py (sha1) and "
-                                      "the published md5"),))
-FCN8S_ATONCE = _meta("fcn8s_atonce", "voc", "voc-fcn8s-atonce/val.prototxt",
-                     "fcn8s-atonce-pascal.caffemodel",
-                     description="FCN-8s trained all at once, skips scaled by fixed Scale layers",
-                     net=_VOC8_ATONCE)
-FCN_ALEXNET = _meta("fcn_alexnet", "voc", "voc-fcn-alexnet/val.prototxt",
-                    "fcn-alexnet-pascal.caffemodel", loss=MEAN_OVER_VALID,
-                    description="FCN-AlexNet, PASCAL VOC, one 32x upsampling", net=nets.voc_fcn_alexnet)
 
 
 @register(FCN32S)
@@ -193,16 +148,6 @@ def fcn_alexnet(*, weights: PathLike = None, num_classes: int | None = None,
 
 
 # -- SIFT Flow: a semantic and a geometric head --------------------------------------------
-def _siftflow_meta(stride: int) -> ModelMeta:
-    return _meta(f"siftflow_fcn{stride}s", "siftflow", f"siftflow-fcn{stride}s/test.prototxt",
-                 f"siftflow-fcn{stride}s-heavy.caffemodel", preprocess=(pre.preprocess_siftflow,),
-                 outputs=("score_sem", "score_geo"),
-                 classes_=(classes.SIFTFLOW_SEMANTIC_CLASSES, classes.SIFTFLOW_GEOMETRIC_CLASSES),
-                 description=f"FCN-{stride}s, SIFT Flow, semantic (score_sem) and geometric "
-                             f"(score_geo) heads on one VGG16 trunk", net=_SIFTFLOW[stride])
-
-
-SIFTFLOW_FCN32S, SIFTFLOW_FCN16S, SIFTFLOW_FCN8S = (_siftflow_meta(s) for s in (32, 16, 8))
 
 
 @register(SIFTFLOW_FCN32S)
@@ -230,27 +175,6 @@ def siftflow_fcn8s(*, weights: PathLike = None, num_classes: int | None = None,
 
 
 # -- NYUDv2: colour, HHA, early and late fusion ---------------------------------------------
-def _nyud_meta(variant: str, inputs: tuple[str, ...], preprocess: tuple, caffemodel: str,
-               description: str, net: Callable[..., Any]) -> ModelMeta:
-    return _meta(f"nyud_fcn32s_{variant.replace('-', '_')}", "nyud", f"nyud-fcn32s-{variant}/test.prototxt",
-                 caffemodel, inputs=inputs, preprocess=preprocess, classes_=(classes.NYUD_CLASSES,),
-                 description=description, net=net)
-
-
-NYUD_FCN32S_COLOR = _nyud_meta("color", ("data",), (pre.preprocess_nyud_color,),
-                               "nyud-fcn32s-color-heavy.caffemodel", "FCN-32s on NYUDv2 colour", _NYUD["color"])
-NYUD_FCN32S_HHA = _nyud_meta("hha", ("data",), (pre.preprocess_nyud_hha,),
-                             "nyud-fcn32s-hha-heavy.caffemodel", "FCN-32s on NYUDv2 HHA depth encoding", _NYUD["hha"])
-#: No released caffemodel upstream (nyud-fcn32s-color-d has no caffemodel-url).
-NYUD_FCN32S_COLOR_D = _nyud_meta("color-d", ("color", "depth"),
-                                 (pre.preprocess_nyud_color, pre.preprocess_nyud_depth), "",
-                                 "FCN-32s on NYUDv2, early fusion of colour and log depth (4 channels)",
-                                 nets.nyud_fcn32s_color_d)
-NYUD_FCN32S_COLOR_HHA = _nyud_meta("color-hha", ("color", "hha"),
-                                   (pre.preprocess_nyud_color, pre.preprocess_nyud_hha),
-                                   "nyud-fcn32s-color-hha-heavy.caffemodel",
-                                   "FCN-32s on NYUDv2, late fusion of colour and HHA streams",
-                                   nets.nyud_fcn32s_color_hha)
 
 
 @register(NYUD_FCN32S_COLOR)
@@ -282,14 +206,6 @@ def nyud_fcn32s_color_hha(*, weights: PathLike = None, num_classes: int | None =
 
 
 # -- PASCAL-Context (59 classes + background) ------------------------------------------------
-def _context_meta(stride: int) -> ModelMeta:
-    return _meta(f"pascalcontext_fcn{stride}s", "pascalcontext", f"pascalcontext-fcn{stride}s/val.prototxt",
-                 f"pascalcontext-fcn{stride}s-heavy.caffemodel",
-                 preprocess=(pre.preprocess_pascalcontext,), classes_=(classes.PASCALCONTEXT_CLASSES,),
-                 description=f"FCN-{stride}s, PASCAL-Context 59 classes + background", net=_CONTEXT[stride])
-
-
-PASCALCONTEXT_FCN32S, PASCALCONTEXT_FCN16S, PASCALCONTEXT_FCN8S = (_context_meta(s) for s in (32, 16, 8))
 
 
 @register(PASCALCONTEXT_FCN32S)
@@ -313,25 +229,8 @@ def pascalcontext_fcn8s(*, weights: PathLike = None, num_classes: int | None = N
     return _build(PASCALCONTEXT_FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
-# -- cast from an ILSVRC classifier by fcnize: no released weights -----------------------------
-#: Where the numbers of the cast nets stand (``ModelMeta.provenance``).
-TABLE1 = ("the FCN paper's Table 1 (CVPR 2015; 42.5 mean IU on PASCAL VOC 2011 val, trained on "
-          "VOC 2011 train): no weights released (upstream README FAQ: 'coming soon')")
-OWN_RECIPE = ("the project's own recipe (upstream's heavy VOC recipe on a ResNet trunk, BatchNorm "
-              "frozen at the classifier's statistics): no published number to match")
-
-
-def _cast_meta(name: str, classifier: str, stride: int, description: str, provenance: str,
-               loss: str = SUM_OVER_BATCH) -> ModelMeta:
-    """The metadata of an FCN that :func:`port.models.classifiers.cast_net` writes from the
-    shipped ``classifier``: PASCAL VOC's 21 classes, the VOC data layer's preprocessing (BGR,
-    0-255, minus ``VOC_MEAN_BGR``: what upstream's ``voc_layers`` feeds in training, within
-    1.2 of GoogLeNet's training mean 104/117/123 and ResNet's per-channel 103.1/115.9/123.2),
-    no released caffemodel."""
-    normalize = loss == MEAN_OVER_VALID
-    return _meta(name, "voc", "", "", loss=loss, description=description,
-                 net=functools.partial(cast_net, classifier, stride, normalize_loss=normalize),
-                 classifier=classifier, provenance=provenance)
+# -- cast from an ILSVRC classifier by fcnize (records: port.models.cast_meta) ------------------
+from port.models.cast_meta import CAST, CAST_MODELS, FCN_GOOGLENET, RESNET  # noqa: E402,F401
 
 
 def _cast_builder(meta: ModelMeta) -> Callable[..., FCN]:
@@ -344,23 +243,10 @@ def _cast_builder(meta: ModelMeta) -> Callable[..., FCN]:
     return register(meta)(builder)
 
 
-FCN_GOOGLENET = _cast_meta(
-    "fcn_googlenet", "bvlc_googlenet", 32,
-    "FCN-GoogLeNet (32s), the paper's Table 1: BVLC GoogLeNet without its final average pooling "
-    "and classifier, score_fr on inception_5b/output, one 32x upsampling", TABLE1, MEAN_OVER_VALID)
 fcn_googlenet = _cast_builder(FCN_GOOGLENET)
-
-_RESNET_METAS = {(depth, stride): _cast_meta(
-    f"fcn_resnet{depth}_{stride}s", f"resnet{depth}", stride,
-    f"FCN-ResNet-{depth} ({stride}s): MSRA ResNet-{depth} without pool5 and fc1000"
-    + {32: ", one 32x upsampling", 16: ", a skip from the last res4 sum",
-       8: ", skips from the last res4 and res3 sums"}[stride], OWN_RECIPE)
-    for depth in (50, 101, 152) for stride in (32, 16, 8)}
-fcn_resnet50_32s, fcn_resnet50_16s, fcn_resnet50_8s = (_cast_builder(_RESNET_METAS[50, s]) for s in (32, 16, 8))
-fcn_resnet101_32s, fcn_resnet101_16s, fcn_resnet101_8s = (_cast_builder(_RESNET_METAS[101, s]) for s in (32, 16, 8))
-fcn_resnet152_32s, fcn_resnet152_16s, fcn_resnet152_8s = (_cast_builder(_RESNET_METAS[152, s]) for s in (32, 16, 8))
-#: The nets cast from a classifier (no upstream prototxt, no released caffemodel).
-CAST_MODELS = (FCN_GOOGLENET.name, *(m.name for m in _RESNET_METAS.values()))
+fcn_resnet50_32s, fcn_resnet50_16s, fcn_resnet50_8s = (_cast_builder(RESNET[50, s]) for s in (32, 16, 8))
+fcn_resnet101_32s, fcn_resnet101_16s, fcn_resnet101_8s = (_cast_builder(RESNET[101, s]) for s in (32, 16, 8))
+fcn_resnet152_32s, fcn_resnet152_16s, fcn_resnet152_8s = (_cast_builder(RESNET[152, s]) for s in (32, 16, 8))
 
 
 # -- every phase of a released net ----------------------------------------------------------

@@ -15,6 +15,7 @@ depend on one (identity).
 """
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -236,6 +237,15 @@ class _Graph:
     producer: dict[tuple[str, int], int] = field(default_factory=dict)
     latest: dict[str, int] = field(default_factory=dict)
 
+    def layer_map(self, index: int, offset: Sequence[int] | None = None) -> CoordMap:
+        """:func:`layer_map` of layer ``index`` (``offset`` overriding a Crop's)."""
+        if offset is not None:
+            return layer_map(self.layers[index], offset)
+        found = _written_map(self.layers[index])
+        if isinstance(found, str):
+            raise UndefinedMapError(found)
+        return found
+
     @classmethod
     def build(cls, layers: Iterable[Geometry]) -> "_Graph":
         graph = cls(list(layers))
@@ -253,6 +263,17 @@ class _Graph:
         return name, self.latest[name]
 
 
+@functools.lru_cache(maxsize=4096)
+def _written_map(g: Geometry) -> CoordMap | str:
+    """:func:`layer_map` of ``g`` with its written offsets, or why it has none (the message);
+    computed once per geometry (a Geometry is a value): every walk through a net's trunk, and
+    every net written with the same layers, crosses the same ones."""
+    try:
+        return layer_map(g)
+    except UndefinedMapError as err:
+        return str(err)
+
+
 def _walk(graph: _Graph, start: tuple[str, int], offsets: Mapping[str, Sequence[int]],
           stops: list[str]):
     """Breadth-first from ``start`` towards the inputs, yielding ``(blob, map from blob's
@@ -267,7 +288,7 @@ def _walk(graph: _Graph, start: tuple[str, int], offsets: Mapping[str, Sequence[
             continue
         g = graph.layers[index]
         try:
-            cmap = layer_map(g, offsets.get(g.name))
+            cmap = graph.layer_map(index, offsets.get(g.name))
         except UndefinedMapError as err:
             stops.append(str(err))
             continue
@@ -278,15 +299,42 @@ def _walk(graph: _Graph, start: tuple[str, int], offsets: Mapping[str, Sequence[
                 queue.append(bottom)
 
 
+def _ancestors(graph: _Graph, start: tuple[str, int], offsets: Mapping[str, Sequence[int]]) -> set[tuple[str, int]]:
+    """The blobs :func:`_walk` from ``start`` reaches (itself included), without their maps."""
+    seen, queue = {start}, deque([start])
+    while queue:
+        index = graph.producer.get(queue.popleft())
+        if index is None:
+            continue
+        g = graph.layers[index]
+        try:
+            graph.layer_map(index, offsets.get(g.name))
+        except UndefinedMapError:
+            continue
+        for bottom in graph.bottoms[index][:1] if g.kind == "Crop" else graph.bottoms[index]:
+            if bottom not in seen:
+                seen.add(bottom)
+                queue.append(bottom)
+    return seen
+
+
 def _map_between(graph: _Graph, source: tuple[str, int], target: tuple[str, int],
                  offsets: Mapping[str, Sequence[int]]) -> CoordMap:
     """Caffe ``coord_map_from_to``: every ancestor of ``source`` with its map, then the
     nearest ancestor of ``target`` among them: ``to_map ∘ inverse(from_map)``."""
     stops: list[str] = []
-    from_maps = dict(_walk(graph, source, offsets, stops))
+    from_walk = _walk(graph, source, offsets, stops)
+    from_maps: dict[tuple[str, int], CoordMap] = {}
+    # source's ancestors, as far as the walk reaches (the maps themselves only as far as needed)
+    reach = _ancestors(graph, source, offsets)
     for blob, cmap in _walk(graph, target, offsets, stops):
-        if blob in from_maps:
+        if blob in reach:
+            for found, found_map in from_walk:  # the same walk, stopped at the common blob
+                from_maps[found] = found_map
+                if found == blob:
+                    break
             return compose(cmap, inverse(from_maps[blob]))
+    from_maps.update(from_walk)  # every stop of both walks, for the message
     why = "; ".join(stops) or "the walks reached only net inputs"
     raise CoordMapError(f"no common ancestor of blobs {source[0]!r} and {target[0]!r} ({why})")
 
@@ -365,6 +413,23 @@ def derive_crop_offsets(net_or_layers: Any) -> dict[str, tuple[int, ...]]:
         _crop_axis(g, cmap)
         derived[g.name] = crop_offset_from_map(cmap, g.name)
     return derived
+
+
+def derive_crop_offset(net_or_layers: Any, name: str) -> tuple[int, ...]:
+    """The offsets of the Crop ``name`` derived from geometry, every other Crop walked with
+    its written offsets: upstream ``net_spec``'s ``coord_map.crop`` as it writes a crop (the
+    ones written before it are in the net as written). One walk, where
+    :func:`derive_crop_offsets` derives every crop of the net."""
+    graph = _Graph.build(_as_geometry(net_or_layers))
+    for index, g in enumerate(graph.layers):
+        if g.kind == "Crop" and g.name == name:
+            if len(g.bottoms) != 2:
+                raise CoordMapError(f"layer {g.name!r}: Crop needs 2 bottoms, got {len(g.bottoms)}")
+            source, target = graph.bottoms[index]
+            cmap = _map_between(graph, source, target, {})
+            _crop_axis(g, cmap)
+            return crop_offset_from_map(cmap, g.name)
+    raise CoordMapError(f"no Crop layer {name!r}")
 
 
 #: The name ``docs/ARCHITECTURE.md`` gives the derivation.

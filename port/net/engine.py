@@ -20,43 +20,16 @@ import torch
 from torch import nn
 
 from port.caffe.net import NetState
-from port.net import coord_map
-from port.net.layers import INPUT_LAYER_TYPES, LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
-from port.net.ops import CaffeSemanticsError
-from port.weights import BLOB_NAMES, WeightsMismatchError, check_fit
+from port.net.layers import LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
+# Net::Init's shape pass (inputs, the walk, the blob and crop checks) is port.net.shapes',
+# shared with port.convert, which sizes a net without torch.
+from port.net.shapes import (DATA_LAYER_CHANNELS, PROPAGATION_SIZE, check_blobs, check_layer_name,  # noqa: F401
+                             data_input_shapes, walk, check_crop_offsets as _check_crop_offsets,
+                             input_shapes as _input_shapes)
+from port.weights import WeightsMismatchError
 
 __all__ = ["CaffeNet", "BlobMismatchError", "InputError", "data_input_shapes", "DATA_LAYER_CHANNELS",
            "PROPAGATION_SIZE", "set_inference_executor"]
-
-#: Spatial size given to a data layer's tops whose size Caffe learns only at run time; any
-#: size the net accepts gives the same parameter shapes.
-PROPAGATION_SIZE = 500
-#: Channels of the tops of upstream's Python data layers (voc_layers.py, siftflow_layers.py,
-#: nyud_layers.py, pascalcontext_layers.py): images 3, depth and labels 1.
-DATA_LAYER_CHANNELS = {"data": 3, "color": 3, "hha": 3, "depth": 1, "label": 1, "sem": 1, "geo": 1}
-
-
-def data_input_shapes(net: Any, blobs: Mapping[str, Sequence] | None = None,
-                      size: int = PROPAGATION_SIZE) -> dict[str, tuple[int, ...]]:
-    """``(1, C, size, size)`` for each top of the net's ``Python`` data layers, which Caffe
-    sizes only when the layer runs: ``C`` from the weight blob of the convolution reading the
-    top (times its ``group``) when ``blobs`` (a caffemodel's, by layer name) has it, else
-    :data:`DATA_LAYER_CHANNELS` (1 for a name it does not know, e.g. a label)."""
-    blobs = blobs or {}
-    shapes = {}
-    for layer in net.layers:
-        if layer.type != "Python":
-            continue
-        for top in layer.top:
-            channels = DATA_LAYER_CHANNELS.get(top, 1)
-            for reader in net.layers:
-                if (reader.type == "Convolution" and reader.bottom[:1] == [top]
-                        and len(blobs.get(reader.name, ())) > 0):
-                    channels = int(blobs[reader.name][0].shape[1]) * int(reader.convolution_param.group)
-                    break
-            shapes[top] = (1, channels, size, size)
-    return shapes
-
 
 #: Runs a net in eval mode without autograd, or returns None to leave it to the plain path:
 #: ``executor(net, inputs, return_blobs)``. The engine knows no run mode; the layer above it
@@ -80,66 +53,6 @@ class InputError(CaffeGraphError):
 #: Caffemodel blobs that do not fill the net's parameters exactly: the one fit error of
 #: :mod:`port.weights` (every mismatch in ``problems``). The name is kept for its users.
 BlobMismatchError = WeightsMismatchError
-
-
-def _input_shapes(net: Any, original: Any, overrides: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
-    """Forward inputs in Caffe's order (net-level ``input`` first, then ``Input`` and ``Python``
-    layers' tops) with their shapes; ``overrides`` supplies or replaces shapes."""
-    for layer in net.layers:
-        if layer.type in INPUT_LAYER_TYPES and len(layer.bottom):
-            raise CaffeGraphError(f"layer {layer.name!r}: a {layer.type} layer with bottoms computes "
-                                  f"in code the port cannot run; only data layers (no bottoms) are supported")
-    layer_tops = {t for layer in original.layers if layer.type in INPUT_LAYER_TYPES for t in layer.top}
-    names = [n for n in net.inputs if n not in layer_tops]
-    names += [t for layer in net.layers if layer.type in INPUT_LAYER_TYPES for t in layer.top]
-    shapes = {}
-    for name in names:
-        shape = overrides.get(name, net.inputs.get(name))
-        if shape is None:
-            raise CaffeGraphError(
-                f"net {net.name!r}: input blob {name!r} (a Python data layer's top) has no declared "
-                f"shape; pass input_shapes={{{name!r}: (N, C, H, W)}}")
-        shapes[name] = tuple(int(s) for s in shape)
-    unknown = sorted(set(overrides) - set(shapes))
-    if unknown:
-        raise CaffeGraphError(f"net {net.name!r}: input_shapes names {unknown}, not inputs of the net {names}")
-    return shapes
-
-
-def _located(err: Exception, net: Any, layer: Any) -> Exception:
-    """``err`` with the file and place of ``layer`` in front (``net.prototxt: 12:1: layer ...``)
-    when the net was read from a file, so a mistake in a prototxt names the prototxt."""
-    pos = getattr(getattr(layer, "msg", None), "source_pos", None)
-    path = getattr(net, "path", None)
-    where = ": ".join(str(p) for p in (path, pos) if p)
-    if not where or str(err).startswith(where):
-        return err
-    located = type(err)(f"{where}: {err}")
-    return located
-
-
-def _legacy_equal(blob_shape: tuple[int, ...], param_shape: tuple[int, ...]) -> bool:
-    """Caffe ``Blob::ShapeEquals`` for legacy (num, channels, height, width) blobs: the shape
-    padded with leading 1s to 4 axes (e.g. V1 InnerProduct weights ``1 x 1 x out x in``)."""
-    pad = 4 - len(param_shape)
-    return len(blob_shape) == 4 and pad > 0 and blob_shape == (1,) * pad + param_shape
-
-
-def _check_crop_offsets(net: Any) -> None:
-    """Refuse a net whose written Crop offsets disagree with its geometry (``coord_map``).
-
-    Caffe itself crops wherever the prototxt says, so a wrong offset would run silently and
-    shift every score; the derivation is how ``net_spec``/``coord_map.py`` meant the offsets to
-    be made. A crop whose map cannot be derived (a path through a layer without an affine
-    spatial map, or no common ancestor) cannot be checked: that is a warning, not an error."""
-    if not any(layer.type == "Crop" for layer in net.layers):
-        return
-    try:
-        coord_map.check_crops(net)
-    except coord_map.CropMismatchError:
-        raise
-    except coord_map.CoordMapError as err:
-        warnings.warn(f"{net.name or 'net'}: crop offsets not checked: {err}", stacklevel=3)
 
 
 class CaffeNet(nn.Module):
@@ -175,45 +88,25 @@ class CaffeNet(nn.Module):
         self.input_names = tuple(shapes)
         self.input_shapes = dict(shapes)  # as declared (or given): the channels forward checks
         self._steps: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
-        available = dict.fromkeys(shapes)
-        for layer in net.layers:
-            if layer.type in INPUT_LAYER_TYPES:
-                continue
-            try:
-                tops = self._add_layer(layer, shapes)
-            except (CaffeGraphError, CaffeSemanticsError) as err:
-                raise _located(err, net, layer) from None
-            for bottom in layer.bottom:
-                available.pop(bottom, None)
-            available.update(dict.fromkeys(tops))
         # Caffe keeps the unconsumed blobs in a std::set, so outputs come sorted by name.
-        self.output_names = tuple(sorted(available))
+        self.output_names = walk(net, shapes, self._add_layer, tuple(LAYER_TYPES))
         self._blob_shapes = shapes
         if check_crops:  # after the structural checks, whose errors say more
             _check_crop_offsets(net)
 
-    def _add_layer(self, layer: Any, shapes: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
-        """Build, shape-check (Caffe's ``Reshape`` arithmetic) and register one layer;
-        returns its tops."""
-        if layer.type not in LAYER_TYPES:
-            build_layer(layer, (), self.phase)  # raises the unknown-type error first
-        missing = [b for b in layer.bottom if b not in shapes]
-        if missing:
-            raise CaffeGraphError(f"layer {layer.name!r}: bottom blob(s) {missing} are produced by "
-                                  f"no earlier layer or input")
-        bottoms = [shapes[b] for b in layer.bottom]
+    def _add_layer(self, layer: Any, bottoms: list[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+        """Build, shape-check (Caffe's ``Reshape`` arithmetic) and register one layer (bottoms
+        of these shapes); returns its tops' shapes."""
         module = build_layer(layer, bottoms, self.phase)
         # Arithmetic only: running the layer, even on "meta" tensors, would cost the first
         # import of torch's compiler stack (~1.3 s) for what a few integer formulas give.
-        shapes.update(zip(layer.top, module.output_shapes(bottoms)))
+        tops = module.output_shapes(bottoms)
         self._register(layer, module)
         self._steps.append((layer.name, tuple(layer.bottom), tuple(layer.top)))
-        return tuple(layer.top)
+        return tops
 
     def _register(self, layer: Any, module: CaffeLayer) -> None:
-        if layer.name in self._modules or not layer.name or "." in layer.name:
-            raise CaffeGraphError(f"layer {layer.name!r}: layer names must be unique, non-empty "
-                                  f"and without '.' to name parameters")
+        check_layer_name(layer.name, self._modules)
         try:
             self.add_module(layer.name, module)
         except KeyError as err:
@@ -328,16 +221,9 @@ class CaffeNet(nn.Module):
         source = source or str(getattr(netdef_with_blobs, "path", None) or "caffemodel")
         found = {layer.name: list(layer.blobs) for layer in netdef_with_blobs.layers if len(layer.blobs)}
         params = self.caffe_params()
-        names = {id(p): n for n, p in self.named_parameters()}
-
-        def key(layer: str, index: int) -> str:
-            own = params.get(layer, [])
-            if index < len(own):
-                return names[id(own[index])]
-            return f"{layer}.{BLOB_NAMES[index]}" if index < len(BLOB_NAMES) else f"{layer} blob {index}"
-        check_fit({key(n, i): tuple(p.shape) for n, ps in params.items() for i, p in enumerate(ps)},
-                  {key(n, i): tuple(np.shape(b)) for n, bs in found.items() for i, b in enumerate(bs)},
-                  source, f"net {self.net_name!r}", equal=lambda got, want: got == want or _legacy_equal(got, want))
+        names = {id(p): n.split(".", 1)[1] for n, p in self.named_parameters()}
+        check_blobs({layer: [(names[id(p)], tuple(p.shape)) for p in ps] for layer, ps in params.items()},
+                    found, source, f"net {self.net_name!r}")
         with torch.no_grad():
             for name, layer_params in params.items():
                 for param, blob in zip(layer_params, found[name]):

@@ -2,11 +2,13 @@
 
 Every function reproduces one piece of BVLC/caffe (master 9b89154) and cites the source it
 follows. They take only Python numbers for geometry, so they are usable inside ``nn.Module``
-forwards and under ``torch.compile`` (no Python loops over pixels, no data-dependent shapes).
+forwards and under ``torch.compile`` (no Python loops over pixels, no data-dependent shapes),
+and keep sizes symbolic under ``torch.export`` with a dynamic height and width (``port.export``):
+no ``int()`` of a size, refusals that add no guard (:func:`_fails`).
 Shape disagreements raise :class:`CaffeSemanticsError` naming the layer. The ``*_output_shape``
-functions are the layers' ``Reshape`` arithmetic and checks on shapes alone (no tensor); the
-tensor functions and ``port.net.engine``'s shape inference both call them, so each rule and each
-error message lives here once.
+functions are the layers' ``Reshape`` arithmetic and checks on shapes alone (no tensor); they
+live in :mod:`port.net.shapes` (no torch), re-exported here; the tensor functions and the
+engine's shape inference both call them, so each rule and each error message lives once.
 """
 from __future__ import annotations
 
@@ -17,7 +19,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from port.errors import PortError
+# The shape arithmetic lives in port.net.shapes (torch-free, shared with port.convert); its
+# names are re-exported here, where the tensor functions that check with them are.
+from port.net.shapes import (NORMALIZATION_MODES, CaffeSemanticsError, _crop_geometry, _dims, _fails, _pair,  # noqa: F401
+                             _pool_geometry, _where, batch_norm_channels, batch_norm_output_shape,
+                             broadcast_shape, canonical_axis, concat_output_shape, conv2d_output_shape,
+                             conv_output_size, conv_weight_shape, crop_offsets_for, crop_output_shape,
+                             deconv_output_size, eltwise_output_shape, inner_product_output_shape,
+                             inner_product_weight_shape, label_target_shape, loss_normalization,
+                             lrn_output_shape, param_blob_shape, pool2d_output_shape, pool_output_size,
+                             scale_output_shape)
+from port.net.bilinear import is_bilinear, upsample_filt, upsample_filt_refusal  # noqa: F401  (numpy)
 
 __all__ = [
     "CaffeSemanticsError", "conv_output_size", "pool_output_size", "deconv_output_size",
@@ -36,79 +48,9 @@ __all__ = [
 #: Caffe clamps probabilities at ``FLT_MIN`` before the log (softmax_loss_layer.cpp).
 FLT_MIN = float(np.finfo(np.float32).tiny)
 
-#: LossParameter.NormalizationMode values (caffe.proto).
-NORMALIZATION_MODES = ("FULL", "VALID", "BATCH_SIZE", "NONE")
-
-
-class CaffeSemanticsError(PortError):
-    """A net or tensor that Caffe itself would refuse (a failed ``CHECK`` in a layer's
-    ``LayerSetUp``/``Reshape``), named by layer and with the expected and found values."""
-
-
-def _where(layer: str) -> str:
-    return f"layer {layer!r}: " if layer else ""
-
-
-def _pair(value: int | Sequence[int], what: str, layer: str = "") -> tuple[int, int]:
-    """An int or an ``(h, w)`` pair, as Caffe's ``kernel_size`` vs ``kernel_h``/``kernel_w``."""
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    pair = tuple(int(v) for v in value)
-    if len(pair) != 2:
-        raise CaffeSemanticsError(f"{_where(layer)}{what} must be an int or (h, w), got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
-def canonical_axis(axis: int, ndim: int, layer: str = "", what: str = "axis") -> int:
-    """Caffe ``Blob::CanonicalAxisIndex``: ``axis`` in ``[-ndim, ndim)``, negative from the
-    end, as the non-negative index; ``what`` names the parameter in the error."""
-    if not -ndim <= axis < ndim:
-        raise CaffeSemanticsError(f"{_where(layer)}{what} {axis} out of range for a blob of "
-                                  f"{ndim} axes (-{ndim} to {ndim - 1})")
-    return axis % ndim
-
 
 # ---------------------------------------------------------------------------------------------
 # Output sizes
-
-
-def conv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, dilation: int = 1,
-                     layer: str = "") -> int:
-    """Convolution output size, floor rounding: ``(size + 2*pad - (dilation*(kernel-1)+1)) //
-    stride + 1`` (caffe ``ConvolutionLayer::compute_output_shape``)."""
-    extent = dilation * (kernel - 1) + 1
-    out = (size + 2 * pad - extent) // stride + 1
-    if out < 1:
-        raise CaffeSemanticsError(
-            f"{_where(layer)}convolution of input size {size} with dilated kernel {extent}, "
-            f"pad {pad}, stride {stride} gives output size {out} (< 1)")
-    return out
-
-
-def pool_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, layer: str = "") -> int:
-    """Pooling output size as caffe ``PoolingLayer::Reshape``: ceil rounding,
-    ``ceil((size + 2*pad - kernel) / stride) + 1``, then, only when padding, drop a last window
-    that would start in the padding (``(out - 1) * stride >= size + pad``)."""
-    out = -(-(size + 2 * pad - kernel) // stride) + 1
-    if pad and (out - 1) * stride >= size + pad:
-        out -= 1
-    if out < 1:
-        raise CaffeSemanticsError(
-            f"{_where(layer)}pooling of input size {size} with kernel {kernel}, pad {pad}, "
-            f"stride {stride} gives output size {out} (< 1)")
-    return out
-
-
-def deconv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, dilation: int = 1,
-                       layer: str = "") -> int:
-    """Deconvolution output size ``stride*(size-1) + dilation*(kernel-1)+1 - 2*pad``
-    (caffe ``DeconvolutionLayer::compute_output_shape``)."""
-    out = stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
-    if out < 1:
-        raise CaffeSemanticsError(
-            f"{_where(layer)}deconvolution of input size {size} with kernel {kernel}, pad {pad}, "
-            f"stride {stride} gives output size {out} (< 1)")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +58,7 @@ def deconv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0, di
 
 
 def _check_shape(result: torch.Tensor, expected: tuple[int, ...], what: str, layer: str) -> None:
-    if tuple(result.shape[-len(expected):]) != expected:
+    if any(_fails(a != b) for a, b in zip(result.shape[-len(expected):], expected)):
         raise CaffeSemanticsError(
             f"{_where(layer)}{what} output spatial shape {tuple(result.shape[-len(expected):])} "
             f"differs from Caffe's formula {expected}")
@@ -136,40 +78,16 @@ def _torch_ceil_pool_agrees(height: int, width: int, kernel: tuple[int, int], st
     """Whether ``F.max_pool2d(..., ceil_mode=True)`` makes Caffe's windows: PyTorch needs
     pad <= kernel / 2, and drops a last window starting in the padding even when pad is 0
     (Caffe applies that rule only with padding), so the sizes must be compared."""
+    if not any(pad) and all(k >= s for k, s in zip(kernel, stride)):
+        # Without padding a last window starts inside the input when kernel >= stride
+        # ((out - 1) * s = ceil((n - k) / s) * s < n - k + s <= n), so the sizes agree for
+        # every input size: decided without comparing sizes (symbolic under torch.export).
+        return True
     def torch_size(size: int, k: int, s: int, p: int) -> int:
         out = -(-(size + 2 * p - k) // s) + 1
         return out - 1 if (out - 1) * s >= size + p else out
     return all(2 * p <= k and torch_size(n, k, s, p) == o
                for n, k, s, p, o in zip((height, width), kernel, stride, pad, caffe))
-
-
-def _pool_geometry(x_shape: Sequence[int], kernel: int | Sequence[int], stride: int | Sequence[int],
-                   pad: int | Sequence[int], global_pooling: bool, layer: str
-                   ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Kernel, stride, pad and output size as ``(h, w)`` pairs, checked as caffe
-    ``PoolingLayer::LayerSetUp`` (4-D bottom; ``pad < kernel``; global pooling: kernel = H x W,
-    stride 1, pad 0) and sized as ``PoolingLayer::Reshape`` (:func:`pool_output_size`)."""
-    if len(x_shape) != 4:
-        raise CaffeSemanticsError(f"{_where(layer)}pooling expects N x C x H x W, got {tuple(x_shape)}")
-    if global_pooling:
-        kernel, stride, pad = (int(x_shape[2]), int(x_shape[3])), 1, 0
-    (kh, kw), (sh, sw), (ph, pw) = (_pair(kernel, "kernel", layer), _pair(stride, "stride", layer),
-                                    _pair(pad, "pad", layer))
-    if ph >= kh or pw >= kw:
-        raise CaffeSemanticsError(f"{_where(layer)}pad ({ph}, {pw}) must be smaller than kernel ({kh}, {kw})")
-    height, width = int(x_shape[2]), int(x_shape[3])
-    out = pool_output_size(height, kh, sh, ph, layer), pool_output_size(width, kw, sw, pw, layer)
-    return (kh, kw), (sh, sw), (ph, pw), out
-
-
-def pool2d_output_shape(x_shape: Sequence[int], kernel: int | Sequence[int],
-                        stride: int | Sequence[int] = 1, pad: int | Sequence[int] = 0,
-                        global_pooling: bool = False, layer: str = "") -> tuple[int, int, int, int]:
-    """The top shape ``(N, C, H', W')`` of caffe ``PoolingLayer::Reshape`` for an ``(N, C, H, W)``
-    bottom, H' and W' by :func:`pool_output_size`, with ``LayerSetUp``'s checks (4-D bottom,
-    ``pad < kernel``); ``global_pooling`` gives 1 x 1."""
-    oh, ow = _pool_geometry(x_shape, kernel, stride, pad, global_pooling, layer)[3]
-    return int(x_shape[0]), int(x_shape[1]), oh, ow
 
 
 def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[int] = 1,
@@ -185,12 +103,16 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
     """
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = _pool_geometry(tuple(x.shape), kernel, stride, pad,
                                                            global_pooling, layer)
-    height, width = int(x.shape[2]), int(x.shape[3])
+    height, width = x.shape[2], x.shape[3]
     # Explicit padding so the last (ceil-rounded) window is complete; negative = rows no window reads.
     bottom_pad = (oh - 1) * sh + kh - ph - height
     right_pad = (ow - 1) * sw + kw - pw - width
     padding = (pw, right_pad, ph, bottom_pad)
-    if mode == "MAX" and _torch_ceil_pool_agrees(height, width, (kh, kw), (sh, sw), (ph, pw), (oh, ow)):
+    # Symbolic sizes (torch.export with a dynamic height and width) take the padded form:
+    # PyTorch's ceil_mode size rule would guard on the traced size.
+    symbolic = isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt)
+    if mode == "MAX" and not symbolic and _torch_ceil_pool_agrees(height, width, (kh, kw), (sh, sw),
+                                                                  (ph, pw), (oh, ow)):
         # Same windows without a padded copy (pool1 of FCN-8s: ~3x faster on a CPU). Every
         # window then overlaps the input, so implicit -inf padding never wins, as in Caffe.
         y = F.max_pool2d(x, (kh, kw), (sh, sw), (ph, pw), ceil_mode=True)
@@ -198,7 +120,12 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
         lowest = float(torch.finfo(x.dtype).min)  # -FLT_MAX, Caffe's initial maxval
         y = F.max_pool2d(F.pad(x, padding, value=lowest), (kh, kw), (sh, sw))
     elif mode == "AVE":
-        sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw), divisor_override=1)
+        if torch.compiler.is_exporting():
+            # ONNX's AveragePool has no divisor_override (the exporter would drop it): the
+            # window's mean times its size, the sum to float rounding.
+            sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw)) * float(kh * kw)
+        else:
+            sums = F.avg_pool2d(F.pad(x, padding, value=0.0), (kh, kw), (sh, sw), divisor_override=1)
         counts = (_pool_counts(height, oh, kh, sh, ph, x.device, x.dtype)[:, None]
                   * _pool_counts(width, ow, kw, sw, pw, x.device, x.dtype)[None, :])
         y = sums / counts
@@ -212,103 +139,27 @@ def pool2d(x: torch.Tensor, kernel: int | Sequence[int], stride: int | Sequence[
 # Crop
 
 
-def _crop_offsets(ndim: int, axis: int, offsets: Sequence[int], layer: str) -> tuple[int, list[int]]:
-    """The first cropped axis (``axis`` made non-negative, checked) and the per-axis offsets of
-    :func:`crop_offsets_for`."""
-    start = axis + ndim if axis < 0 else axis
-    if not 0 <= start < ndim:
-        raise CaffeSemanticsError(f"{_where(layer)}crop axis {axis} out of range for {ndim} axes")
-    offsets = [int(o) for o in offsets]
-    cropped = ndim - start
-    if len(offsets) > 1 and len(offsets) != cropped:
-        raise CaffeSemanticsError(
-            f"{_where(layer)}crop has {len(offsets)} offsets; expected 1 or {cropped} (axes {start}..{ndim - 1})")
-    per_axis = offsets * cropped if len(offsets) == 1 else (offsets or [0] * cropped)
-    return start, [0] * start + per_axis
-
-
-def crop_offsets_for(ndim: int, axis: int = 2, offsets: Sequence[int] = (0,),
-                     layer: str = "") -> list[int]:
-    """Per-axis offsets of a Crop (crop_layer.cpp ``Reshape``): axes before ``axis`` keep 0;
-    no offset means 0, one offset applies to every axis >= ``axis``, else one per axis."""
-    return _crop_offsets(ndim, axis, offsets, layer)[1]
-
-
-def _crop_geometry(x_shape: Sequence[int], ref_shape: Sequence[int], axis: int,
-                   offsets: Sequence[int], layer: str) -> tuple[int, list[int], tuple[int, ...]]:
-    """The first cropped axis, the per-axis offsets and the top shape of caffe
-    ``CropLayer::Reshape``, with its checks (same number of axes; every offset in range:
-    ``0 <= offset`` and ``offset + reference size <= input size``)."""
-    x_shape, ref_shape = tuple(int(s) for s in x_shape), tuple(int(s) for s in ref_shape)
-    if len(ref_shape) != len(x_shape):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}crop reference has {len(ref_shape)} axes, input has {len(x_shape)}")
-    start, per_axis = _crop_offsets(len(x_shape), axis, offsets, layer)
-    for i in range(start, len(x_shape)):
-        offset, size = per_axis[i], x_shape[i]
-        if offset < 0 or size - offset < ref_shape[i]:
-            raise CaffeSemanticsError(
-                f"{_where(layer)}crop on axis {i}: offset {offset} + reference size {ref_shape[i]} "
-                f"exceeds input size {size}")
-    return start, per_axis, x_shape[:start] + ref_shape[start:]
-
-
-def crop_output_shape(x_shape: Sequence[int], ref_shape: Sequence[int], axis: int = 2,
-                      offsets: Sequence[int] = (0,), layer: str = "") -> tuple[int, ...]:
-    """The top shape of caffe ``CropLayer::Reshape``: the input's axes before ``axis``, the
-    reference's from it, with its checks (same number of axes; every offset in range:
-    ``0 <= offset`` and ``offset + reference size <= input size``)."""
-    return _crop_geometry(x_shape, ref_shape, axis, offsets, layer)[2]
-
-
 def crop(x: torch.Tensor, ref: torch.Tensor | Sequence[int], axis: int = 2,
          offsets: Sequence[int] = (0,), layer: str = "") -> torch.Tensor:
     """Caffe Crop (crop_layer.cpp): ``x`` cropped on every axis >= ``axis`` to the size of
     ``ref`` (a tensor or its shape) on that axis, starting at that axis's offset."""
     ref_shape = ref.shape if isinstance(ref, torch.Tensor) else ref
     start, per_axis, out_shape = _crop_geometry(tuple(x.shape), ref_shape, axis, offsets, layer)
-    index = [slice(None)] * start
-    index += [slice(per_axis[i], per_axis[i] + out_shape[i]) for i in range(start, x.dim())]
-    return x[tuple(index)]
+    if not any(isinstance(n, torch.SymInt) for n in (*x.shape, *out_shape)):
+        index = [slice(None)] * start
+        index += [slice(per_axis[i], per_axis[i] + out_shape[i]) for i in range(start, x.dim())]
+        return x[tuple(index)]
+    # Symbolic sizes (torch.export with a dynamic height and width): the same rows and columns
+    # gathered by index, since a slice's clamping at the end, or narrow's bound, is a relation
+    # between sizes that the exporter would guard on or fail to solve; the fit was checked above.
+    for i in range(start, x.dim()):
+        rows = torch.arange(out_shape[i], device=x.device) + per_axis[i]
+        x = x.index_select(i, rows)
+    return x
 
 
 # ---------------------------------------------------------------------------------------------
 # Convolution and deconvolution
-
-
-def conv_weight_shape(channels: int, num_output: int, kernel: int | Sequence[int], groups: int = 1,
-                      transposed: bool = False, layer: str = "") -> tuple[int, int, int, int]:
-    """The weight blob shape of caffe ``BaseConvolutionLayer::LayerSetUp``:
-    ``(num_output, C/group, kh, kw)``, or for a Deconvolution (``reverse_dimensions``)
-    ``(C, num_output/group, kh, kw)``."""
-    kh, kw = _pair(kernel, "kernel", layer)
-    io = (channels, num_output // groups) if transposed else (num_output, channels // groups)
-    return (*io, kh, kw)
-
-
-def conv2d_output_shape(x_shape: Sequence[int], weight_shape: Sequence[int],
-                        stride: int | Sequence[int] = 1, pad: int | Sequence[int] = 0,
-                        groups: int = 1, dilation: int | Sequence[int] = 1,
-                        transposed: bool = False, layer: str = "") -> tuple[int, int, int, int]:
-    """The top shape ``(N, C_out, H', W')`` of caffe ``BaseConvolutionLayer::Reshape`` for an
-    ``(N, C, H, W)`` bottom and a weight laid out as :func:`conv_weight_shape`; H' and W' by
-    :func:`conv_output_size` (``ConvolutionLayer::compute_output_shape``) or, ``transposed``,
-    :func:`deconv_output_size` (``DeconvolutionLayer::compute_output_shape``). Raises when the
-    weight's input channels (times ``groups``) do not match the bottom's channels."""
-    x, w = tuple(int(s) for s in x_shape), tuple(int(s) for s in weight_shape)
-    if transposed and (len(w) != 4 or len(x) != 4 or w[0] != x[1]):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}deconvolution weight {w} (C_in, C_out/group, kh, kw) "
-            f"does not fit input {x}")
-    if not transposed and (len(w) != 4 or len(x) != 4 or w[1] * groups != x[1]):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}convolution weight {w} with group {groups} does not "
-            f"fit input {x} (expected C_in/group = {x[1] // max(groups, 1)})")
-    (sh, sw), (ph, pw), (dh, dw) = (_pair(stride, "stride", layer), _pair(pad, "pad", layer),
-                                    _pair(dilation, "dilation", layer))
-    size = deconv_output_size if transposed else conv_output_size
-    channels = w[1] * groups if transposed else w[0]
-    return x[0], channels, size(x[2], w[2], sh, ph, dh, layer), size(x[3], w[3], sw, pw, dw, layer)
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -344,31 +195,6 @@ def deconv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = 
 # Inner product and concatenation
 
 
-def inner_product_weight_shape(x_shape: Sequence[int], num_output: int, axis: int = 1,
-                               transpose: bool = False, layer: str = "") -> tuple[int, int]:
-    """The weight blob shape of caffe ``InnerProductLayer::LayerSetUp``: ``(num_output, K)``,
-    or ``(K, num_output)`` when ``transpose``, with K the product of the bottom's axes from
-    ``axis`` (``bottom[0]->count(axis)``, the axis checked by :func:`canonical_axis`)."""
-    start = canonical_axis(axis, len(x_shape), layer)
-    k, n = math.prod(int(s) for s in x_shape[start:]), int(num_output)
-    return (k, n) if transpose else (n, k)
-
-
-def inner_product_output_shape(x_shape: Sequence[int], weight_shape: Sequence[int], axis: int = 1,
-                               transpose: bool = False, layer: str = "") -> tuple[int, ...]:
-    """The top shape of caffe ``InnerProductLayer::Reshape``: the bottom's axes before ``axis``,
-    then ``num_output``, for a weight laid out as :func:`inner_product_weight_shape`; raises,
-    as its ``CHECK_EQ(K_, new_K)``, when the bottom's count from ``axis`` is not the weight's K."""
-    x = tuple(int(s) for s in x_shape)
-    start = canonical_axis(axis, len(x), layer)
-    k_axis, n_axis = (0, 1) if transpose else (1, 0)
-    features, want = math.prod(x[start:]), int(weight_shape[k_axis])
-    if features != want:
-        raise CaffeSemanticsError(f"{_where(layer)}input has {features} features "
-                                  f"from axis {start}, weights expect {want}")
-    return x[:start] + (int(weight_shape[n_axis]),)
-
-
 def inner_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                   axis: int = 1, transpose: bool = False, layer: str = "") -> torch.Tensor:
     """Caffe InnerProduct (inner_product_layer.cpp ``Forward_cpu``): ``x`` flattened from
@@ -377,21 +203,6 @@ def inner_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     inner_product_output_shape(tuple(x.shape), tuple(weight.shape), axis, transpose, layer)
     # The axis is checked in range; torch wraps a negative one as CanonicalAxisIndex does.
     return F.linear(x.flatten(axis), weight.t() if transpose else weight, bias)
-
-
-def concat_output_shape(shapes: Sequence[Sequence[int]], axis: int = 1, layer: str = "") -> tuple[int, ...]:
-    """The top shape of caffe ``ConcatLayer::Reshape``: bottoms with equal shapes except on
-    ``axis`` (checked by :func:`canonical_axis`), their sizes there summed."""
-    if not shapes:
-        raise CaffeSemanticsError(f"{_where(layer)}Concat needs at least 1 bottom, got 0")
-    first = tuple(int(s) for s in shapes[0])
-    start = canonical_axis(axis, len(first), layer, "concat axis")
-    rest = first[:start] + first[start + 1:]
-    for i, other in enumerate((tuple(int(s) for s in b) for b in shapes[1:]), 1):
-        if len(other) != len(first) or other[:start] + other[start + 1:] != rest:
-            raise CaffeSemanticsError(f"{_where(layer)}Concat bottom {i} has shape {other}, bottom 0 "
-                                      f"has {first}; all must be equal except on axis {start}")
-    return first[:start] + (sum(int(b[start]) for b in shapes),) + first[start + 1:]
 
 
 def concat(inputs: Sequence[torch.Tensor], axis: int = 1, layer: str = "") -> torch.Tensor:
@@ -406,15 +217,6 @@ def concat(inputs: Sequence[torch.Tensor], axis: int = 1, layer: str = "") -> to
 # Normalisation, elementwise, scale
 
 
-def lrn_output_shape(x_shape: Sequence[int], local_size: int, layer: str = "") -> tuple[int, ...]:
-    """The top shape of caffe ``LRNLayer::Reshape``: the bottom's (WITHIN_CHANNEL's pooling,
-    kernel ``local_size``, pad ``(local_size-1)/2``, stride 1, keeps the size); an even
-    ``local_size`` is refused as ``LRNLayer::LayerSetUp`` does."""
-    if local_size % 2 != 1:
-        raise CaffeSemanticsError(f"{_where(layer)}LRN only supports odd local_size, got {local_size}")
-    return tuple(int(s) for s in x_shape)
-
-
 def lrn_across_channels(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0,
                         beta: float = 0.75, k: float = 1.0, layer: str = "") -> torch.Tensor:
     """Caffe LRN ACROSS_CHANNELS (lrn_layer.cpp ``CrossChannelForward_cpu``):
@@ -423,7 +225,15 @@ def lrn_across_channels(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0
     lrn_output_shape(tuple(x.shape), local_size, layer)
     pre_pad = (local_size - 1) // 2
     squares = F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, pre_pad, local_size - pre_pad - 1))
-    sums = F.avg_pool3d(squares, (local_size, 1, 1), stride=1, divisor_override=1).squeeze(1)
+    if torch.compiler.is_exporting():
+        # ONNX's AveragePool has no divisor_override (PyTorch's ONNX exporter drops it and
+        # divides by the window): the same sums as shifted channel slices, in window order.
+        squares, channels = squares.squeeze(1), x.shape[1]
+        sums = squares[:, 0:channels]
+        for i in range(1, local_size):
+            sums = sums + squares[:, i:i + channels]
+    else:
+        sums = F.avg_pool3d(squares, (local_size, 1, 1), stride=1, divisor_override=1).squeeze(1)
     return x * torch.pow(k + (alpha / local_size) * sums, -beta)
 
 
@@ -434,28 +244,6 @@ def lrn_within_channel(x: torch.Tensor, local_size: int = 5, alpha: float = 1.0,
     lrn_output_shape(tuple(x.shape), local_size, layer)
     avg = pool2d(x * x, local_size, 1, (local_size - 1) // 2, "AVE", layer=layer)
     return x * torch.pow(1.0 + alpha * avg, -beta)
-
-
-def eltwise_output_shape(shapes: Sequence[Sequence[int]], operation: str = "SUM",
-                         coeff: Sequence[float] | None = None, layer: str = "") -> tuple[int, ...]:
-    """The top shape of caffe ``EltwiseLayer::Reshape``, the bottoms' common shape, with
-    ``LayerSetUp``'s checks: at least 2 bottoms of one shape, ``coeff`` only for SUM and one
-    per bottom, operation SUM, PROD or MAX."""
-    if len(shapes) < 2:
-        raise CaffeSemanticsError(f"{_where(layer)}Eltwise needs at least 2 bottoms, got {len(shapes)}")
-    shape = tuple(shapes[0])
-    for i, other in enumerate(shapes[1:], 1):
-        if tuple(other) != shape:
-            raise CaffeSemanticsError(
-                f"{_where(layer)}Eltwise bottom {i} has shape {tuple(other)}, bottom 0 has {shape}")
-    coeff = list(coeff or [])
-    if coeff and (operation != "SUM" or len(coeff) != len(shapes)):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}Eltwise coeff needs operation SUM and one coefficient per bottom "
-            f"({len(shapes)}), got {operation} with {len(coeff)}")
-    if operation not in ("SUM", "PROD", "MAX"):
-        raise CaffeSemanticsError(f"{_where(layer)}Eltwise operation {operation!r} not one of SUM, PROD, MAX")
-    return shape
 
 
 def eltwise(inputs: Sequence[torch.Tensor], operation: str = "SUM",
@@ -483,19 +271,6 @@ def eltwise(inputs: Sequence[torch.Tensor], operation: str = "SUM",
     return out
 
 
-def scale_output_shape(x_shape: Sequence[int], scale_shape: Sequence[int],
-                       bias_shape: Sequence[int] | None = None, axis: int = 1,
-                       layer: str = "") -> tuple[int, ...]:
-    """The top shape of caffe ``ScaleLayer::Reshape``, the bottom's, with its check that the
-    scale covers the bottom's axes from ``axis`` (:func:`broadcast_shape`; a 0-axis scale
-    covers everything) and that a bias has the scale's shape."""
-    broadcast_shape(x_shape, scale_shape, axis, "scale", layer)
-    if bias_shape is not None and tuple(bias_shape) != tuple(scale_shape):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}bias shape {tuple(bias_shape)} differs from scale shape {tuple(scale_shape)}")
-    return tuple(int(s) for s in x_shape)
-
-
 def scale(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
           axis: int = 1, layer: str = "") -> torch.Tensor:
     """Caffe Scale (scale_layer.cpp): ``x * weight (+ bias)`` with ``weight`` covering axes
@@ -508,37 +283,6 @@ def scale(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = Non
     return y if bias is None else y + bias.reshape(view)
 
 
-def broadcast_shape(x_shape: Sequence[int], blob_shape: Sequence[int], axis: int = 1,
-                    what: str = "scale", layer: str = "") -> tuple[int, ...]:
-    """How a Scale or Bias blob of ``blob_shape`` applied from ``axis`` broadcasts over a bottom
-    of ``x_shape`` (scale_layer.cpp / bias_layer.cpp ``Reshape``: ``axis`` made canonical, but 0
-    for a 0-axis blob, which applies everywhere; the blob must match the bottom's axes
-    ``axis .. axis + blob.num_axes() - 1``): the blob's shape padded with 1s to the bottom's
-    rank. ``what`` names the blob in the error."""
-    x, blob = tuple(int(s) for s in x_shape), tuple(int(s) for s in blob_shape)
-    start = 0 if not blob else canonical_axis(axis, len(x), layer, f"{what} axis")
-    if x[start:start + len(blob)] != blob:
-        raise CaffeSemanticsError(
-            f"{_where(layer)}{what} of shape {blob} does not match input {x} from axis {axis}")
-    return (1,) * start + blob + (1,) * (len(x) - start - len(blob))
-
-
-def param_blob_shape(x_shape: Sequence[int], axis: int = 1, num_axes: int = 1,
-                     what: str = "scale", layer: str = "") -> tuple[int, ...]:
-    """The shape of a Scale or Bias layer's learned blob (scale_layer.cpp / bias_layer.cpp
-    ``LayerSetUp`` with one bottom): the bottom's axes from ``axis`` (canonical), ``num_axes``
-    of them, or all the rest for -1; ``num_axes: 0`` is a scalar (a 0-axis blob)."""
-    x = tuple(int(s) for s in x_shape)
-    start = canonical_axis(axis, len(x), layer, f"{what} axis")
-    if num_axes < -1:
-        raise CaffeSemanticsError(f"{_where(layer)}{what} num_axes {num_axes} must be >= -1 "
-                                  f"(-1: to the end of the bottom)")
-    if num_axes >= 0 and start + num_axes > len(x):
-        raise CaffeSemanticsError(f"{_where(layer)}{what} blob of {num_axes} axes from axis {axis} "
-                                  f"extends past the bottom's shape {x}")
-    return x[start:] if num_axes == -1 else x[start:start + num_axes]
-
-
 def bias(x: torch.Tensor, value: torch.Tensor, axis: int = 1, layer: str = "") -> torch.Tensor:
     """Caffe Bias (bias_layer.cpp): ``x + bias`` with ``bias`` covering axes
     ``axis .. axis + bias.dim() - 1`` of ``x`` (:func:`broadcast_shape`)."""
@@ -547,25 +291,6 @@ def bias(x: torch.Tensor, value: torch.Tensor, axis: int = 1, layer: str = "") -
 
 # ---------------------------------------------------------------------------------------------
 # BatchNorm (batch_norm_layer.cpp)
-
-
-def batch_norm_channels(x_shape: Sequence[int], layer: str = "") -> int:
-    """The channels of caffe ``BatchNormLayer``: the bottom's axis 1. (``LayerSetUp`` takes 1
-    for a 1-axis bottom, but ``Reshape`` then reads ``shape(1)``, which Caffe's
-    ``CanonicalAxisIndex`` refuses: a BatchNorm bottom needs at least 2 axes.)"""
-    if len(x_shape) < 2:
-        raise CaffeSemanticsError(f"{_where(layer)}BatchNorm needs a bottom with a channel axis "
-                                  f"(N x C x ...), got shape {tuple(x_shape)}")
-    return int(x_shape[1])
-
-
-def batch_norm_output_shape(x_shape: Sequence[int], channels: int, layer: str = "") -> tuple[int, ...]:
-    """The top shape of caffe ``BatchNormLayer::Reshape``, the bottom's, whose axis 1 must be
-    the ``channels`` the layer was set up with (its blobs' length)."""
-    if batch_norm_channels(x_shape, layer) != channels:
-        raise CaffeSemanticsError(f"{_where(layer)}BatchNorm of {channels} channels got a bottom "
-                                  f"of shape {tuple(x_shape)}")
-    return tuple(int(s) for s in x_shape)
 
 
 def _channel_view(x: torch.Tensor) -> tuple[int, ...]:
@@ -637,34 +362,6 @@ def sigmoid(x: torch.Tensor) -> torch.Tensor:
 def softmax(x: torch.Tensor, axis: int = 1) -> torch.Tensor:
     """Caffe Softmax (softmax_layer.cpp): ``exp(x - max) / sum exp(x - max)`` along ``axis``."""
     return torch.softmax(x, dim=axis)
-
-
-def loss_normalization(normalization: str | None = None, normalize: bool | None = None) -> str:
-    """The effective LossParameter normalization (softmax_loss_layer.cpp ``LayerSetUp``): the
-    legacy ``normalize`` applies only when ``normalization`` is unset (true -> VALID,
-    false -> BATCH_SIZE); the default is VALID."""
-    if normalization is None:
-        if normalize is None:
-            return "VALID"
-        return "VALID" if normalize else "BATCH_SIZE"
-    if normalization not in NORMALIZATION_MODES:
-        raise CaffeSemanticsError(f"loss normalization {normalization!r} not one of {NORMALIZATION_MODES}")
-    return normalization
-
-
-def label_target_shape(score_shape: Sequence[int], label_shape: Sequence[int], axis: int = 1,
-                       what: str = "SoftmaxWithLoss", layer: str = "") -> tuple[int, ...]:
-    """The shape a loss reads its labels in: the score's without the class axis ``axis``
-    (canonical, >= 0), checked by the count only as ``SoftmaxWithLossLayer::Reshape`` and
-    ``AccuracyLayer::Reshape`` do (``outer_num * inner_num == label.count()``); ``what`` names
-    the layer type in the error."""
-    score, label = tuple(int(s) for s in score_shape), tuple(int(s) for s in label_shape)
-    target = score[:axis] + score[axis + 1:]
-    if math.prod(label) != math.prod(target):
-        raise CaffeSemanticsError(
-            f"{_where(layer)}{what}: label count {math.prod(label)} ({label}) must equal "
-            f"the score's count without the class axis {target}")
-    return target
 
 
 def _labels(score: torch.Tensor, label: torch.Tensor, axis: int, what: str, layer: str) -> torch.Tensor:
@@ -749,30 +446,9 @@ def accuracy(score: torch.Tensor, label: torch.Tensor, top_k: int = 1, axis: int
 
 
 def bilinear_kernel(size: int) -> torch.Tensor:
-    """The 2-D bilinear interpolation kernel of fcn.berkeleyvision.org ``surgery.upsample_filt``:
-    ``factor = (size+1)//2``, centre ``factor-1`` (odd) or ``factor-0.5`` (even),
-    ``(1 - |i-centre|/factor) * (1 - |j-centre|/factor)``; computed in float64 as numpy does,
-    returned as float32 ``(size, size)``."""
-    if size < 1:
-        raise CaffeSemanticsError(f"bilinear kernel size must be >= 1, got {size}")
-    factor = (size + 1) // 2
-    centre = factor - 1 if size % 2 == 1 else factor - 0.5
-    ramp = 1 - np.abs(np.arange(size, dtype=np.float64) - centre) / factor
-    return torch.from_numpy(np.outer(ramp, ramp).astype(np.float32))
-
-
-def upsample_filt_refusal(shape: Sequence[int]) -> str | None:
-    """Why upstream ``surgery.interp`` refuses a weight of ``shape`` ``(m, k, h, w)``: not
-    4-D, input and output channels neither equal nor ``k == 1``, or a non-square kernel; None
-    when it takes it (the message is upstream's ``print`` before its ``raise``)."""
-    if len(shape) != 4:
-        return "not 4-D"
-    m, k, h, w = (int(s) for s in shape)
-    if m != k and k != 1:
-        return "input and output channels need to be the same or |output| == 1"
-    if h != w:
-        return "filters need to be square"
-    return None
+    """The 2-D bilinear interpolation kernel of fcn.berkeleyvision.org ``surgery.upsample_filt``
+    as a float32 ``(size, size)`` tensor (:func:`port.net.bilinear.upsample_filt`, numpy)."""
+    return torch.from_numpy(upsample_filt(size))
 
 
 def set_upsample_filt_(weight: torch.Tensor) -> torch.Tensor:
@@ -795,13 +471,3 @@ def bilinear_weight(channels: int, size: int) -> torch.Tensor:
     """A ``(channels, channels, size, size)`` deconvolution weight that upsamples each channel
     on its own: :func:`set_upsample_filt_` on zeros (the kernel on the diagonal ``[i, i]``)."""
     return set_upsample_filt_(torch.zeros(channels, channels, size, size, dtype=torch.float32))
-
-
-def is_bilinear(weight: np.ndarray | torch.Tensor, atol: float = 1e-6) -> bool:
-    """Whether ``weight`` (numpy or torch) is a square ``(C, C, k, k)`` bilinear upsampling
-    weight as :func:`bilinear_weight` builds (``atol`` allows a float32 round trip)."""
-    w = weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
-    if w.ndim != 4 or w.shape[0] != w.shape[1] or w.shape[2] != w.shape[3] or w.shape[2] < 1:
-        return False
-    expected = bilinear_weight(w.shape[0], w.shape[2]).numpy()
-    return bool(np.allclose(w.astype(np.float64), expected, rtol=0.0, atol=atol))

@@ -118,6 +118,9 @@ class NetSpec:
         if name:
             self._net.name = name
         self._names: set[str] = set()
+        #: Geometry of the layers written so far, for :meth:`crop`'s derivations (each layer's
+        #: computed once; a Crop's only once its offsets are written).
+        self._geometry: list[coord_map.Geometry] = []
 
     def layer(self, type_name: str, name: str, *bottoms: str, ntop: int = 1,
               tops: Sequence[str] | None = None, in_place: bool = False, **fields: Any) -> Any:
@@ -159,8 +162,12 @@ class NetSpec:
         """A Crop of ``bottom`` to ``reference``'s size with the offsets their coordinate maps
         imply (upstream ``caffe.coord_map.crop``: ``axis: 2``, ``offset`` from the maps)."""
         top = self.layer("Crop", name, bottom, reference, crop_param={"axis": coord_map.SPATIAL_AXIS})
-        offsets = coord_map.derive_crop_offsets(self.netdef())[name]
+        # Read in place (no copy of the net so far): the derivation only reads the layers.
+        done = self._geometry
+        done += [coord_map.geometry_from_layer(layer) for layer in netdef_from_message(self._net).layers[len(done):]]
+        offsets = coord_map.derive_crop_offset(done, name)
         self._net.layer[-1].crop_param.offset = list(offsets)
+        done.pop()  # its offsets are written now: the next crop reads them
         return top
 
     def to_proto(self) -> Message:

@@ -308,7 +308,10 @@ def to_input(x: torch.Tensor, mode: SpeedMode) -> torch.Tensor:
 
 def set_threads(threads: int | None = None) -> int:
     """Intra-op threads: ``threads``, else the CPUs this process may run on (its affinity, which
-    a container or ``taskset`` may make smaller than ``os.cpu_count()``). Returns the count."""
+    a container or ``taskset`` may make smaller than ``os.cpu_count()``). Returns the count.
+
+    Public: torch's default is ``os.cpu_count()``, which in a container limited to fewer CPUs
+    oversubscribes them and runs CPU inference slower; the benchmarks call it for that reason."""
     if threads is None:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if threads < 1:
@@ -481,7 +484,9 @@ def compile_model(model: nn.Module, example: dict[str, torch.Tensor], *, budget_
     """``torch.compile(model)`` warmed up on ``example`` (the first call compiles). ``freezing``
     lets Inductor fold the weights as constants (on the CPU: prepacked oneDNN weights, fused
     ReLU). A compile error or a warm-up over ``budget_s`` gives the eager model back, with the
-    reason; the budget is checked after the warm-up (a compile cannot be interrupted)."""
+    reason; the budget is checked after the warm-up (a compile cannot be interrupted).
+    ``Runner`` calls it for the modes that ask for a compile; a user serving many images of one
+    size calls it to pay the compile once, within a budget."""
     start = time.perf_counter()
     try:
         options = {"freezing": True} if freezing else None
@@ -509,7 +514,8 @@ def _layer_flops(module: Convolution, x: torch.Tensor, y: torch.Tensor) -> int:
 def count_flops(model: nn.Module, **inputs: torch.Tensor) -> tuple[int, dict[str, int]]:
     """(total, per layer) floating-point operations (2 per multiply-add) of the convolutions
     and deconvolutions of one forward on ``inputs``, counted from their shapes (run on the
-    meta device when the model is there, so nothing is computed)."""
+    meta device when the model is there, so nothing is computed). Public: what a net costs at
+    an input size, e.g. to turn a measured time into GFLOP/s (``benchmarks/bench_infer.py``)."""
     per_layer: dict[str, int] = {}
 
     def hook(module, args, output):

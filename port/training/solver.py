@@ -53,7 +53,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from port.caffe import load_net, read_prototxt
+from port.caffe.net import NetState, netdef_from_message
 from port.errors import PortError
+from port.net.engine import CaffeNet
 from port.weights import (NotSafetensorsError, WeightsError, check_fit, load_weights, read_metadata,
                           write_safetensors)
 
@@ -119,7 +122,6 @@ class SolverParameter:
     @classmethod
     def read(cls, path: str | os.PathLike) -> "SolverParameter":
         """Parse a ``solver.prototxt`` (errors name ``path:line:col``)."""
-        from port.caffe import read_prototxt
         return cls.from_message(read_prototxt(path, "SolverParameter"), path)
 
     @classmethod
@@ -169,8 +171,6 @@ class SolverParameter:
 
     def load_train_netdef(self) -> Any:
         """The train net's ``NetDef`` (from its file or the inline ``net_param``)."""
-        from port.caffe import load_net
-        from port.caffe.net import netdef_from_message
         if self.net_param is not None:
             return netdef_from_message(self.net_param, self.path)
         if self.train_net_path is None:
@@ -184,13 +184,11 @@ class SolverParameter:
         phase ``TRAIN``, merged with the net prototxt's own ``state`` and then with the
         solver's ``train_state`` (highest precedence; ``MergeFrom``: set fields replace,
         stages add up)."""
-        from port.caffe.net import NetState
         return NetState("TRAIN").merge(netdef.own_state).merge(self.train_state)
 
     def build_train_net(self, netdef: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Any:
         """The train net of ``netdef`` as ``Solver::InitTrainNet`` builds it: a ``CaffeNet``
         for :meth:`train_net_state`."""
-        from port.net.engine import CaffeNet
         state = self.train_net_state(netdef)
         return CaffeNet(netdef, state.phase, input_shapes=input_shapes, level=state.level,
                         stages=state.stages)

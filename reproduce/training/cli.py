@@ -9,14 +9,18 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+# At the top, unlike port/cli: `python -m reproduce` imports torch before dispatching anyway.
 from port.errors import EXIT_BAD_INPUT, PortError
+from port.run.devices import default_device
+from reproduce import distributed as dist_
+from reproduce.training.recipes import recipe_names
+from reproduce.training.run import TrainOptions, TrainStopped, ran_line, train
 
 PROG = "python -m reproduce train"
 EXIT_SIGNAL_BASE = 128
 
 
 def parser() -> argparse.ArgumentParser:
-    from reproduce.training.recipes import recipe_names
     models = ", ".join(n.replace("_", "-") for n in recipe_names())
     p = argparse.ArgumentParser(prog=PROG, description="Train a released FCN as upstream "
                                 "solve.py does (its solver.prototxt, data layer, init, schedule).",
@@ -51,9 +55,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reproduce import distributed as dist_
-    from port.run.devices import default_device
-    from reproduce.training.run import TrainOptions, TrainStopped, ran_line, train
     args = parser().parse_args(argv)
     opts = TrainOptions(model=args.model, data=args.data, out=args.out, init=args.init,
                         width_divisor=args.width_divisor, iters=args.iters,

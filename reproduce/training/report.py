@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from port.fileio import atomic_open, write_text_atomic
-from port.load import sha256_file
+from port.run.devices import device_name
+from port.weights import read_metadata, sha256_file
+from reproduce import registry
+from reproduce import report as R
+from reproduce import verdict
+from reproduce.registry import split_digest
+from reproduce.splits import check_split, papers_ids
+from reproduce.training.recipes import get_recipe
 
 __all__ = ["write_train_report", "plot_curves", "curves_figure", "NO_CURVES_NOTE", "training_shortfalls",
            "TRAINING_VERDICT", "papers_list_match"]
@@ -32,7 +39,7 @@ TRAINING_VERDICT = "not_a_reproduction"
 def curves_figure(records: Sequence[dict], published_mean_iu: float | None, title: str) -> Any:
     """The matplotlib ``Figure`` of :func:`plot_curves`: loss per iteration (left axis) and
     validation mean IU in percent (right axis), one legend naming every line."""
-    import matplotlib
+    import matplotlib  # optional: pip install 'fcn-port[plot]'
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7.0, 4.0), dpi=100)
@@ -73,20 +80,13 @@ def papers_list_match(list_record: dict[str, Any]) -> bool | None:
     fcn-port (their SHA-256 checked on reading) or a dataset's own list of the same ids,
     False for other ids, None where no record of the papers' list is kept (SBD train, VOC2010
     train: the dataset archives' own lists)."""
-    from reproduce.registry import split_digest
-    from reproduce.training.data import DATA_DIR, TRAIN_LISTS
-    from reproduce.datasets.base import read_split
     if list_record.get("kind") == "shipped":
         return True
-    entry = TRAIN_LISTS.get((list_record.get("dataset"), list_record.get("split")))
-    if entry is None:
-        return None
-    ids = [i for name, _ in entry.shipped for i in read_split(DATA_DIR / name)]
-    return split_digest(ids) == list_record.get("ids_sha256")
+    ids = papers_ids(list_record.get("dataset"), list_record.get("split"))
+    return None if ids is None else split_digest(ids) == list_record.get("ids_sha256")
 
 
 def _init_shortfalls(recipe: Any, opts: Any, init_record: dict[str, Any]) -> list[str]:
-    from reproduce import registry
     sources = init_record.get("sources", [])
     if recipe.init.kind == "classifier":
         artifact = registry.get(recipe.init.sources[0])
@@ -100,12 +100,12 @@ def _init_shortfalls(recipe: Any, opts: Any, init_record: dict[str, Any]) -> lis
                 f"(--init auto fetches it{'' if known else '; no digest on record to recognise a copy'})"]
     out = []
     for source in sources:
-        verdict = source.get("verdict")
-        if verdict is None:
+        recorded = source.get("verdict")
+        if recorded is None:
             out.append(f"{source['file']} records no training verdict (not the final weights "
                        f"of a training run of {', '.join(recipe.init.sources)})")
-        elif verdict:
-            out.append(f"{source['file']} is not a reproduction: {'; '.join(verdict)}")
+        elif recorded:
+            out.append(f"{source['file']} is not a reproduction: {'; '.join(recorded)}")
     return out
 
 
@@ -113,7 +113,6 @@ def training_shortfalls(recipe: Any, opts: Any, total: int, world: int,
                         init_record: dict[str, Any], list_record: dict[str, Any],
                         skipped: dict[str, list]) -> list[str]:
     """What the run lacks of a complete upstream recipe, one line each (empty: it ran one)."""
-    from reproduce.training.recipes import get_recipe
     upstream = get_recipe(recipe.model)
     reasons = []
     if total != upstream.iterations:
@@ -143,9 +142,8 @@ def init_sources_with_digests(init_record: dict[str, Any]) -> dict[str, Any]:
         path = Path(source["file"])
         entry = {**source, "sha256": sha256_file(path) if path.is_file() else None}
         if path.suffix == ".safetensors" and path.is_file():
-            from port.models.weights import read_metadata
-            verdict = read_metadata(path).get(TRAINING_VERDICT)
-            entry["verdict"] = None if verdict is None else json.loads(verdict)
+            recorded = read_metadata(path).get(TRAINING_VERDICT)
+            entry["verdict"] = None if recorded is None else json.loads(recorded)
         sources.append(entry)
     return {**init_record, "sources": sources}
 
@@ -159,8 +157,6 @@ def _md_verdict(reasons: Sequence[str]) -> list[str]:
 
 def _md_training(training: dict[str, Any]) -> list[str]:
     """The report.md section of the training itself."""
-    from reproduce import report as R
-    from reproduce import verdict
     files = "; ".join(f"`{s['file']}` (SHA-256 `{s.get('sha256')}`)" for s in training["init_sources"])
     init = f"auto: {files}" if training["init"] == "auto" else (files or f"`{training['init']}`")
     tl = training["train_list"]
@@ -188,10 +184,6 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
                        shortfalls: Sequence[str]) -> dict[str, Any]:
     """report.json / report.md of the final validation (``reproduce.report``), the training
     record and verdict put first, and curves.png."""
-    from port.run.devices import device_name
-    from reproduce import report as R
-    from reproduce.splits import check_split
-    from reproduce.training.recipes import get_recipe
     tasks = validator.tasks
     targets = R.published_targets(recipe.model, val_reader.split, [t.output for t in tasks])
     rows = R.compare(result.scores, targets)

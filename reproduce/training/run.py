@@ -45,20 +45,31 @@ import json
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from tqdm import tqdm
 
 from port import weights as fmt
 from port.errors import PortError
 from port.fileio import write_text_atomic
-from port.models import get_meta, train_net
+from port.models import get_meta, get_model, train_net
+from port.net.fillers import fill_net
 from port.run.devices import default_device, device_name
 from port.training.solver import NONE, STOP, Solver, SolverCallback
+from port.training.surgery import interp, transplant
 from reproduce import distributed as dist_
+from reproduce import download, evaluation, registry
+from reproduce import harness as H
+from reproduce.datasets.base import DatasetError
+from reproduce.datasets.nyud import inputs_for
+from reproduce.registry import split_digest
+from reproduce.resolve import rank_device
 from reproduce.checkpoint import StopRequest
 from reproduce.report import plural
 from reproduce.training.data import TrainData, open_split
@@ -136,13 +147,10 @@ def initialise(net: Any, recipe: Recipe, opts: TrainOptions) -> dict[str, Any]:
     """Fillers, then the recipe's (or ``--init``'s) weights, then interp; what happened to each
     blob (``surgery.TransplantReport``, each copied or coerced blob naming the file it came
     from) and the sources read (file, suffix, the source layers the train net lacks)."""
-    from port.net.fillers import fill_net
-    from port.training.surgery import interp, transplant
     fill_net(net, 0)
     if opts.init != "auto":
         sources = [(Path(opts.init), "")]
     elif recipe.init.kind == "classifier":
-        from reproduce import download, registry
         sources = [(Path(download.fetch(registry.get(recipe.init.sources[0]),
                                         registry.cache_dir(opts.cache),
                                         instead=CLASSIFIER_INSTEAD)), "")]
@@ -171,7 +179,6 @@ def initialise(net: Any, recipe: Recipe, opts: TrainOptions) -> dict[str, Any]:
 
 
 def builder_kwargs(recipe: Recipe, width_divisor: int) -> dict[str, int]:
-    from port.models import get_meta
     meta = get_meta(recipe.model)
     kwargs = {"num_classes": int(meta.num_classes[0]), "width_divisor": int(width_divisor)}
     if len(meta.num_classes) > 1:
@@ -255,7 +262,6 @@ def read_log(path: Path, note: Callable[[str], None] | None = None) -> list[dict
 
 
 def _identity(recipe: Recipe, opts: TrainOptions, seed: int, data: TrainData, world: int) -> dict:
-    from reproduce.registry import split_digest
     return {"format": SNAPSHOT_FORMAT, "recipe": recipe.identity(), "seed": seed,
             "width_divisor": opts.width_divisor, "init": opts.init,
             "effective_iter_size": recipe.solver.iter_size * world,
@@ -300,9 +306,6 @@ class Validator:
     """The harness's evaluation of the recipe's validation split with the current weights."""
 
     def __init__(self, recipe: Recipe, reader: Any, width_divisor: int, device: torch.device):
-        from port.models import get_meta, get_model
-        from reproduce import evaluation
-        from reproduce import harness as H
         self.meta = meta = get_meta(recipe.model)
         self.model = get_model(recipe.model, **builder_kwargs(recipe, width_divisor)).to(device).eval()
         self.config = H.EvalConfig(device=device, out=None, progress=False, overlays=0)
@@ -313,7 +316,6 @@ class Validator:
         self.tasks = self.spec.tasks
 
     def __call__(self, net: Any, ctx: dist_.DistContext) -> Any:
-        from reproduce import harness as H
         with torch.no_grad():
             self.model.load_state_dict(net.state_dict())
         return H.evaluate(self.spec, self.config, ctx)
@@ -340,7 +342,6 @@ def val_line(val: dict[str, Any]) -> str:
 def _device(name: str | None, ctx: dist_.DistContext) -> torch.device:
     """``--device`` (default: ``port.run.devices.default_device``, as evaluation) for this
     process: ``cuda:LOCAL_RANK`` or the CPU (``reproduce.resolve.rank_device``)."""
-    from reproduce.resolve import rank_device
     return rank_device(name or default_device(), ctx.local_rank)
 
 
@@ -481,7 +482,6 @@ def _open_lists(recipe: Recipe, opts: TrainOptions, ctx: dist_.DistContext,
     (each list read once, :func:`check_items`)."""
     nyud_inputs = None
     if recipe.train_dataset == "nyud":
-        from reproduce.datasets.nyud import inputs_for
         meta = get_meta(recipe.model)
         nyud_inputs = inputs_for(meta.inputs, meta.preprocess)
     train_reader, train_list = open_split(recipe.train_dataset, opts.data, recipe.train_split,
@@ -606,8 +606,6 @@ def check_items(reader: Any, what: str, skip_bad: bool, ctx: dist_.DistContext,
     decode, label and input sizes agree). A bad item stops the run in one line naming the
     file, or, with ``skip_bad``, leaves the list and is recorded (returned; the report lists
     it). Under torchrun each rank reads its share and all learn every bad item."""
-    from concurrent.futures import ThreadPoolExecutor
-    from reproduce.datasets.base import DatasetError
     mine = dist_.shard(reader.ids, ctx.rank, ctx.world_size)
 
     def check(item_id: str) -> dict | None:
@@ -639,7 +637,6 @@ def check_items(reader: Any, what: str, skip_bad: bool, ctx: dist_.DistContext,
 def _all_reduce_grads_and_gather(params: list, losses: list[float], ctx: dist_.DistContext) -> list[float]:
     """Sum every learnable parameter's accumulated diff over the ranks (one flat buffer);
     every rank's pass losses in rank order (the global pass order)."""
-    import torch.distributed as dist
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -665,6 +662,5 @@ def pass_seed(seed: int, k: int) -> int:
 def _bar(total: int, start: int, enabled: bool, model: str) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
     return tqdm(total=total, initial=start, unit="iter", desc=f"train {model.replace('_', '-')}",
                 dynamic_ncols=True)

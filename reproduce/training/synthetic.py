@@ -7,6 +7,11 @@ VGG16 of ``caffe-goldens/vgg16-v1-224``, random He-scaled weights: a "classifier
 learned nothing) and ``interp`` on the frozen upsamplings, then Caffe's SGD with upstream's
 momentum 0.99, weight decay 5e-4 and the unnormalized (summed) loss. Chance is the mean IU of
 predicting the background everywhere.
+
+Public API: before a long GPU run, a user checks in minutes on a CPU that the recipe (the
+transplant, interp, Caffe's SGD as upstream sets it) learns on their install with ``learn``;
+``benchmarks/learning_curve.py`` records its curve in ``benchmarks/RESULTS.md`` and
+``tests/test_train_learning.py`` checks it goes well above chance.
 """
 from __future__ import annotations
 
