@@ -107,9 +107,13 @@ def test_state_dict_keys_are_the_classifiers_layers_and_upstreams_head():
     assert keys == list(get_model("fcn_resnet50_8s", width_divisor=16).state_dict())  # stable order
 
 
-def test_a_width_the_classifier_does_not_have_is_one_clear_error():
-    with pytest.raises(ValueError, match="inception_4b/5x5_reduce.*24"):
-        get_model("fcn_googlenet", width_divisor=16)
+def test_widths_divide_as_the_goldens_reduced_nets():
+    """Rounded down, at least 1 (synth.divide_width's rule): GoogLeNet's 24-wide layers at 16."""
+    net = C.classifier_net("bvlc_googlenet", 16)
+    assert net.layer("inception_4b/5x5_reduce").convolution_param.num_output == 1
+    assert C.classifier_net("resnet50", 8).layer("res5c_branch2c").convolution_param.num_output == 256
+    with pytest.raises(ValueError, match="width_divisor"):
+        C.classifier_net("resnet50", 0)
 
 
 def test_net_spec_and_train_net_forms():

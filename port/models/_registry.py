@@ -93,10 +93,12 @@ def get_builder(name: str) -> Callable[..., "nn.Module"]:
 
 
 def is_released(name: str) -> bool:
-    """Whether ``name`` is one of the released nets (:mod:`port.models.released`), whose
-    definition :func:`port.models.released.deploy_netdef` writes without a builder."""
+    """Whether ``name`` is one of the nets whose record the registry holds before any builder
+    is imported: the released nets (:mod:`port.models.released`) and the nets fcnize casts
+    (:mod:`port.models.cast_meta`, no released weights); for each,
+    :func:`port.models.released.deploy_netdef` writes the definition without torch."""
     key = _lookup(name)
-    return any(meta.name == key for meta in RELEASED)
+    return any(meta.name == key for meta in (*RELEASED, *CAST))
 
 
 def get_meta(name: str) -> ModelMeta:

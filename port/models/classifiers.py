@@ -8,10 +8,12 @@ ResNet). Shipping the text rather than rewriting it as NetSpec calls (as
 :mod:`port.models.nets` writes VGG16) keeps the cast derived from exactly what the publishers
 released, checkable by digest, and keeps the casting rules in one place (``fcnize``).
 
-``width_divisor`` divides every Convolution's ``num_output`` exactly (as the goldens'
-``resnet50-div8``/``googlenet-div8`` are made: ResNet 64 -> 8 ... 2048 -> 256 at 8;
-GoogLeNet's widths (16, 24, ...) divide by 1, 2, 4 and 8 only); the classifier's InnerProduct
-is discarded by the cast, so its width never matters.
+``width_divisor`` divides every Convolution's ``num_output``, rounding down and at least 1, as
+:func:`port.caffe.synth.divide_width` makes the goldens' reduced nets (``resnet50-div8``,
+``googlenet-div8``: ResNet 64 -> 8 ... 2048 -> 256 at 8, exact; GoogLeNet's 24-wide layers
+become 1 at 16). Layers of one released width get one reduced width, so ResNet's sums still
+add equal widths; the classifier's InnerProduct is discarded by the cast, so its width never
+matters.
 """
 from __future__ import annotations
 
@@ -59,8 +61,10 @@ CLASSIFIERS = {c.name: c for c in (
 
 @functools.lru_cache(maxsize=16)
 def classifier_net(name: str, width_divisor: int = 1) -> NetDef:
-    """The shipped deploy net ``name`` with every Convolution's width divided exactly by
-    ``width_divisor`` (a ValueError names the first width it does not divide)."""
+    """The shipped deploy net ``name`` with every Convolution's width divided by
+    ``width_divisor`` (rounded down, at least 1)."""
+    if isinstance(width_divisor, bool) or not isinstance(width_divisor, int) or width_divisor < 1:
+        raise ValueError(f"width_divisor must be a positive integer, got {width_divisor!r}")
     net = load_net(DATA_DIR / CLASSIFIERS[name].path)
     if width_divisor == 1:
         return net
@@ -68,10 +72,7 @@ def classifier_net(name: str, width_divisor: int = 1) -> NetDef:
     for layer in msg.layer:
         if layer.type == "Convolution":
             cp = layer.convolution_param
-            try:
-                cp.num_output = nets.scaled(int(cp.num_output), width_divisor)
-            except ValueError as err:
-                raise ValueError(f"{name} layer {layer.name!r}: {err}") from None
+            cp.num_output = max(1, int(cp.num_output) // width_divisor)
     return netdef_from_message(msg, net.path)
 
 
