@@ -257,3 +257,23 @@ def test_tables_keep_table_1_and_mark_the_resnets_as_unpublished():
     for name in CAST_MODELS:
         if name.startswith("fcn_resnet"):
             assert tables.published(name) == [] and "no published number" in tables.OWN_RECIPE[name]
+
+
+def test_reproduce_train_runs_a_cast_net_from_its_classifier(tmp_path, capsys):
+    """``reproduce train fcn-resnet50-32s --init CLASSIFIER.caffemodel`` (two iterations, 1/16
+    width): the classifier's blobs transplant by name (BatchNorm's three too), and the final
+    weights load in the builder."""
+    from train_trees import make_sbd_voc
+    from reproduce.__main__ import main as reproduce_main
+    root = make_sbd_voc(tmp_path / "data", n_train=2, n_val=1)
+    classifier = _randomized(CaffeNet(C.classifier_net("resnet50", 16), "TEST"), 7)
+    write_net(classifier, tmp_path / "resnet50.caffemodel")
+    out = tmp_path / "run"
+    assert reproduce_main(["train", "fcn-resnet50-32s", "--data", str(root), "--out", str(out),
+                           "--init", str(tmp_path / "resnet50.caffemodel"), "--width-divisor", "16",
+                           "--iters", "2", "--test-interval", "2", "--snapshot", "2", "--quiet",
+                           "--device", "cpu"]) == 0
+    model = get_model("fcn_resnet50_32s", weights=out / "final.safetensors")
+    state = model.state_dict()
+    for key in ("bn_conv1.mean", "bn_conv1.variance", "bn_conv1.scale_factor", "bn5c_branch2c.mean"):
+        assert torch.equal(state[key], classifier.state_dict()[key]), key  # frozen BatchNorm
