@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for path in (REPO, REPO / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 import torch  # noqa: E402
 
@@ -89,26 +90,11 @@ def main(argv=None) -> int:
         print(f"iter {c['iter']:5d}  loss {c['loss']:9.1f}  mean IU {c['mean_iu']:.3f}")
     print(f"{seconds:.0f} s")
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
         return 0
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, loss_ax = plt.subplots(figsize=(7, 4))
-    its = [c["iter"] for c in curve]
-    loss_ax.plot(its[1:], [c["loss"] for c in curve[1:]], color="tab:blue", label="loss (sum over pixels)")
-    loss_ax.set_xlabel("iteration")
-    loss_ax.set_ylabel("loss", color="tab:blue")
-    iu_ax = loss_ax.twinx()
-    iu_ax.plot(its, [c["mean_iu"] for c in curve], color="tab:red", label="held-out mean IU")
-    iu_ax.axhline(curve[0]["mean_iu"], color="grey", ls="--", lw=1, label="chance (all background)")
-    iu_ax.set_ylabel("mean IU", color="tab:red")
-    iu_ax.set_ylim(0, 1)
-    handles = loss_ax.get_legend_handles_labels()[0] + iu_ax.get_legend_handles_labels()[0]
-    iu_ax.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
-    fig.suptitle(f"{meta.name} / {args.width_divisor} from a random classifier, squares on noise, Caffe SGD")
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=100)
+    from learning_curve import plot
+    plot(curve, stem, f"{meta.name} / {args.width_divisor} from a random classifier, squares on noise, Caffe SGD")
     return 0
 
 
