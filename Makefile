@@ -42,13 +42,16 @@ REPRODUCE_SIFTFLOW := siftflow-fcn32s siftflow-fcn16s siftflow-fcn8s
 REPRODUCE_NYUD := nyud-fcn32s-color nyud-fcn32s-hha nyud-fcn32s-color-hha
 REPRODUCE_CONTEXT := pascalcontext-fcn32s pascalcontext-fcn16s pascalcontext-fcn8s
 REPRODUCE_MODELS := $(REPRODUCE_VOC) $(REPRODUCE_SIFTFLOW) $(REPRODUCE_NYUD) $(REPRODUCE_CONTEXT)
+# The nets fcnize casts from a classifier (FCN-GoogLeNet, FCN-ResNet): no released weights, so
+# make reproduce-<net> WEIGHTS=runs/<net>/final.safetensors, and not part of reproduce-all.
+REPRODUCE_CAST := fcn-googlenet $(foreach d,50 101 152,$(foreach s,32 16 8,fcn-resnet$(d)-$(s)s))
 REPRODUCE_FLAGS = $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 	$(if $(DEVICE),--device $(DEVICE)) $(ARGS)
 
 .PHONY: reproduce-all reproduce-voc reproduce-siftflow reproduce-nyud reproduce-context \
-	reproduce-demo $(addprefix reproduce-,$(REPRODUCE_MODELS))
+	reproduce-demo $(addprefix reproduce-,$(REPRODUCE_MODELS) $(REPRODUCE_CAST))
 
-$(addprefix reproduce-,$(REPRODUCE_MODELS)): reproduce-%: $(VENV)/.installed
+$(addprefix reproduce-,$(REPRODUCE_MODELS) $(REPRODUCE_CAST)): reproduce-%: $(VENV)/.installed
 	$(PY) -m reproduce $* --out reports/$* $(REPRODUCE_FLAGS)
 
 reproduce-voc: $(addprefix reproduce-,$(REPRODUCE_VOC))
@@ -75,9 +78,10 @@ reproduce-demo: $(VENV)/.installed
 RUNS ?= runs
 TRAIN_ARGS ?=
 INIT ?=
-TRAIN_MODELS := $(REPRODUCE_MODELS)
+TRAIN_MODELS := $(REPRODUCE_MODELS) $(REPRODUCE_CAST)
 TRAIN_CLASSIFIER_INIT := fcn32s fcn8s-atonce fcn-alexnet siftflow-fcn32s nyud-fcn32s-color \
-	nyud-fcn32s-hha pascalcontext-fcn32s
+	nyud-fcn32s-hha pascalcontext-fcn32s fcn-googlenet fcn-resnet50-32s fcn-resnet101-32s \
+	fcn-resnet152-32s
 TRAIN_FLAGS = --data $(or $(DATA),data) $(if $(DEVICE),--device $(DEVICE)) $(TRAIN_ARGS)
 
 .PHONY: $(addprefix train-,$(TRAIN_MODELS))
@@ -91,6 +95,8 @@ $(RUNS)/%/final.safetensors: | $(VENV)/.installed
 # the staged chains: each stage from the previous stage's final weights
 $(RUNS)/fcn16s/final.safetensors: $(RUNS)/fcn32s/final.safetensors
 $(RUNS)/fcn8s/final.safetensors: $(RUNS)/fcn16s/final.safetensors
+$(foreach d,50 101 152,$(eval $(RUNS)/fcn-resnet$(d)-16s/final.safetensors: $(RUNS)/fcn-resnet$(d)-32s/final.safetensors))
+$(foreach d,50 101 152,$(eval $(RUNS)/fcn-resnet$(d)-8s/final.safetensors: $(RUNS)/fcn-resnet$(d)-16s/final.safetensors))
 $(RUNS)/siftflow-fcn16s/final.safetensors: $(RUNS)/siftflow-fcn32s/final.safetensors
 $(RUNS)/siftflow-fcn8s/final.safetensors: $(RUNS)/siftflow-fcn16s/final.safetensors
 $(RUNS)/pascalcontext-fcn16s/final.safetensors: $(RUNS)/pascalcontext-fcn32s/final.safetensors

@@ -20,17 +20,8 @@ from port.caffe import load_caffemodel  # noqa: E402
 from reproduce.training import synthetic  # noqa: E402
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--iters", type=int, default=1000)
-    p.add_argument("--every", type=int, default=50)
-    p.add_argument("--classifier", type=Path,
-                   default=REPO.parent / "shared" / "caffe-goldens" / "vgg16-v1-224" / "weights.caffemodel")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    args = p.parse_args(argv)
-    curve = synthetic.learn(load_caffemodel(args.classifier), iters=args.iters, every=args.every)
-    stem = args.out / f"cpu-{datetime.date.today()}-learning-curve"
-    stem.with_suffix(".json").write_text(json.dumps(curve, indent=1) + "\n")
+def plot(curve: list[dict], stem: Path, title: str) -> None:
+    """The loss and held-out mean IU of ``curve`` drawn at ``stem``.png."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -46,9 +37,23 @@ def main(argv=None) -> int:
     iu_ax.set_ylim(0, 1)
     handles = loss_ax.get_legend_handles_labels()[0] + iu_ax.get_legend_handles_labels()[0]
     iu_ax.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
-    fig.suptitle("FCN-8s / 16 from a random transplanted classifier, squares on noise, Caffe SGD")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=100)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--iters", type=int, default=1000)
+    p.add_argument("--every", type=int, default=50)
+    p.add_argument("--classifier", type=Path,
+                   default=REPO.parent / "shared" / "caffe-goldens" / "vgg16-v1-224" / "weights.caffemodel")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = p.parse_args(argv)
+    curve = synthetic.learn(load_caffemodel(args.classifier), iters=args.iters, every=args.every)
+    stem = args.out / f"cpu-{datetime.date.today()}-learning-curve"
+    stem.with_suffix(".json").write_text(json.dumps(curve, indent=1) + "\n")
+    plot(curve, stem, "FCN-8s / 16 from a random transplanted classifier, squares on noise, Caffe SGD")
     for c in curve:
         print(f"iter {c['iter']:5d}  loss {c['loss']:9.1f}  mean IU {c['mean_iu']:.3f}")
     return 0

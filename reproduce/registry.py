@@ -29,6 +29,7 @@ from port.errors import PortError
 from port.fileio import atomic_open
 from port.models import get_meta, list_models
 from port.models.meta import WAYBACK, Digests, ModelMeta
+from port.models.cast_meta import CAST_MODELS
 
 ENV_CACHE = "FCN_PORT_CACHE"
 ENV_MIRRORS = "FCN_PORT_MIRRORS"
@@ -129,6 +130,13 @@ CAFFEMODELS: tuple[Artifact, ...] = tuple(_caffemodel(get_meta(name)) for name i
 # Builders of port.models whose net the reference release ships without weights.
 UNRELEASED_BUILDERS = {
     "nyud_fcn32s_color_d": "upstream nyud-fcn32s-color-d has prototxts but no caffemodel-url",
+}
+#: The builders port.models.fcnize casts from an ILSVRC classifier: never released upstream.
+CAST_BUILDERS = {
+    "fcn_googlenet": "the paper's FCN-GoogLeNet was never released (upstream README FAQ: "
+                     "'coming soon'); train it from classifier/bvlc-googlenet",
+    **{name: "cast from an ILSVRC ResNet by fcnize, the project's own net; train it from its "
+             "classifier caffemodel" for name in CAST_MODELS if name.startswith("fcn_resnet")},
 }
 
 _VOC = "http://host.robots.ox.ac.uk/pascal/VOC/"
@@ -243,6 +251,51 @@ DEMO: tuple[Artifact, ...] = (
                    "the demo image's ground truth"),
 )
 
+#: BVLC/caffe's model zoo (``models/<dir>/readme.md`` @ 9b89154, front matter ``caffemodel_url``
+#: and ``sha1``; the same sha1s in opencv_extra ``testdata/dnn/download_models.py`` @ 00a935f and
+#: apache/mxnet ``tools/caffe_converter/convert_caffe_modelzoo.py`` @ 1100eca). CaffeNet, FCN-AlexNet's
+#: trunk, is written out below; bvlc_alexnet is the AlexNet of the paper's footnote's comparison.
+_BVLC_CLASSIFIERS = (
+    ("bvlc-googlenet", "bvlc_googlenet", "405fc5acd08a3bb12de8ee5e23a96bec22f08204",
+     "BVLC GoogLeNet (ILSVRC 2014, 68.7% top-1 centre crop per its readme): FCN-GoogLeNet's trunk"),
+    ("bvlc-alexnet", "bvlc_alexnet", "9116a64c0fbe4459d18f4bb6b56d647b63920377",
+     "BVLC AlexNet (57.1% top-1 per its readme)"),
+)
+#: KaimingHe/deep-residual-networks (README @ a7026cb: a OneDrive folder, no digests, no direct
+#: file URL). The digests and the direct mirror are apache/mxnet's
+#: ``tools/caffe_converter/convert_caffe_modelzoo.py`` @ 1100eca1e98f97809b7a5c4c611d23cc06a4d99c
+#: (ResNet-50's sha1 also in opencv_extra ``download_models.py`` @ 00a935f, whose mirror
+#: dl.opencv.org serves ResNet-50 only); data.mxnet.io is MXNet's older address of the same files.
+_MXNET_RESNET = "https://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/caffe/models/resnet/"
+_MXNET_OLD = "http://data.mxnet.io/models/imagenet/test/caffe/"
+_RESNET_CLASSIFIERS = (
+    (50, "b7c79ccc21ad0479cddc0dd78b1d20c4d722908d",
+     ("https://dl.opencv.org/models/ResNet-50-model.caffemodel",)),
+    (101, "1dbf5f493926bb9b6b3363b12d5133c0f8b78904", ()),
+    (152, "251edb93604ac8268c7fd2227a0f15144310e1aa", ()),
+)
+
+
+def _bvlc(name: str, folder: str, sha1: str, description: str) -> Artifact:
+    url = f"{CAFFE_DL}{folder}.caffemodel"
+    return Artifact(f"classifier/{name}", "caffemodel", f"{folder}.caffemodel", (url, _wayback(url)),
+                    (Digests(sha1=sha1, source=f"BVLC/caffe models/{folder}/readme.md (sha1)"),),
+                    description=description,
+                    source=f"BVLC/caffe@9b89154 models/{folder}/readme.md caffemodel_url")
+
+
+def _resnet(depth: int, sha1: str, more: tuple[str, ...]) -> Artifact:
+    filename = f"ResNet-{depth}-model.caffemodel"
+    return Artifact(f"classifier/resnet-{depth}", "caffemodel", filename,
+                    (_MXNET_RESNET + filename, *more, _MXNET_OLD + filename),
+                    (Digests(sha1=sha1, source="apache/mxnet@1100eca tools/caffe_converter/"
+                                               "convert_caffe_modelzoo.py (sha1)"),),
+                    description=f"MSRA ResNet-{depth} (ILSVRC 2015, Caffe BatchNorm + Scale): the "
+                                f"trunk of fcn_resnet{depth}_*",
+                    source="KaimingHe/deep-residual-networks@a7026cb README 'Model files' (OneDrive "
+                           "folder, no digest); file URL and sha1: apache/mxnet@1100eca")
+
+
 #: The ILSVRC classifiers upstream FCN training starts from (upstream ``ilsvrc-nets/README.md``:
 #: VGG16 from the authors' gist 211839e770f7b538e2d8, CaffeNet from BVLC/caffe
 #: ``models/bvlc_reference_caffenet``); ``reproduce train --init auto`` transplants them.
@@ -265,6 +318,8 @@ CLASSIFIERS: tuple[Artifact, ...] = (
         description="CaffeNet (BVLC reference AlexNet variant, ~233 MB): FCN-AlexNet's trunk",
         source="BVLC/caffe models/bvlc_reference_caffenet/readme.md caffemodel_url "
                "(upstream ilsvrc-nets/README.md)"),
+    *(_bvlc(*row) for row in _BVLC_CLASSIFIERS),
+    *(_resnet(*row) for row in _RESNET_CLASSIFIERS),
 )
 
 ARTIFACTS: tuple[Artifact, ...] = CAFFEMODELS + DATASETS + SPLITS + DEMO + CLASSIFIERS
@@ -304,7 +359,7 @@ def get(name: str) -> Artifact:
     for index in (_BY_NAME, _BY_FILENAME, _BY_BUILDER):
         if name in index:
             return index[name]
-    if name in UNRELEASED_BUILDERS:
+    if name in UNRELEASED_BUILDERS or name in CAST_BUILDERS:
         return caffemodel_for(name)
     raise _unknown("artifact", name, sorted({*_BY_NAME, *_BY_FILENAME, *_BY_BUILDER}))
 
@@ -313,11 +368,12 @@ def caffemodel_for(builder: str) -> Artifact:
     """The released caffemodel of a `port.models` builder."""
     if builder in _BY_BUILDER:
         return _BY_BUILDER[builder]
-    if builder in UNRELEASED_BUILDERS:
+    unreleased = {**UNRELEASED_BUILDERS, **CAST_BUILDERS}
+    if builder in unreleased:
         raise NoReleasedWeightsError(
-            f"model {builder!r} has no released caffemodel ({UNRELEASED_BUILDERS[builder]}); "
+            f"model {builder!r} has no released caffemodel ({unreleased[builder]}); "
             f"train it or pass a local caffemodel")
-    raise _unknown("model builder", builder, sorted([*_BY_BUILDER, *UNRELEASED_BUILDERS]))
+    raise _unknown("model builder", builder, sorted([*_BY_BUILDER, *unreleased]))
 
 
 def user_cache_dir() -> Path:

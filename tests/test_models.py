@@ -51,7 +51,9 @@ def upstream_nets(upstream_dir):
 
 
 def test_registry_lists_every_released_net():
-    assert list_models() == sorted(UPSTREAM)
+    # and the nets fcnize casts from the shipped classifiers (issue 21 item 3; tests/test_new_nets.py)
+    from port.models.cast_meta import CAST_MODELS
+    assert list_models() == sorted([*UPSTREAM, *CAST_MODELS])
 
 
 @pytest.mark.parametrize("name", sorted(UPSTREAM))

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 _BUILDERS: dict[str, Callable[..., "nn.Module"]] = {}
-_METAS: dict[str, ModelMeta] = {meta.name: meta for meta in RELEASED}
+from port.models.cast_meta import CAST  # noqa: E402  (the fcnize-cast nets' records, torch-free)
+
+_METAS: dict[str, ModelMeta] = {meta.name: meta for meta in (*RELEASED, *CAST)}
 #: The module whose import registers the released nets' builders.
 _RELEASED_BUILDERS = "port.models.zoo"
 
@@ -91,10 +93,12 @@ def get_builder(name: str) -> Callable[..., "nn.Module"]:
 
 
 def is_released(name: str) -> bool:
-    """Whether ``name`` is one of the released nets (:mod:`port.models.released`), whose
-    definition :func:`port.models.released.deploy_netdef` writes without a builder."""
+    """Whether ``name`` is one of the nets whose record the registry holds before any builder
+    is imported: the released nets (:mod:`port.models.released`) and the nets fcnize casts
+    (:mod:`port.models.cast_meta`, no released weights); for each,
+    :func:`port.models.released.deploy_netdef` writes the definition without torch."""
     key = _lookup(name)
-    return any(meta.name == key for meta in RELEASED)
+    return any(meta.name == key for meta in (*RELEASED, *CAST))
 
 
 def get_meta(name: str) -> ModelMeta:

@@ -77,6 +77,11 @@ class ModelMeta:
     #: Published digests of the released caffemodel (none published: the downloader records
     #: a SHA-256 on the first verified download and checks it after).
     caffemodel_digests: tuple[Digests, ...] = ()
+    #: For a net cast from an ILSVRC classifier by :mod:`port.models.fcnize` rather than
+    #: released upstream: the shipped classifier (:data:`port.models.classifiers.CLASSIFIERS`)
+    #: and where its numbers stand (a published table, or the project's own recipe with none).
+    classifier: str = ""
+    provenance: str = ""
 
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.preprocess):

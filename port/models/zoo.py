@@ -229,6 +229,26 @@ def pascalcontext_fcn8s(*, weights: PathLike = None, num_classes: int | None = N
     return _build(PASCALCONTEXT_FCN8S, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
 
 
+# -- cast from an ILSVRC classifier by fcnize (records: port.models.cast_meta) ------------------
+from port.models.cast_meta import CAST, CAST_MODELS, FCN_GOOGLENET, RESNET  # noqa: E402,F401
+
+
+def _cast_builder(meta: ModelMeta) -> Callable[..., FCN]:
+    def builder(*, weights: PathLike = None, num_classes: int | None = None,
+                width_divisor: int | None = None) -> FCN:
+        return _build(meta, weights, dict(num_classes=num_classes, width_divisor=width_divisor))
+    builder.__name__ = builder.__qualname__ = meta.name
+    builder.__doc__ = (f"{meta.description}: fcnize of the shipped {meta.classifier} deploy net "
+                       f"(port.models.classifiers); {meta.provenance}.")
+    return register(meta)(builder)
+
+
+fcn_googlenet = _cast_builder(FCN_GOOGLENET)
+fcn_resnet50_32s, fcn_resnet50_16s, fcn_resnet50_8s = (_cast_builder(RESNET[50, s]) for s in (32, 16, 8))
+fcn_resnet101_32s, fcn_resnet101_16s, fcn_resnet101_8s = (_cast_builder(RESNET[101, s]) for s in (32, 16, 8))
+fcn_resnet152_32s, fcn_resnet152_16s, fcn_resnet152_8s = (_cast_builder(RESNET[152, s]) for s in (32, 16, 8))
+
+
 # -- every phase of a released net ----------------------------------------------------------
 #: The forms a net is written in: ``train`` (upstream train/trainval.prototxt: the training
 #: split's data layer, the loss; run in Caffe's TRAIN phase, Dropout active), ``test``

@@ -195,12 +195,77 @@ RECIPES: dict[str, Recipe] = {r.model: r for r in (
             _stage("pascalcontext_fcn16s", "../pascalcontext-fcn16s/pascalcontext-fcn16s.caffemodel")),
 )}
 
+# -- the nets cast from a classifier (port.models.fcnize; issue 21 item 3) ---------------------
+#: FCN-GoogLeNet as the paper trained it (CVPR 2015 / arXiv 1411.4038 v2, section 4.3
+#: "Experimental framework" and 4.1; read in transcriptions only: ../shared/reference/
+#: classifier-facts.md 1a-1c). Each setting and where it comes from:
+#: - base_lr 5e-5, lr_policy fixed: "fixed learning rates of 1e-3, 1e-4, and 5e-5 for
+#:   FCN-AlexNet, FCN-VGG16, and FCN-GoogLeNet" (printed "5-5": the "x10" dropped).
+#: - momentum 0.9; bias lr doubled and score layer zero-initialised: fcnize writes upstream's
+#:   ``param`` (bias lr_mult 2) and leaves score_fr at Caffe's constant 0.
+#: - weight_decay 5e-4: the paper says "5e-4 or 2e-4" without saying which net got which;
+#:   5e-4 is upstream's everywhere (a choice, not a fact).
+#: - minibatch of 20 images: iter_size 20 of one image each, as upstream's voc-fcn-alexnet
+#:   realises the same 20-image batch; the loss averaged over valid pixels (``normalize:
+#:   true``, FCN-GoogLeNet's ``loss_normalization``): not said in the paper, inferred from its
+#:   rates (5e-5 is far too large for a summed loss).
+#: - Dropout kept: GoogLeNet's last Dropout went with the final pooling the paper discards.
+#: - data: VOC 2011 segmentation train (1112 images, "which we used for Table 1"), validated
+#:   on VOC 2011 seg val (Table 1's set, by the facts file's reading).
+#: - iterations: "at least 175 epochs": 175 x 1112 / 20 = 9730 updates; 10000 here (25 x 400).
+#: Not known: augmentation (none used), the exact iteration count, the seed.
+GOOGLENET = "classifier/bvlc-googlenet"
+_PAPER_T1 = ("CVPR 2015 (arXiv 1411.4038 v2) sections 4.1 and 4.3, as transcribed in "
+             "reference/classifier-facts.md; weight decay, loss normalisation and iteration "
+             "count are choices (see reproduce/training/recipes.py)")
+#: FCN-ResNet: the project's own recipe, no published number. Upstream's heavy VOC recipe
+#: (voc-fcn32s/16s/8s solver.prototxt and solve.py: batch 1, summed loss, momentum 0.99,
+#: base_lr 1e-10 / 1e-12 / 1e-14, staged 32s -> 16s -> 8s, SBD train, seg11valid) on the cast
+#: ResNet, whose BatchNorm layers keep the released ``use_global_stats: true`` in the train
+#: net: frozen at the classifier's statistics (with batch 1, batch statistics would be those
+#: of one image).
+_OWN = ("the project's own recipe: upstream's heavy VOC recipe ({0}/solver.prototxt, "
+        "{0}/solve.py) on a ResNet cast by fcnize, BatchNorm frozen; no published number")
+
+
+def _cast_recipe(model: str, follows: str, solver: SolverSettings, step: int, rounds: int,
+                 train: tuple[str, str], val: tuple[str, str], init: Init, source: str) -> Recipe:
+    return Recipe(model, follows, solver, step, rounds, train[0], train[1], val[0], val[1], init,
+                  source=source)
+
+
+def _resnet_recipes(depth: int) -> list[Recipe]:
+    first = f"fcn_resnet{depth}_32s"
+    classifier = Init("classifier", (f"classifier/resnet-{depth}",), f"ResNet-{depth}-model.caffemodel")
+    return [
+        _cast_recipe(first, "voc-fcn32s", _solver("voc-fcn32s", 1e-10), 4000, 25, _SBD_TRAIN,
+                     _SEG11, classifier, _OWN.format("voc-fcn32s")),
+        _cast_recipe(f"fcn_resnet{depth}_16s", "voc-fcn16s", _solver("voc-fcn16s", 1e-12), 4000, 25,
+                     _SBD_TRAIN, _SEG11, _stage(first, f"{first} final weights"), _OWN.format("voc-fcn16s")),
+        _cast_recipe(f"fcn_resnet{depth}_8s", "voc-fcn8s", _solver("voc-fcn8s", 1e-14), 4000, 25,
+                     _SBD_TRAIN, _SEG11, _stage(f"fcn_resnet{depth}_16s", f"fcn_resnet{depth}_16s final weights"),
+                     _OWN.format("voc-fcn8s")),
+    ]
+
+
+RECIPES.update({r.model: r for r in (
+    _cast_recipe("fcn_googlenet", "fcn-googlenet",
+                 _solver("fcn-googlenet", 5e-5, momentum=0.9, iter_size=20, max_iter=10000,
+                         test_iter=1111),
+                 400, 25, ("voc", "train"), ("voc", "val"),
+                 Init("classifier", (GOOGLENET,), "bvlc_googlenet.caffemodel"), _PAPER_T1),
+    *_resnet_recipes(50), *_resnet_recipes(101), *_resnet_recipes(152),
+)})
+#: The recipes of nets upstream never released (cast by fcnize): not checked against upstream files.
+CAST_RECIPES = ("fcn_googlenet", *(f"fcn_resnet{d}_{s}s" for d in (50, 101, 152) for s in (32, 16, 8)))
+
 #: The staged chains ``make train-<last>`` runs, first stage first.
 STAGED_CHAINS: dict[str, tuple[str, ...]] = {
     "fcn8s": ("fcn32s", "fcn16s", "fcn8s"),
     "siftflow_fcn8s": ("siftflow_fcn32s", "siftflow_fcn16s", "siftflow_fcn8s"),
     "pascalcontext_fcn8s": ("pascalcontext_fcn32s", "pascalcontext_fcn16s", "pascalcontext_fcn8s"),
     "nyud_fcn32s_color_hha": ("nyud_fcn32s_color", "nyud_fcn32s_hha", "nyud_fcn32s_color_hha"),
+    **{f"fcn_resnet{d}_8s": tuple(f"fcn_resnet{d}_{s}s" for s in (32, 16, 8)) for d in (50, 101, 152)},
 }
 
 

@@ -60,11 +60,11 @@ def mean_iu(net: Any, images: int = 20, seed: int = 7) -> float:
 
 
 def learn(classifier: Any, *, model: str = "fcn8s", base_lr: float = 5e-10, iters: int = 800,
-          every: int = 100, seed: int = 1) -> list[dict[str, float]]:
-    """Train ``model`` (width / 16, two classes) from ``classifier`` (a parsed caffemodel) on the
-    task; the curve: iteration, mean loss of the last ``every`` iterations, held-out mean IU
-    (iteration 0: before training)."""
-    netdef = net_spec(model, "train", num_classes=2, width_divisor=16).netdef()
+          every: int = 100, seed: int = 1, width_divisor: int = 16) -> list[dict[str, float]]:
+    """Train ``model`` (at ``width_divisor``, two classes) from ``classifier`` (a parsed
+    caffemodel) on the task; the curve: iteration, mean loss of the last ``every`` iterations,
+    held-out mean IU (iteration 0: before training)."""
+    netdef = net_spec(model, "train", num_classes=2, width_divisor=width_divisor).netdef()
     shapes = {"data": (1, 3, SIZE, SIZE), "label": (1, 1, SIZE, SIZE)}
     net, _ = init_from(netdef, classifier, seed=seed, do_interp=True, input_shapes=shapes)
     text = (f'base_lr: {base_lr} lr_policy: "fixed" momentum: 0.99 weight_decay: 0.0005 '
