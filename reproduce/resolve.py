@@ -60,6 +60,12 @@ def default_report_dir(name: str) -> Path:
     return Path.cwd() / "reports" / name.replace("_", "-")
 
 
+def default_run_dir(name: str) -> Path:
+    """A training run's folder without ``--out``: ``./runs/<name>`` (where ``make train-*``
+    puts it, so a later stage's ``--init auto`` finds the earlier stage beside it)."""
+    return Path.cwd() / "runs" / name.replace("_", "-")
+
+
 def upstream_dir() -> Path | None:
     """A local copy of the upstream repository: $FCN_PORT_UPSTREAM, else ../shared/upstream."""
     env = os.environ.get(ENV_UPSTREAM)

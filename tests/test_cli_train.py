@@ -141,3 +141,20 @@ def test_bench_train_quick_runs_and_checks_the_losses_agree(upstream_dir, capsys
     assert bench.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert out.count("port Solver") == 2 and out.count("straightforward nn.Conv2d") == 2
+
+
+def test_train_without_out_runs_in_the_working_directory(tmp_path, monkeypatch):
+    """Issue 19 item 1: ``reproduce train MODEL`` without ``--out`` puts its run in
+    ./runs/<model> of the working directory, never in the package."""
+    import reproduce.training.cli as cli
+    seen = {}
+
+    def fake_train(opts, ctx):
+        seen["out"] = opts.out
+        return {"iterations": 0, "resumed_from": 0, "total_iterations": 0, "seconds": 0.0}
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "train", fake_train)
+    monkeypatch.setattr(cli, "ran_line", lambda summary: "ran")
+    assert cli.main(["fcn_googlenet", "--data", str(tmp_path), "--device", "cpu", "--quiet"]) == 0
+    assert seen["out"] == tmp_path / "runs" / "fcn-googlenet"

@@ -438,15 +438,19 @@ def test_the_readmes_reproduce_commands_are_valid_command_lines():
 
 
 def test_the_readmes_make_targets_exist():
-    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    models = makefile.split("REPRODUCE_VOC :=")[1].split("\n")[0].split()
-    targets = set(re.findall(r"^([\w-]+):", makefile, re.M)) | {f"reproduce-{m}" for m in models}
-    targets |= {f"train-{m}" for m in models}  # the pattern rule over TRAIN_MODELS
+    """Every ``make`` line of the README names a target make knows (asked of make itself, a dry
+    run: nothing is built) with ``VARIABLE=value`` arguments only."""
+    import shutil
+    import subprocess
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    repo = Path(__file__).resolve().parents[1]
     commands = _readme_commands("make ")
     assert commands
     for argv in commands:
-        assert argv[1] in targets, argv
         assert all("=" in a for a in argv[2:]), argv            # VARIABLE=value only
+        proc = subprocess.run(["make", "-n", *argv[1:]], cwd=repo, capture_output=True, text=True)
+        assert proc.returncode == 0, (argv, proc.stderr[-500:])
 
 
 def test_offline_dataset_download_says_data_and_leaves_no_folder(no_network, small_fcn8s,

@@ -13,6 +13,7 @@ from typing import Sequence
 from port.errors import EXIT_BAD_INPUT, PortError
 from port.run.devices import default_device
 from reproduce import distributed as dist_
+from reproduce.resolve import default_run_dir
 from reproduce.training.recipes import recipe_names
 from reproduce.training.run import TrainOptions, TrainStopped, ran_line, train
 
@@ -28,8 +29,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="the net to train (dashes or underscores)")
     p.add_argument("--data", type=Path, required=True, help="a folder at or above every dataset "
                    "the recipe needs (training and validation)")
-    p.add_argument("--out", type=Path, required=True, help="run folder (train_log.jsonl, "
-                   "snapshots/, final.safetensors, report.md, curves.png)")
+    p.add_argument("--out", type=Path, help="run folder (train_log.jsonl, snapshots/, "
+                   "final.safetensors, report.md, curves.png; default: ./runs/MODEL)")
     p.add_argument("--init", default="auto", help="auto (the recipe's: ILSVRC classifier "
                    "transplanted, or the previous stage's OUT/../<stage>/final.safetensors), or "
                    "a .caffemodel/.h5/.safetensors copied/transplanted by layer name, e.g. your copy "
@@ -56,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    opts = TrainOptions(model=args.model, data=args.data, out=args.out, init=args.init,
+    out = args.out or default_run_dir(args.model)
+    opts = TrainOptions(model=args.model, data=args.data, out=out, init=args.init,
                         width_divisor=args.width_divisor, iters=args.iters,
                         snapshot=args.snapshot, test_interval=args.test_interval,
                         iter_size=args.iter_size, seed=args.seed, device=args.device,
