@@ -115,3 +115,17 @@ def test_an_installed_package_writes_nothing_into_its_folder(installed, tmp_path
     assert (work / "reports" / "fcn8s" / "report.json").is_file()       # ./reports/<model>
     assert (work / "runs" / "fcn32s" / "final.safetensors").is_file()
     assert str(work / "reports" / "fcn8s" / "report.json") in evaluated.stdout
+
+
+def test_the_console_scripts_are_installed(installed, tmp_path):
+    """``fcn-port`` and ``fcn-reproduce`` (setup.cfg's console_scripts) are installed with the
+    wheel and answer as ``python -m port`` and ``python -m reproduce`` do."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(installed), PYTHONDONTWRITEBYTECODE="1")
+    for script, command in (("fcn-port", "convert"), ("fcn-reproduce", "train")):
+        exe = installed / "bin" / script
+        assert exe.is_file(), f"{script} not installed in {installed / 'bin'}"
+        done = subprocess.run([str(exe), "--help"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=TIMEOUT_S)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("usage:") and command in done.stdout, done.stdout[:500]
