@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from reproduce import registry
 
-__all__ = ["WeightsCheck", "released_weights", "weights_check", "recipe_check", "reasons",
+__all__ = ["WeightsCheck", "released_weights", "weights_check", "recipe_check", "weights_reason", "reasons",
            "verdict", "markdown"]
 
 
@@ -85,6 +85,17 @@ def recipe_check(lacking: Sequence[str], weights: str) -> WeightsCheck:
                                + "; ".join(lacking) + ")")
 
 
+def weights_reason(weights: Mapping[str, Any] | None) -> str | None:
+    """The line a weights check adds to :func:`reasons` (None when the weights are the ones the
+    published numbers came from): ``WeightsCheck.as_dict()``, None when not judged."""
+    if weights is None:
+        return ("NOT THE RELEASED WEIGHTS: the weights were checked neither against the "
+                "released caffemodel nor against a complete upstream recipe")
+    if not weights.get("matches"):
+        return f"NOT THE RELEASED WEIGHTS: {weights['description']}"
+    return None
+
+
 def reasons(*, split_check: Mapping[str, Any] | None, partial: str | None,
             weights: Mapping[str, Any] | None, published: bool, model: str,
             split: str) -> list[str]:
@@ -98,11 +109,9 @@ def reasons(*, split_check: Mapping[str, Any] | None, partial: str | None,
         out.append(f"NOT LIKE FOR LIKE: {split_check['description']}")
     if partial:
         out.append(partial)
-    if weights is None:
-        out.append("NOT THE RELEASED WEIGHTS: the weights were checked neither against the "
-                   "released caffemodel nor against a complete upstream recipe")
-    elif not weights.get("matches"):
-        out.append(f"NOT THE RELEASED WEIGHTS: {weights['description']}")
+    lacking = weights_reason(weights)
+    if lacking:
+        out.append(lacking)
     if not published:
         out.append(f"no published numbers for {model} on {split}: nothing to compare with")
     return out

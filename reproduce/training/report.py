@@ -209,9 +209,8 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
     # the training's shortfalls come first in the verdict and at the top of report.md, each on
     # its own line, in place of the evaluation's one line that sums them up
     report = json.loads(paths["json"].read_text())
-    summed_up = verdict.reasons(split_check=None, partial=None, weights=weights.as_dict(),
-                                published=True, model=recipe.model, split=val_reader.split)
-    reasons = list(shortfalls) + [r for r in report.get("not_a_reproduction", []) if r not in summed_up]
+    summed_up = verdict.weights_reason(weights.as_dict())
+    reasons = list(shortfalls) + [r for r in report.get("not_a_reproduction", []) if r != summed_up]
     report.update(reproduction=not reasons, not_a_reproduction=reasons)
     if reasons:
         report["all_within_tolerance"] = None
