@@ -91,12 +91,14 @@ def _random_blob(rng: np.random.Generator, layer_type: str, index: int, shape: t
     return out
 
 
-def divide_width(net: NetDef, divisor: int) -> NetDef:
-    """The net with every Convolution/Deconvolution ``num_output`` divided by ``divisor``,
-    except the classifier's width (the ``num_output`` of the net's last such layer), as the
-    goldens' 1/16-width nets are made."""
+def divide_width(net: NetDef, divisor: int, *, keep_classes: bool = True) -> NetDef:
+    """The net with every Convolution/Deconvolution ``num_output`` divided by ``divisor``
+    (rounded down, at least 1), except, with ``keep_classes``, the classifier's width (the
+    ``num_output`` of the net's last such layer), as the goldens' 1/16-width FCNs are made;
+    without it every one, as the goldens' reduced classifiers (``resnet50-div8``), whose
+    classifier is an InnerProduct."""
     convs = [l for l in net.layers if l.type in _CONV_TYPES]
-    classes = convs[-1].convolution_param.num_output if convs else None
+    classes = convs[-1].convolution_param.num_output if convs and keep_classes else None
     msg = net_message(net)
     for lm in msg.layer:
         cp = lm.convolution_param

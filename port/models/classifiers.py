@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from port.caffe import NetDef, load_net
-from port.caffe.net import netdef_from_message
-from port.caffe.writer import net_message
+from port.caffe.synth import divide_width
 from port.models import fcnize, nets
 
 __all__ = ["Classifier", "CLASSIFIERS", "DATA_DIR", "classifier_net", "casting", "cast_net"]
@@ -68,12 +67,7 @@ def classifier_net(name: str, width_divisor: int = 1) -> NetDef:
     net = load_net(DATA_DIR / CLASSIFIERS[name].path)
     if width_divisor == 1:
         return net
-    msg = net_message(net)
-    for layer in msg.layer:
-        if layer.type == "Convolution":
-            cp = layer.convolution_param
-            cp.num_output = max(1, int(cp.num_output) // width_divisor)
-    return netdef_from_message(msg, net.path)
+    return divide_width(net, width_divisor, keep_classes=False)
 
 
 @functools.lru_cache(maxsize=64)
