@@ -287,14 +287,32 @@ def _fitting_kwargs(builder: str, shapes: dict[str, tuple[int, ...]]) -> dict[st
     return kwargs if fits else None
 
 
+def _may_fit(builder: str, layers: frozenset[str]) -> bool:
+    """False when ``builder``'s net cannot have parameters of exactly these ``layers``, told
+    without writing its definition: a net :mod:`port.models.fcnize` casts from a shipped
+    classifier keeps every Convolution of the classifier by name (the trunk is the
+    classifier's layers as written; that is how the classifier's weights transplant), so a
+    file lacking one of them is not that net. Casting is the costly part of matching (40 to
+    240 ms per cast net: coordinate maps, the head), parsing the four classifiers cheap."""
+    meta = get_meta(builder)
+    if not (meta.classifier and is_released(builder)):
+        return True
+    from port.models.classifiers import classifier_net  # no torch; parses the shipped prototxt
+    trunk = classifier_net(meta.classifier)
+    return all(layer.name in layers for layer in trunk.layers if layer.type == "Convolution")
+
+
 def match_builders(shapes: Mapping[str, tuple[int, ...]], source_name: str = "") -> tuple[str, list[str], dict]:
     """``(builder, candidates, kwargs)``: every family builder whose parameter names and
     shapes equal ``shapes`` for some ``num_classes``/``width_divisor``; ``builder`` is the
     one released as ``source_name``, else the only candidate, else the only one whose
     released class count fits, else ``""`` (ambiguous)."""
     candidates, kwargs_of = [], {}
+    layers = frozenset(name.rsplit(".", 1)[0] for name in shapes)
     with _gc_paused():
         for name in list_models():
+            if not _may_fit(name, layers):
+                continue
             kwargs = _fitting_kwargs(name, dict(shapes))
             if kwargs is not None:
                 candidates.append(name)
