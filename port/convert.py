@@ -110,7 +110,8 @@ def _read_file(reader: Callable[[Path], NetDef], path: Path) -> NetDef:
 def _read(weights_path: Path, prototxt: Path | None) -> tuple[NetDef, NetDef | None]:
     """(the caffemodel's layers with blobs, the net definition or None when there is none);
     each file read on its own so an error names the one that failed."""
-    src = _read_file(load_caffemodel, weights_path)
+    # read-only views: the writer copies them from the file in the kernel (port.weights)
+    src = _read_file(functools.partial(load_caffemodel, writable=False), weights_path)
     net = _read_file(load_net, prototxt) if prototxt is not None else None
     if net is None and not is_hdf5(weights_path):
         net = src
