@@ -287,18 +287,25 @@ def _fitting_kwargs(builder: str, shapes: dict[str, tuple[int, ...]]) -> dict[st
     return kwargs if fits else None
 
 
-def _may_fit(builder: str, layers: frozenset[str]) -> bool:
-    """False when ``builder``'s net cannot have parameters of exactly these ``layers``, told
-    without writing its definition: a net :mod:`port.models.fcnize` casts from a shipped
-    classifier keeps every Convolution of the classifier by name (the trunk is the
-    classifier's layers as written; that is how the classifier's weights transplant), so a
-    file lacking one of them is not that net. Casting is the costly part of matching (40 to
-    240 ms per cast net: coordinate maps, the head), parsing the four classifiers cheap."""
-    meta = get_meta(builder)
-    if not (meta.classifier and is_released(builder)):
+def _cast(builder: str) -> bool:
+    """Whether ``builder`` is a net :mod:`port.models.fcnize` casts from a shipped classifier
+    (a record of the registry's own, not a user's builder)."""
+    return bool(get_meta(builder).classifier) and is_released(builder)
+
+
+def _may_fit(builder: str, layers: frozenset[str], released_fits: bool) -> bool:
+    """False when the cast net ``builder`` cannot have parameters of exactly these ``layers``,
+    told without casting (40 to 240 ms per cast net: coordinate maps, the head; the costly
+    part of matching): where a released net that is not a cast fits (``released_fits``; no cast
+    net's parameters are named as such a net's, which a test checks), or where the file lacks
+    a Convolution of the classifier (a cast keeps every one by name, the trunk being the
+    classifier's layers as written: that is how the classifier's weights transplant)."""
+    if not _cast(builder):
         return True
+    if released_fits:
+        return False
     from port.models.classifiers import classifier_net  # no torch; parses the shipped prototxt
-    trunk = classifier_net(meta.classifier)
+    trunk = classifier_net(get_meta(builder).classifier)
     return all(layer.name in layers for layer in trunk.layers if layer.type == "Convolution")
 
 
@@ -309,14 +316,17 @@ def match_builders(shapes: Mapping[str, tuple[int, ...]], source_name: str = "")
     released class count fits, else ``""`` (ambiguous)."""
     candidates, kwargs_of = [], {}
     layers = frozenset(name.rsplit(".", 1)[0] for name in shapes)
+    names = list_models()
     with _gc_paused():
-        for name in list_models():
-            if not _may_fit(name, layers):
+        for name in sorted(names, key=_cast):  # the cast nets last (stable: else in list order)
+            released_fits = any(is_released(c) and not _cast(c) for c in candidates)
+            if not _may_fit(name, layers, released_fits):
                 continue
             kwargs = _fitting_kwargs(name, dict(shapes))
             if kwargs is not None:
                 candidates.append(name)
                 kwargs_of[name] = kwargs
+    candidates.sort(key=names.index)
     by_file = [c for c in candidates if get_meta(c).caffemodel and
                source_name in (get_meta(c).caffemodel, get_meta(c).caffemodel + ".h5")]
     by_classes = [c for c in candidates if kwargs_of[c].get("num_classes") == get_meta(c).num_classes[0]]

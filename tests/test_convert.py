@@ -181,6 +181,14 @@ def test_matching_casts_no_classifier_for_a_file_that_lacks_its_trunk(monkeypatc
         assert name in candidates and kwargs["width_divisor"] == 8 and kwargs["num_classes"] == 3
 
 
+def test_no_cast_net_has_the_parameter_names_of_another_released_net():
+    """What lets matching skip the cast nets once a released net that is not one fits."""
+    from port.convert import _cast, _meta_shapes
+    names = {name: set(_meta_shapes(name)) for name in list_models()}
+    for cast in filter(_cast, names):
+        assert all(names[cast] != names[other] for other in names if not _cast(other)), cast
+
+
 def test_matching_leaves_the_garbage_collector_as_it_was():
     import gc
     from port.convert import _meta_shapes, match_builders
