@@ -461,6 +461,10 @@ def write_safetensors(out: str | os.PathLike, state: Mapping[str, Any], metadata
         for array in arrays.values():
             _write_array(fh, array)
         if source_sha256 is not None:
+            # the data to disk while the digest is still being computed (the wait for one
+            # overlaps the other); atomic_open's fsync then has the header's page left
+            fh.flush()
+            getattr(os, "fdatasync", os.fsync)(fh.fileno())
             final[SOURCE_SHA256] = source_sha256()
             fh.seek(0)
             fh.write(safetensors_header(arrays, final))
