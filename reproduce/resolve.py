@@ -23,7 +23,8 @@ from port.errors import PortError
 from port.load import load_net_and_weights
 from port.run.devices import DeviceError, check_device
 from port.weights import SOURCE_NAME, SOURCE_SHA256, kind_of, read_metadata
-from reproduce import download, registry, splits, verdict
+from port.hub import download, registry
+from reproduce import splits, verdict
 from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_dataset, locate
 
 
