@@ -18,6 +18,9 @@ import dataclasses
 import hashlib
 import http.server
 import importlib.util
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -157,6 +160,27 @@ def test_a_path_named_released_is_a_file_not_the_download(server, records, tmp_p
     with pytest.raises(PortError, match="released"):
         fcn32s(weights=tmp_path / "released")
     assert _gets(server) == before
+
+
+def test_fetching_and_converting_import_no_torch_and_take_the_users_mirror(server, tmp_path):
+    """In a fresh interpreter: ``$FCN_PORT_MIRRORS`` names the server (a net whose release
+    published no digest: its first verified download records one), the real record is used
+    as is, and neither the fetch nor the conversion imports torch."""
+    meta = get_meta("fcn32s")
+    assert not registry.caffemodel_for(meta.name).known       # else the mirror's file would fail
+    code = ("import sys; from port.hub.pretrained import released_weights; "
+            "got = released_weights('fcn32s', progress=False); "
+            "print(got.path.name, got.converted, 'torch' in sys.modules)")
+    env = {**os.environ, registry.ENV_CACHE: str(tmp_path / "cache"), registry.ENV_MIRRORS: server[0]}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    name, converted, torch_imported = done.stdout.split()
+    assert name.startswith("fcn32s-heavy-pascal-fcn32s-") and converted == "True"
+    assert torch_imported == "False"
+    recorded = registry.HashStore(tmp_path / "cache" / registry.HASHES_FILENAME)
+    served = hashlib.sha256(server[1].files[meta.caffemodel]).hexdigest()
+    assert recorded.get(registry.caffemodel_for(meta.name).name)["sha256"] == served
 
 
 # ------------------------------------------------------------------ torch.hub from the checkout
