@@ -148,6 +148,20 @@ def test_a_wrong_checksum_is_one_line_and_leaves_nothing(server, records, tmp_pa
     assert not list((tmp_path / "cache").glob("*.safetensors"))
 
 
+def test_a_download_no_url_gives_is_one_line_saying_what_to_do(server, records, monkeypatch, tmp_path):
+    """Every URL 404: one line naming the host tried, where to put a copy, how to convert one."""
+    base = server[0]
+    artifact = registry.caffemodel_for("fcn32s")
+    monkeypatch.setattr(registry, "caffemodel_for",
+                        lambda builder: dataclasses.replace(artifact, urls=(f"{base}/gone/{artifact.filename}",)))
+    with pytest.raises(download.DownloadError) as caught:
+        get_model("fcn32s", weights="released")
+    message = str(caught.value)
+    assert "\n" not in message and "HTTP 404" in message
+    assert str(tmp_path / "cache" / artifact.filename) in message
+    assert "fcn-port convert" in message and "--model fcn32s" in message
+
+
 def test_a_net_released_without_weights_says_so(records):
     for name in ("nyud_fcn32s_color_d", "fcn_googlenet"):
         with pytest.raises(registry.NoReleasedWeightsError, match=f"{name}.*no released caffemodel"):
