@@ -67,7 +67,6 @@ from reproduce import distributed as dist_
 from reproduce import download, evaluation, registry
 from reproduce import harness as H
 from reproduce.datasets.base import DatasetError
-from reproduce.datasets.nyud import inputs_for
 from reproduce.registry import split_digest
 from reproduce.resolve import rank_device
 from reproduce.checkpoint import StopRequest
@@ -480,13 +479,11 @@ def _open_lists(recipe: Recipe, opts: TrainOptions, ctx: dist_.DistContext,
                 log: Callable[[str], None]) -> tuple[Any, Any, Any, dict[str, list]]:
     """The training and validation readers, the training list's source, and the bad items
     (each list read once, :func:`check_items`)."""
-    nyud_inputs = None
-    if recipe.train_dataset == "nyud":
-        meta = get_meta(recipe.model)
-        nyud_inputs = inputs_for(meta.inputs, meta.preprocess)
+    meta = get_meta(recipe.model)  # what each reader needs to feed it: its reader class's say
     train_reader, train_list = open_split(recipe.train_dataset, opts.data, recipe.train_split,
-                                          nyud_inputs)
-    val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split, nyud_inputs)
+                                          **evaluation.model_reader_options(meta, recipe.train_dataset))
+    val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split,
+                               **evaluation.model_reader_options(meta, recipe.val_dataset))
     log(train_list.describe(train_reader.ids))
     log(f"reading the {len(train_reader.ids)} training and {len(val_reader.ids)} validation "
         f"images once before the first iteration")
