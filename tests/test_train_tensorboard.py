@@ -74,7 +74,7 @@ def test_training_scalars_are_the_logs_at_each_iteration(resumed):
             [r["iter"] for r in log], _f32(r["lr"] for r in log)))
 
 
-def test_smoothed_loss_is_cafes_running_mean_restarted_by_the_resume(resumed):
+def test_smoothed_loss_is_caffes_running_mean_restarted_by_the_resume(resumed):
     """Caffe's ``smoothed_loss_`` over ``average_loss`` (20 in upstream's solvers) iterations,
     restarted by each ``step()`` call: the mean of the losses so far in this call."""
     out, board, _, _ = resumed
@@ -155,3 +155,35 @@ def test_without_tensorboard_the_run_goes_on_and_says_how_to_get_it(tree, tmp_pa
     assert "Traceback" not in printed.out + printed.err
     assert not board.exists()
     assert [r["iter"] for r in train_log(out)] == [1, 2] and (out / "report.json").is_file()
+
+
+def test_several_outputs_are_named_after_the_group(tmp_path):
+    """SIFT Flow's two scored outputs: each metric and class IU under its output's name
+    (``val/score_sem/mean_iu``, ``val_class_iu/score_geo/<class>``); a class without an IU (NaN) has none."""
+    from types import SimpleNamespace
+    from torch.utils.tensorboard import SummaryWriter
+    from reproduce.harness import Task
+    tasks = (Task("score_sem", "sem", ("sky", "tree", "road")), Task("score_geo", "geo",
+                                                                      ("sky", "horizontal", "vertical")))
+    rng = np.random.default_rng(0)
+    per_class = {"score_sem": (0.25, float("nan"), 0.5), "score_geo": (0.75, 0.125, 0.0)}
+    val = {"outputs": {t.output: {m: float(rng.random()) for m in TB.METRICS} for t in tasks}}
+    val["outputs"]["score_geo"]["loss"] = None                 # an output without a loss layer
+    result = SimpleNamespace(overlays={}, scores={o: SimpleNamespace(per_class_iu=v)
+                                                  for o, v in per_class.items()})
+    record = {"iter": 7, "loss": 1.5, "lr": 1e-10, "val": val}
+    board = TB.TensorBoardLog(SummaryWriter(str(tmp_path)), tasks, lambda: (record, result))
+    board.on_iteration_end(SimpleNamespace(smoothed_loss=2.5), [1.5])
+    board.close()
+    acc = _events(tmp_path)
+    for task in tasks:
+        for metric in TB.METRICS:
+            tag, value = f"val/{task.output}/{metric}", val["outputs"][task.output][metric]
+            assert (_steps_values(acc, tag) == [(7, np.float32(value))] if value is not None
+                    else tag not in acc.Tags()["scalars"])
+        for name, iu in zip(task.class_names, per_class[task.output]):
+            tag = f"val_class_iu/{task.output}/{name}"
+            assert (tag not in acc.Tags()["scalars"] if np.isnan(iu)
+                    else _steps_values(acc, tag) == [(7, iu)])
+    assert _steps_values(acc, "train/smoothed_loss") == [(7, 2.5)]
+    assert not any(t.startswith("val/mean") for t in acc.Tags()["scalars"])

@@ -16,7 +16,7 @@ What it writes, each at the solver's iteration as its step (the iteration just m
   is undefined, is left out), a few overlays as images ``val_overlays/<image id>`` (the image,
   its labels and the prediction side by side, drawn by ``reproduce.report.compose_overlay`` as
   the evaluation report draws them); a net with several scored outputs (SIFT Flow) names each
-  output after the group: ``val/sem/mean_iu``, ``val_class_iu/geo/sky``.
+  output after the group: ``val/score_sem/mean_iu``, ``val_class_iu/score_geo/sky``.
 
 ``--resume`` continues the same event stream: the new writer starts its file with a session
 start at the first iteration it will run (``SummaryWriter(purge_step=)``), so TensorBoard
