@@ -71,6 +71,7 @@ LAYERS = (
                               "reproduce.training.recipes")),
     Layer("training data", ("reproduce.training.data",)),
     Layer("training report", ("reproduce.training.report",)),
+    Layer("training event files", ("reproduce.training.tensorboard",)),
     Layer("training run", ("reproduce.training.run",)),
     Layer("reproduce command lines", ("reproduce.training.cli",), imported_by=("reproduce dispatcher",)),
     Layer("reproduce dispatcher", ("reproduce.__main__",), imported_by=()),

@@ -51,6 +51,12 @@ def parser() -> argparse.ArgumentParser:
                    "instead of stopping before the first iteration")
     p.add_argument("--cache", type=Path, help="download and conversion cache (default: $FCN_PORT_CACHE, else "
                    "$XDG_CACHE_HOME/fcn-port, else ~/.cache/fcn-port)")
+    p.add_argument("--tensorboard", type=Path, metavar="DIR", help="also write TensorBoard "
+                   "event files to DIR (tensorboard --logdir DIR): training loss, smoothed loss "
+                   "and learning rate at each iteration; validation metrics, per-class IU and "
+                   "a few overlays (also drawn in the report) at each validation; with --resume "
+                   "the same stream goes on. Needs pip install 'fcn-port[tensorboard]'; "
+                   "without it the run goes on without them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -63,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         snapshot=args.snapshot, test_interval=args.test_interval,
                         iter_size=args.iter_size, seed=args.seed, device=args.device,
                         resume=args.resume, skip_bad=args.skip_bad, cache=args.cache,
-                        progress=not args.quiet)
+                        progress=not args.quiet, tensorboard=args.tensorboard)
     device = args.device or default_device()
     ctx = dist_.DistContext()
     try:

@@ -9,7 +9,8 @@ Deconvolutions, then ``port.training.solver.Solver.step`` (Caffe's ``Solver::Ste
 step loop) with one :class:`SolverCallback` of this module plugged in: the diffs summed over
 processes (``on_gradients_ready``), every ``test_interval`` iterations the harness's own
 evaluation (``reproduce.harness.evaluate``: the four metrics and the loss of ``score.py``) on
-the recipe's validation split, the log, snapshots and SIGTERM/SIGINT (a snapshot, then stop).
+the recipe's validation split, the log, snapshots and SIGTERM/SIGINT (a snapshot, then stop);
+with ``--tensorboard DIR``, ``reproduce.training.tensorboard``'s callback after it (rank 0).
 
 Before the first iteration both lists are read once (:func:`check_items`): a missing or
 unreadable image or label, or one of another size, stops the run in one line naming the file,
@@ -68,12 +69,12 @@ from port.hub import download, registry
 from reproduce import evaluation
 from reproduce import harness as H
 from reproduce.datasets.base import DatasetError
-from reproduce.datasets.nyud import inputs_for
 from port.hub.registry import split_digest
 from reproduce.resolve import rank_device
 from reproduce.checkpoint import StopRequest
 from reproduce.report import plural
 from reproduce.training.data import TrainData, open_split
+from reproduce.training import tensorboard
 from reproduce.training.recipes import Recipe, get_recipe, solver_parameter, with_overrides
 from reproduce.training.report import (TRAINING_VERDICT, init_sources_with_digests,
                                        training_shortfalls, write_train_report)
@@ -120,6 +121,7 @@ class TrainOptions:
     skip_bad: bool = False
     cache: Path | None = None
     progress: bool = True
+    tensorboard: Path | None = None  # event files here (reproduce.training.tensorboard)
     log: Callable[[str], None] = field(default=print)
 
 
@@ -306,10 +308,12 @@ def resume_point(out: Path, log: Callable[[str], None]) -> tuple[int, Path, dict
 class Validator:
     """The harness's evaluation of the recipe's validation split with the current weights."""
 
-    def __init__(self, recipe: Recipe, reader: Any, width_divisor: int, device: torch.device):
+    def __init__(self, recipe: Recipe, reader: Any, width_divisor: int, device: torch.device,
+                 overlays: int = 0):
         self.meta = meta = get_meta(recipe.model)
         self.model = get_model(recipe.model, **builder_kwargs(recipe, width_divisor)).to(device).eval()
-        self.config = H.EvalConfig(device=device, out=None, progress=False, overlays=0)
+        # overlays: the first images' parts kept in each result (every rank: they are gathered)
+        self.config = H.EvalConfig(device=device, out=None, progress=False, overlays=overlays)
         # strict fp32 (the Runner moves the net in place: it is self.model the weights go into)
         runner = H.prepare_model(self.model, self.config)
         self.spec = evaluation.for_model(meta, runner, reader, weights_sha256="training",
@@ -438,6 +442,12 @@ class _Run:
                 self.bar.set_postfix(loss=f"{solver.smoothed_loss:.4g}", lr=lr_text(record["lr"]))
             self.bar.update(1)
 
+    def latest(self) -> tuple[dict, Any]:
+        """Rank 0: the log record of the iteration just made and its validation result (None
+        when it did not validate), for a callback after the harness (TensorBoard)."""
+        record = self.records[-1]
+        return record, (self.last_val if "val" in record else None)
+
     def take_snapshot(self, solver: Solver) -> Path | None:
         if not self.ctx.is_main:
             return None
@@ -481,13 +491,11 @@ def _open_lists(recipe: Recipe, opts: TrainOptions, ctx: dist_.DistContext,
                 log: Callable[[str], None]) -> tuple[Any, Any, Any, dict[str, list]]:
     """The training and validation readers, the training list's source, and the bad items
     (each list read once, :func:`check_items`)."""
-    nyud_inputs = None
-    if recipe.train_dataset == "nyud":
-        meta = get_meta(recipe.model)
-        nyud_inputs = inputs_for(meta.inputs, meta.preprocess)
+    meta = get_meta(recipe.model)  # what each reader needs to feed it: its reader class's say
     train_reader, train_list = open_split(recipe.train_dataset, opts.data, recipe.train_split,
-                                          nyud_inputs)
-    val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split, nyud_inputs)
+                                          **evaluation.model_reader_options(meta, recipe.train_dataset))
+    val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split,
+                               **evaluation.model_reader_options(meta, recipe.val_dataset))
     log(train_list.describe(train_reader.ids))
     log(f"reading the {len(train_reader.ids)} training and {len(val_reader.ids)} validation "
         f"images once before the first iteration")
@@ -539,9 +547,12 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
                  "train_list": data.list_record, "skipped": bad}, indent=1) + "\n")
         else:
             _repair_snapshot_weights(resume[1], start, solver, recipe, opts, log)
-    validator = Validator(recipe, val_reader, opts.width_divisor, device)
+    validator = Validator(recipe, val_reader, opts.width_divisor, device,
+                          overlays=tensorboard.OVERLAYS if opts.tensorboard else 0)
     run = _Run(opts, ctx, recipe, data, validator, identity, records, total, plan.test_interval,
                start)
+    board = (tensorboard.open_log(opts.tensorboard, validator.tasks, run.latest, start + 1, log)
+             if opts.tensorboard and ctx.is_main else None)
 
     def feed(k: int) -> dict[str, np.ndarray]:
         torch.manual_seed(pass_seed(plan.seed, k))  # Dropout's masks: a function of the pass
@@ -551,10 +562,14 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     with StopRequest() as stop:
         harness = _Harness(run, stop)
         solver.add_callback(harness)
+        if board is not None:  # after the harness: it reads the harness's record and validation
+            solver.add_callback(board)
         try:
             solver.step(total - start, feed)
         finally:
             run.close()
+            if board is not None:
+                board.close()
     if solver.requested_early_exit:
         raise TrainStopped(harness.signum, harness.last_snapshot)
     summary: dict[str, Any] = {"iterations": total - start, "resumed_from": start,
