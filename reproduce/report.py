@@ -40,7 +40,8 @@ import port
 from port.fileio import atomic_open, write_text_atomic
 from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
-from reproduce import tables, verdict
+from port.models import tables
+from reproduce import verdict
 from reproduce.palette import VOID_LABEL, overlay, voc_palette
 
 __all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare",

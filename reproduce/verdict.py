@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from reproduce import registry
+from port.hub import registry
 
 __all__ = ["WeightsCheck", "released_weights", "weights_check", "recipe_check", "weights_reason", "reasons",
            "verdict", "markdown"]

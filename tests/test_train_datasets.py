@@ -336,7 +336,7 @@ def test_a_datasets_own_copy_of_the_papers_list_is_the_papers_list():
     are those of the list shipped for it (reproduce.splits), not when they differ; unknown where
     no list is on record. (It once read names reproduce.splits had taken over, behind a lazy
     import, and raised on a dataset's own list.)"""
-    from reproduce.registry import split_digest
+    from port.hub.registry import split_digest
     from reproduce.training.report import papers_list_match
     ids = read_split(S.shipped_file("split/sift-flow/trainval"))
     own = {"kind": "dataset", "dataset": "siftflow", "split": "trainval"}

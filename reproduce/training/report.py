@@ -20,10 +20,10 @@ from typing import Any, Sequence
 from port.fileio import atomic_open, write_text_atomic
 from port.run.devices import device_name
 from port.weights import read_metadata, sha256_file
-from reproduce import registry
+from port.hub import registry
 from reproduce import report as R
 from reproduce import verdict
-from reproduce.registry import split_digest
+from port.hub.registry import split_digest
 from reproduce.splits import check_split, papers_ids
 from reproduce.training.recipes import get_recipe
 

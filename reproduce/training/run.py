@@ -65,10 +65,11 @@ from port.run.devices import default_device, device_name
 from port.training.solver import NONE, STOP, Solver, SolverCallback
 from port.training.surgery import interp, transplant
 from reproduce import distributed as dist_
-from reproduce import download, evaluation, registry
+from port.hub import download, registry
+from reproduce import evaluation
 from reproduce import harness as H
 from reproduce.datasets.base import DatasetError
-from reproduce.registry import split_digest
+from port.hub.registry import split_digest
 from reproduce.resolve import rank_device
 from reproduce.checkpoint import StopRequest
 from reproduce.report import plural
