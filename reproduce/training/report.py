@@ -25,7 +25,7 @@ from reproduce import report as R
 from reproduce import verdict
 from reproduce.registry import split_digest
 from reproduce.splits import check_split, papers_ids
-from reproduce.training.recipes import get_recipe
+from reproduce.training.recipes import TRAIN_BATCHNORM, get_recipe
 
 __all__ = ["write_train_report", "plot_curves", "curves_figure", "NO_CURVES_NOTE", "training_shortfalls",
            "TRAINING_VERDICT", "papers_list_match"]
@@ -124,6 +124,9 @@ def training_shortfalls(recipe: Any, opts: Any, total: int, world: int,
     if int(opts.width_divisor) != 1:
         reasons.append(f"WIDTH: the net at 1/{opts.width_divisor} width, the recipe trains it "
                        f"at full width")
+    if getattr(opts, "train_batchnorm", False):
+        reasons.append(f"BATCHNORM: {TRAIN_BATCHNORM} trained it on batch statistics, the recipe "
+                       f"freezes it at the classifier's: another recipe")
     reasons += [f"INIT: {r}" for r in _init_shortfalls(recipe, opts, init_record)]
     if papers_list_match(list_record) is False:
         reasons.append(f"TRAINING LIST: {list_record['dataset']} {list_record['split']} of "
@@ -171,6 +174,7 @@ def _md_training(training: dict[str, Any]) -> list[str]:
             f"- init: {init}",
             f"- width: 1/{training['width_divisor']}" if training["width_divisor"] != 1
             else "- width: full",
+            *([f"- BatchNorm: {training['batchnorm']}"] if training.get("batchnorm") else []),
             f"- training list: {tl['dataset']} {tl['split']}, {tl['images']} images (ids "
             f"SHA-256 `{tl['ids_sha256']}`): {match}",
             *([f"- left out by --skip-bad: {', '.join(left_out)} (init.json lists them)"]
@@ -197,6 +201,8 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
                 "train_list": train.list_record, "papers_list": papers_list_match(train.list_record),
                 "init": opts.init, "init_sources": init_record.get("sources", []),
                 "width_divisor": opts.width_divisor, "skip_bad": bool(opts.skip_bad),
+                "train_batchnorm": bool(getattr(opts, "train_batchnorm", False)),
+                "batchnorm": init_record.get("batchnorm"),
                 "skipped": skipped, "not_a_reproduction": list(shortfalls)}
     info = R.RunInfo(model=recipe.model, dataset=val_reader.name, dataset_path=str(val_reader.root),
                      split=val_reader.split, weights=str(final), weights_sha256=sha256_file(final),
