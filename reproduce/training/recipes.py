@@ -46,7 +46,7 @@ from port.models import list_models
 
 __all__ = ["RecipeError", "SolverSettings", "Init", "Recipe", "RECIPES", "get_recipe",
            "recipe_names", "STAGED_CHAINS", "UPSTREAM_SEED", "batchnorm_layers",
-           "with_batch_statistics", "batchnorm_setting", "TRAIN_BATCHNORM"]
+           "with_batch_statistics", "batchnorm_setting", "TRAIN_BATCHNORM", "recipe_kind"]
 
 UPSTREAM = "shelhamer/fcn.berkeleyvision.org@1305c73"
 #: ``'seed': 1337`` in every upstream training data layer's param_str.
@@ -260,6 +260,18 @@ RECIPES.update({r.model: r for r in (
 )})
 #: The recipes of nets upstream never released (cast by fcnize): not checked against upstream files.
 CAST_RECIPES = ("fcn_googlenet", *(f"fcn_resnet{d}_{s}s" for d in (50, 101, 152) for s in (32, 16, 8)))
+
+
+
+def recipe_kind(model: str) -> str:
+    """What the recipe of ``model`` is, as its training verdict names it: ``upstream recipe``
+    (the released nets: upstream's own files), ``paper's recipe`` (FCN-GoogLeNet: the paper's
+    text, the rest the project's choices) or ``project's own recipe`` (FCN-ResNet)."""
+    key = get_recipe(model).model
+    if key not in CAST_RECIPES:
+        return "upstream recipe"
+    return "paper's recipe" if RECIPES[key].source == _PAPER_T1 else "project's own recipe"
+
 
 #: The staged chains ``make train-<last>`` runs, first stage first.
 STAGED_CHAINS: dict[str, tuple[str, ...]] = {

@@ -25,7 +25,7 @@ from reproduce import report as R
 from reproduce import verdict
 from reproduce.registry import split_digest
 from reproduce.splits import check_split, papers_ids
-from reproduce.training.recipes import TRAIN_BATCHNORM, get_recipe
+from reproduce.training.recipes import TRAIN_BATCHNORM, get_recipe, recipe_kind
 
 __all__ = ["write_train_report", "plot_curves", "curves_figure", "NO_CURVES_NOTE", "training_shortfalls",
            "TRAINING_VERDICT", "papers_list_match"]
@@ -151,11 +151,12 @@ def init_sources_with_digests(init_record: dict[str, Any]) -> dict[str, Any]:
     return {**init_record, "sources": sources}
 
 
-def _md_verdict(reasons: Sequence[str]) -> list[str]:
-    """The top of report.md: what the run lacks of the upstream recipe (nothing when none)."""
+def _md_verdict(reasons: Sequence[str], kind: str = "upstream recipe") -> list[str]:
+    """The top of report.md: what the run lacks of its recipe (``recipe_kind``; nothing when
+    it lacks nothing)."""
     if not reasons:
         return []
-    return ["**Not a reproduction of the upstream recipe:**", "", *[f"- {r}" for r in reasons], ""]
+    return [f"**Not a reproduction of the {kind}:**", "", *[f"- {r}" for r in reasons], ""]
 
 
 def _md_training(training: dict[str, Any]) -> list[str]:
@@ -189,11 +190,12 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
     """report.json / report.md of the final validation (``reproduce.report``), the training
     record and verdict put first, and curves.png."""
     tasks = validator.tasks
-    targets = R.published_targets(recipe.model, val_reader.split, [t.output for t in tasks])
+    targets = R.published_targets(recipe.model, val_reader.table_split, [t.output for t in tasks])
     rows = R.compare(result.scores, targets)
     final = out / "final.safetensors"
     # trained weights stand for the published ones only as a complete upstream recipe's result
-    weights = verdict.recipe_check(shortfalls, str(final))
+    kind = recipe_kind(recipe.model)
+    weights = verdict.recipe_check(shortfalls, str(final), kind)
     training = {"recipe": recipe.source, "iterations": records[-1]["iter"] if records else 0,
                 "recipe_iterations": get_recipe(recipe.model).iterations,
                 "passes_per_iteration": recipe.solver.iter_size * world,
@@ -223,7 +225,7 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
     write_text_atomic(paths["json"], json.dumps(report, indent=1) + "\n")
     md = paths["md"].read_text().split("\n")
     table = next((i for i, line in enumerate(md) if line.startswith("## ")), len(md))
-    write_text_atomic(paths["md"], "\n".join(md[:2] + _md_verdict(shortfalls) + md[2:table]
+    write_text_atomic(paths["md"], "\n".join(md[:2] + _md_verdict(shortfalls, kind) + md[2:table]
                                              + _md_training(training) + md[table:]))
     published = next((r.published for r in rows if r.output == tasks[0].output
                       and r.metric == "mean_iu" and r.published is not None), None)
