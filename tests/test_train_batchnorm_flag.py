@@ -92,6 +92,12 @@ def test_trained_batchnorm_moves_the_sums_and_frozen_keeps_them(tree, tmp_path, 
     report = json.loads((tmp_path / "frozen" / "report.json").read_text())
     assert not any(r.startswith("BATCHNORM:") for r in report["not_a_reproduction"])
     assert report["training"]["train_batchnorm"] is False
+    # a cast net's verdict: the project's own recipe, in one line (reproduce.verdict.cast_reason)
+    assert report["not_a_reproduction"][-1].startswith("THE PROJECT'S OWN RECIPE: fcn_resnet50_32s")
+    assert not any("NOT THE RELEASED WEIGHTS" in r or "nothing to compare with" in r
+                   for r in report["not_a_reproduction"])
+    md = (tmp_path / "frozen" / "report.md").read_text().splitlines()
+    assert md[2] == "**Not a reproduction of the project's own recipe:**"
 
     out = tmp_path / "trained"
     assert _train(tree, out, "--iters", "1", "--train-batchnorm") == 0
