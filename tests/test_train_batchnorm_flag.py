@@ -145,9 +145,9 @@ def test_refused_for_a_net_without_batchnorm(tree, tmp_path, capsys):
     out = tmp_path / "fcn8s"
     assert reproduce_main(["train", "fcn8s", "--data", str(root), "--out", str(out),
                            "--train-batchnorm", *COMMON]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert "--train-batchnorm: fcn8s has no BatchNorm layer" in err
+    printed = capsys.readouterr()
+    assert printed.err.count("\n") == 1 and printed.out == ""  # before the run's first line
+    assert "--train-batchnorm: fcn8s has no BatchNorm layer" in printed.err
     assert not out.exists()
 
 
@@ -156,3 +156,33 @@ def test_help_names_the_flag(capsys):
         reproduce_main(["train", "--help"])
     assert done.value.code == 0
     assert "--train-batchnorm" in capsys.readouterr().out
+
+
+def _make_n(target, tmp_path, *variables):
+    import shutil
+    import subprocess
+    from pathlib import Path
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    venv = tmp_path / "venv"
+    venv.mkdir(exist_ok=True)
+    (venv / ".installed").touch()  # an installed venv: make -n prints only the command
+    proc = subprocess.run(["make", "-s", "-n", "-C", str(Path(__file__).resolve().parents[1]),
+                           target, f"VENV={venv}", f"RUNS={tmp_path / 'runs'}", "DATA=/d",
+                           *variables], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return [line for line in proc.stdout.splitlines() if " -m reproduce " in line]
+
+
+def test_make_runs_every_cast_net_and_passes_the_flag_to_each_stage(tmp_path):
+    """make reproduce-<net> and make train-<net> for every cast net (issue 21 item 3);
+    TRAIN_ARGS=--train-batchnorm reaches every stage of an FCN-ResNet chain."""
+    from port.models.cast_meta import CAST_MODELS
+    for name in CAST_MODELS:
+        dashed = name.replace("_", "-")
+        [line] = _make_n(f"reproduce-{dashed}", tmp_path, "WEIGHTS=w.safetensors")
+        assert f" -m reproduce {dashed} " in line and "--weights w.safetensors" in line
+        assert _make_n(f"train-{dashed}", tmp_path)[-1].split(" train ", 1)[1].split()[0] == dashed
+    chain = _make_n("train-fcn-resnet50-8s", tmp_path, "TRAIN_ARGS=--train-batchnorm")
+    assert len(chain) == 3 and all(line.endswith("--train-batchnorm") or
+                                   " --train-batchnorm " in line for line in chain)

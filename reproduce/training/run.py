@@ -519,6 +519,8 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     ctx = ctx or dist_.DistContext()
     plan = _schedule(opts)
     recipe, total = plan.recipe, plan.total
+    batchnorm = batchnorm_setting(net_spec(recipe.model, "train", width_divisor=opts.width_divisor)
+                                  .netdef(), opts.train_batchnorm, recipe.model)
     device = _device(opts.device, ctx)
     world = ctx.world_size
     log = opts.log if ctx.is_main else (lambda *_: None)
@@ -530,8 +532,6 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
                    plan.snapshot_every))
     for note in notes:
         log(note)
-    batchnorm = batchnorm_setting(net_spec(recipe.model, "train", width_divisor=opts.width_divisor)
-                                  .netdef(), opts.train_batchnorm, recipe.model)
     if batchnorm:
         log(f"BatchNorm: {batchnorm}")
     train_reader, train_list, val_reader, bad = _open_lists(recipe, opts, ctx, log)
