@@ -55,6 +55,20 @@ def _train(tree, out, *extra):
                            str(init), *COMMON, *extra])
 
 
+@pytest.fixture(scope="module")
+def runs(tree, tmp_path_factory):
+    """One iteration each, frozen (the recipe) and --train-batchnorm, and what each printed."""
+    import contextlib
+    import io
+    folder = tmp_path_factory.mktemp("runs")
+    printed = {}
+    for name, extra in (("frozen", ()), ("trained", ("--train-batchnorm",))):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert _train(tree, folder / name, "--iters", "1", *extra) == 0
+        printed[name] = out.getvalue()
+    return folder, printed
+
+
 def _statistics(weights):
     return {k: v for k, v in weights.items()
             if k.endswith((".mean", ".variance", ".scale_factor"))}
@@ -81,28 +95,26 @@ def test_the_flag_unsets_use_global_stats_in_the_train_net_only():
     assert scale.params == netdef.layer(scale.name).params == []
 
 
-def test_trained_batchnorm_moves_the_sums_and_frozen_keeps_them(tree, tmp_path, capsys):
+def test_trained_batchnorm_moves_the_sums_and_frozen_keeps_them(tree, runs):
+    folder, printed = runs
     init = load_file(tree[1])
-    assert _train(tree, tmp_path / "frozen", "--iters", "1") == 0
-    printed = capsys.readouterr().out
-    assert "BatchNorm: frozen at the classifier's statistics" in printed
-    frozen = load_file(tmp_path / "frozen" / "final.safetensors")
+    assert "BatchNorm: frozen at the classifier's statistics" in printed["frozen"]
+    frozen = load_file(folder / "frozen" / "final.safetensors")
     stats = _statistics(init)
     assert stats and all(np.array_equal(frozen[k], v) for k, v in stats.items())  # bit-identical
-    report = json.loads((tmp_path / "frozen" / "report.json").read_text())
+    report = json.loads((folder / "frozen" / "report.json").read_text())
     assert not any(r.startswith("BATCHNORM:") for r in report["not_a_reproduction"])
     assert report["training"]["train_batchnorm"] is False
     # a cast net's verdict: the project's own recipe, in one line (reproduce.verdict.cast_reason)
     assert report["not_a_reproduction"][-1].startswith("THE PROJECT'S OWN RECIPE: fcn_resnet50_32s")
     assert not any("NOT THE RELEASED WEIGHTS" in r or "nothing to compare with" in r
                    for r in report["not_a_reproduction"])
-    md = (tmp_path / "frozen" / "report.md").read_text().splitlines()
+    md = (folder / "frozen" / "report.md").read_text().splitlines()
     assert md[2] == "**Not a reproduction of the project's own recipe:**"
 
-    out = tmp_path / "trained"
-    assert _train(tree, out, "--iters", "1", "--train-batchnorm") == 0
-    printed = capsys.readouterr().out
-    assert "BatchNorm: batch statistics, the moving sums updated each forward pass" in printed
+    out = folder / "trained"
+    assert "BatchNorm: batch statistics, the moving sums updated each forward pass" in \
+        printed["trained"]
     trained = load_file(out / "final.safetensors")
     for key, value in stats.items():  # every layer's sums moved in the one forward pass
         assert not np.array_equal(trained[key], value), key
@@ -123,17 +135,16 @@ def test_trained_batchnorm_moves_the_sums_and_frozen_keeps_them(tree, tmp_path, 
     assert json.loads((out / "init.json").read_text())["batchnorm"].startswith("batch statistics")
 
 
-def test_resume_keeps_the_setting(tree, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert _train(tree, out, "--iters", "1", "--train-batchnorm") == 0
+def test_resume_keeps_the_setting(tree, runs, tmp_path, capsys):
+    import shutil
+    out, frozen = tmp_path / "trained", tmp_path / "frozen"
+    shutil.copytree(runs[0] / "trained", out)
+    shutil.copytree(runs[0] / "frozen", frozen)
     capsys.readouterr()
     assert _train(tree, out, "--iters", "2", "--resume") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "snapshot of a run with --train-batchnorm, this run is " \
         "without it: resume with the same setting" in err
-    frozen = tmp_path / "frozen"
-    assert _train(tree, frozen, "--iters", "1") == 0
-    capsys.readouterr()
     assert _train(tree, frozen, "--iters", "2", "--resume", "--train-batchnorm") == 1
     assert "snapshot of a run without --train-batchnorm" in capsys.readouterr().err
     assert _train(tree, out, "--iters", "2", "--resume", "--train-batchnorm") == 0
