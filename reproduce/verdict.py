@@ -84,15 +84,15 @@ def weights_check(model: str | None, weights: str, sha256: str,
                                f"of {model} (its registry digest)")
 
 
-def recipe_check(lacking: Sequence[str], weights: str, recipe: str = "upstream recipe") -> WeightsCheck:
+def recipe_check(lacking: Sequence[str], weights: str,
+                 recipe: str = "the upstream recipe") -> WeightsCheck:
     """The check of trained weights: a complete recipe's result when nothing is ``lacking``
     (each item one thing the run lacks, e.g. ``"6 of 100000 iterations"``, ``"width 1/16"``,
     ``"init not the released classifier"``, ``"not the papers' training list"``); ``recipe``
     names it (``reproduce.training.recipes.recipe_kind``)."""
     if not lacking:
-        return WeightsCheck(True, f"{weights}: trained by the complete {recipe}")
-    return WeightsCheck(False, f"{weights}: not the complete {recipe} ("
-                               + "; ".join(lacking) + ")")
+        return WeightsCheck(True, f"{weights}: trained by {recipe} in full")
+    return WeightsCheck(False, f"{weights}: not {recipe} in full (" + "; ".join(lacking) + ")")
 
 
 def weights_reason(weights: Mapping[str, Any] | None) -> str | None:

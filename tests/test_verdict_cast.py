@@ -20,7 +20,7 @@ def _reasons(model, weights, published, original=()):
 
 
 def test_a_resnet_says_own_recipe_in_one_line():
-    complete = verdict.recipe_check([], "final.safetensors", "project's own recipe").as_dict()
+    complete = verdict.recipe_check([], "final.safetensors", "the project's own recipe").as_dict()
     other = verdict.weights_check("fcn_resnet50_8s", "w.safetensors", "ab" * 32).as_dict()
     for weights in (complete, other, None):
         [line] = _reasons("fcn_resnet50_8s", weights, False)
@@ -32,7 +32,7 @@ def test_a_resnet_says_own_recipe_in_one_line():
 
 def test_googlenet_names_its_table_1_row_and_is_never_a_reproduction():
     row = next(r for r in tables.published("fcn_googlenet") if r.source == tables.CVPR_T1)
-    complete = verdict.recipe_check([], "final.safetensors", "paper's recipe").as_dict()
+    complete = verdict.recipe_check([], "final.safetensors", "the paper's recipe").as_dict()
     [shown] = _reasons("fcn_googlenet", complete, True)
     assert shown.startswith("NO RELEASED WEIGHTS: fcn_googlenet was never released; the "
                             "comparison shows ")

@@ -264,13 +264,14 @@ CAST_RECIPES = ("fcn_googlenet", *(f"fcn_resnet{d}_{s}s" for d in (50, 101, 152)
 
 
 def recipe_kind(model: str) -> str:
-    """What the recipe of ``model`` is, as its training verdict names it: ``upstream recipe``
-    (the released nets: upstream's own files), ``paper's recipe`` (FCN-GoogLeNet: the paper's
-    text, the rest the project's choices) or ``project's own recipe`` (FCN-ResNet)."""
+    """What the recipe of ``model`` is, as its training verdict names it: ``the upstream
+    recipe`` (the released nets: upstream's own files), ``the paper's recipe`` (FCN-GoogLeNet:
+    the paper's text, the rest the project's choices) or ``the project's own recipe``
+    (FCN-ResNet)."""
     key = get_recipe(model).model
     if key not in CAST_RECIPES:
-        return "upstream recipe"
-    return "paper's recipe" if RECIPES[key].source == _PAPER_T1 else "project's own recipe"
+        return "the upstream recipe"
+    return "the paper's recipe" if RECIPES[key].source == _PAPER_T1 else "the project's own recipe"
 
 
 #: The staged chains ``make train-<last>`` runs, first stage first.

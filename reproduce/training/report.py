@@ -151,12 +151,12 @@ def init_sources_with_digests(init_record: dict[str, Any]) -> dict[str, Any]:
     return {**init_record, "sources": sources}
 
 
-def _md_verdict(reasons: Sequence[str], kind: str = "upstream recipe") -> list[str]:
+def _md_verdict(reasons: Sequence[str], kind: str = "the upstream recipe") -> list[str]:
     """The top of report.md: what the run lacks of its recipe (``recipe_kind``; nothing when
     it lacks nothing)."""
     if not reasons:
         return []
-    return [f"**Not a reproduction of the {kind}:**", "", *[f"- {r}" for r in reasons], ""]
+    return [f"**Not a reproduction of {kind}:**", "", *[f"- {r}" for r in reasons], ""]
 
 
 def _md_training(training: dict[str, Any]) -> list[str]:
