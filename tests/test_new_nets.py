@@ -168,7 +168,7 @@ def test_a_caffemodel_the_project_writes_round_trips(tmp_path, capsys):
     assert reproduce_main(["fcn-resnet50-8s", "--weights", str(weights), "--data", str(root),
                            "--out", str(tmp_path / "report"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "no published numbers for fcn_resnet50_8s" in out
+    assert "THE PROJECT'S OWN RECIPE: fcn_resnet50_8s" in out  # issue 21 item 3: one line for a cast net
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert 0 <= report["outputs"]["score"]["metrics"]["mean_iu"] <= 100
 

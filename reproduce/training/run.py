@@ -59,7 +59,8 @@ from tqdm import tqdm
 from port import weights as fmt
 from port.errors import PortError
 from port.fileio import write_text_atomic
-from port.models import get_meta, get_model, train_net
+from port.models import get_meta, get_model, net_spec, train_net
+from port.net.engine import CaffeNet
 from port.net.fillers import fill_net
 from port.run.devices import default_device, device_name
 from port.training.solver import NONE, STOP, Solver, SolverCallback
@@ -75,7 +76,8 @@ from reproduce.checkpoint import StopRequest
 from reproduce.report import plural
 from reproduce.training.data import TrainData, open_split
 from reproduce.training import tensorboard
-from reproduce.training.recipes import Recipe, get_recipe, solver_parameter, with_overrides
+from reproduce.training.recipes import (TRAIN_BATCHNORM, Recipe, batchnorm_setting, get_recipe,
+                                       solver_parameter, with_batch_statistics, with_overrides)
 from reproduce.training.report import (TRAINING_VERDICT, init_sources_with_digests,
                                        training_shortfalls, write_train_report)
 
@@ -122,6 +124,7 @@ class TrainOptions:
     cache: Path | None = None
     progress: bool = True
     tensorboard: Path | None = None  # event files here (reproduce.training.tensorboard)
+    train_batchnorm: bool = False  # --train-batchnorm: BatchNorm on batch statistics (not the recipe's)
     log: Callable[[str], None] = field(default=print)
 
 
@@ -265,14 +268,21 @@ def read_log(path: Path, note: Callable[[str], None] | None = None) -> list[dict
 
 
 def _identity(recipe: Recipe, opts: TrainOptions, seed: int, data: TrainData, world: int) -> dict:
+    # train_batchnorm only where set: the snapshots of earlier runs (frozen) lack the key
     return {"format": SNAPSHOT_FORMAT, "recipe": recipe.identity(), "seed": seed,
             "width_divisor": opts.width_divisor, "init": opts.init,
             "effective_iter_size": recipe.solver.iter_size * world,
             "train_split": {"dataset": recipe.train_dataset, "split": recipe.train_split,
-                            "images": data.size, "ids_sha256": split_digest(data.reader.ids)}}
+                            "images": data.size, "ids_sha256": split_digest(data.reader.ids)},
+            **({"train_batchnorm": True} if opts.train_batchnorm else {})}
 
 
 def _check_identity(path: Path, stored: dict, wanted: dict) -> None:
+    had, has = bool(stored.get("train_batchnorm")), bool(wanted.get("train_batchnorm"))
+    if had != has:
+        raise TrainError(f"{path}: snapshot of a run {'with' if had else 'without'} "
+                         f"{TRAIN_BATCHNORM}, this run is {'with' if has else 'without'} it: "
+                         f"resume with the same setting (or start over in another --out)")
     diffs = [f"{k}: snapshot has {stored.get(k)!r}, this run has {v!r}"
              for k, v in wanted.items() if stored.get(k) != v]
     if diffs:
@@ -510,6 +520,8 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     ctx = ctx or dist_.DistContext()
     plan = _schedule(opts)
     recipe, total = plan.recipe, plan.total
+    batchnorm = batchnorm_setting(net_spec(recipe.model, "train", width_divisor=opts.width_divisor)
+                                  .netdef(), opts.train_batchnorm, recipe.model)
     device = _device(opts.device, ctx)
     world = ctx.world_size
     log = opts.log if ctx.is_main else (lambda *_: None)
@@ -521,14 +533,19 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
                    plan.snapshot_every))
     for note in notes:
         log(note)
+    if batchnorm:
+        log(f"BatchNorm: {batchnorm}")
     train_reader, train_list, val_reader, bad = _open_lists(recipe, opts, ctx, log)
     net = train_net(recipe.model, width_divisor=opts.width_divisor)
+    if opts.train_batchnorm:
+        net = CaffeNet(with_batch_statistics(net.netdef), "TRAIN", input_shapes=net.input_shapes)
     label_tops = tuple(t for t in net.input_names if t in ("label", "sem", "geo"))
     data = TrainData(train_reader, plan.seed, label_tops, train_list)
     identity = _identity(recipe, opts, plan.seed, data, world)
 
     init_record = (init_sources_with_digests(initialise(net, recipe, opts)) if resume is None
                    else _stored_init(out))
+    init_record["batchnorm"] = batchnorm
     param = replace(solver_parameter(with_overrides(recipe, iter_size=world * recipe.solver.iter_size)),
                     snapshot=plan.snapshot_every)
     solver = Solver(param, net=net, device=device, rank=ctx.rank, world_size=world)
@@ -578,7 +595,8 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
         shortfalls = training_shortfalls(recipe, opts, total, world, init_record,
                                          data.list_record, bad)
         final = save_weights(net, out / FINAL_NAME, recipe, opts.width_divisor,
-                             {"iteration": str(total), TRAINING_VERDICT: json.dumps(shortfalls)})
+                             {"iteration": str(total), TRAINING_VERDICT: json.dumps(shortfalls),
+                              **({"batchnorm": batchnorm} if batchnorm else {})})
         summary["final"] = str(final)
         if run.last_val is not None:
             summary.update(write_train_report(out, recipe, validator, run.last_val, records, opts,
