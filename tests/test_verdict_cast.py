@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from reproduce import tables, verdict
+from port.models import tables
+from reproduce import verdict
 from reproduce.report import published_targets
 
 T1 = {"fcn_alexnet", "fcn32s", "fcn_googlenet"}
