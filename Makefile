@@ -75,6 +75,8 @@ reproduce-demo: $(VENV)/.installed
 # TRAIN_ARGS=--resume. Several GPUs: torchrun --nproc_per_node=N -m reproduce train MODEL ...
 # INIT=FILE: your copy of the ILSVRC classifier (VGG16, or CaffeNet for fcn-alexnet) instead of
 # the download, passed as --init FILE to the stages that start from it (TRAIN_CLASSIFIER_INIT).
+# FCN-ResNet trains with BatchNorm frozen at the classifier's statistics (its recipe);
+# TRAIN_ARGS=--train-batchnorm trains it on batch statistics instead (every stage; another recipe).
 RUNS ?= runs
 TRAIN_ARGS ?=
 INIT ?=

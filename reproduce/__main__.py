@@ -176,7 +176,7 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
 def _report(args: argparse.Namespace, spec: H.EvalSpec, result: H.EvalResult,
             config: H.EvalConfig, ctx: dist_.DistContext, extra: dict,
             table_model: str | None) -> None:
-    targets = (reports.published_targets(table_model, spec.identity.split,
+    targets = (reports.published_targets(table_model, spec.dataset.table_split,
                                    [t.output for t in spec.tasks]) if table_model else [])
     rows = reports.compare(result.scores, targets)
     split_check = check_split(spec.identity.dataset, spec.identity.split, spec.dataset.ids)

@@ -40,7 +40,8 @@ import port
 from port.fileio import atomic_open, write_text_atomic
 from reproduce.harness import EvalResult, Task
 from reproduce.metrics import Scores
-from reproduce import tables, verdict
+from port.models import tables
+from reproduce import verdict
 from reproduce.palette import VOID_LABEL, overlay, voc_palette
 
 __all__ = ["METRICS", "LOSS", "Target", "published_targets", "Comparison", "RunInfo", "compare",
@@ -78,6 +79,7 @@ class Target:
     value: float          # percent
     decimals: int         # decimals as printed in the source
     source: str
+    weights: str = "released"  # the weights it was computed with (port.models.tables' kinds)
 
     @property
     def tolerance(self) -> float:
@@ -94,6 +96,7 @@ class Comparison:
     published: float | None
     source: str
     tolerance: float | None
+    weights: str = ""     # the published value's weights ("released", "original"); "" for none
 
     @property
     def delta(self) -> float | None:
@@ -136,20 +139,33 @@ class RunInfo:
 
 
 def _table_task(output: str) -> str:
-    """``reproduce.tables``' task of a score blob: ``score_geo`` -> ``geo``; ``score`` -> ``""``."""
+    """``port.models.tables``' task of a score blob: ``score_geo`` -> ``geo``; ``score`` -> ``""``."""
     return output.split("_", 1)[1] if "_" in output else ""
+
+
+#: The tables of the paper's own (never released) nets that a report compares with where no
+#: number of released weights is filed for the split: Table 1, the paper's comparison of the
+#: classifiers it casts (FCN-AlexNet, FCN-VGG16, FCN-GoogLeNet on VOC 2011 val; issue 21), the
+#: only numbers FCN-GoogLeNet has. The other tables of original nets stay out of comparisons.
+COMPARED_ORIGINAL = (tables.CVPR_T1,)
 
 
 def published_targets(model: str, split: str, outputs: Sequence[str]) -> list[Target]:
     """Every published value for the released weights of ``model`` on ``split``
-    (``reproduce.tables``; rows of the never-released CVPR models are not targets)."""
+    (``port.models.tables``; ``split`` in the tables' names: the reader's ``table_split``);
+    where none was published for that split, the values of :data:`COMPARED_ORIGINAL`
+    (``weights="original"``: the paper's own nets), which a comparison shows but which no
+    weights here reproduce (``verdict.reasons``)."""
     if model not in tables.MODELS:
         return []
     targets = []
     for output in outputs:
-        for row in tables.published(model, split, weights="released", task=_table_task(output)):
-            targets += [Target(output, metric, value, row.decimals, str(row.source))
-                        for metric, value in row.metrics().items() if value is not None]
+        task = _table_task(output)
+        rows = (tables.published(model, split, weights="released", task=task)
+                or [row for row in tables.published(model, split, weights="original", task=task)
+                    if row.source in COMPARED_ORIGINAL])
+        targets += [Target(output, metric, value, row.decimals, str(row.source), row.weights)
+                    for row in rows for metric, value in row.metrics().items() if value is not None]
     return targets
 
 
@@ -164,7 +180,8 @@ def compare(scores: dict[str, Scores], published: Iterable[Target]) -> list[Comp
         if pub.output not in scores:
             continue
         ours = _pct(getattr(scores[pub.output], pub.metric))
-        rows.append(Comparison(pub.output, pub.metric, ours, pub.value, pub.source, pub.tolerance))
+        rows.append(Comparison(pub.output, pub.metric, ours, pub.value, pub.source, pub.tolerance,
+                               pub.weights))
         covered.add((pub.output, pub.metric))
     for output, result in scores.items():
         for metric, _ in METRICS:
@@ -253,7 +270,8 @@ def not_a_reproduction(info: RunInfo, result: EvalResult,
         split_check=info.split_check,
         partial=partial_warning(info, result) if is_partial(info, result) else None,
         weights=info.weights_check, published=any(r.published is not None for r in rows),
-        model=info.model, split=info.split)
+        model=info.model, split=info.split,
+        original=sorted({r.source for r in rows if r.published is not None and r.weights == "original"}))
 
 
 def versions() -> dict[str, str | None]:

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from port import convert
 from port.errors import PortError
 from port.load import load_net_and_weights
 from port.run.devices import DeviceError, check_device
-from port.weights import SOURCE_NAME, SOURCE_SHA256, kind_of, read_metadata
-from reproduce import download, registry, splits, verdict
+from port.weights import SOURCE_NAME, SOURCE_SHA256, kind_of, read_metadata, sha256_file
+from port.hub import download, pretrained, registry
+from reproduce import splits, verdict
 from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_dataset, locate
 
 
@@ -114,27 +114,23 @@ def _is_released(builder: str, source: Path, sha256: str) -> bool:
 def resolve_weights(builder: str, weights: str | Path | None,
                     cache: Path | None = None) -> Weights:
     """A converted ``.safetensors`` as is; a ``.caffemodel``/``.h5`` converted once into the
-    cache; nothing: the registry's released caffemodel, fetched, verified and converted."""
-    if weights is None:
-        source = download.fetch(registry.caffemodel_for(builder), registry.cache_dir(cache))
-        origin = "released"
-    else:
-        source, origin = Path(weights), "given"
-        if not source.is_file():
-            raise ResolveError(f"{source}: weights file not found")
-        if kind_of(source) == "safetensors":
-            meta = read_metadata(source)
-            recorded = meta.get(SOURCE_SHA256)
-            sha = recorded or convert.sha256_file(source)
-            return Weights(source, sha, f"converted file ({meta.get(SOURCE_NAME, '?')})",
-                           bool(recorded) and verdict.released_weights(builder, recorded))
-    sha = convert.sha256_file(source)
-    folder = registry.cache_dir(cache)
-    cached = folder / f"{source.name.split('.')[0]}-{builder}-{sha[:16]}.safetensors"
-    if not cached.is_file():
-        convert.convert(source, out=cached, builder=builder)
-    released = origin == "released" or _is_released(builder, source, sha)
-    return Weights(cached, sha, f"{origin} caffemodel {source}", released)
+    cache; nothing: the registry's released caffemodel, fetched, verified and converted
+    (both: ``port.hub.pretrained``, the builders' ``weights="released"`` too)."""
+    if weights is None:   # the command line's own hint (--weights FILE) if the download fails
+        got = pretrained.released_weights(builder, cache, instead=None)
+        return Weights(got.path, got.sha256, f"released caffemodel {got.source}", True)
+    source = Path(weights)
+    if not source.is_file():
+        raise ResolveError(f"{source}: weights file not found")
+    if kind_of(source) == "safetensors":
+        meta = read_metadata(source)
+        recorded = meta.get(SOURCE_SHA256)
+        sha = recorded or sha256_file(source)
+        return Weights(source, sha, f"converted file ({meta.get(SOURCE_NAME, '?')})",
+                       bool(recorded) and verdict.released_weights(builder, recorded))
+    got = pretrained.converted(source, builder, cache)
+    return Weights(got.path, got.sha256, f"given caffemodel {source}",
+                   _is_released(builder, source, got.sha256))
 
 
 def load_item(dataset: Any, item_id: str) -> tuple[str, dict, dict]:

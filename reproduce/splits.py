@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from port.errors import PortError
-from reproduce import registry
+from port.hub import registry
 from reproduce.datasets import DATASETS
 from reproduce.datasets.base import read_split
 

@@ -1,7 +1,7 @@
 """Whether a run reproduces a published number, and every reason it does not: the one rule
 that evaluation (``reproduce.report``) and training (``reproduce.training.report``) report.
 
-A published number (``reproduce.tables``) is a net's weights scored over the papers' whole
+A published number (``port.models.tables``) is a net's weights scored over the papers' whole
 split. A run reproduces it only when it has both halves:
 
 - **the papers' split, whole**: the evaluated ids are the registry's list of that split
@@ -14,16 +14,27 @@ split. A run reproduces it only when it has both halves:
 Every other run says which it lacks, one line per reason (``reasons``), in ``report.json``'s
 ``not_a_reproduction`` and at the top of ``report.md`` (``markdown``); ``reproduction`` is true
 only when the list is empty.
+
+The nets cast from a classifier (``registry.CAST_BUILDERS``: FCN-GoogLeNet, FCN-ResNet) have no
+released weights, so none of their runs is a reproduction; one line (``cast_reason``) stands for
+both the weights and the published numbers. FCN-ResNet is the project's own recipe: no number
+to match. FCN-GoogLeNet has the paper's Table 1 row, which the comparison shows; a complete run
+of its recipe is compared with it but is no reproduction either, by the rule the VGG recipes
+follow: a recipe's result stands for the published weights only when the recipe is the one
+that computed them (upstream's ``solve.py`` and ``solver.prototxt``), and the paper gives only
+part of FCN-GoogLeNet's (weight decay, loss normalisation, iterations, seed are the project's
+choices: ``reproduce.training.recipes``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from reproduce import registry
+from port.hub import registry
+from port.models import tables
 
-__all__ = ["WeightsCheck", "released_weights", "weights_check", "recipe_check", "weights_reason", "reasons",
-           "verdict", "markdown"]
+__all__ = ["WeightsCheck", "released_weights", "weights_check", "recipe_check", "weights_reason",
+           "cast_reason", "reasons", "verdict", "markdown"]
 
 
 @dataclass(frozen=True)
@@ -74,15 +85,15 @@ def weights_check(model: str | None, weights: str, sha256: str,
                                f"of {model} (its registry digest)")
 
 
-def recipe_check(lacking: Sequence[str], weights: str) -> WeightsCheck:
-    """The check of trained weights: a complete upstream recipe's result when nothing is
-    ``lacking`` (each item one thing the run lacks, e.g. ``"6 of 100000 iterations"``,
-    ``"width 1/16"``, ``"init not the released classifier"``, ``"not the papers' training
-    list"``)."""
+def recipe_check(lacking: Sequence[str], weights: str,
+                 recipe: str = "the upstream recipe") -> WeightsCheck:
+    """The check of trained weights: a complete recipe's result when nothing is ``lacking``
+    (each item one thing the run lacks, e.g. ``"6 of 100000 iterations"``, ``"width 1/16"``,
+    ``"init not the released classifier"``, ``"not the papers' training list"``); ``recipe``
+    names it (``reproduce.training.recipes.recipe_kind``)."""
     if not lacking:
-        return WeightsCheck(True, f"{weights}: trained by the complete upstream recipe")
-    return WeightsCheck(False, f"{weights}: not the complete upstream recipe ("
-                               + "; ".join(lacking) + ")")
+        return WeightsCheck(True, f"{weights}: trained by {recipe} in full")
+    return WeightsCheck(False, f"{weights}: not {recipe} in full (" + "; ".join(lacking) + ")")
 
 
 def weights_reason(weights: Mapping[str, Any] | None) -> str | None:
@@ -96,22 +107,53 @@ def weights_reason(weights: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def cast_reason(model: str, published: bool) -> str | None:
+    """The one line of a net cast from a classifier (``registry.CAST_BUILDERS``), in place of
+    the weights check's and the published numbers' lines (None for any other net): FCN-ResNet
+    is the project's own recipe with no number to match; FCN-GoogLeNet has the paper's row
+    (``tables``), which the comparison shows when ``published`` (a row of this split was
+    compared), and which no run of it reproduces (the module's docstring says why)."""
+    if model not in registry.CAST_BUILDERS:
+        return None
+    rows = tables.published(model, weights="original") if model in tables.MODELS else []
+    if not rows:
+        return (f"THE PROJECT'S OWN RECIPE: {model} is cast from an ILSVRC classifier by fcnize, "
+                f"no paper reports it: no published number to match")
+    row = rows[0]
+    where = (f"{row.source.paper} {row.source.table}'s {row.label} row ({row.mean_iu:.{row.decimals}f} "
+             f"mean IU on {row.split})")
+    if published:
+        return (f"NO RELEASED WEIGHTS: {model} was never released; the comparison shows {where}, "
+                f"which a run compares with but never reproduces (the paper gives only part of "
+                f"its recipe)")
+    return (f"NO RELEASED WEIGHTS: {model} was never released; its one published number is "
+            f"{where}, not of this split: nothing to compare with")
+
+
 def reasons(*, split_check: Mapping[str, Any] | None, partial: str | None,
             weights: Mapping[str, Any] | None, published: bool, model: str,
-            split: str) -> list[str]:
+            split: str, original: Sequence[str] = ()) -> list[str]:
     """Every reason a run is no reproduction of the published numbers, one line each (empty:
     it is one). ``split_check``: ``SplitCheck.as_dict()`` of the whole list; ``partial``: the
     line saying fewer images than the list holds were scored (None: all were); ``weights``:
     ``WeightsCheck.as_dict()`` (None: not judged, which is no reproduction either);
-    ``published``: whether any published number was compared."""
+    ``published``: whether any published number was compared; ``original``: the sources of
+    compared numbers that describe the paper's own nets, never released (``tables``' weights
+    ``"original"``), which no weights reproduce."""
     out = []
     if split_check is not None and split_check.get("matches") is False:
         out.append(f"NOT LIKE FOR LIKE: {split_check['description']}")
     if partial:
         out.append(partial)
+    cast = cast_reason(model, published)
+    if cast:
+        return out + [cast]
     lacking = weights_reason(weights)
     if lacking:
         out.append(lacking)
+    if original:
+        out.append(f"THE PAPER'S OWN NETS: the compared numbers ({'; '.join(original)}) are of "
+                   f"the paper's nets, never released: no weights here are theirs")
     if not published:
         out.append(f"no published numbers for {model} on {split}: nothing to compare with")
     return out

@@ -1,4 +1,4 @@
-"""reproduce.download against a real HTTP server on 127.0.0.1 that the tests start: plain
+"""port.hub.download against a real HTTP server on 127.0.0.1 that the tests start: plain
 downloads, Range resume, a server ignoring Range, connections cut mid-way, 404 and 503 mirrors,
 wrong checksums, concurrent fetches under the lock; and safe, atomic archive extraction."""
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from reproduce import download, registry
-from reproduce.download import ArchiveError, ChecksumMismatchError, DownloadError, extract, fetch
-from reproduce.registry import Artifact, Digests, HashStore
+from port.hub import download, registry
+from port.hub.download import ArchiveError, ChecksumMismatchError, DownloadError, extract, fetch
+from port.hub.registry import Artifact, Digests, HashStore
 
 WAIT_S = 30  # upper bound on any wait for a server thread or event; never reached when passing
 PAYLOAD_SIZE = 50_000

@@ -297,7 +297,7 @@ def test_evaluation_runs_under_the_modes_settings_and_restores_the_flags(name):
 @pytest.mark.parametrize("how", ["named", "net"])
 def test_a_missing_data_folder_is_named_before_any_weights_are_touched(
         synthetic_prototxt, tmp_path, monkeypatch, capsys, kind, how):
-    from reproduce import download
+    from port.hub import download
 
     def no_fetch(*args, **kwargs):
         raise AssertionError(f"fetched {args} before checking --data")
@@ -356,7 +356,7 @@ def test_skip_bad_records_the_item_and_goes_on(net_argv, voc_tree, caffemodel, i
 def test_device_cuda_without_cuda_is_named_before_any_work(voc_tree, tmp_path, monkeypatch, capsys):
     """``--device cuda`` where none is visible: the shared ``port.run.devices`` check, one line,
     exit 2, nothing fetched."""
-    from reproduce import download
+    from port.hub import download
 
     def no_fetch(*args, **kwargs):
         raise AssertionError(f"fetched {args} before checking --device")
@@ -394,7 +394,8 @@ def test_given_weights_are_the_released_ones_by_the_registrys_digest(caffemodel,
     """The weights half of the verdict for a file the user gives: a caffemodel, or its
     converted safetensors, is the released one when the caffemodel's SHA-256 is the registry's
     (here recorded as by a verified download); any other file is not."""
-    from reproduce import registry, resolve
+    from port.hub import registry
+    from reproduce import resolve
     monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path / "cache"))
     first = resolve.resolve_weights("fcn16s", caffemodel, tmp_path / "converted")
     assert not first.released

@@ -129,3 +129,17 @@ def test_the_console_scripts_are_installed(installed, tmp_path):
                               text=True, timeout=TIMEOUT_S)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("usage:") and command in done.stdout, done.stdout[:500]
+
+
+def test_the_tensorboard_extra_is_declared(installed):
+    """``pip install 'fcn-port[tensorboard]'`` (what ``reproduce train --tensorboard`` says
+    without it) brings the package, and the ``test`` extra does too (the suite reads real event
+    files back): the wheel's metadata declares both, as setup.cfg asks."""
+    [metadata] = installed.glob("fcn_port-*.dist-info/METADATA")
+    requires = [line.split(":", 1)[1].strip() for line in metadata.read_text().splitlines()
+                if line.startswith("Requires-Dist:")]
+    assert "tensorboard" in [line.split(":", 1)[1].strip() for line in
+                             metadata.read_text().splitlines() if line.startswith("Provides-Extra:")]
+    for extra in ("tensorboard", "test"):
+        assert any(r.startswith("tensorboard") and f'extra == "{extra}"' in r for r in requires), \
+            requires

@@ -41,22 +41,25 @@ LAYERS = (
     Layer("weights files", ("port.weights",)),
     Layer("semantics and engine", ("port.net",)),
     Layer("run modes", ("port.run",)),
+    # the released nets' records and definitions, the registry of names, the published numbers
     Layer("released nets", ("port.models",)),
     # port.weights' names re-exported for users' imports; the project imports port.weights
     Layer("users' re-exports", ("port.models.weights",), imported_by=()),
+    Layer("conversion", ("port.convert",)),
+    # the released files' records, the downloader, released weights fetched and converted once
+    Layer("hub", ("port.hub",)),
+    # the builders: a released net's weights="released" goes through port.hub
+    Layer("builders", ("port.models.zoo",)),
     # a training net in training mode or with autograd always runs the engine's plain path
     Layer("training", ("port.training",), never=("port.run",)),
     Layer("loader", ("port.load",)),
-    Layer("conversion", ("port.convert", "port.export")),
+    Layer("export", ("port.export",)),
     Layer("port command lines' shared helpers", ("port.cli",), imported_by=("port command lines",)),
     Layer("port command lines", ("port.cli.*",), imported_by=("port dispatcher",), alone=True),
     Layer("port dispatcher", ("port.__main__",), imported_by=()),
     # -- reproduce: may import port, never the other way (ARCHITECTURE's second line)
     Layer("datasets", ("reproduce", "reproduce.datasets")),
     Layer("metrics", ("reproduce.metrics",)),
-    Layer("tables", ("reproduce.tables",)),
-    Layer("registry", ("reproduce.registry",)),
-    Layer("download", ("reproduce.download",)),
     Layer("splits and verdicts", ("reproduce.splits", "reproduce.verdict")),
     Layer("resolve", ("reproduce.resolve",)),
     Layer("run support", ("reproduce.checkpoint", "reproduce.distributed", "reproduce.palette")),
@@ -68,6 +71,7 @@ LAYERS = (
                               "reproduce.training.recipes")),
     Layer("training data", ("reproduce.training.data",)),
     Layer("training report", ("reproduce.training.report",)),
+    Layer("training event files", ("reproduce.training.tensorboard",)),
     Layer("training run", ("reproduce.training.run",)),
     Layer("reproduce command lines", ("reproduce.training.cli",), imported_by=("reproduce dispatcher",)),
     Layer("reproduce dispatcher", ("reproduce.__main__",), imported_by=()),

@@ -22,7 +22,7 @@ from port.models import fcnize
 from port.models.cast_meta import CAST_MODELS
 from port.net.engine import CaffeNet
 from port.weights import blob_names, load_weights, write_net
-from reproduce import registry
+from port.hub import registry
 from reproduce.training.recipes import CAST_RECIPES, RECIPES, STAGED_CHAINS
 
 #: The shipped file of each classifier -> its copy in ../shared/classifiers.
@@ -168,7 +168,7 @@ def test_a_caffemodel_the_project_writes_round_trips(tmp_path, capsys):
     assert reproduce_main(["fcn-resnet50-8s", "--weights", str(weights), "--data", str(root),
                            "--out", str(tmp_path / "report"), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "no published numbers for fcn_resnet50_8s" in out
+    assert "THE PROJECT'S OWN RECIPE: fcn_resnet50_8s" in out  # issue 21 item 3: one line for a cast net
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert 0 <= report["outputs"]["score"]["metrics"]["mean_iu"] <= 100
 
@@ -250,7 +250,7 @@ def test_registry_records_the_publishers_digests(shared_dir):
 
 
 def test_tables_keep_table_1_and_mark_the_resnets_as_unpublished():
-    from reproduce import tables
+    from port.models import tables
     rows = {r.model: r for r in tables.published("fcn_googlenet")}
     assert rows["fcn_googlenet"].source.table == "Table 1" and rows["fcn_googlenet"].weights == "original"
     assert {r.model for r in tables.PUBLISHED if r.source is tables.CVPR_T1} == {"fcn_alexnet", "fcn32s", "fcn_googlenet"}

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reproduce import registry, splits
+from port.hub import registry
+from reproduce import splits
 from reproduce.__main__ import main
 
 
@@ -82,7 +83,8 @@ def small_fcn8s(tmp_path_factory) -> Path:
 @pytest.fixture
 def offline(monkeypatch):
     """No network and no local copy of the upstream repository: a fetch fails the test."""
-    from reproduce import download, resolve
+    from port.hub import download
+    from reproduce import resolve
 
     def no_fetch(*args, **kwargs):
         raise AssertionError(f"tried to fetch {args}")

@@ -1,4 +1,4 @@
-"""reproduce.registry: the records agree with the reference release in ../shared/upstream,
+"""port.hub.registry: the records agree with the reference release in ../shared/upstream,
 lookups fail helpfully, mirrors and the cache folder follow their precedence, and the
 recorded-hashes file is written atomically under a lock."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reproduce import registry
-from reproduce.registry import (Artifact, Digests, HashStore, HashStoreError,
+from port.hub import registry
+from port.hub.registry import (Artifact, Digests, HashStore, HashStoreError,
                                 NoReleasedWeightsError, UnknownArtifactError)
 
 # The builder names of port.models that the reference release ships weights for (the brief).

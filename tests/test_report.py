@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from reproduce import tables
+from port.models import tables
 from reproduce.harness import EvalResult, Task
 from reproduce.metrics import scores_from_matrix
 from reproduce.palette import colour_to_label, to_palette_image, voc_palette
@@ -209,7 +209,8 @@ def test_the_whole_split_with_other_weights_is_no_reproduction(tmp_path, check):
 def test_released_weights_are_known_by_the_registrys_digest(tmp_path, monkeypatch):
     """The weights half of the verdict: a caffemodel SHA-256 is the released one when the
     registry knows it (here: recorded by a verified download into the cache)."""
-    from reproduce import registry, verdict
+    from port.hub import registry
+    from reproduce import verdict
     monkeypatch.setenv("FCN_PORT_CACHE", str(tmp_path))
     sha = "ab" * 32
     assert not verdict.released_weights("fcn8s", sha)

@@ -1,4 +1,4 @@
-"""reproduce.tables against the project's reference/published-numbers.md."""
+"""port.models.tables against the project's reference/published-numbers.md."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from reproduce import tables
-from reproduce.tables import PUBLISHED, published, reference
+from port.models import tables
+from port.models.tables import PUBLISHED, published, reference
 
 QUAD = re.compile(r"(\d+\.\d+)\s*/\s*(\d+\.\d+)\s*/\s*(\d+\.\d+)\s*/\s*(\d+\.\d+)")
 TABLE_ROW = re.compile(r"^\|\s*([^|]+?)\s*\|\s*(\d+\.\d+)\s*\|\s*(\d+\.\d+)\s*\|"

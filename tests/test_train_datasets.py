@@ -198,6 +198,31 @@ def test_nyud_hha_feeds_the_hha_image_to_data(nyud):
     np.testing.assert_array_equal(feed["data"][0], preprocess_nyud_hha(read_image(png)))
 
 
+@pytest.mark.parametrize("model, modalities", [
+    ("nyud_fcn32s_color", {"data": "color"}), ("nyud_fcn32s_hha", {"data": "hha"}),
+    ("nyud_fcn32s_color_hha", {"color": "color", "hha": "hha"})])
+def test_the_run_opens_nyud_with_each_nets_inputs(nyud, model, modalities, tmp_path):
+    """The run asks the reader class what a net needs (``reader_options``), no test of the
+    dataset's name: each training and validation item feeds every input of the train net the
+    modality its preprocessing names (the HHA net's ``data`` the HHA image)."""
+    from reproduce import distributed as dist_
+    from reproduce.datasets.base import read_image
+    from reproduce.datasets.nyud import NYUD_INPUTS
+    from reproduce.training.run import _open_lists
+    recipe = get_recipe(model)
+    opts = TrainOptions(model, nyud.root, tmp_path / "out", width_divisor=16)
+    train_reader, _, val_reader, _ = _open_lists(recipe, opts, dist_.DistContext(), lambda _: None)
+    inputs = set(train_net(model, width_divisor=16).input_names) - {"label"}
+    assert set(modalities) == inputs
+    for reader in (train_reader, val_reader):
+        item = reader.item(reader.ids[0])
+        assert set(item.inputs) == inputs
+        for blob, modality in modalities.items():
+            folder, _, preprocess = NYUD_INPUTS[modality]
+            png = nyud.folder / "data" / folder / f"img_{reader.ids[0]}.png"
+            np.testing.assert_array_equal(item.inputs[blob], preprocess(read_image(png)))
+
+
 def test_nyud_fusion_starts_from_the_two_streams(nyud):
     color = nyud.outs["nyud_fcn32s_color"] / "final.safetensors"
     hha = nyud.outs["nyud_fcn32s_hha"] / "final.safetensors"
@@ -311,7 +336,7 @@ def test_a_datasets_own_copy_of_the_papers_list_is_the_papers_list():
     are those of the list shipped for it (reproduce.splits), not when they differ; unknown where
     no list is on record. (It once read names reproduce.splits had taken over, behind a lazy
     import, and raised on a dataset's own list.)"""
-    from reproduce.registry import split_digest
+    from port.hub.registry import split_digest
     from reproduce.training.report import papers_list_match
     ids = read_split(S.shipped_file("split/sift-flow/trainval"))
     own = {"kind": "dataset", "dataset": "siftflow", "split": "trainval"}

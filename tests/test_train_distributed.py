@@ -1,5 +1,5 @@
 """``torchrun`` training: 2 gloo CPU processes with iter_size 1 take the steps of one process
-with iter_size 2 over the same sample sequence; rank 0 alone writes.
+with iter_size 2 over the same sample sequence; rank 0 alone writes (the TensorBoard events too).
 
 With one thread per process each pass's diffs are the same bits in either run, and the sum of
 two ranks' diffs is one fp32 addition either way (``a + b == b + a``), so the weights and losses
@@ -40,7 +40,8 @@ def test_two_processes_equal_one_with_twice_the_iter_size(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node=2", "-m", "reproduce", "train", *common,
-                           "--out", str(multi), "--iter-size", "1"],
+                           "--out", str(multi), "--iter-size", "1",
+                           "--tensorboard", str(tmp_path / "board")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     a, b = load_file(single / "final.safetensors"), load_file(multi / "final.safetensors")
@@ -53,3 +54,11 @@ def test_two_processes_equal_one_with_twice_the_iter_size(tmp_path):
     assert [r["loss"] for r in lb] == [r["loss"] for r in la]
     assert lb[-1]["val"]["images"] == la[-1]["val"]["images"] == 3
     assert json.loads((multi / "report.json").read_text())["world_size"] == 2
+    # --tensorboard: rank 0 alone writes, the overlays gathered from both ranks' shards
+    [events] = (tmp_path / "board").iterdir()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [
+        (r["iter"], float(np.float32(r["loss"]))) for r in lb]
+    assert len(acc.Tags()["images"]) == 3

@@ -9,7 +9,7 @@ import pytest
 
 from port.caffe import load_net
 from port.training.solver import SolverParameter
-from reproduce import registry
+from port.hub import registry
 from reproduce.training.recipes import RECIPES, RecipeError, get_recipe, solver_parameter
 
 RELEASED = {"fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce", "fcn_alexnet", "siftflow_fcn32s",

@@ -221,7 +221,7 @@ def test_a_failed_classifier_download_hints_train_s_own_option(tree, tmp_path, m
     """The hint names --init FILE; the hinted command line runs; make passes INIT as --init."""
     import functools
     import requests
-    from reproduce import download
+    from port.hub import download
 
     class Offline(requests.Session):
         def get(self, url, *args, **kwargs):

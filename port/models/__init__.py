@@ -32,7 +32,8 @@ _LAZY = {"InputError": "port.net.engine",
 
 
 #: Submodules reachable as attributes (``port.models.zoo``) before anything imported them.
-_SUBMODULES = ("zoo", "weights", "fcnize", "classes", "preprocess", "nets", "meta", "released")
+_SUBMODULES = ("zoo", "weights", "fcnize", "classes", "preprocess", "nets", "meta", "released",
+               "tables")
 
 
 def __getattr__(name: str):

@@ -15,6 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from port.models import tables
+from port.models.preprocess import InputTransform, PreprocessError
+
 #: Where every released caffemodel lives (the ``caffemodel-url`` files upstream).
 CAFFEMODEL_HOST = "http://dl.caffe.berkeleyvision.org/"
 #: The Internet Archive serves a raw capture at web/<timestamp>id_/<url>, redirecting to the
@@ -95,6 +98,28 @@ class ModelMeta:
     def num_classes(self) -> tuple[int, ...]:
         """Released score channels per output blob."""
         return tuple(len(c) for c in self.classes)
+
+    def transforms(self) -> InputTransform:
+        """The net's preprocessing as a callable, as torchvision's ``weights.transforms()``: the
+        decoded image (RGB uint8 HxWx3, numpy or PIL) -> the input tensor (BGR minus the
+        dataset's mean, CHW float32, no batch axis, native size), by ``preprocess[0]``
+        (:class:`port.models.preprocess.InputTransform`). A net of several inputs (NYUDv2's
+        colour + HHA, colour + depth) raises one line: one image makes no such input."""
+        if len(self.inputs) != 1:
+            calls = ", ".join(f"{blob}={fn.__name__}(...)" for blob, fn in zip(self.inputs, self.preprocess))
+            raise PreprocessError(
+                f"{self.name}: transforms() covers a net of one image input, and this one takes "
+                f"{len(self.inputs)} ({', '.join(self.inputs)}); preprocess each with meta.preprocess "
+                f"(port.models.preprocess) and call model({calls})")
+        return InputTransform(self.preprocess[0], self.inputs[0])
+
+    @property
+    def published(self) -> tuple[tables.Published, ...]:
+        """The numbers published for this net (:mod:`port.models.tables`), in table order: each
+        row's four metrics in percent, the weights it describes (``released`` or the papers'
+        ``original``), and its ``source`` (paper, table, whether read there). Empty for a net
+        no source reports (the nets fcnize casts; a net a user registered)."""
+        return tuple(tables.published(self.name)) if self.name in tables.MODELS else ()
 
     @property
     def caffemodel_url(self) -> str | None:

@@ -12,12 +12,21 @@ result is bit-identical to the array the data layer put into the Caffe ``data`` 
 
 Native size: nothing is resized, cropped or padded (the nets pad by 100 and crop themselves).
 The batch axis is not added; the caller stacks or uses ``[None]``.
+
+:class:`InputTransform` is one of these functions as torchvision's ``weights.transforms()``
+gives a model's preprocessing (``model.meta.transforms()``): a callable from the decoded image
+to the input tensor, the arithmetic the function's.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from port.errors import PortError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "PreprocessError",
@@ -25,7 +34,7 @@ __all__ = [
     "NYUD_MEAN_BGR", "NYUD_MEAN_HHA", "NYUD_MEAN_LOGD",
     "caffe_bgr", "preprocess_voc", "preprocess_sbd", "preprocess_pascalcontext",
     "preprocess_siftflow", "preprocess_nyud_color", "preprocess_nyud_hha",
-    "preprocess_nyud_depth", "PREPROCESSORS",
+    "preprocess_nyud_depth", "PREPROCESSORS", "InputTransform",
 ]
 
 # PASCAL VOC / SBD: the `mean` in the param_str of every voc-* train/val prototxt,
@@ -140,3 +149,27 @@ PREPROCESSORS = {
     "siftflow": preprocess_siftflow,
     "nyud": preprocess_nyud_color,
 }
+
+
+class InputTransform:
+    """A net's preprocessing of one input as a callable (torchvision's ``weights.transforms()``):
+    the image as decoded (an HxWx3 uint8 numpy array or a PIL image, RGB; for an HHA net its
+    HHA image; for a depth input its HxW integer map) -> the input blob as a torch tensor,
+    CHW float32, without a batch axis (as torchvision's transforms: ``model(t(image)[None])``),
+    at the image's own size (nothing resized, cropped or padded).
+
+    The arithmetic is ``function``'s, one of this module's (upstream's data layer operation for
+    operation: BGR, minus the dataset's mean, no scaling); an image that is not what it takes
+    raises its one-line :class:`PreprocessError`.
+    """
+
+    def __init__(self, function: Callable[..., np.ndarray], blob: str) -> None:
+        self.function, self.blob = function, blob
+
+    def __call__(self, image) -> "torch.Tensor":
+        import torch  # only when called: the records and preprocessing import no torch
+        return torch.from_numpy(self.function(np.asarray(image), name=self.blob))
+
+    def __repr__(self) -> str:
+        return (f"InputTransform({self.function.__name__} -> {self.blob!r}: "
+                f"{(self.function.__doc__ or '').strip().splitlines()[0]})")

@@ -1,11 +1,17 @@
 """The released FCN nets: one :class:`ModelMeta` and one registered builder each.
 
 Every builder takes keyword-only ``weights=`` (a safetensors file written by
-``python -m port convert``), ``num_classes=`` and ``width_divisor=`` (1: the released widths;
-16: the widths of the Caffe goldens, 64 -> 4 ... 4096 -> 256). Arguments left out come from the
-weights file's metadata, else the released model; an argument that conflicts with the file
-raises (torchvision's rule). Released file names and prototxts are those of
-shelhamer/fcn.berkeleyvision.org (``<model>/caffemodel-url``).
+``python -m port convert``, or ``"released"``: the released caffemodel fetched, verified and
+converted once into the per-user cache by :func:`port.hub.pretrained.released_weights`),
+``num_classes=`` and ``width_divisor=`` (1: the released widths; 16: the widths of the Caffe
+goldens, 64 -> 4 ... 4096 -> 256). Arguments left out come from the weights file's metadata,
+else the released model; an argument that conflicts with the file raises (torchvision's rule).
+Released file names and prototxts are those of shelhamer/fcn.berkeleyvision.org
+(``<model>/caffemodel-url``).
+
+>>> model = fcn8s(weights="released").eval()                      # doctest: +SKIP
+>>> data = model.meta.transforms()(rgb_uint8_hwc)[None]         # 1 x 3 x H x W  # doctest: +SKIP
+>>> labels = model(data).argmax(1)                              # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from port.caffe import NetDef
+from port.hub.pretrained import released_weights
 from port.models import nets
 from port.models._registry import get_meta, register
 from port.weights import WeightsError, load_state_strict, load_weights, resolve_kwargs
@@ -32,6 +39,9 @@ from port.net.fillers import start_frozen_upsamplings
 from port.run import prepared  # noqa: F401  (registers the default inference path with the engine)
 
 PathLike = str | os.PathLike | None
+#: The ``weights=`` strings that name a net's released caffemodel rather than a file
+#: (``"DEFAULT"``: torchvision's name for a model's best weights, here the only ones).
+RELEASED_WEIGHTS = ("released", "DEFAULT")
 
 
 class FCN(CaffeNet):
@@ -72,6 +82,15 @@ def init_unweighted(model: CaffeNet) -> list[str]:
     return start_frozen_upsamplings(model)
 
 
+def weights_file(meta: ModelMeta, weights: PathLike) -> PathLike:
+    """The file ``weights=`` names: for ``"released"`` (:data:`RELEASED_WEIGHTS`) the released
+    caffemodel converted into the cache (fetched and converted on the first call only); a path
+    as given (a ``pathlib.Path`` is always a file, even one named ``released``)."""
+    if isinstance(weights, str) and weights in RELEASED_WEIGHTS:
+        return released_weights(meta.name).path
+    return weights
+
+
 def _resolved(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> dict[str, Any]:
     """The builder arguments: the caller's, else the weights file's, else the released net's."""
     defaults = {"num_classes": meta.num_classes[0], "width_divisor": 1}
@@ -96,6 +115,7 @@ def _filled(make: Callable[[], CaffeNet], weights: PathLike) -> CaffeNet:
 
 def _build(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> FCN:
     """The deploy net of ``meta`` at the resolved arguments, loaded strictly from ``weights``."""
+    weights = weights_file(meta, weights)
     netdef = _deploy_netdef(meta.net, tuple(sorted(_resolved(meta, weights, requested).items())))
     return _filled(lambda: FCN(netdef, meta), weights)
 
@@ -275,10 +295,11 @@ def train_net(name: str, *, weights: PathLike = None, num_classes: int | None = 
     ``train.prototxt``: its data layer's tops are the inputs, ``SoftmaxWithLoss`` with the
     upstream ``loss_param`` gives ``loss``, Dropout is active in training mode). Parameter
     names are the builder's, so ``weights`` (a ``.safetensors`` of the builder's state, e.g.
-    written by ``python -m port transplant``) loads strictly; without it Caffe's fillers
+    written by ``python -m port transplant``, or ``"released"``) loads strictly; without it Caffe's fillers
     apply and the frozen upsamplings start bilinear (:func:`init_unweighted`). ``size`` sizes
     the data tops at construction only: any input size runs."""
     meta = get_meta(name)
+    weights = weights_file(meta, weights)
     requested = dict(num_classes=num_classes, width_divisor=width_divisor, **kwargs)
     netdef = meta.net(train=True, **_resolved(meta, weights, requested)).netdef()
     tops = [t for layer in netdef.layers if layer.type == "Python" for t in layer.top]

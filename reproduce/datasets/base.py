@@ -215,6 +215,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
     #: ``score.seg_tests(..., layer='score')``).
     score_blobs: ClassVar[tuple[str, ...]] = ("score",)
 
+    @property
+    def table_split(self) -> str:
+        """The name ``port.models.tables`` gives this list's split (where its published numbers
+        are filed): the split's own name."""
+        return self.split
+
     @classmethod
     def label_key(cls, output: str) -> str:
         """The label map (the data layer's label top) that output blob ``output`` is scored

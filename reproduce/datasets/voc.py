@@ -58,6 +58,12 @@ class VOC(SegmentationDataset):
                 if len(found) > 1 else "")
         return Located(f"PASCAL VOC ({ranked[0].name})", ranked[0], Path(root), note)
 
+    @property
+    def table_split(self) -> str:
+        """``val`` read from a VOC2011 folder is ``voc2011-val``, the set of the CVPR paper's
+        Table 1 (1111 images); VOC2012's ``val`` (1449) and every other split keep their name."""
+        return "voc2011-val" if self.split == "val" and self.root.name == "VOC2011" else self.split
+
     def image_path(self, image_id: str) -> Path:
         return self.root / "JPEGImages" / f"{image_id}.jpg"
 

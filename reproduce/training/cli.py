@@ -42,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
                    "solve.py's step); 0: only at the end")
     p.add_argument("--iter-size", type=int, help="passes per iteration per process (default: the recipe's)")
     p.add_argument("--seed", type=int, help="the data layer's seed (default 1337, upstream's)")
+    p.add_argument("--train-batchnorm", action="store_true", help="BatchNorm on each batch's "
+                   "statistics, its moving sums updated (nets with BatchNorm: fcn-resnet*; the "
+                   "recipe freezes them at the classifier's): another recipe, said in the report")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, "
                    "else cpu; under torchrun cuda is cuda:LOCAL_RANK)")
     p.add_argument("--resume", action="store_true", help="continue from the newest intact "
@@ -51,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
                    "instead of stopping before the first iteration")
     p.add_argument("--cache", type=Path, help="download and conversion cache (default: $FCN_PORT_CACHE, else "
                    "$XDG_CACHE_HOME/fcn-port, else ~/.cache/fcn-port)")
+    p.add_argument("--tensorboard", type=Path, metavar="DIR", help="also write TensorBoard "
+                   "event files to DIR (tensorboard --logdir DIR): training loss, smoothed loss "
+                   "and learning rate at each iteration; validation metrics, per-class IU and "
+                   "a few overlays (also drawn in the report) at each validation; with --resume "
+                   "the same stream goes on. Needs pip install 'fcn-port[tensorboard]'; "
+                   "without it the run goes on without them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -63,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         snapshot=args.snapshot, test_interval=args.test_interval,
                         iter_size=args.iter_size, seed=args.seed, device=args.device,
                         resume=args.resume, skip_bad=args.skip_bad, cache=args.cache,
-                        progress=not args.quiet)
+                        progress=not args.quiet, tensorboard=args.tensorboard,
+                        train_batchnorm=args.train_batchnorm)
     device = args.device or default_device()
     ctx = dist_.DistContext()
     try:

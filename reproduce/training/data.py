@@ -43,11 +43,15 @@ class TrainDataError(PortError):
     """A training split or item that cannot be read, naming the file."""
 
 
-def open_split(dataset: str, root: Path, split: str, inputs: Any = None) -> tuple[Any, ListSource]:
+def open_split(dataset: str, root: Path, split: str, inputs: Any = None,
+               **options: Any) -> tuple[Any, ListSource]:
     """The ``reproduce.datasets`` reader of ``split`` (a training or validation split) at or
     under ``root``, found as the harness finds datasets, and the list it reads
-    (``reproduce.resolve.open_split``); ``inputs``: NYUD's modality of each input blob."""
-    options = {} if inputs is None else {"inputs": inputs}
+    (``reproduce.resolve.open_split``); ``options`` go to the reader: what a net needs of it is
+    its reader class's ``reader_options`` (``reproduce.evaluation.model_reader_options``), e.g.
+    NYUD's ``inputs`` (each input blob's modality; also accepted as the fourth argument)."""
+    if inputs is not None:
+        options["inputs"] = inputs
     return R.open_split(dataset, Path(root), split, **options)
 
 

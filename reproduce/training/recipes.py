@@ -40,11 +40,13 @@ import difflib
 from dataclasses import dataclass, replace
 from typing import Any
 
+from port.caffe.net import NetDef, netdef_from_message
 from port.errors import PortError
 from port.models import list_models
 
 __all__ = ["RecipeError", "SolverSettings", "Init", "Recipe", "RECIPES", "get_recipe",
-           "recipe_names", "STAGED_CHAINS", "UPSTREAM_SEED"]
+           "recipe_names", "STAGED_CHAINS", "UPSTREAM_SEED", "batchnorm_layers",
+           "with_batch_statistics", "batchnorm_setting", "TRAIN_BATCHNORM", "recipe_kind"]
 
 UPSTREAM = "shelhamer/fcn.berkeleyvision.org@1305c73"
 #: ``'seed': 1337`` in every upstream training data layer's param_str.
@@ -259,6 +261,19 @@ RECIPES.update({r.model: r for r in (
 #: The recipes of nets upstream never released (cast by fcnize): not checked against upstream files.
 CAST_RECIPES = ("fcn_googlenet", *(f"fcn_resnet{d}_{s}s" for d in (50, 101, 152) for s in (32, 16, 8)))
 
+
+
+def recipe_kind(model: str) -> str:
+    """What the recipe of ``model`` is, as its training verdict names it: ``the upstream
+    recipe`` (the released nets: upstream's own files), ``the paper's recipe`` (FCN-GoogLeNet:
+    the paper's text, the rest the project's choices) or ``the project's own recipe``
+    (FCN-ResNet)."""
+    key = get_recipe(model).model
+    if key not in CAST_RECIPES:
+        return "the upstream recipe"
+    return "the paper's recipe" if RECIPES[key].source == _PAPER_T1 else "the project's own recipe"
+
+
 #: The staged chains ``make train-<last>`` runs, first stage first.
 STAGED_CHAINS: dict[str, tuple[str, ...]] = {
     "fcn8s": ("fcn32s", "fcn16s", "fcn8s"),
@@ -285,6 +300,61 @@ def get_recipe(model: str) -> Recipe:
         raise RecipeError(f"model {model!r} has no training recipe ({why}); recipes: "
                           f"{', '.join(known)}")
     return RECIPES[key]
+
+
+# -- BatchNorm in the train net: frozen (the recipes), or trained (--train-batchnorm) -----------
+#: ``reproduce train --train-batchnorm``: the train net's BatchNorm layers normalise with the
+#: batch's statistics and update their moving sums each forward pass, instead of the recipe's
+#: statistics frozen at the classifier's. A different recipe, said wherever the run is
+#: recorded (log, weights metadata, report, training verdict).
+#:
+#: What the flag changes is the statistics only. The Scale layers after each BatchNorm learn
+#: as the recipe's train net has them in either setting (fcnize keeps the classifier's layer
+#: without ``param`` specs: Caffe's defaults, ``lr_mult: 1``, ``decay_mult: 1``): that learned
+#: scale and shift is the batch normalisation paper's own gamma and beta, which Caffe puts in a
+#: Scale layer (``batch_norm_layer.hpp``: "define a ScaleLayer configured with bias_term: true
+#: after each BatchNormLayer"), so training BatchNorm leaves them learning, and the two
+#: settings differ in one thing. (MSRA's practice for ResNet fine-tuning with frozen
+#: statistics at one or two images a GPU -- their detection nets, R-FCN and Deformable
+#: ConvNets -- freezes the Scale layers as well; the frozen recipe here does not, a choice of
+#: the cast train net's, recorded with it.)
+TRAIN_BATCHNORM = "--train-batchnorm"
+_BATCHNORM_SETTINGS = {
+    False: "frozen at the classifier's statistics (use_global_stats: true in the train net, the "
+           "recipe's)",
+    True: "batch statistics, the moving sums updated each forward pass (--train-batchnorm: "
+          "use_global_stats unset, Caffe's TRAIN default; not the recipe's)"}
+
+
+def batchnorm_layers(netdef: NetDef) -> list[str]:
+    """The names of ``netdef``'s BatchNorm layers."""
+    return [layer.name for layer in netdef.layers if layer.type == "BatchNorm"]
+
+
+def batchnorm_setting(netdef: NetDef, train_batchnorm: bool, model: str = "") -> str | None:
+    """How a run's BatchNorm layers normalise, in words for its log and report (None: the net
+    has none). ``--train-batchnorm`` on a net without BatchNorm is refused in one line."""
+    if not batchnorm_layers(netdef):
+        if train_batchnorm:
+            name = (model or netdef.name or "the net").replace("_", "-")
+            raise RecipeError(f"{TRAIN_BATCHNORM}: {name} has no BatchNorm layer (the flag is "
+                              f"for the nets with BatchNorm: fcn-resnet*)")
+        return None
+    return _BATCHNORM_SETTINGS[bool(train_batchnorm)]
+
+
+def with_batch_statistics(netdef: NetDef) -> NetDef:
+    """The train net of ``--train-batchnorm``: ``netdef`` with every BatchNorm layer's
+    ``use_global_stats`` unset, Caffe's phase default (``BatchNormLayer::LayerSetUp``: false
+    in TRAIN, so the batch's statistics normalise and ``Forward_cpu`` updates the three blobs;
+    true in TEST, so the validation net uses the sums the training left). A copy: ``netdef``
+    is unchanged."""
+    batchnorm_setting(netdef, True)
+    msg = netdef.msg.copy()
+    for layer in msg.layer:
+        if layer.type == "BatchNorm" and layer.has("batch_norm_param"):
+            layer.batch_norm_param.clear("use_global_stats")
+    return netdef_from_message(msg, netdef.path)
 
 
 def with_overrides(recipe: Recipe, *, iter_size: int | None = None) -> Recipe:

@@ -20,12 +20,12 @@ from typing import Any, Sequence
 from port.fileio import atomic_open, write_text_atomic
 from port.run.devices import device_name
 from port.weights import read_metadata, sha256_file
-from reproduce import registry
+from port.hub import registry
 from reproduce import report as R
 from reproduce import verdict
-from reproduce.registry import split_digest
+from port.hub.registry import split_digest
 from reproduce.splits import check_split, papers_ids
-from reproduce.training.recipes import get_recipe
+from reproduce.training.recipes import TRAIN_BATCHNORM, get_recipe, recipe_kind
 
 __all__ = ["write_train_report", "plot_curves", "curves_figure", "NO_CURVES_NOTE", "training_shortfalls",
            "TRAINING_VERDICT", "papers_list_match"]
@@ -124,6 +124,9 @@ def training_shortfalls(recipe: Any, opts: Any, total: int, world: int,
     if int(opts.width_divisor) != 1:
         reasons.append(f"WIDTH: the net at 1/{opts.width_divisor} width, the recipe trains it "
                        f"at full width")
+    if getattr(opts, "train_batchnorm", False):
+        reasons.append(f"BATCHNORM: {TRAIN_BATCHNORM} trained it on batch statistics, the recipe "
+                       f"freezes it at the classifier's: another recipe")
     reasons += [f"INIT: {r}" for r in _init_shortfalls(recipe, opts, init_record)]
     if papers_list_match(list_record) is False:
         reasons.append(f"TRAINING LIST: {list_record['dataset']} {list_record['split']} of "
@@ -148,11 +151,12 @@ def init_sources_with_digests(init_record: dict[str, Any]) -> dict[str, Any]:
     return {**init_record, "sources": sources}
 
 
-def _md_verdict(reasons: Sequence[str]) -> list[str]:
-    """The top of report.md: what the run lacks of the upstream recipe (nothing when none)."""
+def _md_verdict(reasons: Sequence[str], kind: str = "the upstream recipe") -> list[str]:
+    """The top of report.md: what the run lacks of its recipe (``recipe_kind``; nothing when
+    it lacks nothing)."""
     if not reasons:
         return []
-    return ["**Not a reproduction of the upstream recipe:**", "", *[f"- {r}" for r in reasons], ""]
+    return [f"**Not a reproduction of {kind}:**", "", *[f"- {r}" for r in reasons], ""]
 
 
 def _md_training(training: dict[str, Any]) -> list[str]:
@@ -171,6 +175,7 @@ def _md_training(training: dict[str, Any]) -> list[str]:
             f"- init: {init}",
             f"- width: 1/{training['width_divisor']}" if training["width_divisor"] != 1
             else "- width: full",
+            *([f"- BatchNorm: {training['batchnorm']}"] if training.get("batchnorm") else []),
             f"- training list: {tl['dataset']} {tl['split']}, {tl['images']} images (ids "
             f"SHA-256 `{tl['ids_sha256']}`): {match}",
             *([f"- left out by --skip-bad: {', '.join(left_out)} (init.json lists them)"]
@@ -185,11 +190,12 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
     """report.json / report.md of the final validation (``reproduce.report``), the training
     record and verdict put first, and curves.png."""
     tasks = validator.tasks
-    targets = R.published_targets(recipe.model, val_reader.split, [t.output for t in tasks])
+    targets = R.published_targets(recipe.model, val_reader.table_split, [t.output for t in tasks])
     rows = R.compare(result.scores, targets)
     final = out / "final.safetensors"
     # trained weights stand for the published ones only as a complete upstream recipe's result
-    weights = verdict.recipe_check(shortfalls, str(final))
+    kind = recipe_kind(recipe.model)
+    weights = verdict.recipe_check(shortfalls, str(final), kind)
     training = {"recipe": recipe.source, "iterations": records[-1]["iter"] if records else 0,
                 "recipe_iterations": get_recipe(recipe.model).iterations,
                 "passes_per_iteration": recipe.solver.iter_size * world,
@@ -197,6 +203,8 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
                 "train_list": train.list_record, "papers_list": papers_list_match(train.list_record),
                 "init": opts.init, "init_sources": init_record.get("sources", []),
                 "width_divisor": opts.width_divisor, "skip_bad": bool(opts.skip_bad),
+                "train_batchnorm": bool(getattr(opts, "train_batchnorm", False)),
+                "batchnorm": init_record.get("batchnorm"),
                 "skipped": skipped, "not_a_reproduction": list(shortfalls)}
     info = R.RunInfo(model=recipe.model, dataset=val_reader.name, dataset_path=str(val_reader.root),
                      split=val_reader.split, weights=str(final), weights_sha256=sha256_file(final),
@@ -217,7 +225,7 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
     write_text_atomic(paths["json"], json.dumps(report, indent=1) + "\n")
     md = paths["md"].read_text().split("\n")
     table = next((i for i, line in enumerate(md) if line.startswith("## ")), len(md))
-    write_text_atomic(paths["md"], "\n".join(md[:2] + _md_verdict(shortfalls) + md[2:table]
+    write_text_atomic(paths["md"], "\n".join(md[:2] + _md_verdict(shortfalls, kind) + md[2:table]
                                              + _md_training(training) + md[table:]))
     published = next((r.published for r in rows if r.output == tasks[0].output
                       and r.metric == "mean_iu" and r.published is not None), None)

@@ -9,7 +9,8 @@ Deconvolutions, then ``port.training.solver.Solver.step`` (Caffe's ``Solver::Ste
 step loop) with one :class:`SolverCallback` of this module plugged in: the diffs summed over
 processes (``on_gradients_ready``), every ``test_interval`` iterations the harness's own
 evaluation (``reproduce.harness.evaluate``: the four metrics and the loss of ``score.py``) on
-the recipe's validation split, the log, snapshots and SIGTERM/SIGINT (a snapshot, then stop).
+the recipe's validation split, the log, snapshots and SIGTERM/SIGINT (a snapshot, then stop);
+with ``--tensorboard DIR``, ``reproduce.training.tensorboard``'s callback after it (rank 0).
 
 Before the first iteration both lists are read once (:func:`check_items`): a missing or
 unreadable image or label, or one of another size, stops the run in one line naming the file,
@@ -58,22 +59,25 @@ from tqdm import tqdm
 from port import weights as fmt
 from port.errors import PortError
 from port.fileio import write_text_atomic
-from port.models import get_meta, get_model, train_net
+from port.models import get_meta, get_model, net_spec, train_net
+from port.net.engine import CaffeNet
 from port.net.fillers import fill_net
 from port.run.devices import default_device, device_name
 from port.training.solver import NONE, STOP, Solver, SolverCallback
 from port.training.surgery import interp, transplant
 from reproduce import distributed as dist_
-from reproduce import download, evaluation, registry
+from port.hub import download, registry
+from reproduce import evaluation
 from reproduce import harness as H
 from reproduce.datasets.base import DatasetError
-from reproduce.datasets.nyud import inputs_for
-from reproduce.registry import split_digest
+from port.hub.registry import split_digest
 from reproduce.resolve import rank_device
 from reproduce.checkpoint import StopRequest
 from reproduce.report import plural
 from reproduce.training.data import TrainData, open_split
-from reproduce.training.recipes import Recipe, get_recipe, solver_parameter, with_overrides
+from reproduce.training import tensorboard
+from reproduce.training.recipes import (TRAIN_BATCHNORM, Recipe, batchnorm_setting, get_recipe,
+                                       solver_parameter, with_batch_statistics, with_overrides)
 from reproduce.training.report import (TRAINING_VERDICT, init_sources_with_digests,
                                        training_shortfalls, write_train_report)
 
@@ -119,6 +123,8 @@ class TrainOptions:
     skip_bad: bool = False
     cache: Path | None = None
     progress: bool = True
+    tensorboard: Path | None = None  # event files here (reproduce.training.tensorboard)
+    train_batchnorm: bool = False  # --train-batchnorm: BatchNorm on batch statistics (not the recipe's)
     log: Callable[[str], None] = field(default=print)
 
 
@@ -262,14 +268,21 @@ def read_log(path: Path, note: Callable[[str], None] | None = None) -> list[dict
 
 
 def _identity(recipe: Recipe, opts: TrainOptions, seed: int, data: TrainData, world: int) -> dict:
+    # train_batchnorm only where set: the snapshots of earlier runs (frozen) lack the key
     return {"format": SNAPSHOT_FORMAT, "recipe": recipe.identity(), "seed": seed,
             "width_divisor": opts.width_divisor, "init": opts.init,
             "effective_iter_size": recipe.solver.iter_size * world,
             "train_split": {"dataset": recipe.train_dataset, "split": recipe.train_split,
-                            "images": data.size, "ids_sha256": split_digest(data.reader.ids)}}
+                            "images": data.size, "ids_sha256": split_digest(data.reader.ids)},
+            **({"train_batchnorm": True} if opts.train_batchnorm else {})}
 
 
 def _check_identity(path: Path, stored: dict, wanted: dict) -> None:
+    had, has = bool(stored.get("train_batchnorm")), bool(wanted.get("train_batchnorm"))
+    if had != has:
+        raise TrainError(f"{path}: snapshot of a run {'with' if had else 'without'} "
+                         f"{TRAIN_BATCHNORM}, this run is {'with' if has else 'without'} it: "
+                         f"resume with the same setting (or start over in another --out)")
     diffs = [f"{k}: snapshot has {stored.get(k)!r}, this run has {v!r}"
              for k, v in wanted.items() if stored.get(k) != v]
     if diffs:
@@ -305,10 +318,12 @@ def resume_point(out: Path, log: Callable[[str], None]) -> tuple[int, Path, dict
 class Validator:
     """The harness's evaluation of the recipe's validation split with the current weights."""
 
-    def __init__(self, recipe: Recipe, reader: Any, width_divisor: int, device: torch.device):
+    def __init__(self, recipe: Recipe, reader: Any, width_divisor: int, device: torch.device,
+                 overlays: int = 0):
         self.meta = meta = get_meta(recipe.model)
         self.model = get_model(recipe.model, **builder_kwargs(recipe, width_divisor)).to(device).eval()
-        self.config = H.EvalConfig(device=device, out=None, progress=False, overlays=0)
+        # overlays: the first images' parts kept in each result (every rank: they are gathered)
+        self.config = H.EvalConfig(device=device, out=None, progress=False, overlays=overlays)
         # strict fp32 (the Runner moves the net in place: it is self.model the weights go into)
         runner = H.prepare_model(self.model, self.config)
         self.spec = evaluation.for_model(meta, runner, reader, weights_sha256="training",
@@ -437,6 +452,12 @@ class _Run:
                 self.bar.set_postfix(loss=f"{solver.smoothed_loss:.4g}", lr=lr_text(record["lr"]))
             self.bar.update(1)
 
+    def latest(self) -> tuple[dict, Any]:
+        """Rank 0: the log record of the iteration just made and its validation result (None
+        when it did not validate), for a callback after the harness (TensorBoard)."""
+        record = self.records[-1]
+        return record, (self.last_val if "val" in record else None)
+
     def take_snapshot(self, solver: Solver) -> Path | None:
         if not self.ctx.is_main:
             return None
@@ -480,13 +501,11 @@ def _open_lists(recipe: Recipe, opts: TrainOptions, ctx: dist_.DistContext,
                 log: Callable[[str], None]) -> tuple[Any, Any, Any, dict[str, list]]:
     """The training and validation readers, the training list's source, and the bad items
     (each list read once, :func:`check_items`)."""
-    nyud_inputs = None
-    if recipe.train_dataset == "nyud":
-        meta = get_meta(recipe.model)
-        nyud_inputs = inputs_for(meta.inputs, meta.preprocess)
+    meta = get_meta(recipe.model)  # what each reader needs to feed it: its reader class's say
     train_reader, train_list = open_split(recipe.train_dataset, opts.data, recipe.train_split,
-                                          nyud_inputs)
-    val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split, nyud_inputs)
+                                          **evaluation.model_reader_options(meta, recipe.train_dataset))
+    val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split,
+                               **evaluation.model_reader_options(meta, recipe.val_dataset))
     log(train_list.describe(train_reader.ids))
     log(f"reading the {len(train_reader.ids)} training and {len(val_reader.ids)} validation "
         f"images once before the first iteration")
@@ -501,6 +520,8 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     ctx = ctx or dist_.DistContext()
     plan = _schedule(opts)
     recipe, total = plan.recipe, plan.total
+    batchnorm = batchnorm_setting(net_spec(recipe.model, "train", width_divisor=opts.width_divisor)
+                                  .netdef(), opts.train_batchnorm, recipe.model)
     device = _device(opts.device, ctx)
     world = ctx.world_size
     log = opts.log if ctx.is_main else (lambda *_: None)
@@ -512,14 +533,19 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
                    plan.snapshot_every))
     for note in notes:
         log(note)
+    if batchnorm:
+        log(f"BatchNorm: {batchnorm}")
     train_reader, train_list, val_reader, bad = _open_lists(recipe, opts, ctx, log)
     net = train_net(recipe.model, width_divisor=opts.width_divisor)
+    if opts.train_batchnorm:
+        net = CaffeNet(with_batch_statistics(net.netdef), "TRAIN", input_shapes=net.input_shapes)
     label_tops = tuple(t for t in net.input_names if t in ("label", "sem", "geo"))
     data = TrainData(train_reader, plan.seed, label_tops, train_list)
     identity = _identity(recipe, opts, plan.seed, data, world)
 
     init_record = (init_sources_with_digests(initialise(net, recipe, opts)) if resume is None
                    else _stored_init(out))
+    init_record["batchnorm"] = batchnorm
     param = replace(solver_parameter(with_overrides(recipe, iter_size=world * recipe.solver.iter_size)),
                     snapshot=plan.snapshot_every)
     solver = Solver(param, net=net, device=device, rank=ctx.rank, world_size=world)
@@ -538,9 +564,12 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
                  "train_list": data.list_record, "skipped": bad}, indent=1) + "\n")
         else:
             _repair_snapshot_weights(resume[1], start, solver, recipe, opts, log)
-    validator = Validator(recipe, val_reader, opts.width_divisor, device)
+    validator = Validator(recipe, val_reader, opts.width_divisor, device,
+                          overlays=tensorboard.OVERLAYS if opts.tensorboard else 0)
     run = _Run(opts, ctx, recipe, data, validator, identity, records, total, plan.test_interval,
                start)
+    board = (tensorboard.open_log(opts.tensorboard, validator.tasks, run.latest, start + 1, log)
+             if opts.tensorboard and ctx.is_main else None)
 
     def feed(k: int) -> dict[str, np.ndarray]:
         torch.manual_seed(pass_seed(plan.seed, k))  # Dropout's masks: a function of the pass
@@ -550,10 +579,14 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     with StopRequest() as stop:
         harness = _Harness(run, stop)
         solver.add_callback(harness)
+        if board is not None:  # after the harness: it reads the harness's record and validation
+            solver.add_callback(board)
         try:
             solver.step(total - start, feed)
         finally:
             run.close()
+            if board is not None:
+                board.close()
     if solver.requested_early_exit:
         raise TrainStopped(harness.signum, harness.last_snapshot)
     summary: dict[str, Any] = {"iterations": total - start, "resumed_from": start,
@@ -562,7 +595,8 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
         shortfalls = training_shortfalls(recipe, opts, total, world, init_record,
                                          data.list_record, bad)
         final = save_weights(net, out / FINAL_NAME, recipe, opts.width_divisor,
-                             {"iteration": str(total), TRAINING_VERDICT: json.dumps(shortfalls)})
+                             {"iteration": str(total), TRAINING_VERDICT: json.dumps(shortfalls),
+                              **({"batchnorm": batchnorm} if batchnorm else {})})
         summary["final"] = str(final)
         if run.last_val is not None:
             summary.update(write_train_report(out, recipe, validator, run.last_val, records, opts,

@@ -1,5 +1,7 @@
-"""Typed records of the files the reproduction needs: released caffemodels, dataset archives,
-split lists and the demo image, each with the URLs it can be fetched from and its known digests.
+"""Typed records of the released files: the released caffemodels (the builders'
+``weights="released"``, torch.hub, ``reproduce``), and what the reproduction needs besides:
+dataset archives, split lists, the demo image and the ILSVRC classifiers; each with the URLs it
+can be fetched from and its known digests.
 
 The caffemodel URLs are those of the reference release, `<model>/caffemodel-url` in
 shelhamer/fcn.berkeleyvision.org at commit 1305c73 (copies in `../shared/upstream/`); the dataset

@@ -208,17 +208,28 @@ def _remember(store: HashStore, target: _Target, dest: Path, sha256: str, url: s
                  path=str(dest.resolve()), url=url)
 
 
-def _still_verified(store: HashStore, target: _Target, dest: Path) -> bool:
-    """True when the file is the very one recorded as verified (same path, size and mtime),
-    so a multi-gigabyte archive is not hashed again on every call."""
-    record = store.get(target.key) if target.key is not None else None
+def _still_verified(store: HashStore, key: str | None, dest: Path) -> Mapping[str, object] | None:
+    """The record of ``key`` when the file is the very one recorded as verified (same path,
+    size and mtime), so a multi-gigabyte archive is not hashed again on every call; else None."""
+    record = store.get(key) if key is not None else None
     stat = dest.stat()
-    return bool(record) and record.get("path") == str(dest.resolve()) and \
+    same = bool(record) and record.get("path") == str(dest.resolve()) and \
         record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
+    return record if same else None
+
+
+def recorded_sha256(artifact: Artifact | str, path: str | os.PathLike[str],
+                    hashes: HashStore | None = None) -> str:
+    """The SHA-256 of a file ``fetch(artifact)`` returned: the one its verified download (or
+    check) recorded, when the record is of this very file; else the file hashed."""
+    key = (artifact if isinstance(artifact, Artifact) else registry.get(artifact)).name
+    path = Path(path)
+    record = _still_verified(hashes if hashes is not None else HashStore(), key, path)
+    return str(record["sha256"]) if record else hash_file(path, ["sha256"])["sha256"]
 
 
 def _verify_existing(dest: Path, target: _Target, store: HashStore) -> None:
-    if (target.key is None and not target.constraints) or _still_verified(store, target, dest):
+    if (target.key is None and not target.constraints) or _still_verified(store, target.key, dest):
         return
     try:
         sha256 = _check(dest, _with_record(target, store).constraints, str(dest))
