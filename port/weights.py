@@ -19,7 +19,8 @@ copy-on-write: nothing is read until used; writing to one changes memory, never 
 Untrusted files never reach pickle.
 
 **Writing** (:func:`write_safetensors`): one streaming writer, the header then each tensor's
-bytes straight from its buffer, to a temporary name in the target's folder, fsync'ed, renamed
+bytes straight from its buffer (or, for a caffemodel's blob read as a read-only view, copied from
+that file in the kernel), to a temporary name in the target's folder, fsync'ed, renamed
 (``port.fileio.atomic_open``): a reader sees the old file or the new one, never half of one.
 Floating tensors are stored as float32 (Caffe's blobs are ``float``), others (a solver state's
 RNG bytes) as they are; tensors go in safetensors' own order (by dtype, then name), so the
@@ -447,9 +448,10 @@ def write_safetensors(out: str | os.PathLike, state: Mapping[str, Any], metadata
                       source_sha256: Callable[[], str] | None = None) -> Path:
     """Stream ``state`` (numpy arrays or torch tensors) into a safetensors file at ``out``
     atomically (its folder made first): the header, then each tensor's bytes straight from its
-    buffer (no copy of the whole file in memory), then fsync and rename. ``source_sha256``,
-    when given, is called after the data is written and its digest replaces a same-length
-    placeholder in the header, so hashing the source overlaps the writing."""
+    buffer (no copy of the whole file in memory; :func:`_write_array`), then fsync and rename.
+    ``source_sha256``, when given, is called after the data is written and on disk, and its
+    digest replaces a same-length placeholder in the header, so hashing the source overlaps
+    the writing."""
     out = Path(out)
     arrays = _ordered(state)
     final = dict(metadata)
