@@ -13,7 +13,8 @@ and reused by later runs. Each measurement runs in a fresh interpreter so that i
   against ``cp FILE COPY && sync COPY`` (the copy's data on disk, as convert's fsync puts it)
   plus a bare ``python -c pass``, and the imports alone (``python -c "import port.convert"``,
   ``python -c "import torch"``), interleaved round by round (a shared machine's load falls on
-  each alike), the modules loaded from bytecode as an installed package's are (``--no-bytecode``:
+  each alike; best and median of the rounds, each round's ratio, the load average), the
+  modules loaded from bytecode as an installed package's are (``--no-bytecode``:
   compiled in every run, as where ``PYTHONDONTWRITEBYTECODE`` is set). The output is removed before each run (untimed), so no run pays for replacing an
   existing file.
 
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -112,7 +114,8 @@ def child(what: str, src: Path, out: Path, repeat: int) -> dict:
 
 
 def whole_process(src: Path, repeat: int, other_repo: Path | None = None, bytecode: bool = True) -> dict:
-    """Wall times of whole processes (best of ``repeat``): the convert command against
+    """Wall times of whole processes (best and median of ``repeat``; each round's command /
+    reference ratio, min and median; the load average before and after): the convert command against
     ``cp`` + ``sync`` of the copy + a bare interpreter, and the imports on their own. The
     commands are interleaved (each round runs every one once), so a load that comes and goes
     on a shared machine falls on all of them alike rather than on one. ``other_repo``: another
@@ -142,18 +145,33 @@ def whole_process(src: Path, repeat: int, other_repo: Path | None = None, byteco
                                        f"> /dev/null", f"rm -f '{out}'")
     subprocess.run(f"rm -f '{out}' '{copy}'", shell=True, check=True)
     best_shell(f"cat '{src}' > /dev/null", 1)  # warm the page cache
-    figures = dict.fromkeys(commands, float("inf"))
-    cpu = dict.fromkeys(commands, float("inf"))
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
     if bytecode:  # untimed: fills the bytecode cache
         for command, after in commands.values():
             best_shell(command, 1, after=after)
+    load_before = os.getloadavg()[0]
     for _ in range(repeat):
         for name, (command, after) in commands.items():
             wall, used = timed_shell(command, after)
-            figures[name], cpu[name] = min(figures[name], wall), min(cpu[name], used)
+            walls[name].append(wall)
+            cpus[name].append(used)
+    figures = {name: min(values) for name, values in walls.items()}
     figures["reference_s"] = figures["cp_sync_s"] + figures["python_pass_s"]
-    figures.update({name[:-2] + "_cpu_s": value for name, value in cpu.items()})
-    figures["reference_cpu_s"] = cpu["cp_sync_s"] + cpu["python_pass_s"]
+    figures.update({name[:-2] + "_cpu_s": min(values) for name, values in cpus.items()})
+    figures["reference_cpu_s"] = figures["cp_sync_cpu_s"] + figures["python_pass_cpu_s"]
+    # medians, and each round's command / reference (a load that changes between rounds
+    # falls on both of a round alike)
+    figures.update({name[:-2] + "_median_s": statistics.median(values) for name, values in walls.items()})
+    references = [cp + bare for cp, bare in zip(walls["cp_sync_s"], walls["python_pass_s"])]
+    figures["reference_median_s"] = statistics.median(references)
+    for name in ("command_s", "other_command_s"):
+        if name in walls:
+            ratios = [wall / ref for wall, ref in zip(walls[name], references)]
+            figures[name[:-2] + "_ratio_min"] = min(ratios)
+            figures[name[:-2] + "_ratio_median"] = statistics.median(ratios)
+    figures["load_before"], figures["load_after"] = load_before, os.getloadavg()[0]
+    figures["rounds"] = repeat
     return figures
 
 
@@ -237,8 +255,11 @@ def main(argv=None) -> int:
     if args.whole_process_only:
         w = whole_process(caffemodel(args.folder), args.repeat, args.other_repo, bytecode=not args.no_bytecode)
         print("\n".join(f"{k}: {v:.3f}" for k, v in w.items()))
-        print(f"command / reference: {w['command_s'] / w['reference_s']:.2f} (wall), "
-              f"{w['command_cpu_s'] / w['reference_cpu_s']:.2f} (CPU seconds)")
+        print(f"command / reference: {w['command_s'] / w['reference_s']:.2f} (best walls), "
+              f"{w['command_median_s'] / w['reference_median_s']:.2f} (median walls), per round "
+              f"{w['command_ratio_min']:.2f} min / {w['command_ratio_median']:.2f} median; "
+              f"{w['command_cpu_s'] / w['reference_cpu_s']:.2f} (CPU seconds); load average "
+              f"{w['load_before']:.1f} -> {w['load_after']:.1f}")
         if args.json:
             args.json.write_text(json.dumps(w, indent=1))
         return 0

@@ -21,7 +21,6 @@ import functools
 import gc
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +109,8 @@ def _read_file(reader: Callable[[Path], NetDef], path: Path) -> NetDef:
 def _read(weights_path: Path, prototxt: Path | None) -> tuple[NetDef, NetDef | None]:
     """(the caffemodel's layers with blobs, the net definition or None when there is none);
     each file read on its own so an error names the one that failed."""
-    src = _read_file(load_caffemodel, weights_path)
+    # read-only views: the writer copies them from the file in the kernel (port.weights)
+    src = _read_file(functools.partial(load_caffemodel, writable=False), weights_path)
     net = _read_file(load_net, prototxt) if prototxt is not None else None
     if net is None and not is_hdf5(weights_path):
         net = src
@@ -287,18 +287,46 @@ def _fitting_kwargs(builder: str, shapes: dict[str, tuple[int, ...]]) -> dict[st
     return kwargs if fits else None
 
 
+def _cast(builder: str) -> bool:
+    """Whether ``builder`` is a net :mod:`port.models.fcnize` casts from a shipped classifier
+    (a record of the registry's own, not a user's builder)."""
+    return bool(get_meta(builder).classifier) and is_released(builder)
+
+
+def _may_fit(builder: str, layers: frozenset[str], released_fits: bool) -> bool:
+    """False when the cast net ``builder`` cannot have parameters of exactly these ``layers``,
+    told without casting (40 to 240 ms per cast net: coordinate maps, the head; the costly
+    part of matching): where a released net that is not a cast fits (``released_fits``; no cast
+    net's parameters are named as such a net's, which a test checks), or where the file lacks
+    a Convolution of the classifier (a cast keeps every one by name, the trunk being the
+    classifier's layers as written: that is how the classifier's weights transplant)."""
+    if not _cast(builder):
+        return True
+    if released_fits:
+        return False
+    from port.models.classifiers import classifier_net  # no torch; parses the shipped prototxt
+    trunk = classifier_net(get_meta(builder).classifier)
+    return all(layer.name in layers for layer in trunk.layers if layer.type == "Convolution")
+
+
 def match_builders(shapes: Mapping[str, tuple[int, ...]], source_name: str = "") -> tuple[str, list[str], dict]:
     """``(builder, candidates, kwargs)``: every family builder whose parameter names and
     shapes equal ``shapes`` for some ``num_classes``/``width_divisor``; ``builder`` is the
     one released as ``source_name``, else the only candidate, else the only one whose
     released class count fits, else ``""`` (ambiguous)."""
     candidates, kwargs_of = [], {}
+    layers = frozenset(name.rsplit(".", 1)[0] for name in shapes)
+    names = list_models()
     with _gc_paused():
-        for name in list_models():
+        for name in sorted(names, key=_cast):  # the cast nets last (stable: else in list order)
+            released_fits = any(is_released(c) and not _cast(c) for c in candidates)
+            if not _may_fit(name, layers, released_fits):
+                continue
             kwargs = _fitting_kwargs(name, dict(shapes))
             if kwargs is not None:
                 candidates.append(name)
                 kwargs_of[name] = kwargs
+    candidates.sort(key=names.index)
     by_file = [c for c in candidates if get_meta(c).caffemodel and
                source_name in (get_meta(c).caffemodel, get_meta(c).caffemodel + ".h5")]
     by_classes = [c for c in candidates if kwargs_of[c].get("num_classes") == get_meta(c).num_classes[0]]
@@ -363,13 +391,27 @@ def convert(weights_path: str | os.PathLike, prototxt: str | os.PathLike | None 
     The source's SHA-256 is computed in a thread while the rest reads, checks and writes."""
     weights_path = _existing(weights_path, "caffemodel")
     prototxt = _existing(prototxt, "prototxt") if prototxt is not None else None
-    stop = threading.Event()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
-        digest = pool.submit(sha256_file, weights_path, stop)
+    stop, digest = threading.Event(), []
+
+    def hash_source() -> None:
         try:
-            return _convert(weights_path, prototxt, out, builder, digest.result)
-        finally:
-            stop.set()  # a failed conversion does not wait for the whole file to be hashed
+            digest.append(sha256_file(weights_path, stop))
+        except BaseException as err:  # raised where the digest is asked for, as a future's would be
+            digest.append(err)
+    # a plain thread: concurrent.futures would import logging (~6 ms of a ~1 s command)
+    hashing = threading.Thread(target=hash_source, name="sha256", daemon=True)
+    hashing.start()
+
+    def source_sha256() -> str:
+        hashing.join()
+        if isinstance(digest[0], BaseException):
+            raise digest[0]
+        return digest[0]
+    try:
+        return _convert(weights_path, prototxt, out, builder, source_sha256)
+    finally:
+        stop.set()  # a failed conversion does not wait for the whole file to be hashed
+        hashing.join()
 
 
 def _stem(name: str) -> str:

@@ -325,15 +325,17 @@ def test_help_starts_with_the_whole_usage_line(command, capsys):
 
 
 def test_help_and_converting_import_no_more_than_they_use(small_net, tmp_path):
-    """--help of every command imports no torch (a behaviour, read from sys.modules in a fresh
+    """--help of every command imports no torch, and none but fcnize's (its choices are
+    fcnize's strides and datasets) imports numpy (a behaviour, read from sys.modules in a fresh
     interpreter, never a time)."""
     from port.__main__ import COMMANDS
     code = ("import sys, contextlib, io\nfrom port.__main__ import main\n"
             "for name in sys.argv[1:]:\n"
             "    with contextlib.redirect_stdout(io.StringIO()):\n"
             "        try:\n            main([name, '--help'])\n        except SystemExit:\n            pass\n"
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
-    proc = subprocess.run([sys.executable, "-c", code, *COMMANDS], capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'numpy'}))")
+    for commands, imported in (([c for c in COMMANDS if c != "fcnize"], "[]"), (["fcnize"], "['numpy']")):
+        proc = subprocess.run([sys.executable, "-c", code, *commands], capture_output=True, text=True,
+                              cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip().splitlines()[-1] == imported, commands

@@ -159,6 +159,36 @@ def test_released_structure_is_the_one_inferred_from_itself(name):
     assert kwargs["width_divisor"] == 1 and _meta_shapes(name, **kwargs) == released
 
 
+def test_matching_casts_no_classifier_for_a_file_that_lacks_its_trunk(monkeypatch):
+    """The cast nets are ruled out by their classifier's convolution names (casting is
+    matching's costly part), never a net of the file's own structure: a VGG file matches
+    without writing a cast net, and each cast net (at another width and class count) still
+    matches itself."""
+    from port import convert as conv
+    from port.models import get_meta
+    casts = [name for name in list_models() if get_meta(name).classifier]
+    assert casts
+    written = []
+    real = conv._released_structure
+    monkeypatch.setattr(conv, "_released_structure",
+                        lambda name, kwargs: written.append(name) or real(name, kwargs))
+    shapes = conv._meta_shapes("fcn8s", width_divisor=16, num_classes=5)
+    assert "fcn8s" in conv.match_builders(shapes)[1]
+    assert written and not set(written) & set(casts)
+    for name in casts:
+        shapes = conv._meta_shapes(name, width_divisor=8, num_classes=3)
+        builder, candidates, kwargs = conv.match_builders(shapes)
+        assert name in candidates and kwargs["width_divisor"] == 8 and kwargs["num_classes"] == 3
+
+
+def test_no_cast_net_has_the_parameter_names_of_another_released_net():
+    """What lets matching skip the cast nets once a released net that is not one fits."""
+    from port.convert import _cast, _meta_shapes
+    names = {name: set(_meta_shapes(name)) for name in list_models()}
+    for cast in filter(_cast, names):
+        assert all(names[cast] != names[other] for other in names if not _cast(other)), cast
+
+
 def test_matching_leaves_the_garbage_collector_as_it_was():
     import gc
     from port.convert import _meta_shapes, match_builders

@@ -17,7 +17,7 @@ from safetensors.torch import save
 
 from conftest import REPO
 from port import weights as W
-from port.caffe import load_caffemodel, load_net, write_caffemodel_h5
+from port.caffe import file_range, load_caffemodel, load_net, write_caffemodel_h5
 
 
 def tensors(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -111,6 +111,64 @@ def test_writer_stores_floats_as_float32_and_leaves_nothing_on_failure(tmp_path)
     with pytest.raises(RuntimeError):
         W.write_safetensors(path, {"x": Broken()}, {})
     assert path.read_bytes() == b"previous" and sorted(os.listdir(path.parent)) == ["w.safetensors"]
+
+
+def _blob_state(caffemodel, writable: bool) -> dict[str, np.ndarray]:
+    """A caffemodel's blobs by parameter name, as views of the file mapped read-only or not."""
+    net = load_caffemodel(caffemodel, writable=writable)
+    return {f"{layer.name}.{W.BLOB_NAMES[i]}": blob for layer in net.layers for i, blob in enumerate(layer.blobs)}
+
+
+def _expected(state: dict) -> bytes:
+    return save({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state.items()}, {"k": "v"})
+
+
+def test_writer_copies_read_only_caffemodel_views_from_the_file(tmp_path, make_caffemodel, monkeypatch):
+    """A caffemodel's blobs mapped read-only are copied from the file in the kernel (the bytes
+    safetensors.torch.save writes); a refused or short copy is finished from memory."""
+    caffemodel = make_caffemodel(tmp_path / "net.caffemodel")
+    state = _blob_state(caffemodel, writable=False)
+    assert all(file_range(b) is not None for b in state.values())
+    copies, real = [], os.copy_file_range
+
+    def counting(src, dst, count, *offsets):
+        copies.append(count)
+        return real(src, dst, count, *offsets)
+    monkeypatch.setattr(os, "copy_file_range", counting)
+    out = W.write_safetensors(tmp_path / "a.safetensors", state, {"k": "v"})
+    assert out.read_bytes() == _expected(state) and len(copies) == len(state)
+    for refusal in (lambda *a: (_ for _ in ()).throw(OSError(18, "Invalid cross-device link")),
+                    lambda src, dst, count, *offsets: real(src, dst, min(count, 1000), *offsets),
+                    lambda src, dst, count, *offsets: real(src, dst, min(count, 1000), *offsets) if count > 5000 else 0):
+        monkeypatch.setattr(os, "copy_file_range", refusal)
+        assert W.write_safetensors(tmp_path / "b.safetensors", state, {"k": "v"}).read_bytes() == _expected(state)
+
+
+def test_writer_copies_from_the_file_only_what_is_still_its_bytes(tmp_path, make_caffemodel, monkeypatch):
+    """Views the file no longer backs are written from memory: copy-on-write views (edited in
+    memory, the file unchanged), a file replaced under the same name after it was read."""
+    monkeypatch.setattr(os, "copy_file_range", lambda *a: pytest.fail("copied from a file"))
+    caffemodel = make_caffemodel(tmp_path / "net.caffemodel")
+    edited = _blob_state(caffemodel, writable=True)
+    assert all(file_range(b) is None for b in edited.values())
+    first = next(iter(edited.values()))
+    first.reshape(-1)[0] = 7.0
+    out = W.write_safetensors(tmp_path / "a.safetensors", edited, {"k": "v"})
+    assert out.read_bytes() == _expected(edited) and first.reshape(-1)[0] == 7.0
+    mapped = _blob_state(caffemodel, writable=False)
+    make_caffemodel(tmp_path / "other.caffemodel", seed=9).replace(caffemodel)
+    out = W.write_safetensors(tmp_path / "b.safetensors", mapped, {"k": "v"})
+    assert out.read_bytes() == _expected(mapped)
+
+
+def test_sha256_file_hashes_every_chunk(tmp_path, monkeypatch):
+    import hashlib
+    monkeypatch.setattr(W, "_HASH_CHUNK", 1000)
+    data = np.random.default_rng(0).bytes(10_007)
+    (tmp_path / "f").write_bytes(data)
+    (tmp_path / "empty").write_bytes(b"")
+    assert W.sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    assert W.sha256_file(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
 
 
 # -- the metadata layout ---------------------------------------------------------------------

@@ -220,19 +220,54 @@ def decode(buf, type_name: str = "NetParameter", path: str | os.PathLike | None 
     return dec.message(Message(type_name, "byte 0"), 0, len(buf), 0)
 
 
-def map_file(path: str | os.PathLike):
-    """The file's bytes as a private copy-on-write mmap (``b""`` for an empty file).
+class FileMap(mmap.mmap):
+    """A file's bytes mapped by :func:`map_file`: the ``mmap`` plus ``path``, the file's
+    identity when mapped (``identity``: device and inode), whether views may be written
+    (``writable``: copy-on-write) and the mapping's address, so that :func:`file_range` can
+    tell which bytes of which file a blob view holds."""
+
+    path: str
+    identity: tuple[int, int]
+    writable: bool
+    address: int
+
+
+def map_file(path: str | os.PathLike, writable: bool = True):
+    """The file's bytes as a :class:`FileMap` (``b""`` for an empty file): private
+    copy-on-write by default, read-only with ``writable=False``.
 
     Copy-on-write lets the blob views be writable numpy arrays without ever changing the file;
-    pages are read from the page cache only when an array is touched.
+    read-only views are the file's bytes for as long as they live, which lets a writer copy
+    them from the file in the kernel (:func:`file_range`). Either way pages are read from the
+    page cache only when an array is touched.
     """
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
+        stat = os.fstat(fh.fileno())
+        if stat.st_size == 0:
             return b""
-        return mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY)
+        mapped = FileMap(fh.fileno(), stat.st_size, access=mmap.ACCESS_COPY if writable else mmap.ACCESS_READ)
+    mapped.path, mapped.identity, mapped.writable = os.fspath(path), (stat.st_dev, stat.st_ino), writable
+    mapped.address = np.frombuffer(mapped, np.uint8, 1).__array_interface__["data"][0]
+    return mapped
 
 
-def read_binaryproto(path: str | os.PathLike, type_name: str = "NetParameter") -> Message:
-    """Read a binary protobuf file (a ``.caffemodel``) as a ``type_name`` message."""
-    return decode(map_file(path), type_name, path)
+def file_range(array: np.ndarray) -> tuple[FileMap, int] | None:
+    """``(mapping, offset)`` when ``array``'s bytes are, in order and contiguous, the bytes of
+    a file mapped read-only by :func:`map_file` from ``offset`` on (a packed blob's view, as
+    ``read_binaryproto(..., writable=False)`` gives it, reshaped or not); else None (a copy, an
+    unpacked blob, a copy-on-write view whose memory may differ from the file)."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):  # numpy keeps the buffer it was given as a memoryview
+        base = base.obj
+    if not isinstance(base, FileMap) or base.writable or not array.flags.c_contiguous:
+        return None
+    offset = array.__array_interface__["data"][0] - base.address
+    return (base, offset) if 0 <= offset and offset + array.nbytes <= len(base) else None
+
+
+def read_binaryproto(path: str | os.PathLike, type_name: str = "NetParameter", writable: bool = True) -> Message:
+    """Read a binary protobuf file (a ``.caffemodel``) as a ``type_name`` message; its packed
+    blobs are views of the file mapped by :func:`map_file` (``writable``: copy-on-write)."""
+    return decode(map_file(path, writable), type_name, path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import zipfile
 from typing import Any
 
 from port.errors import EXIT_BAD_INPUT, PortError
@@ -49,7 +48,8 @@ def fail(prog: str, err: BaseException) -> int:
 def read_npz(path: str | os.PathLike, what: str = "input arrays") -> dict[str, Any]:
     """The arrays of an ``.npz`` (never unpickled: ``allow_pickle=False``); a missing, empty,
     truncated or other file is a :class:`CommandLineError` naming it."""
-    import numpy as np  # here: --help imports nothing it does not need
+    import zipfile  # here: --help imports nothing it does not need
+    import numpy as np
     try:
         if os.path.getsize(path) == 0:
             raise CommandLineError(f"{path}: empty file (0 bytes); expected an .npz of {what}")

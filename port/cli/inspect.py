@@ -11,14 +11,15 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Iterable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterable
 
 from port.cli import CommandLineError, describe, fail
-from port.caffe import LayerDef, is_hdf5, load_net
-from port.caffe.inspect import Annotator, summary
 from port.errors import EXIT_USAGE, PortError
+
+if TYPE_CHECKING:  # the readers (numpy) are imported once the arguments are parsed: --help needs none
+    import numpy as np
+    from port.caffe import LayerDef
+    from port.caffe.inspect import Annotator
 
 PROG = "python -m port inspect"
 HDF5_NOTE = ("note: an HDF5 snapshot stores only blobs, no layer definitions (type, bottoms, "
@@ -91,6 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from port.caffe import is_hdf5, load_net
+    from port.caffe.inspect import summary
     try:
         if os.path.isfile(args.file) and os.path.getsize(args.file) == 0:
             raise CommandLineError(f"{args.file}: empty file (0 bytes): not a prototxt, caffemodel or .h5")

@@ -19,13 +19,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from port.cli import describe, fail, read_npz
 from port.errors import PortError
 from port.fileio import atomic_open, write_text_atomic
+
+if TYPE_CHECKING:  # numpy is imported where arrays are written: --help needs none
+    import numpy as np
 
 PROG = "python -m port solve"
 
@@ -58,6 +59,7 @@ def data_tops(netdef: Any, state: Any) -> list[str]:
 
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    import numpy as np
     with atomic_open(path) as fh:
         np.savez(fh, **arrays)
 

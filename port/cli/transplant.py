@@ -19,7 +19,6 @@ from typing import Sequence
 
 from port.cli import describe, fail
 from port.errors import PortError
-from port.weights import metadata, output_kind, write_net
 
 PROG = "python -m port transplant"
 
@@ -56,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from port.caffe import load_caffemodel, load_net
         from port.training.surgery import init_from
+        from port.weights import metadata, output_kind, write_net
         out = Path(args.out)
         output_kind(out)  # an output suffix it cannot write is refused before any work
         shapes = dict(_shape_option(s) for s in args.input_shape)
