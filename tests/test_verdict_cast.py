@@ -196,6 +196,7 @@ def test_googlenet_on_voc2012_alone_goes_on_and_says_so(tmp_path, capsys):
     assert line == ("DATA: trained on VOC2012 train and validated on VOC2012 val; the paper's "
                     "recipe used VOC2011 (no VOC2011 folder found under --data)")
     assert line in report["not_a_reproduction"]
+    assert line in report["weights_check"]["description"]  # verdict.recipe_check lists it
     first_iteration = next(i for i, text in enumerate(printed) if text.startswith("final mean IU"))
     assert printed.index(line) < first_iteration and printed.count(line) == 1
     assert any("VOC2011 asked for: no VOC2011 folder here or below, reading VOC2012" in text
