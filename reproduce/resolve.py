@@ -24,7 +24,8 @@ from port.run.devices import DeviceError, check_device
 from port.weights import SOURCE_NAME, SOURCE_SHA256, kind_of, read_metadata, sha256_file
 from port.hub import download, pretrained, registry
 from reproduce import splits, verdict
-from reproduce.datasets import DatasetNotFoundError, MissingFileError, get_dataset, locate
+from reproduce.datasets import (DatasetNotFoundError, MissingFileError, dataset_class, get_dataset,
+                                locate)
 
 
 def _note(message: str) -> None:
@@ -230,7 +231,8 @@ def open_split(name: str, root: Path, split: str | None, *, download: bool = Fal
     ``split``: a name, a list file's path, or None for the papers' evaluation split."""
     find_dataset(name, root, split, download=download)
     choice = splits.choose(name, split)
-    source = splits.list_source(name, locate(name, root, choice.name).path, choice)
+    where = {k: options[k] for k in dataset_class(name).locate_options if k in options}
+    source = splits.list_source(name, locate(name, root, choice.name, **where).path, choice)
     if source.split_file is not None:
         _note(source.describe())
         options = {"split_file": source.split_file, **options}

@@ -361,3 +361,36 @@ def test_registry_and_locate_errors(tmp_path):
             ds.locate(name, tmp_path)
     with pytest.raises(ds.DatasetNotFoundError, match="not a folder.*--data DIR"):  # 19.13
         ds.locate("voc", tmp_path / "nonexistent")
+
+
+def test_voc_year_asked_for_wins_over_the_splits_preference(tmp_path):
+    """A recipe's ``year`` (FCN-GoogLeNet: 2011) picks that folder for every split; absent, the
+    split's preference reads another, and the note says the year asked for is not there."""
+    make_voc(tmp_path, "VOC2011", sizes=ODD_SIZES[:2], splits=("val", "train"))
+    make_voc(tmp_path, "VOC2012", sizes=ODD_SIZES[:3], splits=("val", "train"))
+    assert ds.VOC(tmp_path, "val").year == "2012"  # val alone prefers VOC2012
+    for split in ("val", "train"):
+        for year in ("2011", 2011, "VOC2011"):
+            assert ds.VOC(tmp_path, split, year=year).year == "2011"
+    asked = ds.locate("voc", tmp_path, "val", year="2011").message
+    assert "chose it among 2 VOC folders for split 'val' (VOC2011 asked for)" in asked
+    only_2012 = tmp_path / "VOCdevkit" / "VOC2012"
+    reader = ds.VOC(only_2012, "val", year="2011")
+    assert reader.year == "2012" and reader.table_split == "val"
+    assert reader.located.message.endswith(
+        "VOC2011 asked for: no VOC2011 folder here or below, reading VOC2012")
+    assert ds.VOC.year_of(tmp_path / "VOCdevkit" / "VOC2011") == "2011"
+    assert ds.VOC.year_of(tmp_path / "my-voc") is None
+
+
+def test_the_year_chooses_the_folder_the_split_list_is_read_from(tmp_path):
+    """``resolve.open_split`` looks for the list in the folder of the year asked for: a
+    VOC2011 train.txt, not VOC2012's."""
+    from reproduce.resolve import open_split
+    make_voc(tmp_path, "VOC2011", sizes=ODD_SIZES[:2], splits=("train",))
+    make_voc(tmp_path, "VOC2012", sizes=ODD_SIZES[:3], splits=("train",))
+    reader, source = open_split("voc", tmp_path, "train", year="2011")
+    listed = (tmp_path / "VOCdevkit" / "VOC2011" / "ImageSets" / "Segmentation" / "train.txt")
+    assert reader.year == "2011" and reader.ids == listed.read_text().split()
+    assert source.kind == "dataset"
+    assert ds.dataset_class("sbd").locate_options == ()

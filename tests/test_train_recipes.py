@@ -111,3 +111,62 @@ def test_makefile_passes_init_to_exactly_the_stages_that_start_from_a_classifier
     listed = re.search(r"^TRAIN_CLASSIFIER_INIT := (.*?[^\\])$", makefile, re.M | re.S).group(1)
     expected = {name.replace("_", "-") for name, r in RECIPES.items() if r.init.kind == "classifier"}
     assert set(listed.replace("\\", " ").split()) == expected
+
+
+# -- the VOC year a recipe names (FCN-GoogLeNet: the paper's VOC 2011) -----------------------
+VOC_RELEASED = sorted(m for m in RELEASED if RECIPES[m].val_dataset == "voc")
+
+
+def test_googlenet_asks_for_voc_2011_and_the_released_recipes_for_no_year():
+    from reproduce.training.recipes import reader_options
+    googlenet = RECIPES["fcn_googlenet"]
+    assert googlenet.year == "2011"
+    assert reader_options(googlenet, "voc") == {"year": googlenet.year}
+    for model in RELEASED:  # SBD train has no year folders; seg11valid keeps its preference
+        recipe = RECIPES[model]
+        assert recipe.year is None
+        assert reader_options(recipe, recipe.train_dataset) == reader_options(recipe, recipe.val_dataset) == {}
+
+
+@pytest.mark.parametrize("model", VOC_RELEASED)
+def test_released_voc_recipes_validate_on_upstreams_voc_dir(model, upstream_dir, tmp_path):
+    """Upstream's val.prototxt reads seg11valid from ``voc_dir`` VOC2011: with both years under
+    --data the released recipes read it from there, asking for no year."""
+    from reproduce.training.recipes import reader_options
+    from reproduce.datasets import VOC
+    from train_trees import make_sbd_voc
+    recipe = RECIPES[model]
+    layer = next(l for l in load_net(upstream_dir / recipe.upstream_dir / "val.prototxt").layers
+                 if l.type == "Python")
+    params = ast.literal_eval(layer.python_param.param_str)
+    assert params["split"] == recipe.val_split
+    root = make_sbd_voc(tmp_path, n_train=1, n_val=1)
+    import shutil
+    shutil.copytree(root / "VOCdevkit" / "VOC2011", root / "VOCdevkit" / "VOC2012")
+    reader = VOC(root, recipe.val_split, **reader_options(recipe, recipe.val_dataset))
+    assert reader.root.name == params["voc_dir"].rsplit("/", 1)[-1]
+
+
+def test_a_run_on_another_year_is_one_data_shortfall():
+    from types import SimpleNamespace
+    from reproduce.training.report import training_shortfalls, year_shortfall
+    googlenet = get_recipe("fcn_googlenet")
+    other = "2012"
+    line = year_shortfall(googlenet, {"train": other, "val": other})
+    assert line == (f"DATA: trained on VOC{other} train and validated on VOC{other} val; the "
+                    f"paper's recipe used VOC{googlenet.year} (no VOC{googlenet.year} folder "
+                    f"found under --data)")
+    assert year_shortfall(googlenet, {"train": googlenet.year, "val": other}) == (
+        f"DATA: validated on VOC{other} val; the paper's recipe used VOC{googlenet.year} (no "
+        f"VOC{googlenet.year} folder found under --data)")
+    assert year_shortfall(googlenet, {"train": googlenet.year, "val": googlenet.year}) is None
+    # the released recipes name no year: VOC2012's copy of seg11valid is no shortfall
+    assert year_shortfall(get_recipe("fcn32s"), {"train": None, "val": other}) is None
+    auto = SimpleNamespace(init="auto", width_divisor=1)
+    classifier = {"sources": [{"file": "bvlc_googlenet.caffemodel", "sha256": "y"}]}
+    listed = {"dataset": "voc", "split": "train", "kind": "dataset", "images": 1112, "ids_sha256": "x"}
+    found = training_shortfalls(googlenet, auto, googlenet.iterations, 1, classifier, listed, {},
+                                {"train": other, "val": other})
+    assert found == [line]
+    assert training_shortfalls(googlenet, auto, googlenet.iterations, 1, classifier, listed, {},
+                               {"train": googlenet.year, "val": googlenet.year}) == []

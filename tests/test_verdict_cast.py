@@ -137,3 +137,72 @@ def test_a_googlenet_training_report_names_the_papers_recipe_and_table_1(tmp_pat
     assert [r["weights"] for r in report["comparison"] if r["published"] is not None] == ["original"]
     md = (out / "report.md").read_text().splitlines()
     assert md[2] == "**Not a reproduction of the paper's recipe:**"
+
+
+def _googlenet_run(tmp_path, capsys, layout):
+    """A one-iteration FCN-GoogLeNet run on a tree whose VOC folders are ``layout``: ``both``
+    (VOC2011 and a VOC2012 with other lists) or ``2012`` (VOC2012 alone). Returns the printed
+    lines, report.json and report.md's lines."""
+    import shutil
+    from port.models import train_net
+    from reproduce.__main__ import main as reproduce_main
+    from reproduce.training.recipes import get_recipe
+    from reproduce.training.run import save_weights
+    from train_trees import make_sbd_voc
+    root = make_sbd_voc(tmp_path / "data", n_train=1, n_val=2)
+    voc2011 = root / "VOCdevkit" / "VOC2011"
+    (voc2011 / "ImageSets" / "Segmentation" / "val.txt").write_text("2011_000000\n")
+    (voc2011 / "ImageSets" / "Segmentation" / "train.txt").write_text("2011_000001\n")
+    if layout == "both":
+        voc2012 = shutil.copytree(voc2011, voc2011.with_name("VOC2012"))
+        (voc2012 / "ImageSets" / "Segmentation" / "val.txt").write_text("2011_000001\n")
+        (voc2012 / "ImageSets" / "Segmentation" / "train.txt").write_text("2011_000000\n")
+    else:
+        voc2011.rename(voc2011.with_name("VOC2012"))
+    init = save_weights(train_net("fcn_googlenet", width_divisor=16), tmp_path / "w.safetensors",
+                        get_recipe("fcn_googlenet"), 16, {})
+    out = tmp_path / "fcn-googlenet"
+    capsys.readouterr()
+    assert reproduce_main(["train", "fcn-googlenet", "--data", str(root), "--out", str(out),
+                           "--init", str(init), "--width-divisor", "16", "--iters", "1",
+                           "--iter-size", "1", "--test-interval", "0", "--snapshot", "0",
+                           "--quiet", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    return (printed, json.loads((out / "report.json").read_text()),
+            (out / "report.md").read_text().splitlines())
+
+
+def test_googlenet_reads_voc2011_when_voc2012_is_there_too(tmp_path, capsys):
+    """Its recipe asks for VOC 2011 (the paper's): with both folders under --data, train and
+    val are VOC2011's (VOC's val alone would prefer VOC2012), so Table 1's row is compared."""
+    printed, report, md = _googlenet_run(tmp_path, capsys, "both")
+    training = report["training"]
+    assert training["voc_years"] == {"train": "2011", "val": "2011"}
+    assert "VOC2011" in report["dataset_path"]
+    from port.hub.registry import split_digest
+    lists = tmp_path / "data" / "VOCdevkit" / "VOC2011" / "ImageSets" / "Segmentation"
+    assert training["train_list"]["ids_sha256"] == split_digest((lists / "train.txt").read_text().split())
+    assert not any(r.startswith("DATA:") for r in report["not_a_reproduction"])
+    assert not any(line.startswith("DATA:") for line in printed)
+    assert [r["weights"] for r in report["comparison"] if r["published"] is not None] == ["original"]
+    assert "- VOC year: train VOC2011, val VOC2011" in md
+
+
+def test_googlenet_on_voc2012_alone_goes_on_and_says_so(tmp_path, capsys):
+    """Only VOC2012 under --data: the run goes on on it; one DATA line says the paper used VOC
+    2011, among the log's first lines (before the first iteration) and in the verdict."""
+    printed, report, md = _googlenet_run(tmp_path, capsys, "2012")
+    [line] = [r for r in report["training"]["not_a_reproduction"] if r.startswith("DATA:")]
+    assert line == ("DATA: trained on VOC2012 train and validated on VOC2012 val; the paper's "
+                    "recipe used VOC2011 (no VOC2011 folder found under --data)")
+    assert line in report["not_a_reproduction"]
+    assert line in report["weights_check"]["description"]  # verdict.recipe_check lists it
+    first_iteration = next(i for i, text in enumerate(printed) if text.startswith("final mean IU"))
+    assert printed.index(line) < first_iteration and printed.count(line) == 1
+    assert any("VOC2011 asked for: no VOC2011 folder here or below, reading VOC2012" in text
+               for text in printed[:printed.index(line)])
+    assert f"- {line}" in md[:md.index("## Training")]
+    assert "- VOC year: train VOC2012, val VOC2012" in md
+    # VOC2012's val is not Table 1's split: nothing compared, the cast line says so
+    assert all(r["published"] is None for r in report["comparison"])
+    assert "nothing to compare with" in report["not_a_reproduction"][-1]

@@ -58,7 +58,8 @@ def get_dataset(name: str, root, split: str | None = None, **options) -> Segment
     return reader(root, **options) if split is None else reader(root, split, **options)
 
 
-def locate(name: str, root, split: str | None = None) -> Located:
-    """Where dataset ``name`` is at or under ``root``; ``.message`` says which folder was found."""
+def locate(name: str, root, split: str | None = None, **options) -> Located:
+    """Where dataset ``name`` is at or under ``root``; ``.message`` says which folder was found.
+    ``options``: the reader's ``locate_options`` (VOC's ``year``)."""
     reader = _reader(name)
-    return reader.locate(root) if split is None else reader.locate(root, split)
+    return reader.locate(root, **options) if split is None else reader.locate(root, split, **options)

@@ -214,6 +214,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
     #: The output blobs a net of this dataset is scored on when none are named (upstream
     #: ``score.seg_tests(..., layer='score')``).
     score_blobs: ClassVar[tuple[str, ...]] = ("score",)
+    #: The reader options that choose which folder it reads (``locate`` takes them too, so
+    #: that the split list is looked for in that folder): VOC's ``year``.
+    locate_options: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def year(self) -> str | None:
+        """The release year of the folder read, where a dataset has several (VOC); None."""
+        return None
 
     @property
     def table_split(self) -> str:

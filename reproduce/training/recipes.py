@@ -46,7 +46,8 @@ from port.models import list_models
 
 __all__ = ["RecipeError", "SolverSettings", "Init", "Recipe", "RECIPES", "get_recipe",
            "recipe_names", "STAGED_CHAINS", "UPSTREAM_SEED", "batchnorm_layers",
-           "with_batch_statistics", "batchnorm_setting", "TRAIN_BATCHNORM", "recipe_kind"]
+           "with_batch_statistics", "batchnorm_setting", "TRAIN_BATCHNORM", "recipe_kind",
+           "reader_options"]
 
 UPSTREAM = "shelhamer/fcn.berkeleyvision.org@1305c73"
 #: ``'seed': 1337`` in every upstream training data layer's param_str.
@@ -107,6 +108,12 @@ class Recipe:
     interp: bool = True              # surgery.interp of the 'up' (frozen Deconvolution) layers
     seed: int = UPSTREAM_SEED
     source: str = ""
+    #: The VOC year the recipe trains and validates on, asked of every reader that has
+    #: several (``reproduce.datasets.VOC``'s ``year``; :func:`reader_options`): FCN-GoogLeNet's
+    #: ``"2011"``. None: each split's own preference (the released recipes: SBD train, which
+    #: has no year folder, and seg11valid, read from VOC2011 first as upstream's ``voc_dir``).
+    #: A run on another year goes on and says so (``reproduce.training.report.year_shortfall``).
+    year: str | None = None
 
     @property
     def iterations(self) -> int:
@@ -213,7 +220,9 @@ RECIPES: dict[str, Recipe] = {r.model: r for r in (
 #:   rates (5e-5 is far too large for a summed loss).
 #: - Dropout kept: GoogLeNet's last Dropout went with the final pooling the paper discards.
 #: - data: VOC 2011 segmentation train (1112 images, "which we used for Table 1"), validated
-#:   on VOC 2011 seg val (Table 1's set, by the facts file's reading).
+#:   on VOC 2011 seg val (Table 1's set, by the facts file's reading): ``year="2011"``, so a
+#:   ``--data`` holding VOC2011 and VOC2012 reads VOC2011 for both (VOC's ``val`` alone would
+#:   prefer VOC2012); with only VOC2012 the run goes on on it, one shortfall line saying so.
 #: - iterations: "at least 175 epochs": 175 x 1112 / 20 = 9730 updates; 10000 here (25 x 400).
 #: Not known: augmentation (none used), the exact iteration count, the seed.
 GOOGLENET = "classifier/bvlc-googlenet"
@@ -231,9 +240,10 @@ _OWN = ("the project's own recipe: upstream's heavy VOC recipe ({0}/solver.proto
 
 
 def _cast_recipe(model: str, follows: str, solver: SolverSettings, step: int, rounds: int,
-                 train: tuple[str, str], val: tuple[str, str], init: Init, source: str) -> Recipe:
+                 train: tuple[str, str], val: tuple[str, str], init: Init, source: str,
+                 year: str | None = None) -> Recipe:
     return Recipe(model, follows, solver, step, rounds, train[0], train[1], val[0], val[1], init,
-                  source=source)
+                  source=source, year=year)
 
 
 def _resnet_recipes(depth: int) -> list[Recipe]:
@@ -255,7 +265,8 @@ RECIPES.update({r.model: r for r in (
                  _solver("fcn-googlenet", 5e-5, momentum=0.9, iter_size=20, max_iter=10000,
                          test_iter=1111),
                  400, 25, ("voc", "train"), ("voc", "val"),
-                 Init("classifier", (GOOGLENET,), "bvlc_googlenet.caffemodel"), _PAPER_T1),
+                 Init("classifier", (GOOGLENET,), "bvlc_googlenet.caffemodel"), _PAPER_T1,
+                 year="2011"),
     *_resnet_recipes(50), *_resnet_recipes(101), *_resnet_recipes(152),
 )})
 #: The recipes of nets upstream never released (cast by fcnize): not checked against upstream files.
@@ -355,6 +366,15 @@ def with_batch_statistics(netdef: NetDef) -> NetDef:
         if layer.type == "BatchNorm" and layer.has("batch_norm_param"):
             layer.batch_norm_param.clear("use_global_stats")
     return netdef_from_message(msg, netdef.path)
+
+
+def reader_options(recipe: Recipe, dataset: str) -> dict[str, Any]:
+    """What the recipe asks of the reader of ``dataset`` (one of its splits' datasets): its
+    ``year``, where the reader chooses among year folders (``locate_options``); else nothing."""
+    from reproduce.datasets import dataset_class  # the readers import torch; the recipes do not
+    if recipe.year is None or "year" not in dataset_class(dataset).locate_options:
+        return {}
+    return {"year": recipe.year}
 
 
 def with_overrides(recipe: Recipe, *, iter_size: int | None = None) -> Recipe:

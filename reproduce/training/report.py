@@ -7,7 +7,8 @@ A training run is a reproduction of an upstream recipe only when it ran the whol
 (:func:`training_shortfalls`): the recipe's schedule (its iterations and passes an iteration),
 full width, the recipe's init (the released ILSVRC classifier fetched through the registry or a
 file of its recorded digest; for a later stage, the previous stage's final weights that are
-themselves a reproduction) and the papers' training list (where a digest of it is on record).
+themselves a reproduction), the recipe's VOC year where it names one (FCN-GoogLeNet: VOC2011;
+:func:`year_shortfall`) and the papers' training list (where a digest of it is on record).
 Every shortfall is a line of ``not_a_reproduction`` and of the top of report.md; the final
 weights carry them in their metadata (``TRAINING_VERDICT``), so the next stage inherits them.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from port.fileio import atomic_open, write_text_atomic
 from port.run.devices import device_name
@@ -28,7 +29,7 @@ from reproduce.splits import check_split, papers_ids
 from reproduce.training.recipes import TRAIN_BATCHNORM, get_recipe, recipe_kind
 
 __all__ = ["write_train_report", "plot_curves", "curves_figure", "NO_CURVES_NOTE", "training_shortfalls",
-           "TRAINING_VERDICT", "papers_list_match"]
+           "TRAINING_VERDICT", "papers_list_match", "year_shortfall"]
 
 NO_CURVES_NOTE = ("curves.png not drawn: matplotlib is not installed (pip install "
                   "'fcn-port[plot]'); train_log.jsonl holds the numbers")
@@ -109,10 +110,29 @@ def _init_shortfalls(recipe: Any, opts: Any, init_record: dict[str, Any]) -> lis
     return out
 
 
+def year_shortfall(recipe: Any, years: Mapping[str, str | None] | None) -> str | None:
+    """The one line of a run whose VOC folders are not of the recipe's ``year`` (None: they
+    are, or the recipe names none). ``years``: the year each reader read, ``{"train": ...,
+    "val": ...}`` (the readers' ``year``; None where the dataset has no year folders)."""
+    wanted = get_recipe(recipe.model).year
+    if wanted is None or not years:
+        return None
+    read = [(what, split, years.get(role)) for role, what, split in
+            (("train", "trained on", recipe.train_split), ("val", "validated on", recipe.val_split))]
+    other = [f"{what} VOC{year} {split}" for what, split, year in read
+             if year is not None and year != wanted]
+    if not other:
+        return None
+    return (f"DATA: {' and '.join(other)}; {recipe_kind(recipe.model)} used VOC{wanted} "
+            f"(no VOC{wanted} folder found under --data)")
+
+
 def training_shortfalls(recipe: Any, opts: Any, total: int, world: int,
                         init_record: dict[str, Any], list_record: dict[str, Any],
-                        skipped: dict[str, list]) -> list[str]:
-    """What the run lacks of a complete upstream recipe, one line each (empty: it ran one)."""
+                        skipped: dict[str, list],
+                        years: Mapping[str, str | None] | None = None) -> list[str]:
+    """What the run lacks of a complete upstream recipe, one line each (empty: it ran one);
+    ``years``: the VOC year each reader read (:func:`year_shortfall`)."""
     upstream = get_recipe(recipe.model)
     reasons = []
     if total != upstream.iterations:
@@ -128,6 +148,9 @@ def training_shortfalls(recipe: Any, opts: Any, total: int, world: int,
         reasons.append(f"BATCHNORM: {TRAIN_BATCHNORM} trained it on batch statistics, the recipe "
                        f"freezes it at the classifier's: another recipe")
     reasons += [f"INIT: {r}" for r in _init_shortfalls(recipe, opts, init_record)]
+    data = year_shortfall(recipe, years)
+    if data:
+        reasons.append(data)
     if papers_list_match(list_record) is False:
         reasons.append(f"TRAINING LIST: {list_record['dataset']} {list_record['split']} of "
                        f"{list_record['images']} images is not the papers' list")
@@ -176,6 +199,9 @@ def _md_training(training: dict[str, Any]) -> list[str]:
             f"- width: 1/{training['width_divisor']}" if training["width_divisor"] != 1
             else "- width: full",
             *([f"- BatchNorm: {training['batchnorm']}"] if training.get("batchnorm") else []),
+            *(["- VOC year: " + ", ".join(f"{k} VOC{v}" for k, v in training["voc_years"].items()
+                                           if v)] if any((training.get("voc_years") or {}).values())
+              else []),
             f"- training list: {tl['dataset']} {tl['split']}, {tl['images']} images (ids "
             f"SHA-256 `{tl['ids_sha256']}`): {match}",
             *([f"- left out by --skip-bad: {', '.join(left_out)} (init.json lists them)"]
@@ -205,6 +231,7 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
                 "width_divisor": opts.width_divisor, "skip_bad": bool(opts.skip_bad),
                 "train_batchnorm": bool(getattr(opts, "train_batchnorm", False)),
                 "batchnorm": init_record.get("batchnorm"),
+                "voc_years": init_record.get("voc_years"),
                 "skipped": skipped, "not_a_reproduction": list(shortfalls)}
     info = R.RunInfo(model=recipe.model, dataset=val_reader.name, dataset_path=str(val_reader.root),
                      split=val_reader.split, weights=str(final), weights_sha256=sha256_file(final),

@@ -77,9 +77,10 @@ from reproduce.report import plural
 from reproduce.training.data import TrainData, open_split
 from reproduce.training import tensorboard
 from reproduce.training.recipes import (TRAIN_BATCHNORM, Recipe, batchnorm_setting, get_recipe,
-                                       solver_parameter, with_batch_statistics, with_overrides)
+                                       reader_options, solver_parameter, with_batch_statistics,
+                                       with_overrides)
 from reproduce.training.report import (TRAINING_VERDICT, init_sources_with_digests,
-                                       training_shortfalls, write_train_report)
+                                       training_shortfalls, write_train_report, year_shortfall)
 
 __all__ = ["TrainError", "TrainOptions", "TrainStopped", "train", "SNAPSHOT_FORMAT",
            "resume_point", "read_log"]
@@ -503,15 +504,26 @@ def _open_lists(recipe: Recipe, opts: TrainOptions, ctx: dist_.DistContext,
     (each list read once, :func:`check_items`)."""
     meta = get_meta(recipe.model)  # what each reader needs to feed it: its reader class's say
     train_reader, train_list = open_split(recipe.train_dataset, opts.data, recipe.train_split,
-                                          **evaluation.model_reader_options(meta, recipe.train_dataset))
+                                          **evaluation.model_reader_options(meta, recipe.train_dataset),
+                                          **reader_options(recipe, recipe.train_dataset))
     val_reader, _ = open_split(recipe.val_dataset, opts.data, recipe.val_split,
-                               **evaluation.model_reader_options(meta, recipe.val_dataset))
+                               **evaluation.model_reader_options(meta, recipe.val_dataset),
+                               **reader_options(recipe, recipe.val_dataset))
     log(train_list.describe(train_reader.ids))
+    # a year other than the recipe's is said before the first iteration, not only in the report
+    data = year_shortfall(recipe, voc_years(train_reader, val_reader))
+    if data:
+        log(data)
     log(f"reading the {len(train_reader.ids)} training and {len(val_reader.ids)} validation "
         f"images once before the first iteration")
     bad = {"train": check_items(train_reader, "training", opts.skip_bad, ctx, log),
            "val": check_items(val_reader, "validation", opts.skip_bad, ctx, log)}
     return train_reader, train_list, val_reader, bad
+
+
+def voc_years(train_reader: Any, val_reader: Any) -> dict[str, str | None]:
+    """The year folder each reader read (the readers' ``year``: None without year folders)."""
+    return {"train": train_reader.year, "val": val_reader.year}
 
 
 def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str, Any]:
@@ -546,6 +558,7 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
     init_record = (init_sources_with_digests(initialise(net, recipe, opts)) if resume is None
                    else _stored_init(out))
     init_record["batchnorm"] = batchnorm
+    init_record["voc_years"] = voc_years(train_reader, val_reader)
     param = replace(solver_parameter(with_overrides(recipe, iter_size=world * recipe.solver.iter_size)),
                     snapshot=plan.snapshot_every)
     solver = Solver(param, net=net, device=device, rank=ctx.rank, world_size=world)
@@ -593,7 +606,7 @@ def train(opts: TrainOptions, ctx: dist_.DistContext | None = None) -> dict[str,
                                "total_iterations": total, "seconds": time.perf_counter() - started}
     if ctx.is_main:
         shortfalls = training_shortfalls(recipe, opts, total, world, init_record,
-                                         data.list_record, bad)
+                                         data.list_record, bad, voc_years(train_reader, val_reader))
         final = save_weights(net, out / FINAL_NAME, recipe, opts.width_divisor,
                              {"iteration": str(total), TRAINING_VERDICT: json.dumps(shortfalls),
                               **({"batchnorm": batchnorm} if batchnorm else {})})
