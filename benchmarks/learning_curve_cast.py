@@ -2,7 +2,7 @@
 a reduced FCN-ResNet or FCN-GoogLeNet from a random classifier, Caffe's SGD, on the CPU.
 
 Not a test: ``python benchmarks/learning_curve_cast.py --model fcn_resnet50_8s [--iters 400]
-[--lr 3e-8] [--scale 1] [--seed 1] [--out benchmarks/results]`` writes
+[--lr 3e-8] [--scale 1] [--seed 1] [--momentum M] [--out benchmarks/results]`` writes
 ``<date>-learning-curve-<model>.json`` and ``.png``. The classifier is
 ``synthetic.random_classifier``: the shipped deploy net (port.models.classifiers) at
 ``--width-divisor`` with He-normal convolutions, Scale 1/0, and BatchNorm statistics that
@@ -30,6 +30,7 @@ for path in (REPO, REPO / "benchmarks"):
         sys.path.insert(0, str(path))
 
 from port.models import get_meta  # noqa: E402
+from port.models.released import SUM_OVER_BATCH  # noqa: E402
 from reproduce.training import synthetic  # noqa: E402
 
 
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--width-divisor", type=int, default=16)
     p.add_argument("--scale", type=int, default=1, help="the task's scale (2 for a net scored at stride 32 only)")
     p.add_argument("--seed", type=int, default=1, help="the classifier's (seed - 1) and the FCN's fillers' seed")
+    p.add_argument("--momentum", type=float, default=None, help="default: the net's recipe's")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
@@ -54,10 +56,11 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     curve = synthetic.learn(classifier, model=meta.name, width_divisor=args.width_divisor,
                             base_lr=args.lr, iters=args.iters, every=args.every, seed=args.seed,
-                            scale=args.scale)
+                            scale=args.scale, momentum=args.momentum)
     seconds = time.perf_counter() - start
     stem.with_suffix(".classifier.caffemodel").unlink()
     stem.with_suffix(".json").write_text(json.dumps({"model": meta.name, "lr": args.lr, "scale": args.scale, "seed": args.seed,
+                                                     "momentum": args.momentum,
                                                      "threads": args.threads, "seconds": seconds,
                                                      "width_divisor": args.width_divisor, "curve": curve},
                                                     indent=1) + "\n")
@@ -69,8 +72,9 @@ def main(argv=None) -> int:
     except ImportError:
         return 0
     from learning_curve import plot
+    summed = meta.loss_normalization == SUM_OVER_BATCH
     plot(curve, stem, f"{meta.name} / {args.width_divisor} from a random classifier, squares on noise "
-         f"(scale {args.scale}), Caffe SGD")
+         f"(scale {args.scale}), Caffe SGD", "loss (sum over pixels)" if summed else "loss (mean over pixels)")
     return 0
 
 

@@ -15,8 +15,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from port.models import get_meta
+from port.models import get_meta, net_spec
+from port.training.surgery import init_from
 from reproduce.training import synthetic
 
 IMAGES = 10  # held-out images per evaluation
@@ -47,3 +49,44 @@ def test_a_reduced_cast_net_learns_squares_on_noise(tmp_path, model, divisor, sc
     assert final > start + 0.15, curve
     assert all(math.isfinite(p["loss"]) for p in curve[1:])
     assert curve[-1]["loss"] < curve[1]["loss"], curve
+
+
+def test_fcn_googlenet_gradients_are_its_loss_derivatives(tmp_path):
+    """Ruled out as the cause of FCN-GoogLeNet not learning (RESULTS.md): its backward pass.
+    In float64, each learned blob's gradient along a random direction equals the central
+    difference of the loss (LRN at GoogLeNet's local_size 5, alpha 1e-4, beta 0.75; Concat;
+    pooling with ceil rounding and pad; the crop), with score_fr made non-zero so that the
+    gradient reaches the trunk."""
+    classifier = synthetic.random_classifier("bvlc_googlenet", 16, tmp_path / "classifier.caffemodel")
+    netdef = net_spec("fcn_googlenet", "train", num_classes=2, width_divisor=16).netdef()
+    shapes = {"data": (1, 3, 64, 64), "label": (1, 1, 64, 64)}
+    net = init_from(netdef, classifier, seed=1, do_interp=True, input_shapes=shapes)[0].double()
+    g = torch.Generator().manual_seed(0)
+    params = {n: p for n, p in net.named_parameters() if p.requires_grad}
+    with torch.no_grad():
+        params["score_fr.weight"].copy_(0.05 * torch.randn(params["score_fr.weight"].shape, generator=g,
+                                                            dtype=torch.float64))
+    inputs = {k: torch.from_numpy(v).double() for k, v in synthetic.sample(0).items()}
+
+    def loss() -> torch.Tensor:
+        return net(return_blobs=True, **inputs)["loss"]
+
+    net.zero_grad()
+    loss().backward()
+    checked = []
+    for name, p in params.items():
+        if p.dim() != 4:
+            continue
+        d = torch.randn(p.shape, generator=g, dtype=torch.float64)
+        eps = 1e-6 * float(p.detach().norm()) / float(d.norm())
+        with torch.no_grad():
+            p.add_(eps * d)
+            plus = float(loss())
+            p.sub_(2 * eps * d)
+            minus = float(loss())
+            p.add_(eps * d)
+        numeric, analytic = (plus - minus) / (2 * eps), float((p.grad * d).sum())
+        assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-10), name
+        checked.append(name)
+    assert {"conv1/7x7_s2.weight", "inception_3a/5x5.weight", "inception_5b/pool_proj.weight",
+            "score_fr.weight"} <= set(checked)

@@ -17,12 +17,13 @@ transplant, interp, Caffe's SGD as upstream sets it) learns on their install wit
 The task's ``scale`` multiplies the image and the squares' sides together (the same task, seen
 larger). A net whose only score is at stride 32 (FCN-32s, FCN-GoogLeNet, FCN-ResNet-*-32s) needs
 ``scale`` 2: at scale 1 its score has one value per 32 x 32 pixels, wider than most squares
-(14 to 30 pixels), so no pixel's probability of being inside a square, seen from that coarse
-score through the fixed bilinear upsampling, ever reaches one half, and the loss's optimum
-predicts the background everywhere: the loss falls to the background prior's and the mean IU
-stays at chance however long it trains (measured: FCN-ResNet-50-8s learns at scale 1, its own
-32s cast does not, and does at scale 2; ``benchmarks/RESULTS.md``). At scale 2 the squares are
-28 to 60 pixels, one or two score cells.
+(14 to 30 pixels), and seen through that coarse score and the fixed bilinear upsampling hardly
+any pixel is more likely inside a square than outside, so the loss's optimum is close to the
+background everywhere: the loss stays near the background prior's and the mean IU at chance for
+hundreds of iterations (measured in ``benchmarks/RESULTS.md``: FCN-ResNet-50-8s learns at scale
+1, its own 32s cast and FCN-32s do not in 400 and 800 iterations, FCN-GoogLeNet reaches 0.53
+after 2000; at scale 2 FCN-ResNet-50-32s and FCN-GoogLeNet pass 0.75 in 400). At scale 2 the
+squares are 28 to 58 pixels, one or two score cells.
 
 :func:`random_classifier`: the cast nets' classifiers (:mod:`port.models.classifiers`) with
 random weights, the "classifier that has learned nothing" of the cast nets' learning check
@@ -30,10 +31,9 @@ random weights, the "classifier that has learned nothing" of the cast nets' lear
 """
 from __future__ import annotations
 
-from typing import Any
-
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,14 +116,22 @@ def learn(classifier: Any, *, model: str = "fcn8s", base_lr: float = 5e-10, iter
 def random_classifier(name: str, width_divisor: int, path: Path, seed: int = 0) -> NetDef:
     """The shipped classifier ``name`` (:data:`port.models.classifiers.CLASSIFIERS`) at
     ``width_divisor`` with random weights, written at ``path`` (a ``.caffemodel``) by the
-    project's writer and read back as a parsed caffemodel for :func:`learn`.
+    project's writer and read back as a parsed caffemodel for :func:`learn`: the classifier as
+    Caffe would start its ILSVRC training, before it has learned anything.
 
-    Convolutions and InnerProducts He-normal (Caffe's ``msra`` filler, variance 2 / fan-in:
-    the activations keep their scale through a deep ReLU trunk), biases 0, Scale 1 and 0.
-    BatchNorm's statistics are those Caffe's TRAIN-mode BatchNorm accumulates over 8 synthetic
-    224 x 224 images (a classifier's statistics are those of its data; zero/one statistics
-    make a deep ResNet's activations grow without bound); a net without BatchNorm
-    (GoogLeNet) skips that pass."""
+    Each blob from the filler its prototxt writes (:func:`port.net.fillers.fill_`; GoogLeNet's
+    deploy net writes ``xavier`` weights and constant 0.2 biases, 0 on its classifier); where it
+    writes none (MSRA's ResNet deploy nets write no filler, and Caffe's default, constant 0,
+    would make a dead net), weights He-normal (Caffe's ``msra``: variance 2 / fan-in), biases
+    and BatchNorm's mean 0, Scale, BatchNorm's variance and scale factor 1. He-normal on
+    GoogLeNet instead leaves its deep activations 50 times apart from one seed to the next
+    (the max-pooling branch of each inception module adds to them; at width / 16, root mean
+    square 6 to 300 at ``inception_5b/output``), and the largest diverge in training
+    (``benchmarks/RESULTS.md``). BatchNorm's statistics are then those Caffe's TRAIN-mode
+    BatchNorm accumulates over 8 synthetic 224 x 224 images (a classifier's statistics are
+    those of its data; zero/one statistics make a deep ResNet's activations grow without
+    bound); a net without BatchNorm (GoogLeNet) skips that pass. ``seed`` seeds one
+    ``torch.Generator`` drawn in net order, weight before bias."""
     netdef = classifiers.classifier_net(name, width_divisor)
     net = CaffeNet(netdef, "TEST")
     g = torch.Generator().manual_seed(seed)
