@@ -31,7 +31,7 @@ for path in (REPO, REPO / "benchmarks"):
 
 from port.models import get_meta  # noqa: E402
 from port.models.released import SUM_OVER_BATCH  # noqa: E402
-from reproduce.training import synthetic  # noqa: E402
+from reproduce.training import recipes, synthetic  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     meta = get_meta(args.model)
+    if args.momentum is None:
+        args.momentum = recipes.get_recipe(meta.name).solver.momentum
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"cpu-{datetime.date.today()}-learning-curve-{meta.name}"
     classifier = synthetic.random_classifier(meta.classifier, args.width_divisor,
