@@ -20,14 +20,14 @@ from port.caffe import load_caffemodel  # noqa: E402
 from reproduce.training import synthetic  # noqa: E402
 
 
-def plot(curve: list[dict], stem: Path, title: str) -> None:
+def plot(curve: list[dict], stem: Path, title: str, loss_label: str = "loss (sum over pixels)") -> None:
     """The loss and held-out mean IU of ``curve`` drawn at ``stem``.png."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, loss_ax = plt.subplots(figsize=(7, 4))
     its = [c["iter"] for c in curve]
-    loss_ax.plot(its[1:], [c["loss"] for c in curve[1:]], color="tab:blue", label="loss (sum over pixels)")
+    loss_ax.plot(its[1:], [c["loss"] for c in curve[1:]], color="tab:blue", label=loss_label)
     loss_ax.set_xlabel("iteration")
     loss_ax.set_ylabel("loss", color="tab:blue")
     iu_ax = loss_ax.twinx()
