@@ -37,8 +37,19 @@ def chance(scale: int) -> float:
     return float(np.mean(background)) / 2
 
 
+@pytest.fixture
+def one_thread():
+    """A training's float sums depend on how many threads split them (seed 1 of FCN-GoogLeNet
+    reached 0.768 at 250 iterations on one thread and 0.594 on two), so the runs this test's
+    settings were chosen on are the one-thread ones, whatever the machine or the xdist workers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("model, divisor, scale, lr, iters", CASES, ids=[c[0] for c in CASES])
-def test_a_reduced_cast_net_learns_squares_on_noise(tmp_path, model, divisor, scale, lr, iters):
+def test_a_reduced_cast_net_learns_squares_on_noise(tmp_path, one_thread, model, divisor, scale, lr, iters):
     classifier = synthetic.random_classifier(get_meta(model).classifier, divisor,
                                              tmp_path / "classifier.caffemodel")
     curve = synthetic.learn(classifier, model=model, width_divisor=divisor, scale=scale,
