@@ -32,7 +32,10 @@ not N x C x H x W.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -165,6 +168,24 @@ class Deployable(torch.nn.Module):
         return tuple(out[name] for name in self.output_names)
 
 
+@contextlib.contextmanager
+def _torch_internal_warnings_off():
+    """PyTorch's exporters warn about their own deprecated internals (``isinstance(treespec,
+    LeafSpec)``, raised inside ``torch.utils._pytree`` while the program is copied) and log that
+    torchvision's operators are not registered (``torchvision is not installed. Skipping
+    torchvision::nms``): nothing a user of ``port export`` did or can change, and no FCN layer
+    uses them, so neither is printed; every other warning is."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_program(net: Any, size: int | None = None) -> Any:
     """``torch.export.export`` of ``net`` (TEST phase, eval) with every input's height and width
     dynamic, from :func:`min_size` on; traced at ``size`` (default: 64 or the minimum)."""
@@ -182,7 +203,7 @@ def export_program(net: Any, size: int | None = None) -> Any:
     # stands in for the plain path, on top of its declining under torch.compiler.is_compiling().
     # Guards PyTorch cannot prove over the range (its own ceil-mode and contiguity checks,
     # true for every size taken) become run-time asserts instead of failing the export.
-    with torch.enable_grad():
+    with torch.enable_grad(), _torch_internal_warnings_off():
         return torch.export.export(module, example, dynamic_shapes=(dynamic,), strict=False,
                                    prefer_deferred_runtime_asserts_over_guards=True)
 
@@ -207,9 +228,10 @@ def write_onnx(program: Any, out: str | os.PathLike, input_names: Sequence[str],
     except ImportError as err:
         raise ExportError(f"--format onnx needs the onnx and onnxscript packages ({err.name} is "
                           f"missing): pip install 'fcn-port[export]'") from None
-    onnx_program = torch.onnx.export(program, (), dynamo=True, input_names=list(input_names),
-                                     output_names=list(output_names), opset_version=ONNX_OPSET,
-                                     optimize=False, verbose=False)
+    with _torch_internal_warnings_off():
+        onnx_program = torch.onnx.export(program, (), dynamo=True, input_names=list(input_names),
+                                         output_names=list(output_names), opset_version=ONNX_OPSET,
+                                         optimize=False, verbose=False)
     model = onnx_program.model_proto
     _name_axes(model, program)
     out = Path(out)

@@ -151,3 +151,20 @@ def test_a_net_that_cannot_be_exported_says_which_layer(tmp_path, capsys):
         port_main(["export", str(weights), "--model", "fcn32s", "--format", "onnx", "--phase", "TRAIN",
                    "-o", str(tmp_path / "x.onnx")])
     assert exit_.value.code == 2
+
+
+def test_the_command_prints_what_it_wrote_and_nothing_of_torchs_internals(tmp_path):
+    """A fresh process, as a user runs it (PyTorch's ONNX exporter logs its missing torchvision
+    operators once per process, and its pytree code warns of its own deprecated ``LeafSpec``):
+    the command's output is its one line, and standard error stays empty."""
+    import subprocess
+    import sys
+    weights = random_init("fcn32s", tmp_path / "w.safetensors")
+    out = tmp_path / "n.onnx"
+    run = subprocess.run([sys.executable, "-m", "port", "export", str(weights), "--model", "fcn32s",
+                          "--format", "onnx", "-o", str(out)], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONWARNINGS": "default"})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [f"wrote {out}"]
+    assert run.stderr == ""
+    assert onnx.load(str(out)).graph.output[0].name == "score"
