@@ -24,6 +24,9 @@ agree to fp32 summation order. Geometry comes from each layer's kernel, stride a
 :func:`port.net.ops.conv_output_size` / :func:`port.net.ops.pool_output_size`; a layer where no generic
 position is left (a tiny canvas, where the halo covers everything) runs the plain layer.
 
+Within :func:`reusing` (the default inference path, :mod:`port.run.prepared`), the full maps
+are written into an :class:`Arena` kept from one forward to the next instead of new tensors.
+
 >>> fast = constant_canvas(get_model("fcn8s", weights=...))   # doctest: +SKIP
 >>> fast(data)                       # the same score as the plain model, less work
 """
@@ -320,6 +323,19 @@ def _crop(x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
     return out
 
 
+BAND_FILL = True
+POOL_BAND = True
+
+
+def _outside(h: int, w: int, rows: Interval, cols: Interval) -> list[tuple[Interval, Interval]]:
+    """The bands of an ``h x w`` map around the block ``rows x cols`` (all of it when empty)."""
+    (r0, r1), (c0, c1) = rows, cols
+    if not (r0 < r1 and c0 < c1):
+        return [((0, h), (0, w))]
+    bands = [((0, r0), (0, w)), ((r1, h), (0, w)), ((r0, r1), (0, c0)), ((r0, r1), (c1, w))]
+    return [(rs, cs) for rs, cs in bands if rs[0] < rs[1] and cs[0] < cs[1]]
+
+
 def assemble(plan: tuple[AxisPlan, AxisPlan], x: torch.Tensor,
              tile: Callable[[torch.Tensor, Interval, Interval], torch.Tensor],
              new_map: Callable[..., torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -340,13 +356,16 @@ def assemble(plan: tuple[AxisPlan, AxisPlan], x: torch.Tensor,
     shape = (n, c, ay.size, ax.size)
     out = (new_map(shape, column, fmt) if new_map is not None else
            torch.empty(shape, dtype=column.dtype, device=column.device, memory_format=fmt))
-    out.copy_(column.expand(n, c, ay.size, ax.size))
-    for c0, c1 in ax.rim_ranges():
-        out[..., c0:c1] = row[..., c0:c1]
+    (r0, r1), (c0, c1) = ay.inner, ax.inner
+    # the column profile everywhere the inner block (written last) does not cover
+    for rows, cols in _outside(ay.size, ax.size, (r0, r1), (c0, c1)) if BAND_FILL else [((0, ay.size), (0, ax.size))]:
+        out[..., rows[0]:rows[1], cols[0]:cols[1]] = column[..., rows[0]:rows[1], :].expand(
+            n, c, rows[1] - rows[0], cols[1] - cols[0])
+    for cs, ce in ax.rim_ranges():
+        out[..., cs:ce] = row[..., cs:ce]
     for rows in ay.rim_ranges():
         for cols in ax.rim_ranges():
             out[..., rows[0]:rows[1], cols[0]:cols[1]] = tile(x, rows, cols)
-    (r0, r1), (c0, c1) = ay.inner, ax.inner
     if r0 < r1 and c0 < c1:
         out[..., r0:r1, c0:c1] = tile(x, (r0, r1), (c0, c1))
     return out
@@ -411,7 +430,14 @@ class CanvasPooling(Pooling):
     def _tile(self, x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
         sy, sx = self.chain.stencils[self.index]
         (r0, r1), (c0, c1) = sy.window(*rows), sx.window(*cols)
-        crop = x[..., r0:min(r1, x.shape[-2]), c0:min(c1, x.shape[-1])]
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if POOL_BAND and 2 * (min(c1, w) - c0) >= w:
+            # A wide tile pools the whole rows: a band of rows is contiguous in NHWC, a crop
+            # is not (the pooling would copy it first), and each output column's window is
+            # the one the plain layer pools (the last one clipped as Caffe's).
+            return _check_tile(super().forward(x[..., r0:min(r1, h), :])[0][..., cols[0]:cols[1]],
+                               rows, cols, self.caffe_name)
+        crop = x[..., r0:min(r1, h), c0:min(c1, w)]
         return _check_tile(super().forward(crop)[0], rows, cols, self.caffe_name)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
