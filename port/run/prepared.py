@@ -21,10 +21,11 @@ forward hook on a layer (the prepared form would not call it), inside :func:`pla
 
 The prepared form (:class:`PreparedForm`, kept as ``net.inference_cache``) shares the net's
 Parameter objects (:func:`port.run.canvas.sharing_copy`); its extra memory is the reordered
-weights, one copy, and the canvas's maps kept from one forward to the next
-(:class:`port.run.canvas.Arena`: two of a trunk's largest maps plus ``pool3``'s and ``pool4``'s,
-for the largest input so far; 201 MiB for FCN-8s at 375x500, less than the 462 MiB of its
-packed weights), which spare the next forward a page fault on every 4 KiB of every new map.
+weights, one copy (``fc6`` runs from the weight as it is: :class:`port.run.speed.PackedConvolution`),
+and the canvas's maps kept from one forward to the next (:class:`port.run.canvas.Arena`: two of
+a trunk's largest maps plus ``pool3``'s and ``pool4``'s, for the largest input so far; 201 MiB
+for FCN-8s at 375x500), which spare the next forward a page fault on every 4 KiB of every new
+map. FCN-8s's peak RSS is then below the plain path's (``benchmarks/RESULTS.md``).
 The arena is lent to one call at a time (a concurrent call makes new maps) and never to a
 call that returns every blob (``return_blobs=True``: a trunk map would reach the caller); a
 net output is never written into it. It is made for the weights the net has: each call compares the identity,
