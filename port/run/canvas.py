@@ -323,10 +323,6 @@ def _crop(x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
     return out
 
 
-BAND_FILL = True
-POOL_BAND = True
-
-
 def _outside(h: int, w: int, rows: Interval, cols: Interval) -> list[tuple[Interval, Interval]]:
     """The bands of an ``h x w`` map around the block ``rows x cols`` (all of it when empty)."""
     (r0, r1), (c0, c1) = rows, cols
@@ -358,7 +354,7 @@ def assemble(plan: tuple[AxisPlan, AxisPlan], x: torch.Tensor,
            torch.empty(shape, dtype=column.dtype, device=column.device, memory_format=fmt))
     (r0, r1), (c0, c1) = ay.inner, ax.inner
     # the column profile everywhere the inner block (written last) does not cover
-    for rows, cols in _outside(ay.size, ax.size, (r0, r1), (c0, c1)) if BAND_FILL else [((0, ay.size), (0, ax.size))]:
+    for rows, cols in _outside(ay.size, ax.size, (r0, r1), (c0, c1)):
         out[..., rows[0]:rows[1], cols[0]:cols[1]] = column[..., rows[0]:rows[1], :].expand(
             n, c, rows[1] - rows[0], cols[1] - cols[0])
     for cs, ce in ax.rim_ranges():
@@ -431,7 +427,7 @@ class CanvasPooling(Pooling):
         sy, sx = self.chain.stencils[self.index]
         (r0, r1), (c0, c1) = sy.window(*rows), sx.window(*cols)
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        if POOL_BAND and 2 * (min(c1, w) - c0) >= w:
+        if 2 * (min(c1, w) - c0) >= w:
             # A wide tile pools the whole rows: a band of rows is contiguous in NHWC, a crop
             # is not (the pooling would copy it first), and each output column's window is
             # the one the plain layer pools (the last one clipped as Caffe's).
