@@ -301,7 +301,7 @@ def map_slots(model: CaffeNet, chain: Sequence[str]) -> list[int | None]:
         if top in model.output_names:
             slots.append(None)
             continue
-        # the step where the blob is next written again (an in-place layer on it excepted)
+        # the step where this layer's slot is written again: a reader after it is too late
         limit = position[chain[index + 2]] if index + 2 < len(chain) else len(steps)
         late = any(top in bottoms for i, (_, bottoms, _) in enumerate(steps) if i > limit)
         slots.append(2 + index if late else index % 2)
