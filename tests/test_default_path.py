@@ -258,3 +258,77 @@ def test_the_engine_registers_the_default_path_without_importing_it():
     """The engine consults the one executor port.run.prepared registers (the import rules
     themselves, port.run between port.net and port.models: tests/test_layering.py)."""
     assert engine._inference_executor is prepared.execute
+
+
+# -- the canvas's maps kept between forwards (canvas.Arena) ---------------------------------
+def arena_of(model: nn.Module) -> canvas.Arena:
+    form = prepared.form_of(model)
+    assert form is not None and form.arena is not None
+    return form.arena
+
+
+def fresh_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The prepared form's score with every canvas map a new tensor (no arena)."""
+    form = prepared.form_of(model)
+    with torch.no_grad(), canvas.reusing(None):
+        out = form.net(data=x.contiguous(memory_format=torch.channels_last))
+    return out["score"] if isinstance(out, dict) else out
+
+
+def test_a_second_forward_of_the_same_size_makes_no_new_map():
+    model, x, y = tiny("fcn8s"), data(1), data(2)
+    first = default(model, x)
+    kept = first.clone()
+    arena = arena_of(model)
+    made = arena.allocations
+    assert made > 0 and arena.nbytes() > 0
+    second = default(model, y)
+    assert arena_of(model) is arena and arena.allocations == made  # the same storage again
+    assert torch.equal(first, kept)  # what the caller holds is its own
+    assert torch.equal(second, fresh_maps(model, y))  # bit for bit the maps made anew
+    assert rel_err(second, plain(model, y)) <= TOLERANCE
+    smaller = data(3, (SIZE[0] - 6, SIZE[1] - 9))
+    got = default(model, smaller)  # fits in the slots already there
+    assert arena.allocations == made and torch.equal(got, fresh_maps(model, smaller))
+
+
+def test_maps_read_after_the_trunk_moved_on_get_their_own_slot():
+    model = tiny("fcn8s")
+    (chain,) = canvas.trunk_chains(model)
+    names = [name for name, _ in chain]
+    slots = dict(zip(names, canvas.map_slots(model, names)))
+    assert slots["pool3"] not in (0, 1) and slots["pool4"] not in (0, 1)  # read by score_pool3/4
+    assert len({slots["pool3"], slots["pool4"]}) == 2
+    assert {slots["conv1_1"], slots["conv1_2"]} == {0, 1}
+    model.output_names = (*model.output_names, "pool2")  # a trunk map that goes to the caller
+    assert canvas.map_slots(model, names)[names.index("pool2")] is None
+
+
+def test_blobs_returned_to_the_caller_are_never_reused():
+    model, x = tiny("fcn8s"), data(1)
+    with torch.no_grad():
+        blobs = model(x, return_blobs=True)
+    kept = {name: t.clone() for name, t in blobs.items()}
+    default(model, data(2))
+    default(model, data(4))
+    assert all(torch.equal(blobs[name], t) for name, t in kept.items())
+
+
+def test_concurrent_forwards_of_different_sizes_each_get_their_own_maps():
+    import threading
+    model = tiny("fcn8s")
+    inputs = [data(i, (SIZE[0] + 8 * i, SIZE[1] - 4 * i)) for i in range(3)]
+    default(model, inputs[0])
+    expected = [fresh_maps(model, x) for x in inputs]
+    wrong: list[int] = []
+
+    def work(i: int) -> None:
+        for _ in range(4):
+            if not torch.equal(default(model, inputs[i]), expected[i]):
+                wrong.append(i)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == [] and calls(model) == 1 + 3 * 4

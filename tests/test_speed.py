@@ -386,3 +386,25 @@ def test_one_rule_finds_the_in_place_relu_after_a_convolution():
         assert relu_in_place_after(packed.steps, packed.caffe_layers(), 0) is None
         assert canvas._fused_relu(packed, 0) == "relu_a"
         assert speed.fusable_relus(packed) == {}
+
+
+def test_a_large_kernel_runs_as_one_matrix_product_without_a_packed_copy():
+    """fc6 (7x7, no pad) runs as im2col + addmm over the weight as it is: no packed copy,
+    the plain convolution's output (with its fused ReLU) to fp32 rounding, any batch size."""
+    if not speed.mkldnn_ok():
+        pytest.skip("no oneDNN in this torch")
+    model = tiny()
+    packed = speed.prepack_cpu(model)
+    fc6, conv1 = packed.fc6, packed.conv1_1
+    assert fc6._as_matmul() and fc6.relu and not conv1._as_matmul()
+    x = torch.randn(2, fc6.weight.shape[1], 9, 11, generator=torch.Generator().manual_seed(5))
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        (got,) = fc6(x)
+        with speed.plain_path():
+            expected = torch.relu(model.fc6(x)[0])
+    assert got.shape == expected.shape == (2, fc6.weight.shape[0], 3, 5)
+    assert rel_err(got, expected) < 1e-5 and fc6._packed[0] is None
+    with torch.inference_mode():
+        conv1(torch.randn(1, 3, 8, 8))
+    assert conv1._packed[0] is not None  # a small kernel still goes to oneDNN, packed

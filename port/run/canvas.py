@@ -24,11 +24,16 @@ agree to fp32 summation order. Geometry comes from each layer's kernel, stride a
 :func:`port.net.ops.conv_output_size` / :func:`port.net.ops.pool_output_size`; a layer where no generic
 position is left (a tiny canvas, where the halo covers everything) runs the plain layer.
 
+Within :func:`reusing` (the default inference path, :mod:`port.run.prepared`), the full maps
+are written into an :class:`Arena` kept from one forward to the next instead of new tensors.
+
 >>> fast = constant_canvas(get_model("fcn8s", weights=...))   # doctest: +SKIP
 >>> fast(data)                       # the same score as the plain model, less work
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -42,7 +47,7 @@ from port.net.layers import LRN, Convolution, Identity, Pooling, ReLU, redress, 
 
 __all__ = ["Stencil", "AxisPlan", "CanvasError", "plan_axis", "plan_chain", "trunk_chains",
            "constant_canvas", "CanvasChain", "CanvasConvolution", "CanvasPooling", "CanvasLRN",
-           "canvas_flops", "sharing_copy", "pays_off"]
+           "canvas_flops", "sharing_copy", "pays_off", "Arena", "reusing"]
 
 Interval = tuple[int, int]
 
@@ -194,8 +199,11 @@ class CanvasChain:
     layer called on anything else runs plainly); the plans travel with it, so concurrent
     forwards of different sizes cannot mix."""
 
-    def __init__(self, names: Sequence[str], stencils: Sequence[tuple[Stencil, Stencil]]):
+    def __init__(self, names: Sequence[str], stencils: Sequence[tuple[Stencil, Stencil]],
+                 slots: Sequence[int | None] | None = None):
         self.names, self.stencils = tuple(names), tuple(stencils)
+        #: per layer, the :class:`Arena` slot its map may live in (None: always a new tensor)
+        self.slots = tuple(slots) if slots is not None else (None,) * len(self.names)
         self._plans: dict[tuple[int, int], list] = {}
         self._last: tuple[int, torch.Tensor, list] | None = None
 
@@ -214,6 +222,92 @@ class CanvasChain:
         self._last = None if last else (index, out, plans)
 
 
+# -- reused maps -------------------------------------------------------------------------------
+class Arena:
+    """Storage for the full maps of the canvas layers, kept from one forward to the next so
+    that a map is written into memory already mapped: a new map of a conv1-sized layer
+    (64 x 573 x 698 floats at 375x500) is a fresh ``mmap`` from the allocator, and writing it
+    takes one page fault per 4 KiB (measured: about 10% of FCN-8s's forward on a 2-core Xeon,
+    ``benchmarks/RESULTS.md``).
+
+    A chain's layers share two alternating slots (a layer reads its predecessor's map and
+    writes the other slot); a map read again later in the forward (``pool3``/``pool4``, read by
+    the skips after the trunk has gone on) gets a slot of its own, and a net output none
+    (:func:`map_slots`). Each slot holds the largest map asked of it so far, so what an arena
+    keeps is at most two of a chain's largest maps plus the late-read ones, for the largest
+    input it has seen. An arena serves one forward at a time and only where no map outlives
+    the forward (the caller gets no intermediate blob): :mod:`port.run.prepared` lends it."""
+
+    def __init__(self) -> None:
+        self._slots: dict[tuple[int, int], torch.Tensor] = {}
+        self.allocations = 0  # how many slot storages it has made (a test's counter)
+
+    def take(self, chain: "CanvasChain", index: int, shape: tuple[int, ...], dtype: torch.dtype,
+             device: torch.device, fmt: torch.memory_format) -> torch.Tensor:
+        """An uninitialised map of ``shape`` in ``fmt`` backed by the slot of layer ``index``."""
+        slot = chain.slots[index]
+        if slot is None:
+            return torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
+        numel, key = 1, (id(chain), slot)
+        for n in shape:
+            numel *= n
+        flat = self._slots.get(key)
+        if flat is None or flat.numel() < numel or flat.dtype != dtype or flat.device != device:
+            self._slots[key] = None  # the old storage goes before the new one is made
+            flat = self._slots[key] = torch.empty(numel, dtype=dtype, device=device)
+            self.allocations += 1
+        n, c, h, w = shape
+        if fmt == torch.channels_last:
+            return flat[:numel].view(n, h, w, c).permute(0, 3, 1, 2)
+        return flat[:numel].view(shape)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._slots.values() if t is not None)
+
+
+_ARENA: contextvars.ContextVar[Arena | None] = contextvars.ContextVar("port_canvas_arena", default=None)
+
+
+@contextlib.contextmanager
+def reusing(arena: Arena | None):
+    """Canvas layers called inside write their maps into ``arena`` (None: new tensors). The
+    setting is the calling thread's (a context variable): concurrent forwards never share it."""
+    token = _ARENA.set(arena)
+    try:
+        yield arena
+    finally:
+        _ARENA.reset(token)
+
+
+def _new_map(chain: "CanvasChain", index: int, shape: tuple[int, ...], like: torch.Tensor,
+             fmt: torch.memory_format) -> torch.Tensor:
+    arena = _ARENA.get()
+    if arena is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+    return arena.take(chain, index, shape, like.dtype, like.device, fmt)
+
+
+def map_slots(model: CaffeNet, chain: Sequence[str]) -> list[int | None]:
+    """The :class:`Arena` slot of each layer of a chain (layer names, in order) of ``model``:
+    0 and 1 alternately where every reader of the layer's map runs before the chain layer two
+    further on writes (the next layer, or anything after the chain's last layer), a slot of its
+    own (2 + index) where a reader comes later (``pool3``, read by ``score_pool3``), None for a
+    net output (it goes to the caller)."""
+    steps = model.steps
+    position = {name: i for i, (name, _, _) in enumerate(steps)}
+    slots: list[int | None] = []
+    for index, name in enumerate(chain):
+        (top,) = steps[position[name]][2]
+        if top in model.output_names:
+            slots.append(None)
+            continue
+        # the step where this layer's slot is written again: a reader after it is too late
+        limit = position[chain[index + 2]] if index + 2 < len(chain) else len(steps)
+        late = any(top in bottoms for i, (_, bottoms, _) in enumerate(steps) if i > limit)
+        slots.append(2 + index if late else index % 2)
+    return slots
+
+
 def _crop(x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
     """``x[..., rows, cols]`` where positions outside ``x`` are the convolution's zero pad."""
     h, w = int(x.shape[-2]), int(x.shape[-1])
@@ -229,12 +323,23 @@ def _crop(x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
     return out
 
 
+def _outside(h: int, w: int, rows: Interval, cols: Interval) -> list[tuple[Interval, Interval]]:
+    """The bands of an ``h x w`` map around the block ``rows x cols`` (all of it when empty)."""
+    (r0, r1), (c0, c1) = rows, cols
+    if not (r0 < r1 and c0 < c1):
+        return [((0, h), (0, w))]
+    bands = [((0, r0), (0, w)), ((r1, h), (0, w)), ((r0, r1), (0, c0)), ((r0, r1), (c1, w))]
+    return [(rs, cs) for rs, cs in bands if rs[0] < rs[1] and cs[0] < cs[1]]
+
+
 def assemble(plan: tuple[AxisPlan, AxisPlan], x: torch.Tensor,
-             tile: Callable[[torch.Tensor, Interval, Interval], torch.Tensor]) -> torch.Tensor | None:
+             tile: Callable[[torch.Tensor, Interval, Interval], torch.Tensor],
+             new_map: Callable[..., torch.Tensor] | None = None) -> torch.Tensor | None:
     """The layer's output from ``tile(input, rows, cols)`` (outputs ``rows x cols``): the
     column profile through a generic column fills every row (a rim row's value, or the
     constant), the row profile the rim columns, then the rim corners and the inner block are
-    computed in full. None where the plan has no generic position (run the plain layer)."""
+    computed in full. None where the plan has no generic position (run the plain layer).
+    ``new_map(shape, like, memory_format)`` makes the uninitialised map (default: a new tensor)."""
     ay, ax = plan
     if ay.generic is None or ax.generic is None:
         return None
@@ -244,14 +349,19 @@ def assemble(plan: tuple[AxisPlan, AxisPlan], x: torch.Tensor,
     n, c = int(x.shape[0]), int(column.shape[1])
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
         else torch.contiguous_format
-    out = torch.empty((n, c, ay.size, ax.size), dtype=column.dtype, device=column.device, memory_format=fmt)
-    out.copy_(column.expand(n, c, ay.size, ax.size))
-    for c0, c1 in ax.rim_ranges():
-        out[..., c0:c1] = row[..., c0:c1]
+    shape = (n, c, ay.size, ax.size)
+    out = (new_map(shape, column, fmt) if new_map is not None else
+           torch.empty(shape, dtype=column.dtype, device=column.device, memory_format=fmt))
+    (r0, r1), (c0, c1) = ay.inner, ax.inner
+    # the column profile everywhere the inner block (written last) does not cover
+    for rows, cols in _outside(ay.size, ax.size, (r0, r1), (c0, c1)):
+        out[..., rows[0]:rows[1], cols[0]:cols[1]] = column[..., rows[0]:rows[1], :].expand(
+            n, c, rows[1] - rows[0], cols[1] - cols[0])
+    for cs, ce in ax.rim_ranges():
+        out[..., cs:ce] = row[..., cs:ce]
     for rows in ay.rim_ranges():
         for cols in ax.rim_ranges():
             out[..., rows[0]:rows[1], cols[0]:cols[1]] = tile(x, rows, cols)
-    (r0, r1), (c0, c1) = ay.inner, ax.inner
     if r0 < r1 and c0 < c1:
         out[..., r0:r1, c0:c1] = tile(x, (r0, r1), (c0, c1))
     return out
@@ -282,6 +392,9 @@ class CanvasConvolution(Convolution):
         return redress(cls, conv, _impl=(conv, _unpadded(conv)), relu=relu, chain=chain,  # type: ignore[return-value]
                        index=index)
 
+    def _new_map(self, shape: tuple[int, ...], like: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+        return _new_map(self.chain, self.index, shape, like, fmt)
+
     def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         (y,) = module(x)
         return torch.relu(y) if self.relu else y
@@ -293,7 +406,7 @@ class CanvasConvolution(Convolution):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         plans = self.chain.plans_for(self.index, x)
-        out = assemble(plans[self.index], x, self._tile) if plans is not None else None
+        out = assemble(plans[self.index], x, self._tile, self._new_map) if plans is not None else None
         if out is None:
             out = self._run(self._impl[0], x)
         self.chain.produced(self.index, out, plans)
@@ -308,15 +421,24 @@ class CanvasPooling(Pooling):
     def of(cls, pool: Pooling, chain: "CanvasChain", index: int) -> "CanvasPooling":
         return redress(cls, pool, chain=chain, index=index)  # type: ignore[return-value]
 
+    _new_map = CanvasConvolution._new_map
+
     def _tile(self, x: torch.Tensor, rows: Interval, cols: Interval) -> torch.Tensor:
         sy, sx = self.chain.stencils[self.index]
         (r0, r1), (c0, c1) = sy.window(*rows), sx.window(*cols)
-        crop = x[..., r0:min(r1, x.shape[-2]), c0:min(c1, x.shape[-1])]
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if 2 * (min(c1, w) - c0) >= w:
+            # A wide tile pools the whole rows: a band of rows is contiguous in NHWC, a crop
+            # is not (the pooling would copy it first), and each output column's window is
+            # the one the plain layer pools (the last one clipped as Caffe's).
+            return _check_tile(super().forward(x[..., r0:min(r1, h), :])[0][..., cols[0]:cols[1]],
+                               rows, cols, self.caffe_name)
+        crop = x[..., r0:min(r1, h), c0:min(c1, w)]
         return _check_tile(super().forward(crop)[0], rows, cols, self.caffe_name)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         plans = self.chain.plans_for(self.index, x)
-        out = assemble(plans[self.index], x, self._tile) if plans is not None else None
+        out = assemble(plans[self.index], x, self._tile, self._new_map) if plans is not None else None
         if out is None:
             (out,) = super().forward(x)
         self.chain.produced(self.index, out, plans)
@@ -341,7 +463,7 @@ class CanvasLRN(LRN):
 def _wrap(model: CaffeNet, chain: list[tuple[str, str | None]]) -> None:
     layers = model.caffe_layers()
     names = [name for name, _ in chain]
-    state = CanvasChain(names, [_stencils(layers[n]) for n in names])
+    state = CanvasChain(names, [_stencils(layers[n]) for n in names], map_slots(model, names))
     for index, (name, relu) in enumerate(chain):
         module = layers[name]
         if isinstance(module, Convolution):

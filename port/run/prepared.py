@@ -21,7 +21,14 @@ forward hook on a layer (the prepared form would not call it), inside :func:`pla
 
 The prepared form (:class:`PreparedForm`, kept as ``net.inference_cache``) shares the net's
 Parameter objects (:func:`port.run.canvas.sharing_copy`); its extra memory is the reordered
-weights, one copy. It is made for the weights the net has: each call compares the identity,
+weights, one copy (``fc6`` runs from the weight as it is: :class:`port.run.speed.PackedConvolution`),
+and the canvas's maps kept from one forward to the next (:class:`port.run.canvas.Arena`: two of
+a trunk's largest maps plus ``pool3``'s and ``pool4``'s, for the largest input so far; 201 MiB
+for FCN-8s at 375x500), which spare the next forward a page fault on every 4 KiB of every new
+map. FCN-8s's peak RSS is then below the plain path's (``benchmarks/RESULTS.md``).
+The arena is lent to one call at a time (a concurrent call makes new maps) and never to a
+call that returns every blob (``return_blobs=True``: a trunk map would reach the caller); a
+net output is never written into it. It is made for the weights the net has: each call compares the identity,
 storage and in-place version counter of every parameter and buffer, and the identity of every
 layer, with the ones it was made for; after ``load_state_dict``, an optimizer step, an
 in-place edit or a swapped layer it is dropped (before its successor packs anything, so two
@@ -33,6 +40,7 @@ executor with the engine (:func:`port.net.engine.set_inference_executor`).
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -40,7 +48,7 @@ import torch
 from port.net import engine
 from port.net.engine import CaffeNet
 from port.net.layers import LAYER_TYPES
-from port.run import speed
+from port.run import canvas, speed
 from port.run.speed import plain_path
 
 __all__ = ["PreparedForm", "plain_path", "form_of", "execute", "weights_key"]
@@ -52,16 +60,30 @@ _ENGINE_LAYERS = frozenset(LAYER_TYPES.values())
 class PreparedForm:
     """What the default path keeps for one net: ``net``, its cpu-fast form (sharing the
     original's parameters), ``key``, what identifies the weights and layers it was made for
-    (:func:`weights_key`), and ``calls``, how many forwards it ran. Never copied or pickled
-    with the net (a copy makes its own)."""
+    (:func:`weights_key`), ``calls``, how many forwards it ran, and ``arena``, the canvas's
+    maps kept for the next forward (:class:`port.run.canvas.Arena`; lent to one call at a
+    time). Never copied or pickled with the net (a copy makes its own)."""
 
-    __slots__ = ("net", "key", "layers", "calls")
+    __slots__ = ("net", "key", "layers", "calls", "arena", "_lock")
 
     def __init__(self, net: CaffeNet, key: tuple):
         self.key = key
         self.layers = tuple(net._modules.values())  # the layers the key names by id stay alive
         self.net = speed.cpu_fast_net(net)
         self.calls = 0
+        self.arena: canvas.Arena | None = canvas.Arena()
+        self._lock = threading.Lock()
+
+    def lend_arena(self) -> canvas.Arena | None:
+        """The arena, taken (None while another call has it: that call's maps are new)."""
+        with self._lock:
+            arena, self.arena = self.arena, None
+        return arena
+
+    def give_back(self, arena: canvas.Arena | None) -> None:
+        if arena is not None:
+            with self._lock:
+                self.arena = arena
 
     def __deepcopy__(self, memo: dict) -> None:
         return None
@@ -120,8 +142,14 @@ def execute(net: CaffeNet, blobs: dict[str, torch.Tensor], return_blobs: bool) -
     if form is None:
         form = net.inference_cache = PreparedForm(net, key)
     form.calls += 1
-    out = form.net.run_steps({name: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-                              for name, t in blobs.items()}, return_blobs)
+    # With every blob returned, a map of the trunk reaches the caller: it must be its own.
+    arena = None if return_blobs else form.lend_arena()
+    try:
+        with canvas.reusing(arena):
+            out = form.net.run_steps({name: t.contiguous(memory_format=torch.channels_last)
+                                      if t.dim() == 4 else t for name, t in blobs.items()}, return_blobs)
+    finally:
+        form.give_back(arena)
     # A layer may change its own state as it runs (a BatchNorm on its batch's statistics
     # updates its moving sums, which the form reads live, never folded): that is no change
     # of the weights the form was made for.

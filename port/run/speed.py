@@ -333,6 +333,10 @@ def _pair(value: int | tuple[int, ...]) -> list[int]:
     return [value, value] if isinstance(value, int) else list(value)
 
 
+#: The smallest kernel (kh * kw) :class:`PackedConvolution` runs as a matrix product.
+MATMUL_KERNEL_AREA = 49
+
+
 class PackedConvolution(Convolution):
     """Caffe ``Convolution`` (and, with ``relu``, the in-place ``ReLU`` after it) through
     oneDNN with the weight reordered to oneDNN's blocked layout once instead of on every call.
@@ -369,10 +373,36 @@ class PackedConvolution(Convolution):
         return (x.device.type == "cpu" and x.dtype == torch.float32 == self.weight.dtype and not grad
                 and x.dim() == 4 and x.shape[1] == self.weight.shape[1] * self.groups)
 
+    def _as_matmul(self) -> bool:
+        """Whether this convolution runs as one matrix product (:meth:`_matmul`): a large
+        kernel (7x7 and up) read without padding, stride or groups (FCN's ``fc6``: 4096 x
+        25088 weights over a few hundred positions), which oneDNN's direct convolution runs
+        at about 70% of the speed of the matrix product (``benchmarks/RESULTS.md``)."""
+        kh, kw = _pair(self.kernel)
+        return (kh * kw >= MATMUL_KERNEL_AREA and self.groups == 1 and _pair(self.pad) == [0, 0]
+                and _pair(self.stride) == [1, 1] and _pair(self.dilation) == [1, 1])
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution as im2col and one ``addmm`` with the weight as it is (no packed
+        copy): each output is a sum over the C x kh x kw window of weight times input, plus
+        the bias, as Caffe's ``im2col`` + ``gemm`` (conv_layer.cpp ``forward_cpu_gemm``); fp32
+        throughout, only the summation order is the matrix library's."""
+        n, kh, kw = int(x.shape[0]), *_pair(self.kernel)
+        out_h, out_w = int(x.shape[2]) - kh + 1, int(x.shape[3]) - kw + 1
+        columns = x.unfold(2, kh, 1).unfold(3, kw, 1).permute(0, 2, 3, 1, 4, 5).reshape(n * out_h * out_w, -1)
+        weight = self.weight.detach().reshape(self.weight.shape[0], -1).t()
+        bias = self._bias()
+        y = columns @ weight if bias is None else torch.addmm(bias.detach(), columns, weight)
+        if self.relu:
+            y.relu_()
+        return y.view(n, out_h, out_w, -1).permute(0, 3, 1, 2)  # NHWC memory, as oneDNN's
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         if not self._fast(x):
             (y,) = super().forward(x)
             return (torch.relu(y) if self.relu else y,)
+        if self._as_matmul() and x.shape[2] >= _pair(self.kernel)[0] and x.shape[3] >= _pair(self.kernel)[1]:
+            return (self._matmul(x),)
         return (torch.ops.mkldnn._convolution_pointwise(
             x, self._packed_weight(x), self._bias(), _pair(self.pad), _pair(self.stride),
             _pair(self.dilation), self.groups, "relu" if self.relu else "none", [], ""),)
