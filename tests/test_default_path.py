@@ -332,3 +332,25 @@ def test_concurrent_forwards_of_different_sizes_each_get_their_own_maps():
     for t in threads:
         t.join()
     assert wrong == [] and calls(model) == 1 + 3 * 4
+
+
+def test_a_cpu_fast_runner_keeps_its_maps_too_but_never_lends_them_with_every_blob():
+    """``Runner("cpu-fast")`` (the harness's way) keeps the canvas's maps between calls as the
+    default path does (``canvas.ArenaLoan``), and gives a call that returns every blob maps of
+    its own."""
+    model, x, y = tiny("fcn8s"), data(1), data(2)
+    runner = speed.Runner("cpu-fast", model, "cpu")
+    first = runner(data=x)
+    first = (first["score"] if isinstance(first, dict) else first).clone()
+    arena = runner.maps.arena
+    made = arena.allocations
+    assert made > 0
+    second = runner(data=y)
+    second = second["score"] if isinstance(second, dict) else second
+    assert runner.maps.arena is arena and arena.allocations == made
+    assert rel_err(second, plain(model, y)) <= TOLERANCE and rel_err(first, plain(model, x)) <= TOLERANCE
+    blobs = runner(data=x, return_blobs=True)
+    kept = {name: t.clone() for name, t in blobs.items()}
+    runner(data=y)
+    assert all(torch.equal(blobs[name], t) for name, t in kept.items())
+    assert arena.allocations == made  # the call with every blob took no slot

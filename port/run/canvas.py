@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -47,7 +48,7 @@ from port.net.layers import LRN, Convolution, Identity, Pooling, ReLU, redress, 
 
 __all__ = ["Stencil", "AxisPlan", "CanvasError", "plan_axis", "plan_chain", "trunk_chains",
            "constant_canvas", "CanvasChain", "CanvasConvolution", "CanvasPooling", "CanvasLRN",
-           "canvas_flops", "sharing_copy", "pays_off", "Arena", "reusing"]
+           "canvas_flops", "sharing_copy", "pays_off", "Arena", "reusing", "ArenaLoan"]
 
 Interval = tuple[int, int]
 
@@ -277,6 +278,32 @@ def reusing(arena: Arena | None):
         yield arena
     finally:
         _ARENA.reset(token)
+
+
+class ArenaLoan:
+    """One :class:`Arena` kept by an owner (the default path's prepared form, a
+    :class:`port.run.speed.Runner`) and lent to one call at a time: :meth:`lent` runs the
+    call's canvas layers in it (:func:`reusing`) and takes it back afterwards. A call that
+    finds it out (another thread's call has it), or that may hand a map to its caller
+    (``lend=False``: every blob returned), makes new maps."""
+
+    def __init__(self) -> None:
+        self.arena: Arena | None = Arena()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lent(self, lend: bool = True):
+        arena = None
+        if lend:
+            with self._lock:
+                arena, self.arena = self.arena, None
+        try:
+            with reusing(arena):
+                yield arena
+        finally:
+            if arena is not None:
+                with self._lock:
+                    self.arena = arena
 
 
 def _new_map(chain: "CanvasChain", index: int, shape: tuple[int, ...], like: torch.Tensor,

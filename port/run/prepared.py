@@ -40,7 +40,6 @@ executor with the engine (:func:`port.net.engine.set_inference_executor`).
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import torch
@@ -64,26 +63,19 @@ class PreparedForm:
     maps kept for the next forward (:class:`port.run.canvas.Arena`; lent to one call at a
     time). Never copied or pickled with the net (a copy makes its own)."""
 
-    __slots__ = ("net", "key", "layers", "calls", "arena", "_lock")
+    __slots__ = ("net", "key", "layers", "calls", "maps")
 
     def __init__(self, net: CaffeNet, key: tuple):
         self.key = key
         self.layers = tuple(net._modules.values())  # the layers the key names by id stay alive
         self.net = speed.cpu_fast_net(net)
         self.calls = 0
-        self.arena: canvas.Arena | None = canvas.Arena()
-        self._lock = threading.Lock()
+        self.maps = canvas.ArenaLoan()
 
-    def lend_arena(self) -> canvas.Arena | None:
-        """The arena, taken (None while another call has it: that call's maps are new)."""
-        with self._lock:
-            arena, self.arena = self.arena, None
-        return arena
-
-    def give_back(self, arena: canvas.Arena | None) -> None:
-        if arena is not None:
-            with self._lock:
-                self.arena = arena
+    @property
+    def arena(self) -> canvas.Arena | None:
+        """The canvas's maps kept for the next forward (None while a call has them)."""
+        return self.maps.arena
 
     def __deepcopy__(self, memo: dict) -> None:
         return None
@@ -143,13 +135,9 @@ def execute(net: CaffeNet, blobs: dict[str, torch.Tensor], return_blobs: bool) -
         form = net.inference_cache = PreparedForm(net, key)
     form.calls += 1
     # With every blob returned, a map of the trunk reaches the caller: it must be its own.
-    arena = None if return_blobs else form.lend_arena()
-    try:
-        with canvas.reusing(arena):
-            out = form.net.run_steps({name: t.contiguous(memory_format=torch.channels_last)
-                                      if t.dim() == 4 else t for name, t in blobs.items()}, return_blobs)
-    finally:
-        form.give_back(arena)
+    with form.maps.lent(lend=not return_blobs):
+        out = form.net.run_steps({name: t.contiguous(memory_format=torch.channels_last)
+                                  if t.dim() == 4 else t for name, t in blobs.items()}, return_blobs)
     # A layer may change its own state as it runs (a BatchNorm on its batch's statistics
     # updates its moving sums, which the form reads live, never folded): that is no change
     # of the weights the form was made for.

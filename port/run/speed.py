@@ -597,6 +597,9 @@ class Runner:
         self.device = torch.device(device)
         self.model: Callable[..., Any] = prepare_model(model, self.mode, self.device)
         self.compiled: CompileResult | None = None
+        # The canvas's maps kept from one call to the next, as the default path keeps them
+        # (canvas.ArenaLoan: no page faults on a fresh map in every forward).
+        self.maps = canvas.ArenaLoan()
 
     def place(self, x: Any) -> Any:
         """An input tensor on the device in the mode's memory format (anything else as is)."""
@@ -613,7 +616,10 @@ class Runner:
             yield
 
     def __call__(self, *args: Any, **inputs: Any) -> Any:
-        with self.context():
+        # Not lent with every blob returned (a map would reach the caller), nor to a compiled
+        # net (its graph was traced without the arena).
+        lend = not inputs.get("return_blobs") and self.compiled is None
+        with self.context(), self.maps.lent(lend):
             return self.model(*[self.place(a) for a in args], **{k: self.place(v) for k, v in inputs.items()})
 
     def compile(self, example: dict[str, torch.Tensor], *, budget_s: float = math.inf) -> CompileResult:
