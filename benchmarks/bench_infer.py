@@ -292,14 +292,20 @@ def default_section(name: str, args) -> dict:
             "flops": flops_of(name, SIZE)}
 
 
+def ways(section: dict):
+    """Each way a section timed, in order: ``(way, best times of every way, its median, max rel
+    err, argmax agreement)`` (what both tables print a row of)."""
+    best = {k: min(v) for k, v in section["times"].items()}
+    for k in section["fns"]:
+        yield (k, best, statistics.median(section["times"][k]), *section["agree"][k])
+
+
 def default_table(sections: dict[str, dict]) -> list[str]:
     rows = ["| model | way | best s | median s | vs straightforward | default vs this | "
             "max rel err vs straightforward | argmax agreement |", "|---|---|---|---|---|---|---|---|"]
     for name, section in sections.items():
-        best = {k: min(v) for k, v in section["times"].items()}
-        for k in section["fns"]:
-            rel, arg = section["agree"][k]
-            rows.append(f"| {name} | {k} | {best[k]:.3f} | {statistics.median(section['times'][k]):.3f} | "
+        for k, best, median, rel, arg in ways(section):
+            rows.append(f"| {name} | {k} | {best[k]:.3f} | {median:.3f} | "
                         f"{best[STRAIGHT] / best[k]:.2f}x | {best[k] / best[DEFAULT]:.3f} | {rel:.1e} | "
                         f"{100 * arg:.4f}% |")
     return rows
@@ -356,13 +362,11 @@ def memory_table(models: list[str], repo: Path) -> list[str]:
 
 # -- report ----------------------------------------------------------------------------------
 def table(section: dict, reference: str) -> list[str]:
-    best = {k: min(v) for k, v in section["times"].items()}
     gflop = section["flops"] / 1e9
     rows = ["| variant | best s | median s | images/s | GFLOP/s | speed-up vs reference | "
             "max rel err vs reference | argmax agreement |", "|---|---|---|---|---|---|---|---|"]
-    for k in section["fns"]:
-        rel, arg = section["agree"][k]
-        rows.append(f"| {k} | {best[k]:.3f} | {statistics.median(section['times'][k]):.3f} | "
+    for k, best, median, rel, arg in ways(section):
+        rows.append(f"| {k} | {best[k]:.3f} | {median:.3f} | "
                     f"{1 / best[k]:.3f} | {gflop / best[k]:.0f} | {best[reference] / best[k]:.2f}x | "
                     f"{rel:.2e} | {100 * arg:.4f}% |")
     return rows
