@@ -150,8 +150,7 @@ def _resolve(item: Artifact | str, mirrors: Sequence[str] | None,
     """An Artifact, a registry name, or a URL -> what to fetch and how to check it."""
     if isinstance(item, str) and "://" in item:
         name = filename or _url_filename(item)
-        mirrored = [m.rstrip("/") + "/" + name for m in registry.user_mirrors(mirrors)]
-        return _Target(None, name, tuple(dict.fromkeys([*mirrored, item])), _as_digests(expected))
+        return _Target(None, name, registry.mirrored_urls(name, (item,), mirrors), _as_digests(expected))
     artifact = item if isinstance(item, Artifact) else registry.get(item)
     constraints = ((artifact.known,) if artifact.known else ()) + _as_digests(expected)
     return _Target(artifact.name, filename or artifact.filename,
