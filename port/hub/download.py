@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from port.errors import PortError
 from port.models.meta import HASH_ALGORITHMS
+from port.weights import sha256_file
 
 from . import registry
 from .registry import Artifact, Digests, HashStore
@@ -224,7 +225,7 @@ def recorded_sha256(artifact: Artifact | str, path: str | os.PathLike[str],
     key = (artifact if isinstance(artifact, Artifact) else registry.get(artifact)).name
     path = Path(path)
     record = _still_verified(hashes if hashes is not None else HashStore(), key, path)
-    return str(record["sha256"]) if record else hash_file(path, ["sha256"])["sha256"]
+    return str(record["sha256"]) if record else sha256_file(path)
 
 
 def _verify_existing(dest: Path, target: _Target, store: HashStore) -> None:
