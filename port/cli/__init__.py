@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 from port.errors import EXIT_BAD_INPUT, PortError
 
-__all__ = ["CommandLineError", "describe", "one_line", "fail", "read_npz", "released_net_args"]
+__all__ = ["CommandLineError", "describe", "one_line", "fail", "read_npz", "write_npz",
+           "released_net_args"]
 
 
 class CommandLineError(PortError):
@@ -62,6 +63,15 @@ def read_npz(path: str | os.PathLike, what: str = "input arrays") -> dict[str, A
         if isinstance(err, PortError):
             raise
         raise CommandLineError(f"{path}: cannot read {what} ({one_line(err)})") from None
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
+    """``arrays`` written to an ``.npz`` (``np.savez``) atomically (``port.fileio.atomic_open``:
+    a temporary name in the same folder, then the rename): what ``read_npz`` reads."""
+    import numpy as np  # here: --help imports nothing it does not need
+    from port.fileio import atomic_open
+    with atomic_open(path) as fh:
+        np.savez(fh, **arrays)
 
 
 def released_net_args(model: str, **kwargs: Any) -> dict[str, Any]:

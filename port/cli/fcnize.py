@@ -35,23 +35,14 @@ class FcnizeCliError(PortError):
 def _classifier(path: Path):
     # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
     from port.caffe import is_hdf5, load_caffemodel, load_net
+    from port.caffe.inspect import looks_like_text  # the one prototxt-or-caffemodel rule
     if not path.is_file():
         raise FcnizeCliError(f"{path}: classifier not found")
     if is_hdf5(path):
         raise FcnizeCliError(f"{path}: an HDF5 caffemodel stores no layer definitions; give the "
                              f"classifier's deploy prototxt (and the weights with --weights)")
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-    text = path.suffix in (".prototxt", ".pt", ".txt") or (b"\0" not in head and _texty(head))
+    text = path.suffix in (".prototxt", ".pt", ".txt") or looks_like_text(str(path))
     return load_net(path) if text else load_caffemodel(path)
-
-
-def _texty(head: bytes) -> bool:
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

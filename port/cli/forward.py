@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from port.cli import describe, fail, read_npz
+from port.cli import describe, fail, read_npz, write_npz
 from port.errors import PortError
-from port.fileio import atomic_open
 
 PROG = "python -m port forward"
 
@@ -25,26 +23,12 @@ class ForwardError(PortError):
     """Inputs, net or weights that do not fit together (named in the message)."""
 
 
-def read_inputs(path: str | os.PathLike) -> dict[str, Any]:
-    """The arrays of an ``.npz`` (never unpickled; ``port.cli.read_npz``)."""
-    return read_npz(path, "input arrays")
-
-
 def check_out(path: str | os.PathLike) -> None:
     """Refuse an output whose folder does not exist (rather than making folders a typo
     names), before any work is done."""
     folder = Path(path).absolute().parent
     if not folder.is_dir():
         raise ForwardError(f"{path}: folder {folder} does not exist")
-
-
-def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> None:
-    """Write ``arrays`` to an ``.npz`` atomically (temporary name, then rename)."""
-    # lazy: a command imports after parsing, so --help imports no torch (tests/test_cli_port.py)
-    import numpy as np
-    check_out(path)
-    with atomic_open(path) as fh:
-        np.savez(fh, **arrays)
 
 
 def _graph_net(prototxt: str, weights: str) -> Any:
@@ -107,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_out(args.out)
         if args.net is not None and not Path(args.net).is_file():
             raise ForwardError(f"{args.net}: prototxt not found")
-        arrays = run(args.net or args.model, args.weights, read_inputs(args.inputs),
+        arrays = run(args.net or args.model, args.weights, read_npz(args.inputs, "input arrays"),
                      all_blobs=args.blobs == "all", device=args.device)
         write_npz(args.out, arrays)
     except (PortError, OSError) as err:

@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from port.cli import describe, fail, read_npz
+from port.cli import describe, fail, read_npz, write_npz
 from port.errors import PortError
-from port.fileio import atomic_open, write_text_atomic
+from port.fileio import write_text_atomic
 
 if TYPE_CHECKING:  # numpy is imported where arrays are written: --help needs none
     import numpy as np
@@ -34,11 +34,6 @@ PROG = "python -m port solve"
 class SolveError(PortError):
     """Inputs, weights or options of ``port solve`` that do not fit (named in the message)."""
 
-
-
-def read_sequence(path: str) -> dict[str, np.ndarray]:
-    """SEQ.npz's arrays (never unpickled; ``port.cli.read_npz``)."""
-    return read_npz(path, "input arrays")
 
 
 def make_feed(arrays: Mapping[str, np.ndarray], tops: Sequence[str], passes: int, source: str):
@@ -58,12 +53,6 @@ def data_tops(netdef: Any, state: Any) -> list[str]:
     return list(dict.fromkeys(list(net.inputs) + tops))
 
 
-def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    import numpy as np
-    with atomic_open(path) as fh:
-        np.savez(fh, **arrays)
-
-
 def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_path: str | None = None,
         device: str = "cpu", snapshot: str | None = None, restore: str | None = None,
         log=print) -> list[list[float]]:
@@ -81,7 +70,7 @@ def run(solver_path: str, weights: str, inputs: str, iters: int, out: str, net_p
     if net_path is not None and not Path(net_path).is_file():
         raise SolveError(f"{net_path}: net file not found")
     netdef = load_net(net_path) if net_path else param.load_train_netdef()
-    arrays = read_sequence(inputs)
+    arrays = read_npz(inputs, "input arrays")
     state = param.train_net_state(netdef)
     tops = data_tops(netdef, state)
     first = 0

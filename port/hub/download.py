@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from port.errors import PortError
 from port.models.meta import HASH_ALGORITHMS
+from port.weights import sha256_file
 
 from . import registry
 from .registry import Artifact, Digests, HashStore
@@ -150,8 +151,7 @@ def _resolve(item: Artifact | str, mirrors: Sequence[str] | None,
     """An Artifact, a registry name, or a URL -> what to fetch and how to check it."""
     if isinstance(item, str) and "://" in item:
         name = filename or _url_filename(item)
-        mirrored = [m.rstrip("/") + "/" + name for m in registry.user_mirrors(mirrors)]
-        return _Target(None, name, tuple(dict.fromkeys([*mirrored, item])), _as_digests(expected))
+        return _Target(None, name, registry.mirrored_urls(name, (item,), mirrors), _as_digests(expected))
     artifact = item if isinstance(item, Artifact) else registry.get(item)
     constraints = ((artifact.known,) if artifact.known else ()) + _as_digests(expected)
     return _Target(artifact.name, filename or artifact.filename,
@@ -225,7 +225,7 @@ def recorded_sha256(artifact: Artifact | str, path: str | os.PathLike[str],
     key = (artifact if isinstance(artifact, Artifact) else registry.get(artifact)).name
     path = Path(path)
     record = _still_verified(hashes if hashes is not None else HashStore(), key, path)
-    return str(record["sha256"]) if record else hash_file(path, ["sha256"])["sha256"]
+    return str(record["sha256"]) if record else sha256_file(path)
 
 
 def _verify_existing(dest: Path, target: _Target, store: HashStore) -> None:

@@ -403,10 +403,17 @@ def user_mirrors(mirrors: Sequence[str] | None = None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m.strip() for m in ordered if m.strip()))
 
 
+def mirrored_urls(filename: str, urls: Sequence[str],
+                  mirrors: Sequence[str] | None = None) -> tuple[str, ...]:
+    """URLs to try in order: each user mirror base (:func:`user_mirrors`) + ``filename``, then
+    ``urls``, each once. The one mirror rule: a registry artifact's and a bare URL's."""
+    from_mirrors = [m.rstrip("/") + "/" + filename for m in user_mirrors(mirrors)]
+    return tuple(dict.fromkeys([*from_mirrors, *urls]))
+
+
 def candidate_urls(artifact: Artifact, mirrors: Sequence[str] | None = None) -> tuple[str, ...]:
     """URLs to try in order: each user mirror base + file name, then the registry's URLs."""
-    from_mirrors = [m.rstrip("/") + "/" + artifact.filename for m in user_mirrors(mirrors)]
-    return tuple(dict.fromkeys([*from_mirrors, *artifact.urls]))
+    return mirrored_urls(artifact.filename, artifact.urls, mirrors)
 
 
 @contextlib.contextmanager
