@@ -304,9 +304,8 @@ def export_caffemodel(weights: str | os.PathLike, out: str | os.PathLike, phase:
 def _released_kwargs(released: Any, width_divisor: int | None) -> tuple[dict, dict]:
     """``(requested, defaults)`` builder arguments of a released net for
     ``port.weights.resolve_kwargs``."""
-    defaults = {"num_classes": released.num_classes[0], "width_divisor": 1}
-    if len(released.num_classes) > 1:
-        defaults["num_geo_classes"] = released.num_classes[1]
+    from port.models.released import builder_defaults
+    defaults = builder_defaults(released)
     return {k: None for k in defaults} | {"width_divisor": width_divisor}, defaults
 
 
