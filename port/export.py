@@ -125,19 +125,17 @@ def load_net(weights: str | os.PathLike, *, net_path: str | os.PathLike | None =
         kwargs = resolve_kwargs(weights if is_safetensors else None, released.name,
                                 *_released_kwargs(released, width_divisor))
         net = get_model(released.name, **kwargs)
-        hint = fit_hint(read_metadata(weights)) if is_safetensors else ""
-        load_into(net, weights, hint=hint)
-        return net.eval()
-    if net_path is None or not Path(net_path).is_file():
-        raise ExportError(f"{net_path}: net prototxt not found")
-    from port.caffe import load_net as read_prototxt
-    from port.load import build_net
-    net = build_net(read_prototxt(net_path), "TEST")
-    refusal = export_refusal(net)
-    if refusal:
-        raise ExportError(f"{net_path}: {refusal}")
-    hint = fit_hint(read_metadata(weights)) if kind_of(weights) == "safetensors" else ""
-    load_into(net, weights, hint=hint)
+    else:
+        if net_path is None or not Path(net_path).is_file():
+            raise ExportError(f"{net_path}: net prototxt not found")
+        from port.caffe import load_net as read_prototxt
+        from port.load import build_net
+        net = build_net(read_prototxt(net_path), "TEST")
+        refusal = export_refusal(net)
+        if refusal:
+            raise ExportError(f"{net_path}: {refusal}")
+        is_safetensors = kind_of(weights) == "safetensors"
+    load_into(net, weights, hint=fit_hint(read_metadata(weights)) if is_safetensors else "")
     return net.eval()
 
 
