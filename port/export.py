@@ -56,9 +56,9 @@ SIZE_SPAN = 128
 #: The names of the dynamic axes (the ONNX file's ``dim_param``).
 AXES = ("height", "width")
 
-#: Layer types whose blobs are not computed from the net's inputs alone.
-_NEEDS_LABELS = ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCrossEntropyLoss",
-                 "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss")
+#: Layer types whose blobs are not computed from the net's inputs alone, beside every
+#: ``...Loss`` type (which :func:`export_refusal` tells by its name).
+_NEEDS_LABELS = ("Accuracy",)
 
 
 class ExportError(PortError):
