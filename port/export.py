@@ -56,9 +56,9 @@ SIZE_SPAN = 128
 #: The names of the dynamic axes (the ONNX file's ``dim_param``).
 AXES = ("height", "width")
 
-#: Layer types whose blobs are not computed from the net's inputs alone.
-_NEEDS_LABELS = ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCrossEntropyLoss",
-                 "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss")
+#: Layer types whose blobs are not computed from the net's inputs alone, beside every
+#: ``...Loss`` type (which :func:`export_refusal` tells by its name).
+_NEEDS_LABELS = ("Accuracy",)
 
 
 class ExportError(PortError):
@@ -125,19 +125,17 @@ def load_net(weights: str | os.PathLike, *, net_path: str | os.PathLike | None =
         kwargs = resolve_kwargs(weights if is_safetensors else None, released.name,
                                 *_released_kwargs(released, width_divisor))
         net = get_model(released.name, **kwargs)
-        hint = fit_hint(read_metadata(weights)) if is_safetensors else ""
-        load_into(net, weights, hint=hint)
-        return net.eval()
-    if net_path is None or not Path(net_path).is_file():
-        raise ExportError(f"{net_path}: net prototxt not found")
-    from port.caffe import load_net as read_prototxt
-    from port.load import build_net
-    net = build_net(read_prototxt(net_path), "TEST")
-    refusal = export_refusal(net)
-    if refusal:
-        raise ExportError(f"{net_path}: {refusal}")
-    hint = fit_hint(read_metadata(weights)) if kind_of(weights) == "safetensors" else ""
-    load_into(net, weights, hint=hint)
+    else:
+        if net_path is None or not Path(net_path).is_file():
+            raise ExportError(f"{net_path}: net prototxt not found")
+        from port.caffe import load_net as read_prototxt
+        from port.load import build_net
+        net = build_net(read_prototxt(net_path), "TEST")
+        refusal = export_refusal(net)
+        if refusal:
+            raise ExportError(f"{net_path}: {refusal}")
+        is_safetensors = kind_of(weights) == "safetensors"
+    load_into(net, weights, hint=fit_hint(read_metadata(weights)) if is_safetensors else "")
     return net.eval()
 
 
@@ -304,9 +302,8 @@ def export_caffemodel(weights: str | os.PathLike, out: str | os.PathLike, phase:
 def _released_kwargs(released: Any, width_divisor: int | None) -> tuple[dict, dict]:
     """``(requested, defaults)`` builder arguments of a released net for
     ``port.weights.resolve_kwargs``."""
-    defaults = {"num_classes": released.num_classes[0], "width_divisor": 1}
-    if len(released.num_classes) > 1:
-        defaults["num_geo_classes"] = released.num_classes[1]
+    from port.models.released import builder_defaults
+    defaults = builder_defaults(released)
     return {k: None for k in defaults} | {"width_divisor": width_divisor}, defaults
 
 

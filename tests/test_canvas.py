@@ -192,7 +192,7 @@ def test_cpu_fast_runs_the_canvas_on_prepacked_convolutions():
     fast = speed.prepare_model(tiny(), speed.CPU_FAST)
     conv = fast.conv3_1
     assert isinstance(conv, canvas.CanvasConvolution)
-    if speed._mkldnn_ok():
+    if speed.mkldnn_ok():
         assert all(isinstance(m, speed.PackedConvolution) for m in conv._impl)
     check_close(fast, model, inputs(model, (97, 131)), ("pool5", "score"))
 

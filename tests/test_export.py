@@ -82,3 +82,19 @@ def test_pool_sizes_in_the_export_friendly_form_equal_caffes():
                 y = ops.pool2d(x, kernel, stride)
                 assert tuple(y.shape[2:]) == (caffe, ops.pool_output_size(size + 1, kernel, stride))
                 assert F.max_pool2d(x, kernel, stride, ceil_mode=True).shape == y.shape
+
+
+@pytest.mark.parametrize("kind", ["SoftmaxWithLoss", "Accuracy"])
+def test_a_net_with_a_loss_or_accuracy_is_refused_naming_the_layer(kind, tmp_path):
+    from port.caffe import load_net
+    from port.export import export_refusal
+    from port.load import build_net
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(
+        'layer { name: "input" type: "Input" top: "data" top: "label"\n'
+        '  input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } shape { dim: 1 dim: 1 dim: 8 dim: 8 } } }\n'
+        'layer { name: "score" type: "Convolution" bottom: "data" top: "score"\n'
+        '  convolution_param { num_output: 2 kernel_size: 1 } }\n'
+        f'layer {{ name: "judge" type: "{kind}" bottom: "score" bottom: "label" top: "out" }}\n')
+    refusal = export_refusal(build_net(load_net(proto), "TEST"))
+    assert refusal is not None and f"layer 'judge' ({kind}): needs labels" in refusal

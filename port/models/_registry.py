@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, Callable
 
 from port.errors import PortError
+from port.models.cast_meta import CAST
 from port.models.meta import ModelMeta
 from port.models.released import RELEASED
 
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 _BUILDERS: dict[str, Callable[..., "nn.Module"]] = {}
-from port.models.cast_meta import CAST  # noqa: E402  (the fcnize-cast nets' records, torch-free)
-
+#: The records known before any builder is imported: the released nets and the fcnize casts
+#: (both torch-free); a user's ``register`` adds to ``_METAS``, never to these.
+_RECORDED = frozenset(meta.name for meta in (*RELEASED, *CAST))
 _METAS: dict[str, ModelMeta] = {meta.name: meta for meta in (*RELEASED, *CAST)}
 #: The module whose import registers the released nets' builders.
 _RELEASED_BUILDERS = "port.models.zoo"
@@ -97,8 +99,7 @@ def is_released(name: str) -> bool:
     is imported: the released nets (:mod:`port.models.released`) and the nets fcnize casts
     (:mod:`port.models.cast_meta`, no released weights); for each,
     :func:`port.models.released.deploy_netdef` writes the definition without torch."""
-    key = _lookup(name)
-    return any(meta.name == key for meta in (*RELEASED, *CAST))
+    return _lookup(name) in _RECORDED
 
 
 def get_meta(name: str) -> ModelMeta:

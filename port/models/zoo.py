@@ -32,7 +32,7 @@ from port.models.released import (  # noqa: F401
     FCN8S, FCN8S_ATONCE, FCN16S, FCN32S, FCN_ALEXNET, MEAN_OVER_VALID, NYUD_FCN32S_COLOR,
     NYUD_FCN32S_COLOR_D, NYUD_FCN32S_COLOR_HHA, NYUD_FCN32S_HHA, PASCALCONTEXT_FCN8S,
     PASCALCONTEXT_FCN16S, PASCALCONTEXT_FCN32S, SIFTFLOW_FCN8S, SIFTFLOW_FCN16S, SIFTFLOW_FCN32S,
-    SUM_OVER_BATCH, _deploy_netdef, _extra_defaults,
+    SUM_OVER_BATCH, builder_defaults, deploy_netdef,
 )
 from port.net.engine import CaffeNet
 from port.net.fillers import start_frozen_upsamplings
@@ -93,8 +93,7 @@ def weights_file(meta: ModelMeta, weights: PathLike) -> PathLike:
 
 def _resolved(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> dict[str, Any]:
     """The builder arguments: the caller's, else the weights file's, else the released net's."""
-    defaults = {"num_classes": meta.num_classes[0], "width_divisor": 1}
-    defaults.update({k: v for k, v in _extra_defaults(meta).items() if k in requested})
+    defaults = {k: v for k, v in builder_defaults(meta).items() if k in requested}
     return resolve_kwargs(weights, meta.name, {k: requested.get(k) for k in defaults}, defaults)
 
 
@@ -116,7 +115,7 @@ def _filled(make: Callable[[], CaffeNet], weights: PathLike) -> CaffeNet:
 def _build(meta: ModelMeta, weights: PathLike, requested: Mapping[str, Any]) -> FCN:
     """The deploy net of ``meta`` at the resolved arguments, loaded strictly from ``weights``."""
     weights = weights_file(meta, weights)
-    netdef = _deploy_netdef(meta.net, tuple(sorted(_resolved(meta, weights, requested).items())))
+    netdef = deploy_netdef(meta, **_resolved(meta, weights, requested))
     return _filled(lambda: FCN(netdef, meta), weights)
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
+import math
 import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -249,9 +250,7 @@ class Arena:
         slot = chain.slots[index]
         if slot is None:
             return torch.empty(shape, dtype=dtype, device=device, memory_format=fmt)
-        numel, key = 1, (id(chain), slot)
-        for n in shape:
-            numel *= n
+        numel, key = math.prod(shape), (id(chain), slot)
         flat = self._slots.get(key)
         if flat is None or flat.numel() < numel or flat.dtype != dtype or flat.device != device:
             self._slots[key] = None  # the old storage goes before the new one is made
