@@ -36,8 +36,8 @@ from port.net.shapes import CaffeGraphError, CaffeSemanticsError, check_blobs, d
 from port.models._registry import get_builder, get_meta, is_released, list_models  # no torch
 from port.models.released import deploy_netdef
 from port import weights as fmt
-from port.weights import (WeightsMismatchError, check_fit, default_output, load_weights, safetensors_header,
-                          sha256_file, write_safetensors)
+from port.weights import (WeightsMismatchError, check_fit, default_output, load_weights, problems_summary,
+                          safetensors_header, sha256_file, write_safetensors)
 
 __all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "match_builders",
            "safetensors_header", "sha256_file", "write_safetensors"]
@@ -55,10 +55,8 @@ class ConversionError(PortError):
     def __init__(self, source: str, message: str, problems: Sequence[str] = (), hint: str = ""):
         self.source, self.problems, self.hint = source, list(problems), hint
         text = f"{source}: {message}"
-        if self.problems:  # one line: the first few problems and their count (all in .problems)
-            shown = "; ".join(self.problems[:3])
-            more = f"; ... {len(self.problems) - 3} more" if len(self.problems) > 3 else ""
-            text += f" ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}: {shown}{more})"
+        if self.problems:  # one line, as port.weights lists a mismatch (all in .problems)
+            text += f" ({problems_summary(self.problems)})"
         super().__init__(text + (f"; {hint}" if hint else ""))
 
 

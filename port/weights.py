@@ -73,6 +73,7 @@ from port.fileio import atomic_open
 __all__ = [
     "SUFFIX", "FORMAT_KEY", "FORMAT", "SOURCE_SHA256", "SOURCE_NAME", "NET_NAME", "BUILDER",
     "CANDIDATES", "BUILDER_KWARGS", "BLOB_NAMES", "BATCH_NORM_BLOBS", "blob_names", "WeightsError", "WeightsMismatchError",
+    "problems_summary",
     "NotSafetensorsError",
     "kind_of", "read_metadata", "read_arrays", "read_blobs", "load_weights", "write_safetensors",
     "safetensors_header", "metadata", "builder_kwargs", "resolve_kwargs", "fit_problems",
@@ -138,6 +139,15 @@ class WeightsError(PortError):
     tensors that do not fit the net (:class:`WeightsMismatchError`)."""
 
 
+def problems_summary(problems: Sequence[str]) -> str:
+    """How a one-line error lists mismatches: their count and the first few
+    (``"5 problems: a; b; c; ... 2 more"``); the whole list stays in the error's ``problems``."""
+    count = len(problems)
+    shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+    more = f"; ... {count - _SHOWN_PROBLEMS} more" if count > _SHOWN_PROBLEMS else ""
+    return f"{count} problem{'s' if count != 1 else ''}: {shown}{more}"
+
+
 class WeightsMismatchError(WeightsError):
     """Weights that do not fit a net exactly. ``problems`` lists every mismatch (a tensor or
     blob missing, unexpected, or of another shape); ``str()`` is one line: the source, the
@@ -145,11 +155,8 @@ class WeightsMismatchError(WeightsError):
 
     def __init__(self, source: str, target: str, problems: Sequence[str], hint: str = ""):
         self.source, self.target, self.problems, self.hint = source, target, list(problems), hint
-        count = len(self.problems)
-        shown = "; ".join(self.problems[:_SHOWN_PROBLEMS])
-        more = f"; ... {count - _SHOWN_PROBLEMS} more" if count > _SHOWN_PROBLEMS else ""
-        super().__init__(f"{source}: weights do not fit {target} ({count} problem"
-                         f"{'s' if count != 1 else ''}: {shown}{more})" + (f"; {hint}" if hint else ""))
+        super().__init__(f"{source}: weights do not fit {target} ({problems_summary(self.problems)})"
+                         + (f"; {hint}" if hint else ""))
 
     def with_hint(self, hint: str) -> "WeightsMismatchError":
         """The same mismatch with ``hint`` (what the weights fit, the option to pass)."""
