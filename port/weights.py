@@ -65,7 +65,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from port.caffe import file_range, load_caffemodel, write_caffemodel
+from port.caffe import HDF5_MAGIC, file_range, load_caffemodel, write_caffemodel
 from port.caffe.net import LayerDef, NetDef
 from port.errors import PortError
 from port.fileio import atomic_open
@@ -125,7 +125,6 @@ _DTYPE_RANK = {name: rank for rank, name in enumerate(
      "F64", "I64", "U64"))}
 _DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _FLOAT32 = np.dtype("<f4")
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: Placeholder for the source digest while it is still being computed (same length as a
 #: hex SHA-256, so the header keeps its size when the real digest replaces it).
 _DIGEST_PLACEHOLDER = "0" * hashlib.sha256().digest_size * 2
@@ -191,8 +190,8 @@ def kind_of(path: str | os.PathLike) -> str:
     if size == 0:
         raise WeightsError(f"{path}: empty file (0 bytes): not a caffemodel or a .safetensors")
     with open(path, "rb") as fh:
-        head = fh.read(max(len(_HDF5_MAGIC), _HEADER_LENGTH.size + 1))
-    if head.startswith(_HDF5_MAGIC):
+        head = fh.read(max(len(HDF5_MAGIC), _HEADER_LENGTH.size + 1))
+    if head.startswith(HDF5_MAGIC):
         return "hdf5"
     return "safetensors" if _safetensors_header_length(head) is not None else "caffemodel"
 
