@@ -205,29 +205,25 @@ class NotSafetensorsError(WeightsError):
                          f"with `python -m port convert`")
 
 
-def _not_safetensors(path: Path, why: str) -> WeightsError:
-    return NotSafetensorsError(path, why)
-
-
 def _read_header(path: Path, fh) -> tuple[int, dict[str, Any]]:
     """``(header length, parsed header)`` of an open safetensors file, validated."""
     size = os.fstat(fh.fileno()).st_size
     head = fh.read(_HEADER_LENGTH.size + 1)
     length = _safetensors_header_length(head)
     if length is None:
-        raise _not_safetensors(path, "no safetensors header" if size else "empty file")
+        raise NotSafetensorsError(path, "no safetensors header" if size else "empty file")
     if _HEADER_LENGTH.size + length > size:
-        raise _not_safetensors(path, f"truncated: a {length}-byte header in a file of {size} bytes")
+        raise NotSafetensorsError(path, f"truncated: a {length}-byte header in a file of {size} bytes")
     fh.seek(_HEADER_LENGTH.size)
     try:
         header = json.loads(fh.read(length).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        raise _not_safetensors(path, f"its header is not JSON: {err}") from None
+        raise NotSafetensorsError(path, f"its header is not JSON: {err}") from None
     if not isinstance(header, dict):
-        raise _not_safetensors(path, "its header is not a JSON object")
+        raise NotSafetensorsError(path, "its header is not a JSON object")
     meta = header.get("__metadata__", {})
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise _not_safetensors(path, "its __metadata__ is not an object of strings")
+        raise NotSafetensorsError(path, "its __metadata__ is not an object of strings")
     data = size - _HEADER_LENGTH.size - length
     for name, entry in header.items():
         if name == "__metadata__":
@@ -240,8 +236,8 @@ def _read_header(path: Path, fh) -> tuple[int, dict[str, Any]]:
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise _not_safetensors(path, f"tensor {name!r}: its dtype, shape and offsets do not fit "
-                                         f"the file ({entry!r})")
+            raise NotSafetensorsError(path, f"tensor {name!r}: its dtype, shape and offsets do not fit "
+                                            f"the file ({entry!r})")
     return length, header
 
 
