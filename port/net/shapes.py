@@ -20,7 +20,7 @@ import numpy as np
 
 from port.errors import PortError
 from port.net import coord_map
-from port.weights import BATCH_NORM_BLOBS, BLOB_NAMES, check_fit
+from port.weights import BLOB_NAMES, blob_names, check_fit
 from port.net.coord_map import spatial_params
 
 __all__ = [
@@ -746,15 +746,13 @@ def layer_setup(layer: Any, bottoms: Sequence[Shape]) -> tuple[Shape, ...]:
 
 def param_names(layer: Any, bottoms: int) -> tuple[str, ...]:
     """The names of the layer's parameters (``{layer}.{name}`` in a state dict) in Caffe's
-    blob order, for a layer with ``bottoms`` bottoms: a BatchNorm's statistics
-    (``port.weights.BATCH_NORM_BLOBS``); a Bias's one blob, and the one blob of a Scale whose
-    scale is its second bottom, ``bias``; else ``weight`` then ``bias``
-    (``port.weights.BLOB_NAMES``)."""
-    if layer.type == "BatchNorm":
-        return BATCH_NORM_BLOBS
+    blob order, for a layer with ``bottoms`` bottoms: a Bias's one blob, and the one blob of a
+    Scale whose scale is its second bottom, ``bias``; else the weights files' names of its
+    type's blobs (``port.weights.blob_names``: a BatchNorm's statistics, else ``weight`` then
+    ``bias``)."""
     if layer.type == "Bias" or (layer.type == "Scale" and bottoms == 2):
         return ("bias",)
-    return BLOB_NAMES
+    return blob_names(layer.type)
 
 
 def layer_reshape(layer: Any, bottoms: Sequence[Shape], params: Sequence[Shape]) -> tuple[Shape, ...]:
