@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from port.caffe.net import NetState
 from port.errors import PortError
 from port.net import coord_map
 from port.weights import BLOB_NAMES, blob_names, check_fit
@@ -935,13 +936,17 @@ class NetShapes:
                 for name, shape in zip(self.param_names[layer], shapes)}
 
 
+def net_state(netdef: Any, phase: str = "TEST", level: int = 0, stages: Sequence[str] = ()) -> NetState:
+    """The state of Caffe's ``Net(param_file, phase, level, stages)``: the prototxt's own
+    ``state`` with its phase and level replaced and ``stages`` added (``NetState.built``)."""
+    return NetState().merge(netdef.own_state).built(phase, level, stages)
+
+
 def net_shapes(netdef: Any, phase: str = "TEST", input_shapes_: Mapping[str, Sequence[int]] | None = None,
                check_crops: bool = True, *, level: int = 0, stages: Sequence[str] = ()) -> NetShapes:
     """:class:`NetShapes` of ``netdef`` as :class:`port.net.engine.CaffeNet` (same arguments)
     sizes it: the same state, input shapes, per-layer rules and errors, with no torch."""
-    from port.caffe.net import NetState  # a light module; kept local to keep this one's imports few
-    state = NetState().merge(netdef.own_state).built(phase, level, stages)
-    net = netdef.for_state(state)
+    net = netdef.for_state(net_state(netdef, phase, level, stages))
     shapes = input_shapes(net, netdef, dict(input_shapes_ or {}))
     params: dict[str, tuple[Shape, ...]] = {}
     names: dict[str, tuple[str, ...]] = {}
