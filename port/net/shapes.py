@@ -32,7 +32,7 @@ __all__ = [
     "inner_product_output_shape", "concat_output_shape", "lrn_output_shape", "eltwise_output_shape",
     "scale_output_shape", "broadcast_shape", "param_blob_shape", "batch_norm_channels",
     "batch_norm_output_shape", "loss_normalization", "label_target_shape", "reshape_target",
-    "spatial_value", "check_counts", "check_statistics_specs", "layer_setup", "param_names", "layer_reshape",
+    "spatial_value", "conv_settings", "check_counts", "check_statistics_specs", "layer_setup", "param_names", "layer_reshape",
     "check_layer_name", "data_input_shapes", "input_shapes", "located", "legacy_equal", "check_blobs", "check_crop_offsets", "walk",
     "NetShapes", "net_shapes",
 ]
@@ -482,7 +482,10 @@ def spatial_value(values: tuple[int, ...], what: str, layer: str) -> int | tuple
     raise CaffeGraphError(f"layer {layer!r}: {len(values)} {what} values; only 2-D is supported")
 
 
-def _spatial(layer: Any) -> dict[str, int | tuple[int, int]]:
+def conv_settings(layer: Any) -> dict[str, int | tuple[int, int]]:
+    """A Convolution's or Deconvolution's ``kernel``, ``stride``, ``pad`` and ``dilation``
+    (base_conv_layer.cpp ``LayerSetUp``'s reading of ``convolution_param``), each an int or an
+    ``(h, w)`` pair (:func:`spatial_value`)."""
     geo = spatial_params(layer)
     return {key: spatial_value(geo[key], key, layer.name) for key in ("kernel", "stride", "pad", "dilation")
             if key in geo}
@@ -496,7 +499,7 @@ def _setup_convolution(layer: Any, bottoms: Sequence[Shape]) -> tuple[Shape, ...
     """base_conv_layer.cpp ``LayerSetUp``: weight ``(num_output, C/group, kh, kw)`` or, for a
     Deconvolution, ``(C, num_output/group, kh, kw)``; bias ``(num_output,)``."""
     _check_4d(layer, bottoms[0])
-    param, geo = layer.convolution_param, _spatial(layer)
+    param, geo = layer.convolution_param, conv_settings(layer)
     if int(param.axis) != 1:
         raise CaffeGraphError(f"layer {layer.name!r}: convolution axis {param.axis} unsupported (1 only)")
     channels, num_output, groups = bottoms[0][1], int(param.num_output), int(param.group)
@@ -512,7 +515,7 @@ def _reshape_convolution(layer: Any, bottoms: Sequence[Shape], params: Sequence[
     x, transposed = tuple(bottoms[0]), layer.type == "Deconvolution"
     if not transposed:  # a non-4-D Convolution bottom has always been a CaffeGraphError
         _check_4d(layer, x)
-    geo = _spatial(layer)
+    geo = conv_settings(layer)
     return (conv2d_output_shape(x, tuple(params[0]), geo["stride"], geo["pad"], int(layer.convolution_param.group),
                                 geo["dilation"], transposed, layer.name),)
 
