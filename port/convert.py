@@ -32,7 +32,8 @@ from port.net import coord_map
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
 from port.errors import PortError
 from port.net.bilinear import is_bilinear
-from port.net.shapes import CaffeGraphError, CaffeSemanticsError, check_blobs, data_input_shapes, net_shapes
+from port.net.shapes import (CaffeGraphError, CaffeSemanticsError, check_blobs, data_input_shapes, net_shapes,
+                             net_state)
 from port.models._registry import get_builder, get_meta, is_released, list_models  # no torch
 from port.models.released import deploy_netdef
 from port import weights as fmt
@@ -130,7 +131,7 @@ def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarr
     (:func:`port.net.shapes.check_blobs`, each mismatch listed)."""
     blobs = src.blobs()
     try:
-        sized = net_shapes(net, "TEST", data_input_shapes(net.for_phase("TEST"), blobs))
+        sized = net_shapes(net, "TEST", data_input_shapes(net.for_state(net_state(net, "TEST")), blobs))
         check_blobs(sized.named_params(), {k: v for k, v in blobs.items() if len(v)}, source,
                     f"net {sized.netdef.name!r}")
     except WeightsMismatchError as err:
