@@ -132,8 +132,8 @@ def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarr
     blobs = src.blobs()
     try:
         sized = net_shapes(net, "TEST", data_input_shapes(net.for_state(net_state(net, "TEST")), blobs))
-        check_blobs(sized.named_params(), {k: v for k, v in blobs.items() if len(v)}, source,
-                    f"net {sized.netdef.name!r}")
+        params = sized.named_params()
+        check_blobs(params, blobs, source, f"net {sized.netdef.name!r}")  # blobs(): layers with blobs only
     except WeightsMismatchError as err:
         raise ConversionError(source, f"blobs do not fill the parameters of {err.target}", err.problems) from err
     except (CaffeGraphError, CaffeSemanticsError) as err:
@@ -144,8 +144,8 @@ def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarr
         raise ConversionError(where, text) from err
     # The blobs are views of the caffemodel; a legacy 4-D blob reshapes to its parameter.
     return {f"{layer}.{name}": _float32(blob).reshape(shape)
-            for layer, params in sized.named_params().items()
-            for (name, shape), blob in zip(params, blobs[layer])}
+            for layer, named in params.items()
+            for (name, shape), blob in zip(named, blobs[layer])}
 
 
 def undeclared_inputs(net: NetDef) -> list[str]:
