@@ -32,12 +32,13 @@ from port.net import coord_map
 from port.caffe import CaffeFormatError, NetDef, is_hdf5, load_caffemodel, load_net
 from port.errors import PortError
 from port.net.bilinear import is_bilinear
-from port.net.shapes import CaffeGraphError, CaffeSemanticsError, check_blobs, data_input_shapes, net_shapes
+from port.net.shapes import (CaffeGraphError, CaffeSemanticsError, check_blobs, data_input_shapes, net_shapes,
+                             net_state)
 from port.models._registry import get_builder, get_meta, is_released, list_models  # no torch
 from port.models.released import deploy_netdef
 from port import weights as fmt
-from port.weights import (WeightsMismatchError, check_fit, default_output, load_weights, safetensors_header,
-                          sha256_file, write_safetensors)
+from port.weights import (WeightsMismatchError, check_fit, default_output, load_weights, problems_summary,
+                          safetensors_header, sha256_file, write_safetensors)
 
 __all__ = ["ConversionError", "ConversionReport", "convert", "load_weights", "match_builders",
            "safetensors_header", "sha256_file", "write_safetensors"]
@@ -55,10 +56,8 @@ class ConversionError(PortError):
     def __init__(self, source: str, message: str, problems: Sequence[str] = (), hint: str = ""):
         self.source, self.problems, self.hint = source, list(problems), hint
         text = f"{source}: {message}"
-        if self.problems:  # one line: the first few problems and their count (all in .problems)
-            shown = "; ".join(self.problems[:3])
-            more = f"; ... {len(self.problems) - 3} more" if len(self.problems) > 3 else ""
-            text += f" ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}: {shown}{more})"
+        if self.problems:  # one line, as port.weights lists a mismatch (all in .problems)
+            text += f" ({problems_summary(self.problems)})"
         super().__init__(text + (f"; {hint}" if hint else ""))
 
 
@@ -132,9 +131,9 @@ def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarr
     (:func:`port.net.shapes.check_blobs`, each mismatch listed)."""
     blobs = src.blobs()
     try:
-        sized = net_shapes(net, "TEST", data_input_shapes(net.for_phase("TEST"), blobs))
-        check_blobs(sized.named_params(), {k: v for k, v in blobs.items() if len(v)}, source,
-                    f"net {sized.netdef.name!r}")
+        sized = net_shapes(net, "TEST", data_input_shapes(net.for_state(net_state(net, "TEST")), blobs))
+        params = sized.named_params()
+        check_blobs(params, blobs, source, f"net {sized.netdef.name!r}")  # blobs(): layers with blobs only
     except WeightsMismatchError as err:
         raise ConversionError(source, f"blobs do not fill the parameters of {err.target}", err.problems) from err
     except (CaffeGraphError, CaffeSemanticsError) as err:
@@ -145,8 +144,8 @@ def _state_from_net(net: NetDef, src: NetDef, source: str) -> dict[str, np.ndarr
         raise ConversionError(where, text) from err
     # The blobs are views of the caffemodel; a legacy 4-D blob reshapes to its parameter.
     return {f"{layer}.{name}": _float32(blob).reshape(shape)
-            for layer, params in sized.named_params().items()
-            for (name, shape), blob in zip(params, blobs[layer])}
+            for layer, named in params.items()
+            for (name, shape), blob in zip(named, blobs[layer])}
 
 
 def undeclared_inputs(net: NetDef) -> list[str]:

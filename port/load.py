@@ -20,6 +20,7 @@ import torch
 from port.caffe import NetDef, load_net
 from port.errors import PortError
 from port.net.engine import CaffeNet, data_input_shapes
+from port.net.shapes import net_state
 from port.weights import SOURCE_SHA256, SUFFIX, kind_of, load_state_strict, load_weights, read_blobs, sha256_file
 
 __all__ = ["SAFETENSORS_SUFFIX", "build_net", "load_net_and_weights", "sha256_file"]
@@ -33,7 +34,8 @@ def build_net(net: NetDef, phase: str = "TEST", *, input_shapes: Mapping[str, Se
     """:class:`CaffeNet` of ``net`` in ``phase``, its data layers' tops sized by
     ``input_shapes`` where given, else by :func:`data_input_shapes`. ``meta``: built on the
     meta device (parameters sized, nothing allocated)."""
-    shapes = data_input_shapes(net.for_phase(phase), blobs)
+    # the layers CaffeNet keeps (the prototxt's own state counts: net_state), not the phase's alone
+    shapes = data_input_shapes(net.for_state(net_state(net, phase)), blobs)
     shapes.update({k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()})
     if meta:
         with torch.device("meta"):

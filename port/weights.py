@@ -65,7 +65,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from port.caffe import file_range, load_caffemodel, write_caffemodel
+from port.caffe import HDF5_MAGIC, file_range, load_caffemodel, write_caffemodel
 from port.caffe.net import LayerDef, NetDef
 from port.errors import PortError
 from port.fileio import atomic_open
@@ -73,6 +73,7 @@ from port.fileio import atomic_open
 __all__ = [
     "SUFFIX", "FORMAT_KEY", "FORMAT", "SOURCE_SHA256", "SOURCE_NAME", "NET_NAME", "BUILDER",
     "CANDIDATES", "BUILDER_KWARGS", "BLOB_NAMES", "BATCH_NORM_BLOBS", "blob_names", "WeightsError", "WeightsMismatchError",
+    "problems_summary",
     "NotSafetensorsError",
     "kind_of", "read_metadata", "read_arrays", "read_blobs", "load_weights", "write_safetensors",
     "safetensors_header", "metadata", "builder_kwargs", "resolve_kwargs", "fit_problems",
@@ -124,7 +125,6 @@ _DTYPE_RANK = {name: rank for rank, name in enumerate(
      "F64", "I64", "U64"))}
 _DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _FLOAT32 = np.dtype("<f4")
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: Placeholder for the source digest while it is still being computed (same length as a
 #: hex SHA-256, so the header keeps its size when the real digest replaces it).
 _DIGEST_PLACEHOLDER = "0" * hashlib.sha256().digest_size * 2
@@ -138,6 +138,15 @@ class WeightsError(PortError):
     tensors that do not fit the net (:class:`WeightsMismatchError`)."""
 
 
+def problems_summary(problems: Sequence[str]) -> str:
+    """How a one-line error lists mismatches: their count and the first few
+    (``"5 problems: a; b; c; ... 2 more"``); the whole list stays in the error's ``problems``."""
+    count = len(problems)
+    shown = "; ".join(problems[:_SHOWN_PROBLEMS])
+    more = f"; ... {count - _SHOWN_PROBLEMS} more" if count > _SHOWN_PROBLEMS else ""
+    return f"{count} problem{'s' if count != 1 else ''}: {shown}{more}"
+
+
 class WeightsMismatchError(WeightsError):
     """Weights that do not fit a net exactly. ``problems`` lists every mismatch (a tensor or
     blob missing, unexpected, or of another shape); ``str()`` is one line: the source, the
@@ -145,11 +154,8 @@ class WeightsMismatchError(WeightsError):
 
     def __init__(self, source: str, target: str, problems: Sequence[str], hint: str = ""):
         self.source, self.target, self.problems, self.hint = source, target, list(problems), hint
-        count = len(self.problems)
-        shown = "; ".join(self.problems[:_SHOWN_PROBLEMS])
-        more = f"; ... {count - _SHOWN_PROBLEMS} more" if count > _SHOWN_PROBLEMS else ""
-        super().__init__(f"{source}: weights do not fit {target} ({count} problem"
-                         f"{'s' if count != 1 else ''}: {shown}{more})" + (f"; {hint}" if hint else ""))
+        super().__init__(f"{source}: weights do not fit {target} ({problems_summary(self.problems)})"
+                         + (f"; {hint}" if hint else ""))
 
     def with_hint(self, hint: str) -> "WeightsMismatchError":
         """The same mismatch with ``hint`` (what the weights fit, the option to pass)."""
@@ -184,8 +190,8 @@ def kind_of(path: str | os.PathLike) -> str:
     if size == 0:
         raise WeightsError(f"{path}: empty file (0 bytes): not a caffemodel or a .safetensors")
     with open(path, "rb") as fh:
-        head = fh.read(max(len(_HDF5_MAGIC), _HEADER_LENGTH.size + 1))
-    if head.startswith(_HDF5_MAGIC):
+        head = fh.read(max(len(HDF5_MAGIC), _HEADER_LENGTH.size + 1))
+    if head.startswith(HDF5_MAGIC):
         return "hdf5"
     return "safetensors" if _safetensors_header_length(head) is not None else "caffemodel"
 
@@ -199,29 +205,25 @@ class NotSafetensorsError(WeightsError):
                          f"with `python -m port convert`")
 
 
-def _not_safetensors(path: Path, why: str) -> WeightsError:
-    return NotSafetensorsError(path, why)
-
-
 def _read_header(path: Path, fh) -> tuple[int, dict[str, Any]]:
     """``(header length, parsed header)`` of an open safetensors file, validated."""
     size = os.fstat(fh.fileno()).st_size
     head = fh.read(_HEADER_LENGTH.size + 1)
     length = _safetensors_header_length(head)
     if length is None:
-        raise _not_safetensors(path, "no safetensors header" if size else "empty file")
+        raise NotSafetensorsError(path, "no safetensors header" if size else "empty file")
     if _HEADER_LENGTH.size + length > size:
-        raise _not_safetensors(path, f"truncated: a {length}-byte header in a file of {size} bytes")
+        raise NotSafetensorsError(path, f"truncated: a {length}-byte header in a file of {size} bytes")
     fh.seek(_HEADER_LENGTH.size)
     try:
         header = json.loads(fh.read(length).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        raise _not_safetensors(path, f"its header is not JSON: {err}") from None
+        raise NotSafetensorsError(path, f"its header is not JSON: {err}") from None
     if not isinstance(header, dict):
-        raise _not_safetensors(path, "its header is not a JSON object")
+        raise NotSafetensorsError(path, "its header is not a JSON object")
     meta = header.get("__metadata__", {})
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise _not_safetensors(path, "its __metadata__ is not an object of strings")
+        raise NotSafetensorsError(path, "its __metadata__ is not an object of strings")
     data = size - _HEADER_LENGTH.size - length
     for name, entry in header.items():
         if name == "__metadata__":
@@ -234,8 +236,8 @@ def _read_header(path: Path, fh) -> tuple[int, dict[str, Any]]:
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise _not_safetensors(path, f"tensor {name!r}: its dtype, shape and offsets do not fit "
-                                         f"the file ({entry!r})")
+            raise NotSafetensorsError(path, f"tensor {name!r}: its dtype, shape and offsets do not fit "
+                                            f"the file ({entry!r})")
     return length, header
 
 

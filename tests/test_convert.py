@@ -358,3 +358,32 @@ def test_the_registry_needs_no_torch_and_builders_still_load():
                           env=dict(os.environ, PYTHONPATH=str(repo)))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [str(len(list_models())), "False", "FCN", "True", "True"]
+
+
+_OWN_STAGE_NET = """name: "own-stage"
+state { stage: "deploy" }
+layer { name: "data" type: "Python" top: "data" top: "label" include { not_stage: "deploy" }
+  python_param { module: "voc_layers" layer: "VOCSegDataLayer" } }
+layer { name: "input" type: "Input" top: "data" include { stage: "deploy" }
+  input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 2 kernel_size: 3 } }
+"""
+
+
+def test_data_layers_are_sized_in_the_net_the_engine_builds(tmp_path):
+    """The data layers whose tops port.load and port.convert size are those of the net
+    CaffeNet builds, the prototxt's own ``state { stage }`` included (Caffe's
+    ``Net(param_file, phase, level, stages)``): a Python data layer the net's own stage leaves
+    out is not sized, so its ``label`` is not named as an input the net lacks."""
+    from port.caffe.synth import make_caffemodel
+    from port.load import build_net
+    from port.net.engine import CaffeNet
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(_OWN_STAGE_NET)
+    netdef = load_net(prototxt)
+    assert build_net(netdef, meta=True).input_names == CaffeNet(netdef).input_names == ("data",)
+    caffemodel = tmp_path / "w.caffemodel"
+    make_caffemodel(netdef, caffemodel, seed=3, input_channels={"data": 3})
+    report = convert(caffemodel, prototxt, out=tmp_path / "w.safetensors")
+    assert report.shapes == {"conv.weight": (2, 3, 3, 3), "conv.bias": (2,)}

@@ -324,17 +324,14 @@ def _map_between(graph: _Graph, source: tuple[str, int], target: tuple[str, int]
     nearest ancestor of ``target`` among them: ``to_map ∘ inverse(from_map)``."""
     stops: list[str] = []
     from_walk = _walk(graph, source, offsets, stops)
-    from_maps: dict[tuple[str, int], CoordMap] = {}
     # source's ancestors, as far as the walk reaches (the maps themselves only as far as needed)
     reach = _ancestors(graph, source, offsets)
     for blob, cmap in _walk(graph, target, offsets, stops):
-        if blob in reach:
-            for found, found_map in from_walk:  # the same walk, stopped at the common blob
-                from_maps[found] = found_map
-                if found == blob:
-                    break
-            return compose(cmap, inverse(from_maps[blob]))
-    from_maps.update(from_walk)  # every stop of both walks, for the message
+        if blob in reach:  # the same walk, stopped at the common blob
+            from_map = next(found_map for found, found_map in from_walk if found == blob)
+            return compose(cmap, inverse(from_map))
+    for _ in from_walk:  # every stop of both walks, for the message
+        pass
     why = "; ".join(stops) or "the walks reached only net inputs"
     raise CoordMapError(f"no common ancestor of blobs {source[0]!r} and {target[0]!r} ({why})")
 

@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from port.caffe.net import NetState
 from port.net.layers import LAYER_TYPES, CaffeGraphError, CaffeLayer, build_layer
 # Net::Init's shape pass (inputs, the walk, the blob and crop checks) is port.net.shapes',
 # shared with port.convert, which sizes a net without torch.
 from port.net.shapes import (DATA_LAYER_CHANNELS, PROPAGATION_SIZE, check_blobs, check_layer_name,  # noqa: F401
-                             data_input_shapes, walk, check_crop_offsets as _check_crop_offsets,
+                             data_input_shapes, net_state, walk, check_crop_offsets as _check_crop_offsets,
                              input_shapes as _input_shapes)
 from port.weights import WeightsMismatchError
 
@@ -79,8 +78,7 @@ class CaffeNet(nn.Module):
         super().__init__()
         # Net(param_file, phase, level, stages): phase and level replace the prototxt's own
         # state, the stages are added to its own stages.
-        own = NetState().merge(netdef.own_state)
-        self.state = own.built(phase, level, stages)
+        self.state = net_state(netdef, phase, level, stages)
         net = netdef.for_state(self.state)
         self.net_name, self.phase = net.name, phase
         self.netdef = net  # the phase-filtered definition the layers were built from

@@ -87,11 +87,9 @@ class Convolution(CaffeLayer):
 
     def __init__(self, layer: Any, shapes: Sequence[tuple[int, ...]], phase: str):
         super().__init__(layer, shapes, phase)  # the checks and shapes: port.net.shapes
-        geo = rules.spatial_params(layer)
+        geo = rules.conv_settings(layer)
         self.transposed = layer.type == "Deconvolution"
-        self.kernel = spatial_value(geo["kernel"], "kernel", layer.name)
-        self.stride, self.pad = (spatial_value(geo[k], k, layer.name) for k in ("stride", "pad"))
-        self.dilation = spatial_value(geo["dilation"], "dilation", layer.name)
+        self.kernel, self.stride, self.pad, self.dilation = (geo[k] for k in ("kernel", "stride", "pad", "dilation"))
         self.groups = int(layer.convolution_param.group)
         self.bias_term = bool(layer.convolution_param.bias_term)
 

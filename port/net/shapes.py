@@ -18,9 +18,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from port.caffe.net import NetState
 from port.errors import PortError
 from port.net import coord_map
-from port.weights import BATCH_NORM_BLOBS, BLOB_NAMES, check_fit
+from port.weights import BLOB_NAMES, blob_names, check_fit
 from port.net.coord_map import spatial_params
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
     "inner_product_output_shape", "concat_output_shape", "lrn_output_shape", "eltwise_output_shape",
     "scale_output_shape", "broadcast_shape", "param_blob_shape", "batch_norm_channels",
     "batch_norm_output_shape", "loss_normalization", "label_target_shape", "reshape_target",
-    "spatial_value", "check_counts", "check_statistics_specs", "layer_setup", "param_names", "layer_reshape",
+    "spatial_value", "conv_settings", "check_counts", "check_statistics_specs", "layer_setup", "param_names", "layer_reshape",
     "check_layer_name", "data_input_shapes", "input_shapes", "located", "legacy_equal", "check_blobs", "check_crop_offsets", "walk",
     "NetShapes", "net_shapes",
 ]
@@ -481,7 +482,10 @@ def spatial_value(values: tuple[int, ...], what: str, layer: str) -> int | tuple
     raise CaffeGraphError(f"layer {layer!r}: {len(values)} {what} values; only 2-D is supported")
 
 
-def _spatial(layer: Any) -> dict[str, int | tuple[int, int]]:
+def conv_settings(layer: Any) -> dict[str, int | tuple[int, int]]:
+    """A Convolution's or Deconvolution's ``kernel``, ``stride``, ``pad`` and ``dilation``
+    (base_conv_layer.cpp ``LayerSetUp``'s reading of ``convolution_param``), each an int or an
+    ``(h, w)`` pair (:func:`spatial_value`)."""
     geo = spatial_params(layer)
     return {key: spatial_value(geo[key], key, layer.name) for key in ("kernel", "stride", "pad", "dilation")
             if key in geo}
@@ -495,7 +499,7 @@ def _setup_convolution(layer: Any, bottoms: Sequence[Shape]) -> tuple[Shape, ...
     """base_conv_layer.cpp ``LayerSetUp``: weight ``(num_output, C/group, kh, kw)`` or, for a
     Deconvolution, ``(C, num_output/group, kh, kw)``; bias ``(num_output,)``."""
     _check_4d(layer, bottoms[0])
-    param, geo = layer.convolution_param, _spatial(layer)
+    param, geo = layer.convolution_param, conv_settings(layer)
     if int(param.axis) != 1:
         raise CaffeGraphError(f"layer {layer.name!r}: convolution axis {param.axis} unsupported (1 only)")
     channels, num_output, groups = bottoms[0][1], int(param.num_output), int(param.group)
@@ -511,7 +515,7 @@ def _reshape_convolution(layer: Any, bottoms: Sequence[Shape], params: Sequence[
     x, transposed = tuple(bottoms[0]), layer.type == "Deconvolution"
     if not transposed:  # a non-4-D Convolution bottom has always been a CaffeGraphError
         _check_4d(layer, x)
-    geo = _spatial(layer)
+    geo = conv_settings(layer)
     return (conv2d_output_shape(x, tuple(params[0]), geo["stride"], geo["pad"], int(layer.convolution_param.group),
                                 geo["dilation"], transposed, layer.name),)
 
@@ -746,15 +750,13 @@ def layer_setup(layer: Any, bottoms: Sequence[Shape]) -> tuple[Shape, ...]:
 
 def param_names(layer: Any, bottoms: int) -> tuple[str, ...]:
     """The names of the layer's parameters (``{layer}.{name}`` in a state dict) in Caffe's
-    blob order, for a layer with ``bottoms`` bottoms: a BatchNorm's statistics
-    (``port.weights.BATCH_NORM_BLOBS``); a Bias's one blob, and the one blob of a Scale whose
-    scale is its second bottom, ``bias``; else ``weight`` then ``bias``
-    (``port.weights.BLOB_NAMES``)."""
-    if layer.type == "BatchNorm":
-        return BATCH_NORM_BLOBS
+    blob order, for a layer with ``bottoms`` bottoms: a Bias's one blob, and the one blob of a
+    Scale whose scale is its second bottom, ``bias``; else the weights files' names of its
+    type's blobs (``port.weights.blob_names``: a BatchNorm's statistics, else ``weight`` then
+    ``bias``)."""
     if layer.type == "Bias" or (layer.type == "Scale" and bottoms == 2):
         return ("bias",)
-    return BLOB_NAMES
+    return blob_names(layer.type)
 
 
 def layer_reshape(layer: Any, bottoms: Sequence[Shape], params: Sequence[Shape]) -> tuple[Shape, ...]:
@@ -937,13 +939,17 @@ class NetShapes:
                 for name, shape in zip(self.param_names[layer], shapes)}
 
 
+def net_state(netdef: Any, phase: str = "TEST", level: int = 0, stages: Sequence[str] = ()) -> NetState:
+    """The state of Caffe's ``Net(param_file, phase, level, stages)``: the prototxt's own
+    ``state`` with its phase and level replaced and ``stages`` added (``NetState.built``)."""
+    return NetState().merge(netdef.own_state).built(phase, level, stages)
+
+
 def net_shapes(netdef: Any, phase: str = "TEST", input_shapes_: Mapping[str, Sequence[int]] | None = None,
                check_crops: bool = True, *, level: int = 0, stages: Sequence[str] = ()) -> NetShapes:
     """:class:`NetShapes` of ``netdef`` as :class:`port.net.engine.CaffeNet` (same arguments)
     sizes it: the same state, input shapes, per-layer rules and errors, with no torch."""
-    from port.caffe.net import NetState  # a light module; kept local to keep this one's imports few
-    state = NetState().merge(netdef.own_state).built(phase, level, stages)
-    net = netdef.for_state(state)
+    net = netdef.for_state(net_state(netdef, phase, level, stages))
     shapes = input_shapes(net, netdef, dict(input_shapes_ or {}))
     params: dict[str, tuple[Shape, ...]] = {}
     names: dict[str, tuple[str, ...]] = {}
