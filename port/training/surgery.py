@@ -35,6 +35,7 @@ from port.errors import PortError
 from port.net import ops
 from port.net.engine import CaffeNet, data_input_shapes
 from port.net.fillers import fill_net, frozen_deconvolutions
+from port.net.shapes import net_state
 
 __all__ = ["SurgeryError", "TransplantReport", "transplant", "interp", "frozen_deconvolutions",
            "data_shapes", "init_from"]
@@ -164,7 +165,8 @@ def init_from(dst_netdef: Any, src_netdef: Any | None = None, seed: int = 0, do_
     transplanted, and, with ``do_interp``, :func:`interp` on the frozen Deconvolutions.
     ``require``: layers whose parameters must come from the source (an FCN's trunk); one the
     source leaves at its filler is a :class:`SurgeryError`."""
-    shapes = data_shapes(dst_netdef.for_phase("TRAIN"), src_netdef, input_shapes)
+    # sized in the net CaffeNet builds: TRAIN and the prototxt's own state (Net::FilterNet)
+    shapes = data_shapes(dst_netdef.for_state(net_state(dst_netdef, "TRAIN")), src_netdef, input_shapes)
     net = CaffeNet(dst_netdef, "TRAIN", input_shapes=shapes)
     fill_net(net, seed)
     if src_netdef is not None:
