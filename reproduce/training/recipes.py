@@ -43,6 +43,7 @@ from typing import Any
 from port.caffe.net import NetDef, netdef_from_message
 from port.errors import PortError
 from port.models import list_models
+from port.models.cast_meta import CAST_MODELS
 
 __all__ = ["RecipeError", "SolverSettings", "Init", "Recipe", "RECIPES", "get_recipe",
            "recipe_names", "STAGED_CHAINS", "UPSTREAM_SEED", "batchnorm_layers",
@@ -274,7 +275,8 @@ RECIPES.update({r.model: r for r in (
     *_resnet_recipes(50), *_resnet_recipes(101), *_resnet_recipes(152),
 )})
 #: The recipes of nets upstream never released (cast by fcnize): not checked against upstream files.
-CAST_RECIPES = ("fcn_googlenet", *(f"fcn_resnet{d}_{s}s" for d in (50, 101, 152) for s in (32, 16, 8)))
+#: Which nets are cast is ``port.models.cast_meta``'s list (``CAST_MODELS``), not spelled here.
+CAST_RECIPES = tuple(model for model in RECIPES if model in CAST_MODELS)
 
 
 
