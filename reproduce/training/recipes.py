@@ -43,6 +43,7 @@ from typing import Any
 from port.caffe.net import NetDef, netdef_from_message
 from port.errors import PortError
 from port.models import list_models
+from port.models._registry import normalize_name
 from port.models.cast_meta import CAST_MODELS
 
 __all__ = ["RecipeError", "SolverSettings", "Init", "Recipe", "RECIPES", "get_recipe",
@@ -303,8 +304,9 @@ def recipe_names() -> list[str]:
 
 
 def get_recipe(model: str) -> Recipe:
-    """The recipe of a released net, by builder name (dashes or underscores)."""
-    key = model.replace("-", "_").lower()
+    """The recipe of a released net, by builder name as the registry reads one (any case,
+    dashes or underscores, upstream's ``voc-`` folders: ``normalize_name``)."""
+    key = normalize_name(model)
     if key not in RECIPES:
         known = [n.replace("_", "-") for n in recipe_names()]
         near = difflib.get_close_matches(key.replace("_", "-"), known, n=1, cutoff=0.6)
