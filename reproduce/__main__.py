@@ -36,7 +36,6 @@ from reproduce import report as reports
 from reproduce import resolve as R
 from reproduce import verdict
 from reproduce.checkpoint import CHECKPOINT_NAME
-from reproduce.datasets import dataset_class
 from reproduce.splits import check_split
 from reproduce.training import cli as train_cli
 
@@ -159,11 +158,8 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
     R.find_dataset(name, root, args.split, download=download)  # before loading the weights
     model, sha = R.caffenet_from_files(args.net, Path(args.weights))
     runner = H.prepare_model(model, config)
-    reader = dataset_class(name)
-    preprocess = reader.preprocessing(model.input_names)
-    dataset, source = R.open_split(
-        name, root, args.split, download=download,
-        **reader.reader_options(list(preprocess), list(preprocess.values())))
+    dataset, source = R.open_split(name, root, args.split, download=download,
+                                   **E.net_reader_options(name, model.input_names))
     spec = E.for_net(load_net(args.net), runner, model.input_names, dataset,
                      model=f"net:{model.net_name}", weights_sha256=sha,
                      precision=config.precision.name, outputs=args.score_blob, limit=args.limit)

@@ -407,6 +407,17 @@ def test_named_nets_beyond_voc_are_evaluated_by_their_dataset_class(model, tmp_p
         assert report["outputs"][output]["classes"] == list(classes)
 
 
+def test_a_users_net_gets_the_reader_options_its_input_blobs_name():
+    """``--net``: what the reader needs is asked of the dataset class from the net's input
+    blobs (``evaluation.net_reader_options``), as for a released net from its record: a
+    two-stream NYUD prototxt reads both modalities, as the released fusion net does."""
+    from port.models import get_meta
+    from reproduce import evaluation as E
+    assert E.net_reader_options("nyud", ["color", "hha", "label"]) == \
+        E.model_reader_options(get_meta("nyud_fcn32s_color_hha"), "nyud")
+    assert E.net_reader_options("voc", ["data", "label"]) == {}
+
+
 def test_given_weights_are_the_released_ones_by_the_registrys_digest(caffemodel, tmp_path,
                                                                        monkeypatch):
     """The weights half of the verdict for a file the user gives: a caffemodel, or its
