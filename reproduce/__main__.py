@@ -25,6 +25,7 @@ from port.caffe import load_net
 from port.convert import ConversionError
 from port.errors import EXIT_BAD_INPUT, PortError
 from port.models import get_meta, get_model, list_models
+from port.models._registry import normalize_name
 from port.run import speed
 from port.run.devices import default_device, device_name
 from reproduce import demo
@@ -35,7 +36,6 @@ from reproduce import report as reports
 from reproduce import resolve as R
 from reproduce import verdict
 from reproduce.checkpoint import CHECKPOINT_NAME
-from reproduce.datasets import dataset_class
 from reproduce.splits import check_split
 from reproduce.training import cli as train_cli
 
@@ -131,8 +131,8 @@ def _data_root(args: argparse.Namespace) -> tuple[Path, bool]:
 
 def _named(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, dict, str]:
     """A released model by name: its builder, resolved weights, its dataset."""
-    builder = args.model.replace("-", "_")
-    meta = get_meta(builder)
+    meta = get_meta(args.model)
+    builder = meta.name   # the registry's name (any case, dashes, voc- folders), not a re-spelling
     name = args.dataset or meta.dataset
     root, download = _data_root(args)
     # the data first: a wrong --data must not wait for (or fail on) a weights download
@@ -158,15 +158,12 @@ def _net(args: argparse.Namespace, config: H.EvalConfig) -> tuple[H.EvalSpec, di
     R.find_dataset(name, root, args.split, download=download)  # before loading the weights
     model, sha = R.caffenet_from_files(args.net, Path(args.weights))
     runner = H.prepare_model(model, config)
-    reader = dataset_class(name)
-    preprocess = reader.preprocessing(model.input_names)
-    dataset, source = R.open_split(
-        name, root, args.split, download=download,
-        **reader.reader_options(list(preprocess), list(preprocess.values())))
+    dataset, source = R.open_split(name, root, args.split, download=download,
+                                   **E.net_reader_options(name, model.input_names))
     spec = E.for_net(load_net(args.net), runner, model.input_names, dataset,
                      model=f"net:{model.net_name}", weights_sha256=sha,
                      precision=config.precision.name, outputs=args.score_blob, limit=args.limit)
-    compare = args.compare.replace("-", "_") if args.compare else None
+    compare = normalize_name(args.compare) if args.compare else None
     check = verdict.weights_check(compare, str(args.weights), sha)
     return spec, {"weights": str(args.weights), "net": str(args.net),
                   "weights_check": check.as_dict(),

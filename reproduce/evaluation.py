@@ -19,7 +19,8 @@ from reproduce import resolve as R
 from reproduce.checkpoint import RunIdentity
 from reproduce.datasets import dataset_class
 
-__all__ = ["build", "for_model", "for_net", "model_reader_options", "limited_ids"]
+__all__ = ["build", "for_model", "for_net", "model_reader_options", "net_reader_options",
+           "limited_ids"]
 
 
 def limited_ids(dataset: Any, limit: int | None) -> list[str]:
@@ -58,6 +59,14 @@ def model_reader_options(meta: Any, dataset: str) -> dict[str, Any]:
     """What the reader of ``dataset`` needs to feed released net ``meta`` (NYUD: which
     modality each input blob takes)."""
     return dataset_class(dataset).reader_options(meta.inputs, meta.preprocess)
+
+
+def net_reader_options(dataset: str, input_names: Sequence[str]) -> dict[str, Any]:
+    """What the reader of ``dataset`` needs to feed a user's net with these input blobs
+    (:func:`for_net`'s preprocessing: NYUD, the modality of each blob named after one)."""
+    reader = dataset_class(dataset)
+    preprocess = reader.preprocessing(input_names)
+    return reader.reader_options(list(preprocess), list(preprocess.values()))
 
 
 def for_model(meta: Any, runner: Any, dataset: Any, *, weights_sha256: str, precision: str,

@@ -371,13 +371,10 @@ def _partial_md(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _weights_md(report: dict[str, Any]) -> list[str]:
-    check = report.get("weights_check")
-    return [] if not check else [f"- {check['description']}"]
-
-
-def _split_md(report: dict[str, Any]) -> list[str]:
-    check = report.get("split_check")
+def _check_md(report: dict[str, Any], key: str) -> list[str]:
+    """The report.md line of a recorded check (``split_check``, ``weights_check``): its
+    description; none when the run recorded no such check."""
+    check = report.get(key)
     return [] if not check else [f"- {check['description']}"]
 
 
@@ -393,9 +390,9 @@ def format_markdown(report: dict[str, Any], rows: Sequence[Comparison],
              f"- images evaluated: {report['images_evaluated']}{of} "
              f"(skipped: {len(report['skipped'])}{limit})",
              f"- data: `{report['dataset_path']}`",
-             *_split_md(report),
+             *_check_md(report, "split_check"),
              f"- weights: `{report['weights']}`" + (f" (SHA-256 `{sha}`)" if sha else ""),
-             *_weights_md(report),
+             *_check_md(report, "weights_check"),
              f"- device: {report['device']} ({report['device_name']}), "
              f"{report['world_size']} {plural(report['world_size'], 'process', 'processes')}",
              f"- precision: {report['precision']} ({report['precision_description']})",

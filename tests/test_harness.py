@@ -183,6 +183,24 @@ def test_named_model_converts_once_and_agrees_with_the_generic_graph(
     assert named["outputs"]["score"]["loss"] == pytest.approx(expected, rel=1e-9)
 
 
+def test_named_model_in_any_spelling_is_the_registrys_model_throughout(
+        voc_tree, synthetic_split, caffemodel, tmp_path):
+    """A model named as the registry accepts it (any case, dashes) is the registry's name
+    wherever the run looks it up: its published numbers are compared and its weights checked
+    as that model's (the command line once re-spelled the name by hand, dashes to underscores
+    only: ``FCN16s`` was converted for a builder ``FCN16s`` and the run refused its own file)."""
+    own_list = tmp_path / "seg11valid.txt"
+    own_list.write_text(synthetic_split.read_text())
+    out = tmp_path / "out"
+    assert main(["FCN16s", "--weights", str(caffemodel), "--data", str(voc_tree[0]), "--out",
+                 str(out), "--split", str(own_list), "--device", "cpu", "--quiet", "--cache",
+                 str(tmp_path / "cache"), "--limit", "1", "--overlays", "0"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "fcn16s"
+    assert any(r["published"] is not None for r in report["comparison"])
+    assert "released caffemodel of fcn16s " in report["weights_check"]["description"]
+
+
 def test_cpu_fast_named_run_scores_like_the_generic_graph(voc_tree, synthetic_split, caffemodel,
                                                          net_run, tmp_path):
     """--precision cpu-fast (prepacked oneDNN, fused ReLU, constant canvas: fp32 arithmetic,
@@ -387,6 +405,17 @@ def test_named_nets_beyond_voc_are_evaluated_by_their_dataset_class(model, tmp_p
     assert list(report["outputs"]) == list(meta.outputs) and report["images"] == 2
     for output, classes in zip(meta.outputs, meta.classes):
         assert report["outputs"][output]["classes"] == list(classes)
+
+
+def test_a_users_net_gets_the_reader_options_its_input_blobs_name():
+    """``--net``: what the reader needs is asked of the dataset class from the net's input
+    blobs (``evaluation.net_reader_options``), as for a released net from its record: a
+    two-stream NYUD prototxt reads both modalities, as the released fusion net does."""
+    from port.models import get_meta
+    from reproduce import evaluation as E
+    assert E.net_reader_options("nyud", ["color", "hha", "label"]) == \
+        E.model_reader_options(get_meta("nyud_fcn32s_color_hha"), "nyud")
+    assert E.net_reader_options("voc", ["data", "label"]) == {}
 
 
 def test_given_weights_are_the_released_ones_by_the_registrys_digest(caffemodel, tmp_path,

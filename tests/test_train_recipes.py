@@ -28,6 +28,13 @@ def test_one_recipe_per_released_net():
         get_recipe("nyud-fcn32s-color-d")
 
 
+def test_a_recipe_is_found_by_any_name_the_registry_takes():
+    """``train`` reads a net's name as ``python -m reproduce`` does (the registry's
+    ``normalize_name``: upstream's ``voc-`` folder names too), not by a rule of its own."""
+    for name in ("voc-fcn32s", "VOC-FCN32s", "FCN32s", " fcn32s "):
+        assert get_recipe(name) is RECIPES["fcn32s"]
+
+
 @pytest.mark.parametrize("model", sorted(RELEASED))
 def test_solver_settings_are_upstreams(model, upstream_dir):
     recipe = RECIPES[model]

@@ -47,19 +47,16 @@ def dataset_class(name: str) -> type[SegmentationDataset]:
     return DATASETS[name]
 
 
-_reader = dataset_class
-
-
 def get_dataset(name: str, root, split: str | None = None, **options) -> SegmentationDataset:
     """Open dataset ``name`` at or under ``root``; ``split`` defaults to the papers' evaluation
     split (``seg11valid``, SBD ``val``, ``test``, Context ``val``); ``options`` go to the reader
     (e.g. ``inputs=`` for NYUD, ``task=`` for SIFT Flow, ``split_file=``)."""
-    reader = _reader(name)
+    reader = dataset_class(name)
     return reader(root, **options) if split is None else reader(root, split, **options)
 
 
 def locate(name: str, root, split: str | None = None, **options) -> Located:
     """Where dataset ``name`` is at or under ``root``; ``.message`` says which folder was found.
     ``options``: the reader's ``locate_options`` (VOC's ``year``)."""
-    reader = _reader(name)
+    reader = dataset_class(name)
     return reader.locate(root, **options) if split is None else reader.locate(root, split, **options)

@@ -43,6 +43,8 @@ from typing import Any
 from port.caffe.net import NetDef, netdef_from_message
 from port.errors import PortError
 from port.models import list_models
+from port.models._registry import normalize_name
+from port.models.cast_meta import CAST_MODELS
 
 __all__ = ["RecipeError", "SolverSettings", "Init", "Recipe", "RECIPES", "get_recipe",
            "recipe_names", "STAGED_CHAINS", "UPSTREAM_SEED", "batchnorm_layers",
@@ -114,6 +116,10 @@ class Recipe:
     #: has no year folder, and seg11valid, read from VOC2011 first as upstream's ``voc_dir``).
     #: A run on another year goes on and says so (``reproduce.training.report.year_shortfall``).
     year: str | None = None
+    #: What the recipe is, as its training verdict names it (:func:`recipe_kind`): upstream's
+    #: own files (the released nets), the paper's text (FCN-GoogLeNet) or the project's own
+    #: (FCN-ResNet).
+    kind: str = "the upstream recipe"
 
     @property
     def iterations(self) -> int:
@@ -241,9 +247,9 @@ _OWN = ("the project's own recipe: upstream's heavy VOC recipe ({0}/solver.proto
 
 def _cast_recipe(model: str, follows: str, solver: SolverSettings, step: int, rounds: int,
                  train: tuple[str, str], val: tuple[str, str], init: Init, source: str,
-                 year: str | None = None) -> Recipe:
+                 year: str | None = None, kind: str = "the project's own recipe") -> Recipe:
     return Recipe(model, follows, solver, step, rounds, train[0], train[1], val[0], val[1], init,
-                  source=source, year=year)
+                  source=source, year=year, kind=kind)
 
 
 def _resnet_recipes(depth: int) -> list[Recipe]:
@@ -266,11 +272,12 @@ RECIPES.update({r.model: r for r in (
                          test_iter=1111),
                  400, 25, ("voc", "train"), ("voc", "val"),
                  Init("classifier", (GOOGLENET,), "bvlc_googlenet.caffemodel"), _PAPER_T1,
-                 year="2011"),
+                 year="2011", kind="the paper's recipe"),
     *_resnet_recipes(50), *_resnet_recipes(101), *_resnet_recipes(152),
 )})
 #: The recipes of nets upstream never released (cast by fcnize): not checked against upstream files.
-CAST_RECIPES = ("fcn_googlenet", *(f"fcn_resnet{d}_{s}s" for d in (50, 101, 152) for s in (32, 16, 8)))
+#: Which nets are cast is ``port.models.cast_meta``'s list (``CAST_MODELS``), not spelled here.
+CAST_RECIPES = tuple(model for model in RECIPES if model in CAST_MODELS)
 
 
 
@@ -278,11 +285,8 @@ def recipe_kind(model: str) -> str:
     """What the recipe of ``model`` is, as its training verdict names it: ``the upstream
     recipe`` (the released nets: upstream's own files), ``the paper's recipe`` (FCN-GoogLeNet:
     the paper's text, the rest the project's choices) or ``the project's own recipe``
-    (FCN-ResNet)."""
-    key = get_recipe(model).model
-    if key not in CAST_RECIPES:
-        return "the upstream recipe"
-    return "the paper's recipe" if RECIPES[key].source == _PAPER_T1 else "the project's own recipe"
+    (FCN-ResNet): its ``Recipe.kind``."""
+    return get_recipe(model).kind
 
 
 #: The staged chains ``make train-<last>`` runs, first stage first.
@@ -300,8 +304,9 @@ def recipe_names() -> list[str]:
 
 
 def get_recipe(model: str) -> Recipe:
-    """The recipe of a released net, by builder name (dashes or underscores)."""
-    key = model.replace("-", "_").lower()
+    """The recipe of a released net, by builder name as the registry reads one (any case,
+    dashes or underscores, upstream's ``voc-`` folders: ``normalize_name``)."""
+    key = normalize_name(model)
     if key not in RECIPES:
         known = [n.replace("_", "-") for n in recipe_names()]
         near = difflib.get_close_matches(key.replace("_", "-"), known, n=1, cutoff=0.6)

@@ -246,7 +246,7 @@ def write_train_report(out: Path, recipe: Any, validator: Any, result: Any, reco
     report = json.loads(paths["json"].read_text())
     summed_up = verdict.weights_reason(weights.as_dict())
     reasons = list(shortfalls) + [r for r in report.get("not_a_reproduction", []) if r != summed_up]
-    report.update(reproduction=not reasons, not_a_reproduction=reasons)
+    report.update(verdict.verdict(reasons))
     if reasons:
         report["all_within_tolerance"] = None
     write_text_atomic(paths["json"], json.dumps(report, indent=1) + "\n")

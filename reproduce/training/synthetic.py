@@ -39,8 +39,6 @@ import numpy as np
 import torch
 
 from port.caffe import NetDef, load_caffemodel, parse_text
-from port.caffe.net import netdef_from_message
-from port.caffe.writer import net_message
 from port.models import classifiers, net_spec
 from port.net import fillers
 from port.net.engine import CaffeNet
@@ -151,12 +149,9 @@ def random_classifier(name: str, width_divisor: int, path: Path, seed: int = 0) 
                     p.copy_(torch.randn(p.shape, generator=g) * math.sqrt(2.0 / p[0].numel()))
                 else:
                     p.fill_(1.0 if layer.type == "Scale" and index == 0 else 0.0)
-    if any(layer.type == "BatchNorm" for layer in netdef.layers):
-        msg = net_message(netdef)
-        for layer in msg.layer:
-            if layer.type == "BatchNorm":
-                layer.batch_norm_param.use_global_stats = False
-        train = CaffeNet(netdef_from_message(msg), "TRAIN")
+    if recipes.batchnorm_layers(netdef):
+        # TRAIN-mode BatchNorm on batch statistics: --train-batchnorm's train net
+        train = CaffeNet(recipes.with_batch_statistics(netdef), "TRAIN")
         train.load_state_dict(net.state_dict())
         with torch.no_grad():
             for k in range(8):
