@@ -62,3 +62,16 @@ def golden_net(goldens_dir: Path, name: str):
     net = CaffeNet(load_net(prototxt if prototxt.exists() else folder / "deploy.prototxt"))
     net.load_blobs(load_caffemodel(folder / "weights.caffemodel"))
     return net.eval()
+
+
+#: A net whose prototxt names its own ``state { stage }``: its Python data layer is left out by
+#: that stage and an Input layer stands in (the data layers to size are the built net's).
+OWN_STAGE_NET = """name: "own-stage"
+state { stage: "deploy" }
+layer { name: "data" type: "Python" top: "data" top: "label" include { not_stage: "deploy" }
+  python_param { module: "voc_layers" layer: "VOCSegDataLayer" } }
+layer { name: "input" type: "Input" top: "data" include { stage: "deploy" }
+  input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 2 kernel_size: 3 } }
+"""

@@ -13,6 +13,8 @@ import torch
 from port.caffe import load_caffemodel, load_net, write_caffemodel, write_caffemodel_h5
 from port.convert import ConversionError, convert, load_weights
 from port.models import weights as fmt
+
+from helpers import OWN_STAGE_NET
 from port.models import get_model, list_models
 
 
@@ -360,17 +362,6 @@ def test_the_registry_needs_no_torch_and_builders_still_load():
     assert proc.stdout.split() == [str(len(list_models())), "False", "FCN", "True", "True"]
 
 
-_OWN_STAGE_NET = """name: "own-stage"
-state { stage: "deploy" }
-layer { name: "data" type: "Python" top: "data" top: "label" include { not_stage: "deploy" }
-  python_param { module: "voc_layers" layer: "VOCSegDataLayer" } }
-layer { name: "input" type: "Input" top: "data" include { stage: "deploy" }
-  input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-  convolution_param { num_output: 2 kernel_size: 3 } }
-"""
-
-
 def test_data_layers_are_sized_in_the_net_the_engine_builds(tmp_path):
     """The data layers whose tops port.load and port.convert size are those of the net
     CaffeNet builds, the prototxt's own ``state { stage }`` included (Caffe's
@@ -380,7 +371,7 @@ def test_data_layers_are_sized_in_the_net_the_engine_builds(tmp_path):
     from port.load import build_net
     from port.net.engine import CaffeNet
     prototxt = tmp_path / "net.prototxt"
-    prototxt.write_text(_OWN_STAGE_NET)
+    prototxt.write_text(OWN_STAGE_NET)
     netdef = load_net(prototxt)
     assert build_net(netdef, meta=True).input_names == CaffeNet(netdef).input_names == ("data",)
     caffemodel = tmp_path / "w.caffemodel"

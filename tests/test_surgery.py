@@ -200,18 +200,11 @@ def test_init_from_sizes_the_data_layers_of_the_net_it_builds(tmp_path):
     """init_from sizes the Python data layers of the TRAIN net CaffeNet builds, the prototxt's
     own ``state { stage }`` included: a data layer that stage leaves out is not sized, so its
     ``label`` is not named as an input the net lacks."""
+    from helpers import OWN_STAGE_NET
     from port.caffe import load_net as read_net
     from port.training.surgery import init_from
     prototxt = tmp_path / "train.prototxt"
-    prototxt.write_text('''name: "own-stage"
-state { stage: "fixed" }
-layer { name: "data" type: "Python" top: "data" top: "label" include { not_stage: "fixed" }
-  python_param { module: "voc_layers" layer: "VOCSegDataLayer" } }
-layer { name: "input" type: "Input" top: "data" include { stage: "fixed" }
-  input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-  convolution_param { num_output: 2 kernel_size: 3 } }
-''')
+    prototxt.write_text(OWN_STAGE_NET)
     net, report = init_from(read_net(prototxt), seed=1)
     assert net.input_names == ("data",)
     assert set(report.entries) == {"conv.0", "conv.1"}
